@@ -1,0 +1,173 @@
+"""One typed settings object, from a TOML file plus ``MEMOROSE_*`` environment variables.
+
+Precedence, highest first: explicit overrides (CLI flags), environment, TOML file, defaults.
+Nested sections map to ``MEMOROSE_<SECTION>__<KEY>`` (for example
+``MEMOROSE_CONSOLIDATION__BATCH_SIZE=50``). Validation happens once, at start, and a bad
+value stops the process with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from memorose.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsolidationSettings(_Section):
+    interval_secs: float = Field(2.0, gt=0, le=86_400)
+    batch_size: int = Field(100, ge=1, le=10_000)
+    entropy_threshold: float = Field(2.5, ge=0, le=16)
+    similarity_threshold: float = Field(0.7, ge=-1, le=1)
+
+
+class ForgettingSettings(_Section):
+    decay_half_life_days: float = Field(30.0, gt=0)
+    min_importance: float = Field(0.1, ge=0, le=1)
+
+
+class IndexSettings(_Section):
+    #: Tenants with more active memories than this are searched through a LanceDB ANN
+    #: index instead of an exact in-memory matrix.
+    ann_threshold: int = Field(50_000, ge=1)
+    embedding_dim: int = Field(384, ge=8, le=4096)
+
+
+class RaftSettings(_Section):
+    """PySyncObj tuning. Defaults give millisecond acks on loopback (see docs/replication.md)."""
+
+    append_entries_period: float = Field(0.01, gt=0)
+    min_timeout: float = Field(1.0, gt=0)
+    max_timeout: float = Field(2.0, gt=0)
+    tick_period: float = Field(0.005, gt=0)
+    log_compaction_min_entries: int = Field(20_000, ge=2)
+    log_compaction_min_time: float = Field(600.0, gt=0)
+    commit_timeout_secs: float = Field(10.0, gt=0)
+
+
+class LimitSettings(_Section):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_top_k: int = Field(200, ge=1)
+    max_batch_events: int = Field(5_000, ge=1)
+
+
+def _parse_hostport(value: str, name: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{name} must be HOST:PORT, got {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a node needs to start. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMOROSE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    node_id: str = "n1"
+    data_dir: Path = Path("./data")
+    http: str = "127.0.0.1:8080"
+    raft: str = "127.0.0.1:8081"
+    #: Other members, each "RAFTHOST:RAFTPORT=http://HTTPHOST:HTTPPORT".
+    peers: list[str] = Field(default_factory=list)
+    admin_key: str | None = None
+    raft_password: str | None = None
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
+    forgetting: ForgettingSettings = Field(default_factory=ForgettingSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    raft_tuning: RaftSettings = Field(default_factory=RaftSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @field_validator("http", "raft")
+    @classmethod
+    def _hostport(cls, value: str, info: Any) -> str:
+        return _parse_hostport(value, info.field_name)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not value or not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+            raise ValueError("node_id must be 1-64 characters of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        for peer in value:
+            raft, sep, http = peer.partition("=")
+            if not sep or not http.startswith(("http://", "https://")):
+                raise ValueError(f"peer {peer!r} must look like RAFTHOST:PORT=http://HOST:PORT")
+            _parse_hostport(raft, "peer raft address")
+        return value
+
+    @property
+    def http_host(self) -> str:
+        return self.http.rpartition(":")[0]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.rpartition(":")[2])
+
+    def peer_map(self) -> dict[str, str]:
+        """Raft address -> HTTP base URL of every other member."""
+        return dict(p.split("=", 1) for p in self.peers)
+
+    # Populated by load_settings(); pydantic-settings reads the TOML file through it.
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _CURRENT_TOML is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CURRENT_TOML))
+        return tuple(sources)
+
+
+_CURRENT_TOML: Path | None = None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings; raise ConfigError with every problem listed."""
+    global _CURRENT_TOML
+    path = Path(config_file) if config_file else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    _CURRENT_TOML = path
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    finally:
+        _CURRENT_TOML = None

@@ -1,0 +1,186 @@
+"""Domain records (Event, Memory) and validation of the ids that reach keys and filters.
+
+Records are plain dataclasses converted to and from msgpack-friendly dicts; nothing here
+is pickled.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from memorose.errors import InvalidInput
+
+# Tenant, stream and event ids become parts of RocksDB keys, Tantivy terms and LanceDB
+# filters, so they are restricted to a small alphabet with no separators, quotes or
+# query syntax. ':' is allowed (LoCoMo dia ids such as "D1:3") but never leads.
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+MAX_CONTENT_CHARS = 32_000
+MAX_METADATA_BYTES = 16_000
+
+
+def _check_id(kind: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{kind} must be a string")
+    if not pattern.match(value) or ".." in value:
+        raise InvalidInput(
+            f"{kind} {value[:40]!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
+            "(not starting with . or -, no '..')"
+        )
+    return value
+
+
+def validate_tenant_id(value: object) -> str:
+    return _check_id("tenant_id", value, _TENANT_RE)
+
+
+def validate_stream_id(value: object) -> str:
+    return _check_id("stream_id", value, _TENANT_RE)
+
+
+def validate_event_id(value: object) -> str:
+    return _check_id("event_id", value, _EVENT_ID_RE)
+
+
+def validate_memory_id(value: object) -> str:
+    return _check_id("memory id", value, _EVENT_ID_RE)
+
+
+def validate_text(kind: str, value: object, *, max_chars: int = MAX_CONTENT_CHARS) -> str:
+    """Reject non-strings, NUL bytes, lone surrogates and oversized text."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{kind} must be a string")
+    if len(value) > max_chars:
+        raise InvalidInput(f"{kind} is longer than {max_chars} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"{kind} must not contain NUL bytes")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{kind} is not valid Unicode (lone surrogate?)") from exc
+    return value
+
+
+def parse_timestamp(value: object, *, default: float | None = None) -> float:
+    """Valid time as epoch seconds, from ISO 8601 or a number. Naive ISO times are UTC."""
+    if value is None:
+        if default is None:
+            return time.time()
+        return default
+    if isinstance(value, bool):
+        raise InvalidInput("timestamp must be ISO 8601 text or epoch seconds")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidInput(f"timestamp {value[:40]!r} is not ISO 8601") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        ts = parsed.timestamp()
+    else:
+        raise InvalidInput("timestamp must be ISO 8601 text or epoch seconds")
+    if not math.isfinite(ts) or not (0 <= ts < 253402300800):  # year 1970..9999
+        raise InvalidInput("timestamp is out of range (1970..9999)")
+    return ts
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Event:
+    """An L0 event: what a client sent, as acknowledged. Immutable once stored."""
+
+    tenant_id: str
+    stream_id: str
+    event_id: str
+    seq: int  # position in the tenant's L0 log, assigned at apply
+    content: str
+    timestamp: float  # valid time
+    ingested_at: float  # transaction time, chosen by the leader
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        return cls(**data)
+
+
+@dataclass
+class Memory:
+    """An L1 memory: a consolidated fact with its embedding and provenance.
+
+    RocksDB holds the authoritative copy; LanceDB and Tantivy index derived copies.
+    """
+
+    tenant_id: str
+    memory_id: str
+    stream_id: str
+    content: str
+    embedding: bytes  # float32 little-endian, L2-normalised
+    source_event_ids: list[str]
+    created_at: float
+    valid_from: float
+    valid_to: float | None = None
+    importance: float = 0.5
+    access_count: int = 0
+    last_accessed_at: float | None = None
+    archived: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding_model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype=np.float32)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Memory:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def public(self) -> dict[str, Any]:
+        """The API view: no embedding, times in ISO 8601."""
+        return {
+            "id": self.memory_id,
+            "layer": "L1",
+            "tenant_id": self.tenant_id,
+            "stream_id": self.stream_id,
+            "content": self.content,
+            "source_event_ids": list(self.source_event_ids),
+            "created_at": iso(self.created_at),
+            "valid_from": iso(self.valid_from),
+            "valid_to": iso(self.valid_to),
+            "importance": self.importance,
+            "access_count": self.access_count,
+            "archived": self.archived,
+            "metadata": self.metadata,
+        }
+
+
+def event_public(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "stream_id": event.stream_id,
+        "seq": event.seq,
+        "content": event.content,
+        "timestamp": iso(event.timestamp),
+        "ingested_at": iso(event.ingested_at),
+        "metadata": event.metadata,
+    }

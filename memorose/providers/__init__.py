@@ -1,0 +1,1 @@
+"""Model providers (embeddings, LLM). Vendors are loaded lazily by name."""

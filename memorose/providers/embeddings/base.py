@@ -1,0 +1,27 @@
+"""The embedding interface. Embeddings are computed on the leader before proposing, so a
+provider may be slow or non-deterministic without affecting replica consistency."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Embedder(ABC):
+    #: Recorded with every memory so that a model change is detectable.
+    model: str
+    dim: int
+
+    @abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """An (n, dim) float32 array of L2-normalised vectors."""
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)

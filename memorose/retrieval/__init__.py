@@ -1,0 +1,1 @@
+"""Retrieval: text analysis, hybrid (vector + BM25) search, fusion."""

@@ -1,0 +1,1 @@
+"""Storage engines: RocksDB (source of truth), LanceDB and Tantivy (derived indexes)."""

@@ -1,0 +1,245 @@
+"""Keeps the derived indexes (Tantivy, vectors) current by following the change feed the
+state machine writes (``x/<raft index>``), off the Raft thread.
+
+Every change is handled by re-reading the current RocksDB state, so replaying a change is
+harmless and the indexes converge to RocksDB whatever the order of crashes. The indexer's
+position and, per tenant, the last event seq it has made searchable are kept in
+``state.json`` beside the indexes; anything newer is found by the retrieval tail scan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memorose.models import Memory
+from memorose.storage import keys
+from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
+from memorose.storage.reader import StateReader
+from memorose.storage.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_CHANGES_PER_CYCLE = 2000
+
+
+def is_searchable(memory: Memory) -> bool:
+    return not memory.archived and memory.valid_to is None
+
+
+class Indexer:
+    def __init__(self, reader: StateReader, root: Path, *, dim: int, ann_threshold: int) -> None:
+        self.reader = reader
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.fulltext = FullTextIndex(root / "tantivy")
+        self.vectors = VectorIndex(root / "lance", dim=dim, ann_threshold=ann_threshold)
+        self._state_path = root / "state.json"
+        self.position = 0  # last Raft index whose changes are searchable
+        self.rebuilds = 0
+        self._indexed_seq: dict[str, int] = {}
+        self._rebuild_requested = threading.Event()
+        self._progress = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_cycle: Callable[[], None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Load state, rebuild if it is missing or ahead of RocksDB, then catch up."""
+        state = self._load_state()
+        if state is None or state["position"] > self.reader.store.applied_index():
+            self.rebuild()
+        else:
+            self.position = state["position"]
+            self._indexed_seq = dict(state["tenants"])
+            self.vectors.open_existing()
+            self._load_small_tenant_vectors()
+        self.catch_up()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="memorose-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def request_rebuild(self) -> None:
+        """Called after a snapshot install replaced RocksDB wholesale."""
+        self._rebuild_requested.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._rebuild_requested.is_set():
+                    self._rebuild_requested.clear()
+                    self.rebuild()
+                worked = self.cycle()
+                self.vectors.maintain()
+            except Exception:
+                log.exception("indexer cycle failed; retrying")
+                worked = False
+                self._stop.wait(0.5)
+            if not worked:
+                self._stop.wait(0.01)
+
+    # -- state ---------------------------------------------------------------------------
+    def _load_state(self) -> dict[str, Any] | None:
+        try:
+            state = json.loads(self._state_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return state if state.get("version") == STATE_VERSION else None
+
+    def _save_state(self) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"version": STATE_VERSION, "position": self.position, "tenants": self._indexed_seq})
+        )
+        os.replace(tmp, self._state_path)
+
+    def indexed_seq(self, tenant_id: str) -> int:
+        """Events of this tenant up to this seq are in Tantivy (or consolidated)."""
+        return self._indexed_seq.get(tenant_id, 0)
+
+    # -- following the change feed ---------------------------------------------------------
+    def catch_up(self) -> None:
+        while self.cycle():
+            pass
+
+    def cycle(self) -> bool:
+        """Index one chunk of changes; False when there was nothing to do."""
+        changes = list(self.reader.changes(self.position, limit=_CHANGES_PER_CYCLE))
+        if not changes:
+            return False
+        dirty: dict[tuple[str, str], None] = {}
+        for _, entries in changes:
+            for change in entries:
+                self._apply_change(change, dirty)
+        self._refresh_memories(dirty)
+        self.fulltext.commit()
+        last = changes[-1][0]
+        with self._progress:
+            self.position = last
+            self._progress.notify_all()
+        self._save_state()
+        # The consumed part of the feed is local bookkeeping, not replicated state.
+        self.reader.store.delete_range(keys.CHANGES, keys.change(last + 1))
+        if self.on_cycle is not None:
+            self.on_cycle()
+        return True
+
+    def _apply_change(self, change: list[Any], dirty: dict[tuple[str, str], None]) -> None:
+        kind, tenant_id = change[0], change[1]
+        if kind == "events":
+            self._index_events(tenant_id, change[2], change[3])
+        elif kind == "consolidated":
+            self.fulltext.delete_events(tenant_id, change[2] + 1, change[3])
+        elif kind in ("memory+", "memory-"):
+            dirty[(tenant_id, change[2])] = None
+        elif kind == "tenant-":
+            self.fulltext.delete_tenant(tenant_id)
+            self.vectors.drop_tenant(tenant_id)
+            self._indexed_seq.pop(tenant_id, None)
+            for key in [k for k in dirty if k[0] == tenant_id]:
+                del dirty[key]
+
+    def _index_events(self, tenant_id: str, first: int, last: int) -> None:
+        record = self.reader.tenant(tenant_id)
+        if record is None:
+            return
+        after = max(first - 1, record["cursor"])
+        for event in self.reader.events(tenant_id, after_seq=after, limit=last - after):
+            self.fulltext.upsert(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+        self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), last)
+
+    def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
+        by_tenant: dict[str, list[Memory]] = {}
+        for tenant_id, memory_id in dirty:
+            memory = self.reader.memory(tenant_id, memory_id)
+            if memory is not None and is_searchable(memory):
+                self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
+                by_tenant.setdefault(tenant_id, []).append(memory)
+            else:
+                self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
+                self.vectors.remove(tenant_id, memory_id)
+        for tenant_id, memories in by_tenant.items():
+            self.vectors.upsert(
+                tenant_id,
+                [m.memory_id for m in memories],
+                [m.stream_id for m in memories],
+                np.stack([m.vector() for m in memories]),
+            )
+
+    def wait_for(self, raft_index: int, timeout: float) -> bool:
+        """Block until changes up to ``raft_index`` are searchable."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.position < raft_index and self.reader.store.applied_index() >= raft_index:
+                if not self._feed_pending_after(self.position, raft_index):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+        return True
+
+    def _feed_pending_after(self, position: int, upto: int) -> bool:
+        return any(index <= upto for index, _ in self.reader.changes(position, limit=1))
+
+    # -- rebuild -------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Recreate every derived index from RocksDB (``memorose admin reindex``)."""
+        started = time.monotonic()
+        position = self.reader.store.applied_index()
+        self.fulltext.clear()
+        self.vectors.clear()
+        self._indexed_seq = {}
+        for tenant_id in self.reader.tenant_ids():
+            self._rebuild_tenant(tenant_id)
+        self.fulltext.commit()
+        with self._progress:
+            self.position = position
+            self._progress.notify_all()
+        self._save_state()
+        self.rebuilds += 1
+        log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
+
+    def _rebuild_tenant(self, tenant_id: str) -> None:
+        memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
+        for m in memories:
+            self.fulltext.upsert(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
+        self._load_vectors(tenant_id, memories)
+        last_seq = 0
+        for event in self.reader.pending_events(tenant_id):
+            self.fulltext.upsert(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+            last_seq = event.seq
+        record = self.reader.tenant_or_empty(tenant_id)
+        self._indexed_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
+
+    def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
+        if not memories:
+            return
+        self.vectors.bulk_load(
+            tenant_id,
+            [m.memory_id for m in memories],
+            [m.stream_id for m in memories],
+            np.stack([m.vector() for m in memories]),
+        )
+
+    def _load_small_tenant_vectors(self) -> None:
+        """In-memory matrices do not survive a restart; reload them from RocksDB."""
+        for tenant_id in self.reader.tenant_ids():
+            if not self.vectors.is_large(tenant_id):
+                self._load_vectors(tenant_id, [m for m in self.reader.memories(tenant_id) if is_searchable(m)])

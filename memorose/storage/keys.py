@@ -1,0 +1,65 @@
+"""The RocksDB key layout. Everything replicated lives in one keyspace so that one
+WriteBatch per Raft entry is atomic. Ids are validated (no '/') before they get here.
+
+    m/applied_index               u64 big-endian: last Raft index applied
+    t/<tenant>                    tenant record: counters, next seq, consolidation cursor
+    e/<tenant>/<seq:016x>         L0 event, in ingest order
+    i/<tenant>/<event_id>         seq of an event id (idempotency key, lookup)
+    M/<tenant>/<memory_id>        L1 memory (embedding as float32 bytes)
+    k/<sha256(key)>               tenant API key record (only the hash is stored)
+    x/<raft_index:016x>           change feed for the derived-index indexer
+"""
+
+from __future__ import annotations
+
+APPLIED_INDEX = b"m/applied_index"
+TENANT = b"t/"
+EVENT = b"e/"
+EVENT_ID = b"i/"
+MEMORY = b"M/"
+API_KEY = b"k/"
+CHANGES = b"x/"
+
+#: Prefixes holding one tenant's replicated state (used by delete and digest).
+TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY)
+
+
+def tenant(tenant_id: str) -> bytes:
+    return TENANT + tenant_id.encode()
+
+
+def tenant_prefix(prefix: bytes, tenant_id: str) -> bytes:
+    return prefix + tenant_id.encode() + b"/"
+
+
+def event(tenant_id: str, seq: int) -> bytes:
+    return tenant_prefix(EVENT, tenant_id) + f"{seq:016x}".encode()
+
+
+def seq_of_event_key(key: bytes) -> int:
+    return int(key.rsplit(b"/", 1)[1], 16)
+
+
+def event_id(tenant_id: str, eid: str) -> bytes:
+    return tenant_prefix(EVENT_ID, tenant_id) + eid.encode()
+
+
+def memory(tenant_id: str, memory_id: str) -> bytes:
+    return tenant_prefix(MEMORY, tenant_id) + memory_id.encode()
+
+
+def api_key(key_hash: str) -> bytes:
+    return API_KEY + key_hash.encode()
+
+
+def change(raft_index: int) -> bytes:
+    return CHANGES + f"{raft_index:016x}".encode()
+
+
+def index_of_change_key(key: bytes) -> int:
+    return int(key[len(CHANGES) :], 16)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])

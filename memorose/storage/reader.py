@@ -1,0 +1,90 @@
+"""Read-side queries over the replicated RocksDB state (never writes)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from memorose import codec
+from memorose.models import Event, Memory
+from memorose.statemachine import new_tenant_record
+from memorose.storage import keys
+from memorose.storage.rocks import RocksStore
+
+
+class StateReader:
+    def __init__(self, store: RocksStore) -> None:
+        self.store = store
+
+    def tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        raw = self.store.get(keys.tenant(tenant_id))
+        return codec.unpack(raw) if raw else None
+
+    def tenant_or_empty(self, tenant_id: str) -> dict[str, Any]:
+        return self.tenant(tenant_id) or new_tenant_record()
+
+    def tenant_ids(self) -> list[str]:
+        return [k[len(keys.TENANT) :].decode() for k, _ in self.store.scan(keys.TENANT)]
+
+    # -- events ------------------------------------------------------------------------
+    def events(
+        self, tenant_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> Iterator[Event]:
+        prefix = keys.tenant_prefix(keys.EVENT, tenant_id)
+        start = keys.event(tenant_id, after_seq + 1)
+        for _, raw in self.store.scan(prefix, start=start, limit=limit):
+            yield Event.from_dict(codec.unpack(raw))
+
+    def event_seq(self, tenant_id: str, event_id: str) -> int | None:
+        raw = self.store.get(keys.event_id(tenant_id, event_id))
+        return codec.unpack(raw) if raw else None
+
+    def event(self, tenant_id: str, seq: int) -> Event | None:
+        raw = self.store.get(keys.event(tenant_id, seq))
+        return Event.from_dict(codec.unpack(raw)) if raw else None
+
+    def pending_events(self, tenant_id: str, *, limit: int | None = None) -> Iterator[Event]:
+        """Events acknowledged but not yet consolidated (seq > cursor)."""
+        cursor = self.tenant_or_empty(tenant_id)["cursor"]
+        return self.events(tenant_id, after_seq=cursor, limit=limit)
+
+    # -- memories ----------------------------------------------------------------------
+    def memory(self, tenant_id: str, memory_id: str) -> Memory | None:
+        raw = self.store.get(keys.memory(tenant_id, memory_id))
+        return Memory.from_dict(codec.unpack(raw)) if raw else None
+
+    def memories(
+        self, tenant_id: str, *, after_id: str | None = None, limit: int | None = None
+    ) -> Iterator[Memory]:
+        prefix = keys.tenant_prefix(keys.MEMORY, tenant_id)
+        start = keys.memory(tenant_id, after_id) + b"\x00" if after_id else None
+        for _, raw in self.store.scan(prefix, start=start, limit=limit):
+            yield Memory.from_dict(codec.unpack(raw))
+
+    # -- keys --------------------------------------------------------------------------
+    def api_key(self, secret: str) -> dict[str, Any] | None:
+        raw = self.store.get(keys.api_key(hash_key(secret)))
+        return codec.unpack(raw) if raw else None
+
+    # -- change feed -------------------------------------------------------------------
+    def changes(self, after_index: int, limit: int = 1000) -> Iterator[tuple[int, list[Any]]]:
+        start = keys.change(after_index + 1)
+        for key, raw in self.store.scan(keys.CHANGES, start=start, limit=limit):
+            yield keys.index_of_change_key(key), codec.unpack(raw)
+
+    # -- digest ------------------------------------------------------------------------
+    def tenant_digest(self, tenant_id: str) -> str:
+        """Hash of a tenant's replicated state, for comparing replicas."""
+        digest = hashlib.sha256()
+        raw = self.store.get(keys.tenant(tenant_id))
+        digest.update(raw or b"")
+        for prefix in keys.TENANT_PREFIXES:
+            for key, value in self.store.scan(keys.tenant_prefix(prefix, tenant_id)):
+                digest.update(len(key).to_bytes(4, "big") + key)
+                digest.update(len(value).to_bytes(4, "big") + value)
+        return digest.hexdigest()
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,4 @@
+"""The Memorose storage-node process: Raft (PySyncObj), HTTP API, background workers.
+
+The only package that imports PySyncObj.
+"""

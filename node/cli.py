@@ -1,0 +1,141 @@
+"""CLI subcommands owned by the node package: ``up``, ``node``, ``admin``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+from typing import Any
+
+from memorose.config import load_settings
+from node.runner import RunningNode, serve_forever
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    up = sub.add_parser("up", help="start a single node in the foreground on embedded defaults")
+    up.add_argument("--data-dir", default="./data")
+    up.add_argument("--port", type=int, default=8080, help="HTTP port (Raft uses PORT+1 unless --raft)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--raft", default=None, help="Raft HOST:PORT")
+    up.add_argument("--config", default=None, help="TOML config file")
+    up.set_defaults(func=cmd_up)
+
+    node = sub.add_parser("node", help="start a node from flags and/or a config file")
+    node.add_argument("--config", default=None, help="TOML config file")
+    node.add_argument("--node-id")
+    node.add_argument("--data-dir")
+    node.add_argument("--http", help="HOST:PORT for the HTTP API")
+    node.add_argument("--raft", help="HOST:PORT for Raft (bind address)")
+    node.add_argument("--peer", action="append", default=None, help="RAFTHOST:PORT=http://HOST:PORT (repeat)")
+    node.set_defaults(func=cmd_node)
+
+    admin = sub.add_parser("admin", help="administration")
+    admin_sub = admin.add_subparsers(dest="admin_command", metavar="ACTION")
+    reindex = admin_sub.add_parser("reindex", help="rebuild LanceDB and Tantivy from RocksDB")
+    reindex.add_argument("--url", help="a running node: rebuild online through its admin API")
+    reindex.add_argument("--admin-key", help="admin key for --url (default: MEMOROSE_ADMIN_KEY)")
+    reindex.add_argument("--data-dir", help="a stopped node's data directory: rebuild offline")
+    reindex.set_defaults(func=cmd_reindex)
+
+    bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
+    storage.add_argument("--sizes", default="10000,100000", help="memories per scenario")
+    storage.add_argument("--tenants", type=int, default=1000, help="tenants in the spread scenario")
+    storage.add_argument("--queries", type=int, default=300)
+    storage.add_argument("--out", default="benchmarks/results/storage.json")
+    storage.set_defaults(func=cmd_bench_storage)
+
+
+def _print_ready(node: RunningNode) -> None:
+    service = node.service
+    print(f"Memorose node {service.settings.node_id} listening on {node.url}", flush=True)
+    print(f"  data dir:  {service.data_dir.resolve()}", flush=True)
+    if service.admin_key_generated:
+        print(f"  admin key: {service.admin_key}  (stored in {service.data_dir / 'admin_key'})", flush=True)
+    else:
+        print("  admin key: from configuration", flush=True)
+    print(f"  try: curl -H 'Authorization: Bearer <admin key>' {node.url}/api/v1/cluster/status", flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    raft = args.raft or f"{args.host}:{args.port + 1}"
+    settings = load_settings(args.config, data_dir=args.data_dir, http=f"{args.host}:{args.port}", raft=raft)
+    asyncio.run(serve_forever(settings, _print_ready))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        args.config,
+        node_id=args.node_id,
+        data_dir=args.data_dir,
+        http=args.http,
+        raft=args.raft,
+        peers=args.peer,
+    )
+    asyncio.run(serve_forever(settings, _print_ready))
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    if args.url:
+        import os
+
+        key = args.admin_key or os.environ.get("MEMOROSE_ADMIN_KEY")
+        if not key:
+            print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required with --url", file=sys.stderr)
+            return 2
+        result = _post(args.url.rstrip("/") + "/api/v1/admin/reindex", key)
+        print(json.dumps(result))
+        return 0
+    if not args.data_dir:
+        print("memorose: give --url of a running node or --data-dir of a stopped one", file=sys.stderr)
+        return 2
+    return _reindex_offline(args.data_dir)
+
+
+def _reindex_offline(data_dir: str) -> int:
+    from pathlib import Path
+
+    from memorose.storage.indexer import Indexer
+    from memorose.storage.reader import StateReader
+    from memorose.storage.rocks import RocksStore
+
+    settings = load_settings(data_dir=data_dir)
+    try:
+        store = RocksStore(Path(data_dir) / "rocks")
+    except Exception as exc:
+        print(f"memorose: cannot open {data_dir} (is the node still running?): {exc}", file=sys.stderr)
+        return 1
+    try:
+        indexer = Indexer(
+            StateReader(store),
+            Path(data_dir) / "index",
+            dim=settings.index.embedding_dim,
+            ann_threshold=settings.index.ann_threshold,
+        )
+        indexer.rebuild()
+        print(json.dumps({"rebuilt": True, "position": indexer.position}))
+    finally:
+        store.close()
+    return 0
+
+
+def _post(url: str, key: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body or {}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read())
+
+
+def cmd_bench_storage(args: argparse.Namespace) -> int:
+    from memorose.bench.storage import run_storage_bench
+
+    return run_storage_bench(args)

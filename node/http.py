@@ -1,0 +1,325 @@
+"""The node's HTTP API (aiohttp). JSON in and out; errors as
+``{"error": {"code": ..., "message": ...}}``; never a 500 for bad input.
+
+Paths and field names follow the original Memorose public API (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from memorose.errors import Forbidden, InvalidInput, MemoroseError, NotFound, Unauthorized, Unavailable
+from memorose.models import event_public, validate_memory_id, validate_stream_id
+from memorose.retrieval.search import RetrieveRequest
+from node import validation as v
+from node.metrics import NodeMetrics
+from node.proposer import NotLeader
+from node.service import NodeService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE = web.AppKey("service", NodeService)
+METRICS = web.AppKey("metrics", NodeMetrics)
+RETRIEVE_FIELDS = {"tenant_id", "query", "stream_id", "top_k", "graph_depth", "enable_arbitration", "consistency"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def _leader_redirect(request: web.Request, exc: NotLeader) -> web.Response:
+    service = request.app[SERVICE]
+    url = service.settings.peer_map().get(exc.leader or "")
+    if url is None:
+        return error_response(503, "no_leader", "no leader is known yet; retry", {"Retry-After": "1"})
+    return web.Response(
+        status=307,
+        headers={"Location": url.rstrip("/") + request.path_qs, "X-Memorose-Leader": url},
+        content_type="application/json",
+        text='{"error": {"code": "not_leader", "message": "redirecting to the leader"}}',
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except NotLeader as exc:
+        response = _leader_redirect(request, exc)
+    except Unavailable as exc:
+        response = error_response(
+            exc.status, exc.code, exc.message, {"Retry-After": str(max(1, round(exc.retry_after)))}
+        )
+    except MemoroseError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, "internal", "internal error")
+    metrics.http_requests.labels(route, str(response.status)).inc()
+    metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+# -- helpers -------------------------------------------------------------------------------
+async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    return v.require_object(v.parse_json(await request.read()), allowed)
+
+
+def _caller(request: web.Request) -> str:
+    """The tenant the bearer key is bound to, or '*' for the admin key."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("missing or malformed Authorization: Bearer <key>")
+    subject = request.app[SERVICE].authenticate(secret.strip())
+    if subject is None:
+        raise Unauthorized("unknown API key")
+    return subject
+
+
+def _authorize(request: web.Request, tenant_id: Any) -> str:
+    caller = _caller(request)
+    tenant_id = v.tenant(tenant_id)
+    if caller not in ("*", tenant_id):
+        raise Forbidden("this key does not give access to that tenant")
+    return tenant_id
+
+
+def _require_admin(request: web.Request) -> None:
+    if _caller(request) != "*":
+        raise Forbidden("an admin key is required")
+
+
+def _optional_stream(value: Any) -> str | None:
+    return None if value is None or value == "" else validate_stream_id(value)
+
+
+def _new_event_id() -> str:
+    return "ev-" + uuid.uuid4().hex
+
+
+# -- events ---------------------------------------------------------------------------------
+async def ingest_event(request: web.Request) -> web.Response:
+    body = await _body(request, v.EVENT_FIELDS | {"tenant_id"})
+    tenant_id = _authorize(request, body.get("tenant_id"))
+    event = v.event({k: body[k] for k in body if k != "tenant_id"}, _new_event_id())
+    service = request.app[SERVICE]
+    [answer] = await service.ingest(tenant_id, [event])
+    _count_ingest(request, [answer])
+    return web.json_response(
+        {"event_id": answer["event_id"], "tenant_id": tenant_id, "stream_id": event["stream_id"], "seq": answer["seq"]},
+        status=202,
+    )
+
+
+async def ingest_batch(request: web.Request) -> web.Response:
+    body = await _body(request, {"tenant_id", "events"})
+    tenant_id = _authorize(request, body.get("tenant_id"))
+    raw_events = v.required(body, "events")
+    limit = request.app[SERVICE].settings.limits.max_batch_events
+    if not isinstance(raw_events, list) or not raw_events:
+        raise InvalidInput("events must be a non-empty list")
+    if len(raw_events) > limit:
+        raise InvalidInput(f"a batch holds at most {limit} events")
+    events = [v.event(e, _new_event_id(), f"events[{i}]") for i, e in enumerate(raw_events)]
+    ids = [e["event_id"] for e in events]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("event_id values must be unique within a batch")
+    answers = await request.app[SERVICE].ingest(tenant_id, events)
+    _count_ingest(request, answers)
+    return web.json_response({"event_ids": [a["event_id"] for a in answers]}, status=202)
+
+
+def _count_ingest(request: web.Request, answers: list[dict[str, Any]]) -> None:
+    metrics = request.app[METRICS]
+    duplicates = sum(1 for a in answers if a["duplicate"])
+    metrics.events_duplicate.inc(duplicates)
+    metrics.events_ingested.inc(len(answers) - duplicates)
+
+
+async def list_events(request: web.Request) -> web.Response:
+    q = request.query
+    tenant_id = _authorize(request, q.get("tenant_id"))
+    stream_id = _optional_stream(q.get("stream_id"))
+    after = v.int_param(q.get("after"), "after", 0, 0, 2**62)
+    limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
+    events = request.app[SERVICE].events(tenant_id, stream_id, after, limit)
+    next_after = events[-1].seq if len(events) == limit else None
+    return web.json_response({"events": [event_public(e) for e in events], "next_after": next_after})
+
+
+# -- retrieval ------------------------------------------------------------------------------
+async def retrieve(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await _body(request, RETRIEVE_FIELDS)
+    tenant_id = _authorize(request, body.get("tenant_id"))
+    query = v.validate_text("query", v.required(body, "query"), max_chars=4000)
+    consistency = body.get("consistency", "eventual")
+    if consistency not in ("eventual", "leader", "linearizable"):
+        raise InvalidInput("consistency must be eventual, leader or linearizable")
+    req = RetrieveRequest(
+        tenant_id=tenant_id,
+        query=query,
+        stream_id=_optional_stream(body.get("stream_id")),
+        top_k=v.int_field(body, "top_k", 10, 1, service.settings.limits.max_top_k),
+        graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
+        enable_arbitration=v.bool_field(body, "enable_arbitration", True),
+    )
+    return web.json_response(await service.retrieve(req))
+
+
+# -- memories -------------------------------------------------------------------------------
+async def list_memories(request: web.Request) -> web.Response:
+    q = request.query
+    tenant_id = _authorize(request, q.get("tenant_id"))
+    stream_id = _optional_stream(q.get("stream_id"))
+    limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
+    cursor = q.get("cursor") or None
+    if cursor is not None:
+        validate_memory_id(cursor)
+    memories = request.app[SERVICE].memories(tenant_id, stream_id, limit, cursor)
+    next_cursor = memories[-1].memory_id if len(memories) == limit else None
+    return web.json_response({"memories": [m.public() for m in memories], "next_cursor": next_cursor})
+
+
+def _memory_id(request: web.Request) -> str:
+    try:
+        return validate_memory_id(request.match_info["memory_id"])
+    except InvalidInput:
+        raise NotFound("memory not found") from None
+
+
+async def get_memory(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    memory = request.app[SERVICE].memory(tenant_id, _memory_id(request))
+    return web.json_response(memory.public())
+
+
+async def delete_memory(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    memory_id = _memory_id(request)
+    await request.app[SERVICE].delete_memory(tenant_id, memory_id)
+    return web.json_response({"deleted": True, "id": memory_id})
+
+
+# -- consolidation and status ---------------------------------------------------------------
+async def consolidate(request: web.Request) -> web.Response:
+    body = await _body(request, {"tenant_id", "wait"})
+    tenant_id = _authorize(request, body.get("tenant_id"))
+    wait = v.bool_field(body, "wait", True)
+    return web.json_response(await request.app[SERVICE].consolidate(tenant_id, wait))
+
+
+async def tenant_status(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    return web.json_response(request.app[SERVICE].tenant_status(tenant_id))
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    _caller(request)
+    return web.json_response(request.app[SERVICE].cluster_status())
+
+
+# -- admin ----------------------------------------------------------------------------------
+async def issue_key(request: web.Request) -> web.Response:
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    if await request.read():
+        v.require_object(v.parse_json(await request.read()), set())
+    return web.json_response(await request.app[SERVICE].issue_key(tenant_id), status=201)
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    existed = await request.app[SERVICE].delete_tenant(tenant_id)
+    return web.json_response({"deleted": True, "tenant_id": tenant_id, "existed": existed})
+
+
+async def reindex(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return web.json_response(await request.app[SERVICE].reindex())
+
+
+# -- probes -----------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[SERVICE].ready():
+        return error_response(503, "not_ready", "no leader elected yet", {"Retry-After": "1"})
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(service: NodeService) -> web.Application:
+    """The node's aiohttp application; starting it starts the node, cleanup stops it."""
+    app = web.Application(client_max_size=service.settings.limits.max_body_bytes, middlewares=[error_middleware])
+    app[SERVICE] = service
+    app[METRICS] = node_metrics(service)
+    app.on_startup.append(_start_service)
+    app.on_cleanup.append(_stop_service)
+    app.router.add_post("/api/v1/events", ingest_event)
+    app.router.add_post("/api/v1/events/batch", ingest_batch)
+    app.router.add_get("/api/v1/events", list_events)
+    app.router.add_post("/api/v1/retrieve", retrieve)
+    app.router.add_get("/api/v1/memories", list_memories)
+    app.router.add_get("/api/v1/memories/{memory_id}", get_memory)
+    app.router.add_delete("/api/v1/memories/{memory_id}", delete_memory)
+    app.router.add_post("/api/v1/consolidate", consolidate)
+    app.router.add_get("/api/v1/status", tenant_status)
+    app.router.add_get("/api/v1/cluster/status", cluster_status)
+    app.router.add_post("/api/v1/admin/tenants/{tenant_id}/keys", issue_key)
+    app.router.add_delete("/api/v1/tenants/{tenant_id}", delete_tenant)
+    app.router.add_post("/api/v1/admin/reindex", reindex)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _start_service(app: web.Application) -> None:
+    service, metrics = app[SERVICE], app[METRICS]
+    await service.start()
+    assert service.worker is not None
+
+    def on_batch(tenant_id: str, events: int, memories: int, rejected: dict[str, str]) -> None:
+        metrics.consolidated.labels(tenant_id).inc(events)
+        metrics.memories_created.labels(tenant_id).inc(memories)
+        for reason in rejected.values():
+            metrics.rejected.labels(tenant_id, reason).inc()
+
+    service.worker.on_batch = on_batch
+
+
+async def _stop_service(app: web.Application) -> None:
+    await app[SERVICE].stop()
+
+
+def node_metrics(service: NodeService) -> NodeMetrics:
+    m = NodeMetrics()
+    m.gauge("memorose_raft_applied_index", "last Raft index applied", service.store.applied_index)
+    m.gauge("memorose_index_position", "last Raft index searchable", lambda: service.indexer.position)
+    m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
+    return m

@@ -1,0 +1,259 @@
+"""The node: wires RocksDB, the Raft object, the indexer, retrieval and the workers.
+
+The HTTP layer calls these methods; they validate nothing about HTTP and know nothing of
+aiohttp. Reads are served from the local replica; writes go through Raft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from memorose import commands
+from memorose.config import Settings
+from memorose.consolidation.planner import ConsolidationPlanner
+from memorose.errors import NotFound, Unavailable
+from memorose.models import Event, Memory
+from memorose.providers.embeddings import load_embedder
+from memorose.retrieval.search import Retriever, RetrieveRequest
+from memorose.storage.indexer import Indexer
+from memorose.storage.reader import StateReader, hash_key
+from memorose.storage.rocks import RocksStore
+from node.batcher import IngestBatcher
+from node.proposer import Proposer
+from node.raft import RaftNode
+from node.workers import ConsolidationWorker
+
+log = logging.getLogger(__name__)
+
+
+def _secret_file(path: Path, prefix: str) -> str:
+    """Read a generated secret, or create it (mode 0600) on first start."""
+    if path.exists():
+        return path.read_text().strip()
+    value = prefix + secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class NodeService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_key = settings.admin_key or _secret_file(self.data_dir / "admin_key", "adm_")
+        self.admin_key_generated = settings.admin_key is None
+        self.raft_password = settings.raft_password or _secret_file(self.data_dir / "raft_password", "")
+        self.store = RocksStore(self.data_dir / "rocks")
+        self.reader = StateReader(self.store)
+        self.embedder = load_embedder("hashing", dim=settings.index.embedding_dim)
+        self.indexer = Indexer(
+            self.reader, self.data_dir / "index", dim=self.embedder.dim, ann_threshold=settings.index.ann_threshold
+        )
+        self.retriever = Retriever(self.reader, self.indexer, self.embedder)
+        self.planner = ConsolidationPlanner(self.embedder)
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memorose-read")
+        self.started_at = time.time()
+        self.raft: RaftNode | None = None
+        self.proposer: Proposer | None = None
+        self.batcher: IngestBatcher | None = None
+        self.worker: ConsolidationWorker | None = None
+        self._consolidated = asyncio.Condition()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.indexer.open)
+        self.indexer.start()
+        self.raft = RaftNode(
+            self.settings.raft,
+            list(self.settings.peer_map()),
+            self.store,
+            self.settings.raft_tuning,
+            self.data_dir / "raft",
+            self.raft_password,
+            on_snapshot_installed=self.indexer.request_rebuild,
+        )
+        self.proposer = Proposer(self.raft, self.settings.raft_tuning.commit_timeout_secs)
+        self.batcher = IngestBatcher(self.proposer, time.time)
+        self.batcher.start()
+        self.worker = ConsolidationWorker(
+            self.reader,
+            self.planner,
+            self.proposer,
+            interval=self.settings.consolidation.interval_secs,
+            batch_size=self.settings.consolidation.batch_size,
+            is_leader=self.is_leader,
+        )
+        self.worker.start()
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.raft is not None:
+            self.raft.destroy()
+            await asyncio.to_thread(self._wait_raft_stopped)
+        self.indexer.stop()
+        self.executor.shutdown(wait=True)
+        self.store.close()
+
+    def _wait_raft_stopped(self) -> None:
+        deadline = time.monotonic() + 5
+        while self.raft is not None and self.raft.tick_thread_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def is_leader(self) -> bool:
+        return self.raft is not None and self.raft.role() == "leader"
+
+    def ready(self) -> bool:
+        return self.raft is not None and self.raft.leader_address() is not None and not self.raft.machine.failed
+
+    def _require_raft(self) -> tuple[RaftNode, Proposer, IngestBatcher, ConsolidationWorker]:
+        if self.raft is None or self.proposer is None or self.batcher is None or self.worker is None:
+            raise Unavailable("node is starting")
+        return self.raft, self.proposer, self.batcher, self.worker
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- writes --------------------------------------------------------------------------
+    async def ingest(self, tenant_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _, _, batcher, worker = self._require_raft()
+        answers = await batcher.submit(tenant_id, events)
+        worker.trigger() if self._pending_over_batch(tenant_id) else None
+        return answers
+
+    def _pending_over_batch(self, tenant_id: str) -> bool:
+        record = self.reader.tenant_or_empty(tenant_id)
+        return record["next_seq"] - 1 - record["cursor"] >= self.settings.consolidation.batch_size
+
+    async def propose(self, command: dict[str, Any]) -> dict[str, Any]:
+        _, proposer, _, _ = self._require_raft()
+        return await proposer.propose(command)
+
+    async def delete_memory(self, tenant_id: str, memory_id: str) -> None:
+        result = await self.propose(commands.delete_memory(tenant_id, memory_id))
+        if not result.get("ok"):
+            raise NotFound(f"memory {memory_id!r} not found")
+        await self._await_indexed()
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        result = await self.propose(commands.delete_tenant(tenant_id))
+        await self._await_indexed()
+        return bool(result.get("existed"))
+
+    async def issue_key(self, tenant_id: str) -> dict[str, Any]:
+        secret = "mk_" + secrets.token_urlsafe(32)
+        key_id = "key-" + uuid.uuid4().hex[:12]
+        await self.propose(commands.issue_key(tenant_id, hash_key(secret), key_id, time.time()))
+        return {"tenant_id": tenant_id, "key_id": key_id, "api_key": secret}
+
+    async def consolidate(self, tenant_id: str, wait: bool, timeout: float = 120.0) -> dict[str, Any]:
+        """Consolidate everything of this tenant acknowledged before the call."""
+        _, _, _, worker = self._require_raft()
+        target = self.reader.tenant_or_empty(tenant_id)["next_seq"] - 1
+        if not wait:
+            worker.trigger()
+            return {"tenant_id": tenant_id, "target_seq": target, "done": False}
+        await asyncio.wait_for(worker.consolidate_tenant(tenant_id, upto_seq=target), timeout)
+        await self._await_indexed()
+        record = self.reader.tenant_or_empty(tenant_id)
+        return {"tenant_id": tenant_id, "target_seq": target, "cursor": record["cursor"], "done": True}
+
+    async def _await_indexed(self, timeout: float = 30.0) -> None:
+        """Wait until the derived indexes reflect everything applied so far."""
+        index = self.store.applied_index()
+        ok = await asyncio.to_thread(self.indexer.wait_for, index, timeout)
+        if not ok:
+            raise Unavailable("indexes are catching up; retry shortly", retry_after=1.0)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
+        return await self._read(self.retriever.retrieve, req)  # type: ignore[no-any-return]
+
+    def memory(self, tenant_id: str, memory_id: str) -> Memory:
+        memory = self.reader.memory(tenant_id, memory_id)
+        if memory is None:
+            raise NotFound(f"memory {memory_id!r} not found")
+        return memory
+
+    def memories(self, tenant_id: str, stream_id: str | None, limit: int, after: str | None) -> list[Memory]:
+        out: list[Memory] = []
+        for memory in self.reader.memories(tenant_id, after_id=after):
+            if stream_id is None or memory.stream_id == stream_id:
+                out.append(memory)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def events(self, tenant_id: str, stream_id: str | None, after: int, limit: int) -> list[Event]:
+        out: list[Event] = []
+        for event in self.reader.events(tenant_id, after_seq=after):
+            if stream_id is None or event.stream_id == stream_id:
+                out.append(event)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def tenant_status(self, tenant_id: str) -> dict[str, Any]:
+        record = self.reader.tenant_or_empty(tenant_id)
+        total = record["next_seq"] - 1
+        return {
+            "tenant_id": tenant_id,
+            "l0_events": record["events"],
+            "l1_memories": record["memories"],
+            "pending_events": total - record["cursor"],
+            "consolidation_cursor": record["cursor"],
+        }
+
+    def cluster_status(self) -> dict[str, Any]:
+        raft = self.raft
+        status = raft.getStatus() if raft is not None else {}
+        leader = raft.leader_address() if raft is not None else None
+        peers = self.settings.peer_map()
+        return {
+            "node_id": self.settings.node_id,
+            "raft_address": self.settings.raft,
+            "http_address": self.settings.http,
+            "role": raft.role() if raft is not None else "starting",
+            "term": status.get("raft_term", 0),
+            "leader": leader,
+            "leader_url": peers.get(leader or "", f"http://{self.settings.http}" if leader else None)
+            if leader != self.settings.raft
+            else f"http://{self.settings.http}",
+            "commit_index": status.get("commit_idx", 0),
+            "applied_index": self.store.applied_index(),
+            "indexed_index": self.indexer.position,
+            "peers": [
+                {"raft_address": addr, "url": url, "connected": status.get(f"partner_node_status_server_{addr}") == 2}
+                for addr, url in peers.items()
+            ],
+        }
+
+    def authenticate(self, secret: str) -> str | None:
+        """The tenant a key is bound to, '*' for the admin key, None if unknown."""
+        if secrets.compare_digest(secret, self.admin_key):
+            return "*"
+        record = self.reader.api_key(secret)
+        return record["tenant_id"] if record else None
+
+    async def reindex(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        before = self.indexer.rebuilds
+        self.indexer.request_rebuild()
+        deadline = time.monotonic() + 600
+        while self.indexer.rebuilds == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._await_indexed()
+        return {"rebuilt": True, "took_ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -1,0 +1,109 @@
+"""Background consolidation on the leader: read each tenant's L0 cursor in batches, plan
+memories (filter, extract, embed) off the event loop, propose one command per batch.
+
+The command carries ``from_cursor``; the state machine drops it if the cursor moved, so
+two leaders racing through a leadership change can never consolidate an event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from memorose import commands
+from memorose.consolidation.planner import ConsolidationPlanner
+from memorose.storage.reader import StateReader
+from node.proposer import Proposer
+
+log = logging.getLogger(__name__)
+
+
+class ConsolidationWorker:
+    def __init__(
+        self,
+        reader: StateReader,
+        planner: ConsolidationPlanner,
+        proposer: Proposer,
+        *,
+        interval: float,
+        batch_size: int,
+        is_leader: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reader = reader
+        self.planner = planner
+        self.proposer = proposer
+        self.interval = interval
+        self.batch_size = batch_size
+        self.is_leader = is_leader
+        self.clock = clock
+        self._trigger = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.stats: dict[str, int] = {"batches": 0, "events": 0, "memories": 0, "rejected": 0, "errors": 0}
+        self.on_batch: Callable[[str, int, int, dict[str, str]], None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="consolidation")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def trigger(self) -> None:
+        self._trigger.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._trigger.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._trigger.clear()
+            if not self.is_leader():
+                continue
+            try:
+                await self.run_pass()
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("consolidation pass failed; will retry")
+
+    async def run_pass(self) -> None:
+        for tenant_id in self.reader.tenant_ids():
+            if not self.is_leader():
+                return
+            await self.consolidate_tenant(tenant_id)
+
+    async def consolidate_tenant(self, tenant_id: str, upto_seq: int | None = None) -> None:
+        """Consolidate pending events of one tenant (up to ``upto_seq`` if given)."""
+        async with self._lock:
+            while self.is_leader():
+                record = self.reader.tenant(tenant_id)
+                if record is None:
+                    return
+                cursor, last = record["cursor"], record["next_seq"] - 1
+                if upto_seq is not None:
+                    last = min(last, upto_seq)
+                if cursor >= last:
+                    return
+                await self._consolidate_batch(tenant_id, cursor, min(last, cursor + self.batch_size))
+
+    async def _consolidate_batch(self, tenant_id: str, cursor: int, to_seq: int) -> None:
+        events = list(self.reader.events(tenant_id, after_seq=cursor, limit=to_seq - cursor))
+        now = self.clock()
+        plan = await asyncio.to_thread(self.planner.plan, tenant_id, events, now)
+        command = commands.consolidate(tenant_id, cursor, to_seq, plan.memories, now)
+        result: dict[str, Any] = await self.proposer.propose(command)
+        if not result.get("ok"):
+            log.info("consolidation batch for %s not applied: %s", tenant_id, result.get("error"))
+            return
+        self.stats["batches"] += 1
+        self.stats["events"] += len(events)
+        self.stats["memories"] += len(plan.memories)
+        self.stats["rejected"] += len(plan.rejected)
+        if self.on_batch is not None:
+            self.on_batch(tenant_id, len(events), len(plan.memories), plan.rejected)
