@@ -88,11 +88,11 @@ class Settings(BaseSettings):
     peers: list[str] = Field(default_factory=list)
     admin_key: str | None = None
     raft_password: str | None = None
-    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
-    forgetting: ForgettingSettings = Field(default_factory=ForgettingSettings)
-    index: IndexSettings = Field(default_factory=IndexSettings)
-    raft_tuning: RaftSettings = Field(default_factory=RaftSettings)
-    limits: LimitSettings = Field(default_factory=LimitSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=lambda: ConsolidationSettings())
+    forgetting: ForgettingSettings = Field(default_factory=lambda: ForgettingSettings())
+    index: IndexSettings = Field(default_factory=lambda: IndexSettings())
+    raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
+    limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
 
     @field_validator("http", "raft")
     @classmethod
@@ -127,9 +127,6 @@ class Settings(BaseSettings):
     def peer_map(self) -> dict[str, str]:
         """Raft address -> HTTP base URL of every other member."""
         return dict(p.split("=", 1) for p in self.peers)
-
-    # Populated by load_settings(); pydantic-settings reads the TOML file through it.
-    _toml_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(

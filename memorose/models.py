@@ -10,7 +10,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ def parse_timestamp(value: object, *, default: float | None = None) -> float:
         except ValueError as exc:
             raise InvalidInput(f"timestamp {value[:40]!r} is not ISO 8601") from exc
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         ts = parsed.timestamp()
     else:
         raise InvalidInput("timestamp must be ISO 8601 text or epoch seconds")
@@ -96,7 +96,7 @@ def parse_timestamp(value: object, *, default: float | None = None) -> float:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass

@@ -41,7 +41,8 @@ class IngestBatcher:
         return await future
 
     def _take(self) -> list[tuple[dict[str, Any], asyncio.Future[list[dict[str, Any]]]]]:
-        taken, count = [], 0
+        taken: list[tuple[dict[str, Any], asyncio.Future[list[dict[str, Any]]]]] = []
+        count = 0
         while self._queue and (not taken or count + len(self._queue[0][0]["events"]) <= MAX_EVENTS_PER_ENTRY):
             item = self._queue.pop(0)
             taken.append(item)

@@ -28,10 +28,20 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", NodeService)
 METRICS = web.AppKey("metrics", NodeMetrics)
-RETRIEVE_FIELDS = {"tenant_id", "query", "stream_id", "top_k", "graph_depth", "enable_arbitration", "consistency"}
+RETRIEVE_FIELDS = {
+    "tenant_id",
+    "query",
+    "stream_id",
+    "top_k",
+    "graph_depth",
+    "enable_arbitration",
+    "consistency",
+}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
@@ -66,7 +76,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "http_error"
+        )
         response = error_response(exc.status, code, exc.reason)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -123,7 +135,12 @@ async def ingest_event(request: web.Request) -> web.Response:
     [answer] = await service.ingest(tenant_id, [event])
     _count_ingest(request, [answer])
     return web.json_response(
-        {"event_id": answer["event_id"], "tenant_id": tenant_id, "stream_id": event["stream_id"], "seq": answer["seq"]},
+        {
+            "event_id": answer["event_id"],
+            "tenant_id": tenant_id,
+            "stream_id": event["stream_id"],
+            "seq": answer["seq"],
+        },
         status=202,
     )
 
@@ -275,7 +292,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(service: NodeService) -> web.Application:
     """The node's aiohttp application; starting it starts the node, cleanup stops it."""
-    app = web.Application(client_max_size=service.settings.limits.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=service.settings.limits.max_body_bytes, middlewares=[error_middleware]
+    )
     app[SERVICE] = service
     app[METRICS] = node_metrics(service)
     app.on_startup.append(_start_service)

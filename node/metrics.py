@@ -33,7 +33,10 @@ class NodeMetrics:
             "memorose_memories_created_total", "L1 memories created", ["tenant"], registry=r
         )
         self.rejected = Counter(
-            "memorose_events_rejected_total", "events rejected at consolidation", ["tenant", "reason"], registry=r
+            "memorose_events_rejected_total",
+            "events rejected at consolidation",
+            ["tenant", "reason"],
+            registry=r,
         )
 
     def gauge(self, name: str, doc: str, fn: Callable[[], float]) -> None:

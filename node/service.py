@@ -58,7 +58,10 @@ class NodeService:
         self.reader = StateReader(self.store)
         self.embedder = load_embedder("hashing", dim=settings.index.embedding_dim)
         self.indexer = Indexer(
-            self.reader, self.data_dir / "index", dim=self.embedder.dim, ann_threshold=settings.index.ann_threshold
+            self.reader,
+            self.data_dir / "index",
+            dim=self.embedder.dim,
+            ann_threshold=settings.index.ann_threshold,
         )
         self.retriever = Retriever(self.reader, self.indexer, self.embedder)
         self.planner = ConsolidationPlanner(self.embedder)
@@ -117,7 +120,9 @@ class NodeService:
         return self.raft is not None and self.raft.role() == "leader"
 
     def ready(self) -> bool:
-        return self.raft is not None and self.raft.leader_address() is not None and not self.raft.machine.failed
+        return (
+            self.raft is not None and self.raft.leader_address() is not None and not self.raft.machine.failed
+        )
 
     def _require_raft(self) -> tuple[RaftNode, Proposer, IngestBatcher, ConsolidationWorker]:
         if self.raft is None or self.proposer is None or self.batcher is None or self.worker is None:
@@ -236,7 +241,11 @@ class NodeService:
             "applied_index": self.store.applied_index(),
             "indexed_index": self.indexer.position,
             "peers": [
-                {"raft_address": addr, "url": url, "connected": status.get(f"partner_node_status_server_{addr}") == 2}
+                {
+                    "raft_address": addr,
+                    "url": url,
+                    "connected": status.get(f"partner_node_status_server_{addr}") == 2,
+                }
                 for addr, url in peers.items()
             ],
         }

@@ -47,7 +47,9 @@ def require_object(value: Any, allowed: set[str], where: str = "body") -> dict[s
         raise InvalidInput(f"{where} must be a JSON object")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise InvalidInput(f"unknown field(s) in {where}: {', '.join(unknown)[:200]}; allowed: {sorted(allowed)}")
+        raise InvalidInput(
+            f"unknown field(s) in {where}: {', '.join(unknown)[:200]}; allowed: {sorted(allowed)}"
+        )
     return value
 
 

@@ -8,6 +8,7 @@ two leaders racing through a leadership change can never consolidate an event tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -59,10 +60,8 @@ class ConsolidationWorker:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), self.interval)
-            except TimeoutError:
-                pass
             self._trigger.clear()
             if not self.is_leader():
                 continue

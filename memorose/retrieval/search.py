@@ -11,9 +11,9 @@ import time
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from memorose.models import Event, Memory, event_public
+from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval.fusion import reciprocal_rank_fusion
 from memorose.retrieval.text import analyze, query_terms
@@ -78,7 +78,7 @@ class Retriever:
     def _materialise(self, req: RetrieveRequest, fused: list[tuple[Hashable, float]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for key, score in fused:
-            kind, ref = key  # type: ignore[misc]
+            kind, ref = cast(tuple[str, str], key)
             item = self._load(req.tenant_id, kind, ref)
             if item is None:
                 continue
@@ -135,7 +135,3 @@ def bm25_rank(events: list[Event], terms: list[str], k1: float = 1.2, b: float =
             scored.append((score, event.seq, event))
     scored.sort(key=lambda s: (-s[0], s[1]))
     return [e for _, _, e in scored]
-
-
-def memory_result(memory: Memory) -> dict[str, Any]:
-    return memory.public()

@@ -66,7 +66,9 @@ class FullTextIndex:
                 (tantivy.Occur.Must, self._term("kind", KIND_EVENT)),
                 (
                     tantivy.Occur.Must,
-                    tantivy.Query.range_query(self.schema, "seq", tantivy.FieldType.Unsigned, first_seq, last_seq),
+                    tantivy.Query.range_query(
+                        self.schema, "seq", tantivy.FieldType.Unsigned, first_seq, last_seq
+                    ),
                 ),
             ]
         )
@@ -88,7 +90,12 @@ class FullTextIndex:
         return tantivy.Query.term_query(self.schema, field, value)
 
     def search(
-        self, tenant_id: str, terms: list[str], *, stream_id: str | None = None, kind: str | None = None,
+        self,
+        tenant_id: str,
+        terms: list[str],
+        *,
+        stream_id: str | None = None,
+        kind: str | None = None,
         limit: int = 10,
     ) -> list[tuple[str, str, float]]:
         """(kind, ref, bm25 score) of the best documents of this tenant."""

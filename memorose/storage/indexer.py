@@ -161,7 +161,9 @@ class Indexer:
             return
         after = max(first - 1, record["cursor"])
         for event in self.reader.events(tenant_id, after_seq=after, limit=last - after):
-            self.fulltext.upsert(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+            self.fulltext.upsert(
+                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
+            )
         self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
@@ -223,7 +225,9 @@ class Indexer:
         self._load_vectors(tenant_id, memories)
         last_seq = 0
         for event in self.reader.pending_events(tenant_id):
-            self.fulltext.upsert(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+            self.fulltext.upsert(
+                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
+            )
             last_seq = event.seq
         record = self.reader.tenant_or_empty(tenant_id)
         self._indexed_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
@@ -242,4 +246,6 @@ class Indexer:
         """In-memory matrices do not survive a restart; reload them from RocksDB."""
         for tenant_id in self.reader.tenant_ids():
             if not self.vectors.is_large(tenant_id):
-                self._load_vectors(tenant_id, [m for m in self.reader.memories(tenant_id) if is_searchable(m)])
+                self._load_vectors(
+                    tenant_id, [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
+                )

@@ -28,9 +28,7 @@ class StateReader:
         return [k[len(keys.TENANT) :].decode() for k, _ in self.store.scan(keys.TENANT)]
 
     # -- events ------------------------------------------------------------------------
-    def events(
-        self, tenant_id: str, *, after_seq: int = 0, limit: int | None = None
-    ) -> Iterator[Event]:
+    def events(self, tenant_id: str, *, after_seq: int = 0, limit: int | None = None) -> Iterator[Event]:
         prefix = keys.tenant_prefix(keys.EVENT, tenant_id)
         start = keys.event(tenant_id, after_seq + 1)
         for _, raw in self.store.scan(prefix, start=start, limit=limit):

@@ -46,12 +46,11 @@ class RocksStore:
         """Keys with ``prefix`` in order, from ``start`` (inclusive) if given."""
         with self._lock:
             db = self._db
-        count = 0
-        for key, value in db.items(from_key=start or prefix):
+        for count, (key, value) in enumerate(db.items(from_key=start or prefix), start=1):
+            assert isinstance(key, bytes)
             if not key.startswith(prefix):
                 break
             yield key, value
-            count += 1
             if limit is not None and count >= limit:
                 break
 

@@ -12,6 +12,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -82,7 +83,7 @@ class VectorIndex:
         self.ann_threshold = ann_threshold
         self._matrices: dict[str, _Matrix] = {}
         self._lock = threading.RLock()
-        self._db = None  # LanceDB connection, opened on first large tenant
+        self._db: Any = None  # LanceDB connection, opened on first large tenant
         self._tables: dict[str, object] = {}
         self._unindexed: dict[str, int] = {}
 

@@ -4,6 +4,7 @@ and good enough to find paraphrases that share word stems."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections import Counter
@@ -22,7 +23,7 @@ class HashingEmbedder(Embedder):
     def _features(self, text: str) -> Counter[str]:
         tokens = [stem(w) for w in words(text) if w not in STOPWORDS]
         feats: Counter[str] = Counter(tokens)
-        feats.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))
+        feats.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
         for tok in tokens:
             padded = f"#{tok}#"
             feats.update(f"~{padded[i : i + 3]}" for i in range(len(padded) - 2))

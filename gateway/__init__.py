@@ -1,0 +1,1 @@
+"""The stateless gateway: consistent-hash ring of tenants over shards (Raft groups)."""
