@@ -36,6 +36,7 @@ RETRIEVE_FIELDS = {
     "graph_depth",
     "enable_arbitration",
     "consistency",
+    "as_of",
 }
 
 
@@ -197,6 +198,7 @@ async def retrieve(request: web.Request) -> web.Response:
         top_k=v.int_field(body, "top_k", 10, 1, service.settings.limits.max_top_k),
         graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
         enable_arbitration=v.bool_field(body, "enable_arbitration", True),
+        as_of=_pipeline().parse_as_of(body),
     )
     return web.json_response(await service.retrieve(req))
 
@@ -231,8 +233,11 @@ async def get_memory(request: web.Request) -> web.Response:
 async def delete_memory(request: web.Request) -> web.Response:
     tenant_id = _authorize(request, request.query.get("tenant_id"))
     memory_id = _memory_id(request)
-    await request.app[SERVICE].delete_memory(tenant_id, memory_id)
-    return web.json_response({"deleted": True, "id": memory_id})
+    purge = request.query.get("purge_events", "false").lower()
+    if purge not in ("true", "false", "1", "0"):
+        raise InvalidInput("purge_events must be true or false")
+    purged = await request.app[SERVICE].delete_memory(tenant_id, memory_id, purge in ("true", "1"))
+    return web.json_response({"deleted": True, "id": memory_id, "purged_events": purged})
 
 
 # -- consolidation and status ---------------------------------------------------------------
@@ -315,7 +320,15 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    _pipeline().register(app)
     return app
+
+
+def _pipeline():  # type: ignore[no-untyped-def]
+    """The consolidation pipeline's routes live in node.http_pipeline (imports this module)."""
+    from node import http_pipeline
+
+    return http_pipeline
 
 
 async def _start_service(app: web.Application) -> None:
@@ -330,6 +343,7 @@ async def _start_service(app: web.Application) -> None:
             metrics.rejected.labels(tenant_id, reason).inc()
 
     service.worker.on_batch = on_batch
+    _pipeline().attach_workers(service, metrics)
 
 
 async def _stop_service(app: web.Application) -> None:
@@ -341,4 +355,5 @@ def node_metrics(service: NodeService) -> NodeMetrics:
     m.gauge("memorose_raft_applied_index", "last Raft index applied", service.store.applied_index)
     m.gauge("memorose_index_position", "last Raft index searchable", lambda: service.indexer.position)
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
+    _pipeline().install_metrics(service, m)
     return m

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
+from memorose.retrieval import graph, temporal
 from memorose.retrieval.fusion import reciprocal_rank_fusion
 from memorose.retrieval.text import analyze, query_terms
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY
@@ -32,6 +33,7 @@ class RetrieveRequest:
     top_k: int = 10
     graph_depth: int = 0
     enable_arbitration: bool = True
+    as_of: float | None = None  # valid time (epoch seconds): what was true then
 
 
 class Retriever:
@@ -54,6 +56,15 @@ class Retriever:
         tail_ranking = self._tail_ranking(req, terms, candidates)
         fused = reciprocal_rank_fusion([vector_ranking, bm25_ranking, tail_ranking])
         results = self._materialise(req, fused)
+        if req.graph_depth > 0:
+            results = graph.expand(
+                self.reader,
+                req.tenant_id,
+                results,
+                req.graph_depth,
+                req.top_k,
+                lambda m: temporal.admit_memory(m, req),
+            )
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     def _vector_ranking(self, req: RetrieveRequest, k: int) -> list[Hashable]:
@@ -69,7 +80,7 @@ class Retriever:
         tail = [
             e
             for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
-            if req.stream_id is None or e.stream_id == req.stream_id
+            if (req.stream_id is None or e.stream_id == req.stream_id) and temporal.admit_event(e, req)
         ]
         if not tail or not terms:
             return []
@@ -79,7 +90,7 @@ class Retriever:
         results: list[dict[str, Any]] = []
         for key, score in fused:
             kind, ref = cast(tuple[str, str], key)
-            item = self._load(req.tenant_id, kind, ref)
+            item = self._load(req, kind, ref)
             if item is None:
                 continue
             item["score"] = round(score, 6)
@@ -88,14 +99,16 @@ class Retriever:
                 break
         return results
 
-    def _load(self, tenant_id: str, kind: str, ref: str) -> dict[str, Any] | None:
+    def _load(self, req: RetrieveRequest, kind: str, ref: str) -> dict[str, Any] | None:
         if kind == KIND_MEMORY:
-            memory = self.reader.memory(tenant_id, ref)
-            if memory is None or not is_searchable(memory):
+            memory = self.reader.memory(req.tenant_id, ref)
+            if memory is None or not is_searchable(memory) or not temporal.admit_memory(memory, req):
                 return None
             return memory.public()
-        event = self.reader.event(tenant_id, int(ref))
-        return event_result(event) if event is not None else None
+        event = self.reader.event(req.tenant_id, int(ref))
+        if event is None or not temporal.admit_event(event, req):
+            return None
+        return event_result(event)
 
 
 def event_result(event: Event) -> dict[str, Any]:

@@ -33,7 +33,10 @@ _CHANGES_PER_CYCLE = 2000
 
 
 def is_searchable(memory: Memory) -> bool:
-    return not memory.archived and memory.valid_to is None
+    """Indexed: everything not archived. Superseded memories stay in the indexes so that
+    ``as_of`` and ``enable_arbitration=false`` can find them; retrieval filters them out by
+    default (``retrieval.temporal``)."""
+    return not memory.archived
 
 
 class Indexer:
@@ -177,12 +180,7 @@ class Indexer:
                 self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
                 self.vectors.remove(tenant_id, memory_id)
         for tenant_id, memories in by_tenant.items():
-            self.vectors.upsert(
-                tenant_id,
-                [m.memory_id for m in memories],
-                [m.stream_id for m in memories],
-                np.stack([m.vector() for m in memories]),
-            )
+            self._load_vectors(tenant_id, memories, bulk=False)
 
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""
@@ -232,14 +230,21 @@ class Indexer:
         record = self.reader.tenant_or_empty(tenant_id)
         self._indexed_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
 
-    def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
-        if not memories:
+    def _load_vectors(self, tenant_id: str, memories: list[Memory], *, bulk: bool = True) -> None:
+        # A vector of another dimension (embedding model changed, not yet re-embedded) cannot
+        # join the matrix: that memory stays findable through BM25 until `admin reembed`.
+        fitting = [m for m in memories if len(m.embedding) == 4 * self.vectors.dim]
+        for m in memories:
+            if len(m.embedding) != 4 * self.vectors.dim:
+                self.vectors.remove(tenant_id, m.memory_id)
+        if not fitting:
             return
-        self.vectors.bulk_load(
+        load = self.vectors.bulk_load if bulk else self.vectors.upsert
+        load(
             tenant_id,
-            [m.memory_id for m in memories],
-            [m.stream_id for m in memories],
-            np.stack([m.vector() for m in memories]),
+            [m.memory_id for m in fitting],
+            [m.stream_id for m in fitting],
+            np.stack([m.vector() for m in fitting]),
         )
 
     def _load_small_tenant_vectors(self) -> None:
