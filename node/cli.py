@@ -39,6 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reindex.add_argument("--data-dir", help="a stopped node's data directory: rebuild offline")
     reindex.set_defaults(func=cmd_reindex)
 
+    reembed = admin_sub.add_parser(
+        "reembed", help="re-derive embeddings made by another model or dimension (after a provider change)"
+    )
+    reembed.add_argument("--url", required=True, help="a running node (the leader, or it redirects)")
+    reembed.add_argument("--admin-key", help="admin key (default: MEMOROSE_ADMIN_KEY)")
+    reembed.add_argument("--tenant", help="only this tenant")
+    reembed.add_argument("--dry-run", action="store_true", help="only count the stale memories")
+    reembed.set_defaults(func=cmd_reembed)
+
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
@@ -95,6 +104,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         print("memorose: give --url of a running node or --data-dir of a stopped one", file=sys.stderr)
         return 2
     return _reindex_offline(args.data_dir)
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    import os
+
+    key = args.admin_key or os.environ.get("MEMOROSE_ADMIN_KEY")
+    if not key:
+        print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"dry_run": bool(args.dry_run)}
+    if args.tenant:
+        body["tenant_id"] = args.tenant
+    print(json.dumps(_post(args.url.rstrip("/") + "/api/v1/admin/reembed", key, body)))
+    return 0
 
 
 def _reindex_offline(data_dir: str) -> int:

@@ -28,9 +28,13 @@ class RunningNode:
         self.service = service
         self.runner = runner
         self.url = url
+        self.stopped = False
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        """Stop the node; a second call does nothing (tests restart nodes on one data dir)."""
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
 
 
 async def start_node(settings: Settings) -> RunningNode:

@@ -80,6 +80,13 @@ class FullTextIndex:
     def clear(self) -> None:
         self._writer.delete_all_documents()
 
+    def close(self) -> None:
+        """Release the index writer's lock (a node restarted in the same process reopens it)."""
+        with self._lock:
+            writer, self._writer = self._writer, None  # type: ignore[assignment]
+        if writer is not None:
+            writer.wait_merging_threads()
+
     def commit(self) -> None:
         with self._lock:
             self._writer.commit()

@@ -77,6 +77,7 @@ class Indexer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.fulltext.close()
 
     def request_rebuild(self) -> None:
         """Called after a snapshot install replaced RocksDB wholesale."""
