@@ -19,8 +19,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from memorose.consolidation.text import content_terms, normalise, split_speaker
+from memorose.consolidation.text import ACK_WORDS, TIME_WORDS, content_terms, normalise, split_speaker
 from memorose.providers.llm.base import Candidate, Decision
+from memorose.retrieval.text import STOPWORDS
 
 _CHANGE_RE = re.compile(
     r"\b(?:moved|moving|relocated|relocating) to\b|\bno longer\b|\bnot any ?more\b|\bany ?more\b|"
@@ -45,6 +46,7 @@ _STATE_FAMILIES = {
     "preference": re.compile(r"\bfavou?rite\b|\bprefers?\b", re.IGNORECASE),
 }
 _SUBJECT_SKIP = frozenset({"I", "The", "A", "An", "My", "We", "Our", "It", "This", "That", "He", "She"})
+_MARKERS = frozenset({"actually", "correction", "also", "now", "but", "update"}) | TIME_WORDS
 _FIRST_PERSON_RE = re.compile(r"^(?:i|i'm|i've|i'd|my|me|we|our)\b", re.IGNORECASE)
 _CAPITAL_RE = re.compile(r"\b[A-Z][a-zA-Z\-]+\b")
 
@@ -63,8 +65,9 @@ def subject(fact: str) -> str | None:
     if speaker and _FIRST_PERSON_RE.match(body):
         return speaker.lower()
     for word in _CAPITAL_RE.findall(body):
-        if word not in _SUBJECT_SKIP:
-            return word.lower()
+        lower = word.lower()
+        if word not in _SUBJECT_SKIP and lower not in STOPWORDS and lower not in ACK_WORDS | _MARKERS:
+            return lower
     return speaker.lower() if speaker else None
 
 
