@@ -18,7 +18,13 @@ FACTS = [
     "Dan's daughter started violin lessons last week",
     "The staging database runs on Postgres 15",
 ]
-QUERIES = ["who is allergic to peanuts", "bicycle purchase", "where does Alice live", "violin", "Postgres version"]
+QUERIES = [
+    "who is allergic to peanuts",
+    "bicycle purchase",
+    "where does Alice live",
+    "violin",
+    "Postgres version",
+]
 
 
 async def _ingest_all(api: Api, tenant: str = "acme") -> None:
@@ -110,9 +116,15 @@ async def test_offline_reindex_and_lost_index_dir(start: NodeStarter, tmp_path: 
 async def test_large_tenant_uses_the_ann_index_and_finds_its_memories(start: NodeStarter) -> None:
     _, api = await start(index={"ann_threshold": 40})
     events = [
-        {"stream_id": "s1" if i % 2 else "s2", "content": f"Ticket {i}: customer {i} reports printer jam", "event_id": f"t{i}"}
+        {
+            "stream_id": "s1" if i % 2 else "s2",
+            "content": f"Ticket {i}: customer {i} reports printer jam",
+            "event_id": f"t{i}",
+        }
         for i in range(60)
-    ] + [{"stream_id": "s1", "content": "The espresso machine in the kitchen is broken", "event_id": "coffee"}]
+    ] + [
+        {"stream_id": "s1", "content": "The espresso machine in the kitchen is broken", "event_id": "coffee"}
+    ]
     status, _ = await api.post("/api/v1/events/batch", {"tenant_id": "big", "events": events})
     assert status == 202
     await api.consolidate("big")
