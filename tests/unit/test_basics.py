@@ -138,3 +138,9 @@ def test_importing_the_library_starts_nothing() -> None:
     code = "import threading, memorose.cli, memorose.models, memorose.config; print(threading.active_count())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_shipped_example_config_is_valid() -> None:
+    settings = load_settings(ROOT / "deploy" / "memorose.toml")
+    assert settings.consolidation.interval_secs == 10
+    assert settings.index.ann_threshold == 50000
