@@ -83,7 +83,9 @@ async def test_memory_get_list_delete(api: Api) -> None:
     status, _ = await api.get(f"/api/v1/memories/{target['id']}?tenant_id=alpha")
     assert status == 404
     results = await api.retrieve("alpha", "CFO Priya Raman")
-    assert not any(r["id"] == target["id"] or (r["layer"] == "L1" and "Priya" in r["content"]) for r in results)
+    assert not any(
+        r["id"] == target["id"] or (r["layer"] == "L1" and "Priya" in r["content"]) for r in results
+    )
     _, status_body = await api.get("/api/v1/status?tenant_id=alpha")
     assert status_body["l1_memories"] == 1
 
