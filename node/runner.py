@@ -28,12 +28,11 @@ class RunningNode:
         self.service = service
         self.runner = runner
         self.url = url
-        self.stopped = False
+        self._stopped = False
 
     async def stop(self) -> None:
-        """Stop the node; a second call does nothing (tests restart nodes on one data dir)."""
-        if not self.stopped:
-            self.stopped = True
+        if not self._stopped:
+            self._stopped = True
             await self.runner.cleanup()
 
 
