@@ -155,7 +155,13 @@ class Memory:
     pipeline: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow copies of the containers (dataclasses.asdict deep-copies: slow per batch).
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("source_event_ids", "supersedes"):
+            out[name] = list(out[name])
+        for name in ("metadata", "pipeline"):
+            out[name] = dict(out[name])
+        return out
 
     def vector(self) -> np.ndarray:
         return np.frombuffer(self.embedding, dtype=np.float32)

@@ -56,6 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     storage.add_argument("--queries", type=int, default=300)
     storage.add_argument("--out", default="benchmarks/results/storage.json")
     storage.set_defaults(func=cmd_bench_storage)
+    consolidation = bench_sub.add_parser(
+        "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
+    )
+    consolidation.add_argument("--events", type=int, default=5000, help="events in the throughput run")
+    consolidation.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
+    consolidation.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
+    consolidation.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
+    consolidation.add_argument("--out", default="benchmarks/results/consolidation.json")
+    consolidation.set_defaults(func=cmd_bench_consolidation)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -162,3 +171,9 @@ def cmd_bench_storage(args: argparse.Namespace) -> int:
     from memorose.bench.storage import run_storage_bench
 
     return run_storage_bench(args)
+
+
+def cmd_bench_consolidation(args: argparse.Namespace) -> int:
+    from node.bench_consolidation import run_consolidation_bench
+
+    return run_consolidation_bench(args)

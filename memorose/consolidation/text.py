@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from memorose.retrieval.text import query_terms, words
@@ -229,9 +230,11 @@ def is_acknowledgement(text: str) -> bool:
     return not tokens or all(t in ACK_WORDS for t in tokens)
 
 
-def content_terms(text: str) -> set[str]:
-    """Stemmed terms without stopwords: what two statements are compared on."""
-    return set(query_terms(text))
+@lru_cache(maxsize=16_384)
+def content_terms(text: str) -> frozenset[str]:
+    """Stemmed terms without stopwords: what two statements are compared on (cached: a
+    batch compares each memory with many facts)."""
+    return frozenset(query_terms(text))
 
 
 def normalise(text: str) -> str:
