@@ -31,7 +31,7 @@ def char_entropy(text: str) -> float:
         return 0.0
     counts = Counter(normal)
     n = len(normal)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
+    return abs(sum(c / n * math.log2(c / n) for c in counts.values()))
 
 
 def is_repetitive(text: str) -> bool:
