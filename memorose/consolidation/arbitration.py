@@ -19,14 +19,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from memorose.consolidation.text import ACK_WORDS, TIME_WORDS, content_terms, normalise, split_speaker
+from memorose.consolidation.text import (
+    ACK_WORDS,
+    TIME_WORDS,
+    content_terms,
+    normalise,
+    sentences,
+    split_speaker,
+)
 from memorose.providers.llm.base import Candidate, Decision
 from memorose.retrieval.text import STOPWORDS
 
 _CHANGE_RE = re.compile(
-    r"\b(?:moved|moving|relocated|relocating) to\b|\bno longer\b|\bnot any ?more\b|\bany ?more\b|"
-    r"\bactually\b|\bcorrection\b|\bi was wrong\b|\bnow (?:lives?|works?|is|has|uses?|prefers?)\b|"
-    r"\bis now\b|\bchanged\b|\bswitched\b|\binstead\b|\bnew job\b|\bquit\b",
+    r"\b(?:moved|moving|relocated|relocating) to\b|\bno longer\b|\bnot any ?more\b|"
+    r"\bactually\b|\bcorrection\b|\bi was wrong\b|\bnow (?:lives?|works?|uses?|prefers?)\b|"
+    r"\bis now\b|\bswitched (?:to|jobs)\b|\bnew job\b|\bquit (?:my|his|her|their) job\b",
     re.IGNORECASE,
 )
 _STATE_FAMILIES = {
@@ -47,7 +54,9 @@ _STATE_FAMILIES = {
 }
 _SUBJECT_SKIP = frozenset({"I", "The", "A", "An", "My", "We", "Our", "It", "This", "That", "He", "She"})
 _MARKERS = frozenset({"actually", "correction", "also", "now", "but", "update"}) | TIME_WORDS
-_FIRST_PERSON_RE = re.compile(r"^(?:i|i'm|i've|i'd|my|me|we|our)\b", re.IGNORECASE)
+_FIRST_PERSON_RE = re.compile(r"\b(?:I|I'm|I've|I'd|my|me|mine)\b")
+#: A name followed by "!" or "," is usually someone addressed ("Thanks, Mel!"), not the subject.
+_VOCATIVE_RE = re.compile(r"^\s*[!,]")
 _CAPITAL_RE = re.compile(r"\b[A-Z][a-zA-Z\-]+\b")
 
 
@@ -60,15 +69,31 @@ class Thresholds:
 
 
 def subject(fact: str) -> str | None:
-    """Who or what the fact is about: the speaker for first-person text, else the first name."""
+    """Who or what the fact is about: the speaker when they speak about themselves, else the
+    first proper name that is not merely addressed."""
     speaker, body = split_speaker(fact)
-    if speaker and _FIRST_PERSON_RE.match(body):
+    if speaker and _FIRST_PERSON_RE.search(body):
         return speaker.lower()
-    for word in _CAPITAL_RE.findall(body):
-        lower = word.lower()
-        if word not in _SUBJECT_SKIP and lower not in STOPWORDS and lower not in ACK_WORDS | _MARKERS:
-            return lower
+    for match in _CAPITAL_RE.finditer(body):
+        word, lower = match.group(0), match.group(0).lower()
+        if word in _SUBJECT_SKIP or lower in STOPWORDS or lower in ACK_WORDS | _MARKERS:
+            continue
+        if _VOCATIVE_RE.match(body[match.end() :]):
+            continue
+        return lower
     return speaker.lower() if speaker else None
+
+
+def _is_short(text: str) -> bool:
+    """One plain statement (an extracted fact), not a chatty multi-sentence turn."""
+    _, body = split_speaker(text)
+    return len(sentences(body)) == 1 and len(body.split()) <= 25
+
+
+def is_question(fact: str) -> bool:
+    """A question states nothing: it may repeat a memory but never replaces one."""
+    _, body = split_speaker(fact)
+    return body.rstrip().endswith("?")
 
 
 def state_family(fact: str) -> str | None:
@@ -102,16 +127,22 @@ def arbitrate(fact: str, candidates: Sequence[Candidate], limits: Thresholds) ->
             return Decision("reinforce", c.memory_id, "same statement repeated")
         if c.similarity >= limits.reinforce and terms <= content_terms(c.content):
             return Decision("reinforce", c.memory_id, f"near-identical (cosine {c.similarity:.2f})")
+    if is_question(fact):
+        return Decision("create", None, "a question: stored as said")
     about = subject(fact)
     change, family = is_change(fact), state_family(fact)
     for c in candidates:
         related = max(c.similarity, c.overlap)
         if related < limits.supersede or about is None or subject(c.content) != about:
             continue
-        same_state = family is not None and state_family(c.content) == family
-        if same_state and (change or not terms <= content_terms(c.content)):
+        same_state = family is not None and state_family(c.content) == family and not is_question(c.content)
+        if (
+            same_state
+            and (change or (_is_short(fact) and _is_short(c.content)))
+            and not terms <= content_terms(c.content)
+        ):
             return Decision("supersede", c.memory_id, f"{family} of {about} changed")
-        if change and family is None:
+        if change and family is None and related >= 2 * limits.supersede:
             return Decision("supersede", c.memory_id, f"correction about {about}")
     best = candidates[0]
     if best.similarity >= limits.merge and (about is None or subject(best.content) == about):

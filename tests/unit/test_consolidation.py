@@ -72,7 +72,7 @@ def test_offline_arbitration() -> None:
     assert decide("Bob likes jazz", ("Bob likes jazz a lot", 0.95)) == ("reinforce", "m0")
     assert decide("Alice moved to Berlin", ("Alice lives in Paris", 0.35)) == ("supersede", "m0")
     assert decide("Alice works at Google", ("Alice works at Apple", 0.6)) == ("supersede", "m0")
-    assert decide("Actually, Bob is allergic to peanuts", ("Bob is allergic to cats", 0.5)) == (
+    assert decide("Actually, Bob is allergic to peanuts", ("Bob is allergic to cats", 0.65)) == (
         "supersede",
         "m0",
     )
@@ -80,6 +80,21 @@ def test_offline_arbitration() -> None:
     assert decide("Bob likes jazz and blues", ("Bob likes jazz", 0.85)) == ("merge", "m0")
     assert decide("Bob likes jazz", ("Carol paints", 0.1)) == ("create", None)
     assert decide("Bob likes jazz") == ("create", None)
+    # Conversational chatter must not replace anything (LoCoMo false positives).
+    assert decide(
+        "Caroline: Mel! Any more paintings coming up?", ("Caroline: Thanks, Mel! Glad you like it.", 0.5)
+    ) == (
+        "create",
+        None,
+    )
+    assert decide(
+        "Jon: Thanks, Gina! I won't quit, even when it's hard.",
+        ("Jon: Thanks for askin', Gina! Losing my job was hard, but I'm livin' my dreams now.", 0.5),
+    ) == ("create", None)
+    assert decide("Joanna: So what's your favorite game?", ("Joanna: My favorite game is Zelda", 0.6)) == (
+        "create",
+        None,
+    )
 
 
 def test_forgetting_math() -> None:
