@@ -11,6 +11,7 @@ import logging
 import shutil
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 Hit = tuple[str, float]  # (memory id, cosine similarity)
+
+#: Versions of a tenant's LanceDB table older than this are deleted when it is optimised.
+#: The table is a derived index, so its history is useless; LanceDB's default (7 days) left
+#: every superseded fragment on disk (3x the live size at 100K vectors, docs/benchmarks.md).
+#: Not zero: a search that started on the previous version must still find its files.
+KEEP_OLD_VERSIONS = timedelta(seconds=10)
 
 
 @dataclass
@@ -201,7 +208,7 @@ class VectorIndex:
             for tenant_id, pending in list(self._unindexed.items()):
                 table = self._tables.get(tenant_id)
                 if table is not None and pending > 1000:
-                    table.optimize()  # type: ignore[attr-defined]
+                    table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)  # type: ignore[attr-defined]
                     self._unindexed[tenant_id] = 0
 
     # -- reads ---------------------------------------------------------------------------
