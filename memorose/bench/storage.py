@@ -91,8 +91,15 @@ class BenchConfig:
             seed=getattr(args, "seed", 7),
             workdir=Path(args.workdir) if getattr(args, "workdir", None) else None,
             keep=getattr(args, "keep", False),
-            command=" ".join(["memorose", *sys.argv[1:]]) if sys.argv else "",
+            command=_command_line(),
         )
+
+
+def _command_line() -> str:
+    argv = sys.argv[1:]
+    if argv[:2] != ["bench", "storage"]:  # run as benchmarks/storage.py
+        argv = ["bench", "storage", *argv]
+    return " ".join(["memorose", *argv])
 
 
 def log(message: str) -> None:
