@@ -60,10 +60,14 @@ class StateMachine:
     def __init__(self, store: RocksStore) -> None:
         self.store = store
         self.failed = False  # set if RocksDB itself refused a write; the node reports not ready
+        self.applied_count = 0  # entries applied by this process
+        self.skipped_count = 0  # entries skipped because RocksDB already had them (journal replay)
 
     def apply(self, payload: bytes, raft_index: int) -> Result:
         if raft_index <= self.store.applied_index():
+            self.skipped_count += 1
             return {"ok": True, "skipped": True}
+        self.applied_count += 1
         tx = _Tx(self.store)
         try:
             command = commands.decode(payload)

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -269,6 +270,12 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return web.json_response({"deleted": True, "tenant_id": tenant_id, "existed": existed})
 
 
+async def list_tenants(request: web.Request) -> web.Response:
+    _require_admin(request)
+    service = request.app[SERVICE]
+    return web.json_response({"tenants": [service.tenant_status(t) for t in service.reader.tenant_ids()]})
+
+
 async def reindex(request: web.Request) -> web.Response:
     _require_admin(request)
     return web.json_response(await request.app[SERVICE].reindex())
@@ -312,10 +319,28 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_post("/api/v1/admin/tenants/{tenant_id}/keys", issue_key)
     app.router.add_delete("/api/v1/tenants/{tenant_id}", delete_tenant)
     app.router.add_post("/api/v1/admin/reindex", reindex)
+    app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    _add_dashboard(app)
     return app
+
+
+DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
+
+
+def _add_dashboard(app: web.Application) -> None:
+    """The ops dashboard: static files, no build step; it calls the API with the admin key."""
+    if not (DASHBOARD_DIR / "index.html").is_file():
+        return
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+    app.router.add_get("/dashboard", index)
+    app.router.add_get("/dashboard/", index)
+    app.router.add_static("/dashboard/", DASHBOARD_DIR)
 
 
 async def _start_service(app: web.Application) -> None:

@@ -73,7 +73,8 @@ class Indexer:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=30)
+        self.fulltext.close()
 
     def request_rebuild(self) -> None:
         """Called after a snapshot install replaced RocksDB wholesale."""
@@ -124,13 +125,17 @@ class Indexer:
         if not changes:
             return False
         dirty: dict[tuple[str, str], None] = {}
+        indexed: dict[str, int] = {}
         for _, entries in changes:
             for change in entries:
-                self._apply_change(change, dirty)
+                self._apply_change(change, dirty, indexed)
         self._refresh_memories(dirty)
         self.fulltext.commit()
         last = changes[-1][0]
         with self._progress:
+            # Only now are the events searchable: until here the retrieval tail scan covers them.
+            for tenant_id, seq in indexed.items():
+                self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), seq)
             self.position = last
             self._progress.notify_all()
         self._save_state()
@@ -140,10 +145,13 @@ class Indexer:
             self.on_cycle()
         return True
 
-    def _apply_change(self, change: list[Any], dirty: dict[tuple[str, str], None]) -> None:
+    def _apply_change(
+        self, change: list[Any], dirty: dict[tuple[str, str], None], indexed: dict[str, int]
+    ) -> None:
         kind, tenant_id = change[0], change[1]
         if kind == "events":
             self._index_events(tenant_id, change[2], change[3])
+            indexed[tenant_id] = max(indexed.get(tenant_id, 0), change[3])
         elif kind == "consolidated":
             self.fulltext.delete_events(tenant_id, change[2] + 1, change[3])
         elif kind in ("memory+", "memory-"):
@@ -152,6 +160,7 @@ class Indexer:
             self.fulltext.delete_tenant(tenant_id)
             self.vectors.drop_tenant(tenant_id)
             self._indexed_seq.pop(tenant_id, None)
+            indexed.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
                 del dirty[key]
 
@@ -160,11 +169,10 @@ class Indexer:
         if record is None:
             return
         after = max(first - 1, record["cursor"])
-        for event in self.reader.events(tenant_id, after_seq=after, limit=last - after):
+        for event in self.reader.events(tenant_id, after_seq=after, limit=max(0, last - after)):
             self.fulltext.upsert(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
-        self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
         by_tenant: dict[str, list[Memory]] = {}
