@@ -410,6 +410,23 @@ async def wait_idle(client: Client, node: NodeProcess, timeout: float = 120.0) -
     return rss_bytes(node.pid)
 
 
+async def wait_quiet(node: NodeProcess, timeout: float = 300.0, cores: float = 0.15) -> float | None:
+    """Poll until the node's own CPU use stays low (background index maintenance, such as a
+    LanceDB optimise, finished), so queries measure the steady state. Seconds waited, or
+    None if it never went quiet (recorded, not fatal)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < timeout:
+        before, t0 = _cpu_ticks(node.pid), time.monotonic()
+        await asyncio.sleep(0.5)
+        used = (_cpu_ticks(node.pid) - before) / hz / (time.monotonic() - t0)
+        quiet = quiet + 1 if used < cores else 0
+        if quiet >= 2:
+            return round(time.monotonic() - started, 1)
+    return None
+
+
 async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmup: int) -> dict[str, Any]:
     """One query in flight at a time: latency, not throughput. Items: (tenant, query, source id)."""
     client_ms: list[float] = []
@@ -492,8 +509,12 @@ def build_scenario(cfg: BenchConfig, size: int, tenants: int) -> Scenario:
 
 
 async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: int) -> dict[str, Any]:
+    await wait_idle(client, node)
+    quiet = await wait_quiet(node)
+    log(f"  node quiet after {quiet} s" if quiet is not None else "  node never went quiet; querying anyway")
     log(f"  {len(sc.queries) - warmup} queries (+{warmup} warm-up), one in flight")
     retrieve = await run_queries(client, sc.queries, warmup)
+    retrieve["waited_for_quiet_s"] = quiet
     log(
         f"  retrieve p50 {retrieve['client_ms']['p50']} ms, p99 {retrieve['client_ms']['p99']} ms "
         f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']})"
