@@ -165,11 +165,10 @@ class Indexer:
                 del dirty[key]
 
     def _index_events(self, tenant_id: str, first: int, last: int) -> None:
-        record = self.reader.tenant(tenant_id)
-        if record is None:
-            return
-        after = max(first - 1, record["cursor"])
-        for event in self.reader.events(tenant_id, after_seq=after, limit=max(0, last - after)):
+        """Index every event of the range, even if already consolidated: the matching
+        "consolidated" change comes later in the feed and removes them. Skipping them here
+        would leave a window in which neither the events nor their memories are searchable."""
+        for event in self.reader.events(tenant_id, after_seq=first - 1, limit=last - first + 1):
             self.fulltext.upsert(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
@@ -227,18 +226,18 @@ class Indexer:
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
 
     def _rebuild_tenant(self, tenant_id: str) -> None:
+        # Pending events first, memories second: a consolidation that lands in between then
+        # leaves both in the index (briefly), never neither.
+        record = self.reader.tenant_or_empty(tenant_id)
+        for event in self.reader.events(tenant_id, after_seq=record["cursor"]):
+            self.fulltext.upsert(
+                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
+            )
+        self._indexed_seq[tenant_id] = record["next_seq"] - 1
         memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
         for m in memories:
             self.fulltext.upsert(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
         self._load_vectors(tenant_id, memories)
-        last_seq = 0
-        for event in self.reader.pending_events(tenant_id):
-            self.fulltext.upsert(
-                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
-            )
-            last_seq = event.seq
-        record = self.reader.tenant_or_empty(tenant_id)
-        self._indexed_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
 
     def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
         if not memories:
