@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from typing import Any
 
+from memorose.bench.args import add_storage_arguments
 from memorose.config import load_settings
 from node.runner import RunningNode, serve_forever
 
@@ -51,10 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
-    storage.add_argument("--sizes", default="10000,100000", help="memories per scenario")
-    storage.add_argument("--tenants", type=int, default=1000, help="tenants in the spread scenario")
-    storage.add_argument("--queries", type=int, default=300)
-    storage.add_argument("--out", default="benchmarks/results/storage.json")
+    add_storage_arguments(storage)
     storage.set_defaults(func=cmd_bench_storage)
     consolidation = bench_sub.add_parser(
         "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
