@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     storage.add_argument("--queries", type=int, default=300)
     storage.add_argument("--out", default="benchmarks/results/storage.json")
     storage.set_defaults(func=cmd_bench_storage)
+    locomo = bench_sub.add_parser("locomo", help="LoCoMo retrieval recall through the HTTP API")
+    from memorose.bench.locomo import add_arguments as add_locomo_arguments
+
+    add_locomo_arguments(locomo)
+    locomo.set_defaults(func=cmd_bench_locomo)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -139,3 +144,9 @@ def cmd_bench_storage(args: argparse.Namespace) -> int:
     from memorose.bench.storage import run_storage_bench
 
     return run_storage_bench(args)
+
+
+def cmd_bench_locomo(args: argparse.Namespace) -> int:
+    from memorose.bench.locomo import run_locomo
+
+    return run_locomo(args)

@@ -1,0 +1,1 @@
+"""Benchmarks run against the public HTTP API of a node (``memorose bench ...``)."""
