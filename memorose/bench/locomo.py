@@ -435,7 +435,9 @@ def run_locomo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(samples: list[dict[str, Any]], url: str, key: str, data: str, given_url: str | None) -> dict[str, Any]:
+def _run(
+    samples: list[dict[str, Any]], url: str, key: str, data: str, given_url: str | None
+) -> dict[str, Any]:
     api = NodeApi(url, key)
     stats = RunStats()
     try:
