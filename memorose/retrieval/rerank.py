@@ -20,6 +20,7 @@ Scores are normalised per query so the weights stay meaningful across tenants an
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Hashable
@@ -136,7 +137,7 @@ def episodes(candidates: list[Candidate]) -> list[int]:
     order = sorted(range(len(candidates)), key=lambda i: (candidates[i].stream_id, candidates[i].valid_from))
     episode_of = [0] * len(candidates)
     episode = 0
-    for prev, cur in zip(order, order[1:], strict=False):
+    for prev, cur in itertools.pairwise(order):
         a, c = candidates[prev], candidates[cur]
         if a.stream_id != c.stream_id or c.valid_from - a.valid_from > EPISODE_GAP_S:
             episode += 1

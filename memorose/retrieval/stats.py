@@ -23,7 +23,7 @@ def tenant_stats(
 
     def count(extra: list[tuple[tantivy.Occur, tantivy.Query]]) -> int:
         query = tantivy.Query.boolean_query(scope + extra)
-        return int(searcher.search(query, 1, count=True).count or 0)
+        return int(getattr(searcher.search(query, 1, count=True), "count", 0) or 0)
 
     docs = count([])
     freqs = {t: count([(tantivy.Occur.Must, tantivy.Query.term_query(schema, "text", t))]) for t in terms}
