@@ -56,7 +56,7 @@ def analyze_query(text: str, reference: float) -> QueryAnalysis:
         terms=terms,
         times=[m.range for m in matches],
         asks_when=bool(_WHEN.search(text)),
-        names=mentioned_names(text),
+        names=mentioned_names(keyword_text),
     )
 
 

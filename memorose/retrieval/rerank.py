@@ -40,12 +40,12 @@ EPISODE_GAP_S = 1800.0
 class RankWeights:
     """Weights of the features; bm25 is the unit."""
 
-    cosine: float = 0.3
+    cosine: float = 0.15
     context: float = 0.5
     episode: float = 0.3
     time: float = 0.3
     dated: float = 0.1
-    speaker: float = 0.1
+    speaker: float = 0.2
     episode_decay: float = 0.5
     #: Context from the memory before counts fully, from the one after by this factor;
     #: each further step away halves it.

@@ -76,7 +76,7 @@ class TimeRange:
             return 0.0
         if self.precision == "month-any-year":
             return 30.0
-        return (self.start - ts) / DAY if ts < self.start else (ts - self.end) / DAY + 1 / DAY
+        return (self.start - ts) / DAY if ts < self.start else (ts - self.end) / DAY
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def parse_time(text: str, reference: float) -> list[TimeMatch]:
     for kind, pattern in _PATTERNS:
         for m in pattern.finditer(text):
             span = m.span()
-            if _overlaps(span, taken) or (m.groupdict().get("month") == "may" and "y" not in kind):
+            if _overlaps(span, taken) or (m.groupdict().get("month") == "may" and kind in ("dm", "md")):
                 continue  # lowercase "may" with no year is the verb far more often than the month
             rng = _absolute(kind, m)
             if rng is not None:
