@@ -21,6 +21,7 @@ import numpy as np
 
 from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
+from memorose.retrieval import graph, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.query import QueryAnalysis, analyze_query
 from memorose.retrieval.rerank import (
@@ -59,6 +60,7 @@ class RetrieveRequest:
     top_k: int = 10
     graph_depth: int = 0
     enable_arbitration: bool = True
+    as_of: float | None = None  # valid time (epoch seconds): what was true then
 
 
 class Retriever:
@@ -78,7 +80,7 @@ class Retriever:
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
         pool = max(CANDIDATE_POOL, req.top_k * 2)  # independent of top_k up to 50: stable order
-        reference = getattr(req, "as_of", None) or time.time()
+        reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
         analysis = analyze_query(req.query, reference)
         query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
         keys: dict[Hashable, None] = {}
@@ -88,13 +90,22 @@ class Retriever:
             self._tail_ranking(req, analysis.terms, pool),
         ):
             keys.update(dict.fromkeys(ranking))
-        candidates = [c for c in (self._load(req.tenant_id, *cast(tuple[str, str], k)) for k in keys) if c]
+        candidates = [c for c in (self._load(req, *cast(tuple[str, str], k)) for k in keys) if c]
         stats = tenant_stats(self.indexer.fulltext, req.tenant_id, analysis.terms, req.stream_id)
-        candidates += self._neighbours(req.tenant_id, candidates, analysis.terms, stats)
+        candidates += self._neighbours(req, candidates, analysis.terms, stats)
         ranked = rank(candidates, analysis, stats, query_vec, self.weights)
         if self.weights.feedback > 0 and ranked:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec)
         results = [{**c.result, "score": round(c.score, 6)} for c in ranked[: req.top_k]]
+        if req.graph_depth > 0:
+            results = graph.expand(
+                self.reader,
+                req.tenant_id,
+                results,
+                req.graph_depth,
+                req.top_k,
+                lambda m: temporal.admit_memory(m, req),
+            )
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     def _feedback(
@@ -116,7 +127,7 @@ class Retriever:
         return rank(ranked, analysis, merged, query_vec, w, term_weights)
 
     def _neighbours(
-        self, tenant_id: str, candidates: list[Candidate], terms: list[str], stats: CorpusStats
+        self, req: RetrieveRequest, candidates: list[Candidate], terms: list[str], stats: CorpusStats
     ) -> list[Candidate]:
         """Attach timeline neighbours to every memory candidate; load those of the best
         ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet."""
@@ -124,7 +135,7 @@ class Retriever:
         for c in candidates:
             kind, ref = cast(tuple[str, str], c.key)
             if kind == KIND_MEMORY:
-                near = self.timeline.neighbours(tenant_id, ref, CONTEXT_SPAN, EPISODE_GAP_S)
+                near = self.timeline.neighbours(req.tenant_id, ref, CONTEXT_SPAN, EPISODE_GAP_S)
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near]
         scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
         best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
@@ -135,7 +146,7 @@ class Retriever:
                 if key in have:
                     continue
                 have.add(key)
-                loaded = self._load(tenant_id, *cast(tuple[str, str], key))
+                loaded = self._load(req, *cast(tuple[str, str], key))
                 if loaded is not None:
                     # Its own neighbour list holds at least the candidate that brought it in.
                     loaded.neighbours = [(candidates[i].key, -distance)]
@@ -158,22 +169,23 @@ class Retriever:
         tail = [
             e
             for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
-            if req.stream_id is None or e.stream_id == req.stream_id
+            if (req.stream_id is None or e.stream_id == req.stream_id) and temporal.admit_event(e, req)
         ]
         if not tail or not terms:
             return []
         return [(KIND_EVENT, str(e.seq)) for e in bm25_rank(tail, terms)[:k]]
 
-    def _load(self, tenant_id: str, kind: str, ref: str) -> Candidate | None:
-        """A searchable memory or pending event as a ranking candidate; None if gone."""
+    def _load(self, req: RetrieveRequest, kind: str, ref: str) -> Candidate | None:
+        """A searchable memory or pending event as a ranking candidate; None if gone or not
+        admitted by the temporal filter (temporal.py)."""
         if kind == KIND_MEMORY:
-            memory = self.reader.memory(tenant_id, ref)
-            if memory is None or not is_searchable(memory):
+            memory = self.reader.memory(req.tenant_id, ref)
+            if memory is None or not is_searchable(memory) or not temporal.admit_memory(memory, req):
                 return None
             vector = memory.vector() if memory.embedding else None
             return Candidate((kind, ref), memory.public(), memory.stream_id, memory.valid_from, vector)
-        event = self.reader.event(tenant_id, int(ref))
-        if event is None:
+        event = self.reader.event(req.tenant_id, int(ref))
+        if event is None or not temporal.admit_event(event, req):
             return None
         return Candidate((kind, ref), event_result(event), event.stream_id, event.timestamp)
 
