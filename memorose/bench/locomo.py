@@ -319,6 +319,9 @@ def run_conversation(api: NodeApi, sample: dict[str, Any], stats: RunStats, posi
 def build_report(stats: RunStats, data_path: str, url: str | None) -> dict[str, Any]:
     return {
         "benchmark": "LoCoMo-R (shared/benchmarks/LOCOMO_R.md)",
+        "command": " ".join(["memorose bench locomo", *sys.argv[3:]])
+        if sys.argv[1:3] == ["bench", "locomo"]
+        else "memorose bench locomo --data " + str(data_path),
         "data": str(data_path),
         "node": url or "subprocess (memorose up, temporary data dir)",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -354,11 +357,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         SECTION,
         "",
-        f"Measured {report['when']} by `memorose bench locomo` on {len(report['conversations'])}"
-        f" conversation(s) ({report['node']}); protocol:",
-        "`shared/benchmarks/LOCOMO_R.md`. Recall is micro-averaged over questions; footprint@k is the",
-        "mean number of distinct turns cited by the top k results; R@500w takes memory texts in rank",
-        "order while they fit in 500 words.",
+        f"    {report.get('command', 'memorose bench locomo')}",
+        "",
+        f"Measured {report['when']} on {len(report['conversations'])} conversation(s),"
+        f" node: {report['node']};",
+        "protocol: `shared/benchmarks/LOCOMO_R.md` (the data is read in place, never copied). Recall is",
+        "micro-averaged over questions; footprint@k is the mean number of distinct turns cited by the",
+        "top k results; R@500w takes memory texts in rank order while they fit in 500 words. One",
+        f"`/retrieve` with `top_k` {TOP_K} per question serves every k. Ranking: `docs/retrieval.md`.",
         "",
         "| categories | n | R@1 | R@3 | R@5 | R@10 | R@20 | R@500w | footprint@10 |",
         "|---|---|---|---|---|---|---|---|---|",

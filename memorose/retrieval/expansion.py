@@ -20,8 +20,9 @@ _STOP_STEMS = frozenset(stem(w) for w in STOPWORDS)
 def feedback_terms(
     ranked: list[Candidate], query_terms: list[str], docs: int, n_docs: int, n_terms: int
 ) -> list[str]:
-    """Candidate expansion terms from the ``n_docs`` best candidates, best first."""
-    top = ranked[:n_docs]
+    """Candidate expansion terms from the ``n_docs`` best candidates that match the query
+    itself (feedback from documents ranked only by context or cosine would drift), best first."""
+    top = [c for c in ranked if c.features.get("bm25", 0.0) > 0][:n_docs]
     pool_df: dict[str, int] = {}
     for c in ranked:
         for t in c.terms:

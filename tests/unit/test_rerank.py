@@ -106,3 +106,10 @@ def test_feedback_terms_come_from_the_best_matches() -> None:
     # Terms present in most of the tenant are not worth adding.
     weights = expansion_weights(["patterson", "matt"], CorpusStats(100, {"patterson": 2, "matt": 60}), 0.3)
     assert weights == {"patterson": 0.3}
+
+
+def test_feedback_ignores_candidates_that_do_not_match_the_query() -> None:
+    cands = [cand(1, "Alice lives in Paris", T0), cand(2, "The quarterly review moved", T0 + 1)]
+    q = analyze_query("router firmware", T0)
+    ranked = rank(cands, q, stats_for(cands), None, RankWeights(**{**OFF.__dict__, "episode": 0.3}))
+    assert feedback_terms(ranked, q.terms, 2, n_docs=2, n_terms=5) == []
