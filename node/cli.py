@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
     add_storage_arguments(storage)
     storage.set_defaults(func=cmd_bench_storage)
+    locomo = bench_sub.add_parser("locomo", help="LoCoMo retrieval recall through the HTTP API")
+    from memorose.bench.locomo import add_arguments as add_locomo_arguments
+
+    add_locomo_arguments(locomo)
+    locomo.set_defaults(func=cmd_bench_locomo)
     consolidation = bench_sub.add_parser(
         "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
     )
@@ -169,6 +174,12 @@ def cmd_bench_storage(args: argparse.Namespace) -> int:
     from memorose.bench.storage import run_storage_bench
 
     return run_storage_bench(args)
+
+
+def cmd_bench_locomo(args: argparse.Namespace) -> int:
+    from memorose.bench.locomo import run_locomo
+
+    return run_locomo(args)
 
 
 def cmd_bench_consolidation(args: argparse.Namespace) -> int:
