@@ -38,6 +38,7 @@ RETRIEVE_FIELDS = {
     "enable_arbitration",
     "consistency",
     "as_of",
+    "passages",
 }
 
 
@@ -200,6 +201,7 @@ async def retrieve(request: web.Request) -> web.Response:
         graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
         enable_arbitration=v.bool_field(body, "enable_arbitration", True),
         as_of=_pipeline().parse_as_of(body),
+        passages=v.bool_field(body, "passages", True),
     )
     return web.json_response(await service.retrieve(req))
 
