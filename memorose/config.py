@@ -106,7 +106,7 @@ class EmbeddingSettings(_Section):
 class IndexSettings(_Section):
     #: Tenants with more active memories than this are searched through a LanceDB ANN
     #: index instead of an exact in-memory matrix.
-    ann_threshold: int = Field(50_000, ge=1)
+    ann_threshold: int = Field(200_000, ge=1)
     embedding_dim: int = Field(384, ge=8, le=4096)
 
 
