@@ -1,27 +1,42 @@
 """The node's Raft object. Every write, even on a one-node cluster, goes through ``apply``.
 
 One ``@replicated`` method takes opaque bytes (a versioned command) so that adding command
-types never renumbers PySyncObj's method ids. Snapshots are a RocksDB checkpoint packed in
-a tar file by the custom serializer; the deserializer installs one only when it is ahead of
-the live database (snapshot install from the leader), so a local restart keeps RocksDB and
-just replays the journal tail, which the state machine skips up to its applied index.
+types never renumbers PySyncObj's method ids.
+
+Snapshots are a RocksDB checkpoint packed in a tar file by the custom serializer. Taking the
+checkpoint is quick (a flush and hard links) and happens on the tick thread, so it is
+consistent with the applied index; packing the tar (a full copy of the database) happens on
+a background thread reported through PySyncObj's ``serializeChecker``, so log compaction
+never stalls heartbeats. The deserializer installs a snapshot only when it is ahead of the
+live database (snapshot install from the leader), so a local restart keeps RocksDB and just
+replays the journal tail, which the state machine skips up to its applied index.
+
+PySyncObj writes its journal through mmap and never fsyncs it. With ``fsync_journal`` the
+transport below fsyncs the journal (and the term/vote file) before this node tells anyone
+about entries or votes, and the leader fsyncs before its next commit decision: an
+acknowledged write is then on disk on a majority (docs/durability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
@@ -30,6 +45,8 @@ from memorose.storage.rocks import RocksStore
 log = logging.getLogger(__name__)
 
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+LEADER = 2
+CANDIDATE = 1
 _META = "snapshot-meta.json"
 _DB_DIR = "db"
 
@@ -37,79 +54,205 @@ _DB_DIR = "db"
 def build_conf(
     tuning: RaftSettings,
     raft_dir: Path,
+    bind_address: str,
     password: str | None,
     serializer: Callable[[str, Any], None],
     deserializer: Callable[[str], Any],
+    serialize_checker: Callable[[], int],
     on_state_changed: Callable[[int, int], None] | None = None,
 ) -> SyncObjConf:
     return SyncObjConf(
         password=password,
+        bindAddress=bind_address,  # never 0.0.0.0 (PySyncObj's default for a host:port self node)
         journalFile=str(raft_dir / "journal"),
         fullDumpFile=str(raft_dir / "dump"),
         serializer=serializer,
         deserializer=deserializer,
+        serializeChecker=serialize_checker,
         appendEntriesUseBatch=False,  # send at once; the HTTP batcher already groups writes
         appendEntriesPeriod=tuning.append_entries_period,
         raftMinTimeout=tuning.min_timeout,
         raftMaxTimeout=tuning.max_timeout,
         autoTickPeriod=tuning.tick_period,
         connectionTimeout=max(3.5, tuning.max_timeout),
+        connectionRetryTime=tuning.connection_retry_time,
+        leaderFallbackTimeout=max(tuning.leader_fallback_timeout, tuning.append_entries_period * 2),
         logCompactionMinEntries=tuning.log_compaction_min_entries,
         logCompactionMinTime=tuning.log_compaction_min_time,
+        logCompactionBatchSize=1 << 20,
         dynamicMembershipChange=True,
         commandsWaitLeader=False,
         onStateChanged=on_state_changed,
     )
 
 
+class SyncingTransport(TCPTransport):  # type: ignore[misc]
+    """TCP transport that makes the journal durable before any message leaves the node."""
+
+    def send(self, node: Any, message: Any) -> bool:
+        self._syncObj.sync_journal()
+        return bool(super().send(node, message))
+
+
 class RaftNode(SyncObj):  # type: ignore[misc]
     def __init__(
         self,
         self_address: str,
-        partners: list[str],
+        partners: dict[str, str],
         store: RocksStore,
         tuning: RaftSettings,
         raft_dir: Path,
         password: str | None,
+        *,
+        bind_address: str | None = None,
+        self_url: str | None = None,
         on_snapshot_installed: Callable[[], None] | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
     ) -> None:
         raft_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.machine = StateMachine(store)
+        self.raft_dir = raft_dir
+        self.tuning = tuning
+        self.self_url = self_url
         self._self_address = self_address
         self._on_snapshot_installed = on_snapshot_installed
+        self._on_state_changed = on_state_changed
+        # snapshots: the lock orders installs against background packing; gen invalidates it
         self._snapshot_lock = threading.Lock()
-        conf = build_conf(tuning, raft_dir, password, self._serialize, self._deserialize, on_state_changed)
-        super().__init__(self_address, partners, conf)
+        self._snapshot_gen = 0
+        self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self.snapshot_stats: dict[str, float] = {"taken": 0, "installed": 0, "last_tick_block_ms": 0.0}
+        # durability
+        self._fsync = tuning.fsync_journal
+        self._journal_fd: int | None = None
+        self._synced_mark: tuple[int, int, int] | None = None
+        self._synced_vote: tuple[int, Any] | None = None
+        self.fsyncs = 0
+        # observability
+        self.elections = 0
+        self.leader_changes = 0
+        conf = build_conf(
+            tuning,
+            raft_dir,
+            bind_address or self_address,
+            password,
+            self._serialize,
+            self._deserialize,
+            self._serialize_checker,
+            self._state_changed,
+        )
+        others = [TCPNode(addr, url=url) for addr, url in partners.items()]
+        super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
+        if self._fsync:
+            self.addOnTickCallback(self.sync_journal)
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
         """The single replicated entry point. Runs on PySyncObj's tick thread."""
         return self.machine.apply(payload, self.raftLastApplied + 1)
 
+    # -- durability ----------------------------------------------------------------------
+    def sync_journal(self) -> None:
+        """fsync the journal if entries changed since the last sync (and the vote file if the
+        term or vote changed). Runs on the tick thread; cheap when nothing changed."""
+        if not self._fsync:
+            return
+        journal = self._SyncObj__raftLog
+        if len(journal):
+            last = journal[-1]
+            mark = (len(journal), last[1], last[2])
+            if mark != self._synced_mark:
+                if self._journal_fd is None:
+                    self._journal_fd = os.open(self.raft_dir / "journal", os.O_RDONLY)
+                    _fsync_dir(self.raft_dir)
+                os.fsync(self._journal_fd)
+                self._synced_mark = mark
+                self.fsyncs += 1
+        vote = (journal.getCurrentTerm(), journal.getVotedForNodeId())
+        if vote != self._synced_vote:
+            meta = self.raft_dir / "journal.meta"
+            if meta.exists():
+                fd = os.open(meta, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(self.raft_dir)
+            self._synced_vote = vote
+
     # -- snapshots -----------------------------------------------------------------------
     def _serialize(self, filename: str, data: Any) -> None:
-        """data = (last applied entry, the entry before it, cluster members)."""
+        """data = (last applied entry, the entry before it, cluster members). Tick thread."""
+        started = time.perf_counter()
         last, prev, cluster = data
         meta = {
             "last": [last[0].hex(), last[1], last[2]],
             "prev": [prev[0].hex(), prev[1], prev[2]],
-            "cluster": sorted(str(n) for n in cluster),
+            "cluster": sorted(
+                ([str(n), getattr(n, "url", None)] for n in cluster),
+                key=lambda item: str(item[0]),
+            ),
             "applied_index": self.store.applied_index(),
         }
-        with tempfile.TemporaryDirectory(dir=Path(filename).parent) as tmp:
-            checkpoint = Path(tmp) / _DB_DIR
-            self.store.checkpoint(checkpoint)
-            with tarfile.open(filename, "w") as tar:
+        with self._snapshot_lock:
+            stage = Path(tempfile.mkdtemp(prefix="snapshot-", dir=self.raft_dir))
+            try:
+                self.store.checkpoint(stage / _DB_DIR)
+            except Exception:
+                shutil.rmtree(stage, ignore_errors=True)
+                log.exception("RocksDB checkpoint failed; log compaction skipped")
+                self._serialize_state = SERIALIZER_STATE.FAILED
+                return
+            self._serialize_state = SERIALIZER_STATE.SERIALIZING
+            gen = self._snapshot_gen
+        threading.Thread(
+            target=self._pack, args=(stage, meta, gen), name="raft-snapshot", daemon=True
+        ).start()
+        self.snapshot_stats["last_tick_block_ms"] = (time.perf_counter() - started) * 1000
+        # PySyncObj renames ``filename`` onto the dump next; leaving it absent keeps the
+        # previous dump in place until the background thread has a complete one.
+
+    def _pack(self, stage: Path, meta: dict[str, Any], gen: int) -> None:
+        dump = self.raft_dir / "dump"
+        partial = self.raft_dir / "dump.packing"
+        state = SERIALIZER_STATE.FAILED
+        try:
+            with tarfile.open(partial, "w") as tar:
                 encoded = json.dumps(meta).encode()
                 info = tarfile.TarInfo(_META)
                 info.size = len(encoded)
                 tar.addfile(info, io.BytesIO(encoded))
-                tar.add(checkpoint, arcname=_DB_DIR)
+                tar.add(stage / _DB_DIR, arcname=_DB_DIR)
+            _fsync_file(partial)
+            with self._snapshot_lock:
+                if gen == self._snapshot_gen:
+                    os.replace(partial, dump)
+                    _fsync_dir(self.raft_dir)
+                    state = SERIALIZER_STATE.SUCCESS
+                    self.snapshot_stats["taken"] += 1
+                    log.info("snapshot at applied index %d written", meta["applied_index"])
+        except Exception:
+            log.exception("writing the snapshot failed; log compaction will retry")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            shutil.rmtree(stage, ignore_errors=True)
+            with self._snapshot_lock:
+                self._serialize_state = state
+
+    def _serialize_checker(self) -> int:
+        """PySyncObj polls this every tick; SUCCESS or FAILED is reported exactly once."""
+        with self._snapshot_lock:
+            state = self._serialize_state
+            if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+                self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
+            return state
 
     def _deserialize(self, filename: str) -> tuple[Any, Any, Any]:
+        """Load the dump (at start) or a snapshot received from the leader. Tick thread."""
         with self._snapshot_lock, tarfile.open(filename, "r") as tar:
+            self._snapshot_gen += 1  # a dump being packed is now stale
             member = tar.extractfile(_META)
             assert member is not None
             meta = json.loads(member.read())
@@ -117,7 +260,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 self._install(tar, Path(filename).parent)
         last = (bytes.fromhex(meta["last"][0]), meta["last"][1], meta["last"][2])
         prev = (bytes.fromhex(meta["prev"][0]), meta["prev"][1], meta["prev"][2])
-        cluster = [TCPNode(address) for address in meta["cluster"]]
+        cluster = [_node(item) for item in meta["cluster"]]
+        # Installing can take longer than an election timeout: do not let the time spent
+        # here start an election as soon as the tick loop resumes.
+        self._SyncObj__raftElectionDeadline = time.monotonic() + self.tuning.max_timeout
         return last, prev, cluster
 
     def _install(self, tar: tarfile.TarFile, work_dir: Path) -> None:
@@ -127,14 +273,82 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self.store.swap(target / _DB_DIR)
         finally:
             shutil.rmtree(target, ignore_errors=True)
+        self.snapshot_stats["installed"] += 1
         log.info("installed snapshot at applied index %d", self.store.applied_index())
         if self._on_snapshot_installed is not None:
             self._on_snapshot_installed()
 
+    # -- membership ----------------------------------------------------------------------
+    def add_member(self, address: str, url: str, callback: Callable[[Any, int], None]) -> None:
+        """Propose adding a node (leader only; one change at a time, PySyncObj enforces it)."""
+        self.addNodeToCluster(TCPNode(address, url=url), callback=callback)
+
+    def remove_member(self, address: str, callback: Callable[[Any, int], None]) -> None:
+        self.removeNodeFromCluster(TCPNode(address), callback=callback)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Every other voting member with its URL and whether it is connected."""
+        return [
+            {"raft_address": str(n), "url": getattr(n, "url", None), "connected": self.isNodeConnected(n)}
+            for n in sorted(self.otherNodes, key=str)
+        ]
+
     # -- status --------------------------------------------------------------------------
+    def _state_changed(self, old: int, new: int) -> None:
+        if new == CANDIDATE:
+            self.elections += 1
+        if new == LEADER or old == LEADER:
+            self.leader_changes += 1
+        if self._on_state_changed is not None:
+            self._on_state_changed(old, new)
+
     def role(self) -> str:
         return ROLE_NAMES.get(self.getStatus()["state"], "unknown")
+
+    def is_leader(self) -> bool:
+        return bool(self._isLeader())
 
     def leader_address(self) -> str | None:
         leader = self._getLeader()
         return str(leader) if leader is not None else None
+
+    def leader_url(self) -> str | None:
+        leader = self._getLeader()
+        if leader is None:
+            return None
+        if str(leader) == self._self_address:
+            return self.self_url
+        return getattr(leader, "url", None)
+
+    def last_log_index(self) -> int:
+        journal = self._SyncObj__raftLog
+        return int(journal[-1][1]) if len(journal) else 0
+
+    def match_index(self) -> dict[str, int]:
+        """Leader only: the highest log index each follower is known to hold."""
+        status = self.getStatus()
+        return {
+            k[len("match_idx_server_") :]: int(v)
+            for k, v in status.items()
+            if k.startswith("match_idx_server_")
+        }
+
+
+def _node(item: Any) -> TCPNode:
+    if isinstance(item, list):
+        address, url = item
+        return TCPNode(address, url=url) if url else TCPNode(address)
+    return TCPNode(str(item))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
