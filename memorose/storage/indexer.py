@@ -47,6 +47,9 @@ class Indexer:
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
+        # Seqs indexed but not yet committed to Tantivy: published only after the commit, or
+        # retrieval would see them neither in the L0 tail nor in Tantivy for a moment.
+        self._staged_seq: dict[str, int] = {}
         self._rebuild_requested = threading.Event()
         self._progress = threading.Condition()
         self._stop = threading.Event()
@@ -129,6 +132,7 @@ class Indexer:
                 self._apply_change(change, dirty)
         self._refresh_memories(dirty)
         self.fulltext.commit()
+        self._publish_staged()
         last = changes[-1][0]
         with self._progress:
             self.position = last
@@ -152,6 +156,7 @@ class Indexer:
             self.fulltext.delete_tenant(tenant_id)
             self.vectors.drop_tenant(tenant_id)
             self._indexed_seq.pop(tenant_id, None)
+            self._staged_seq.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
                 del dirty[key]
 
@@ -164,7 +169,12 @@ class Indexer:
             self.fulltext.upsert(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
-        self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), last)
+        current = self._staged_seq.get(tenant_id, self._indexed_seq.get(tenant_id, 0))
+        self._staged_seq[tenant_id] = max(current, last)
+
+    def _publish_staged(self) -> None:
+        self._indexed_seq.update(self._staged_seq)
+        self._staged_seq.clear()
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
         by_tenant: dict[str, list[Memory]] = {}
@@ -208,9 +218,11 @@ class Indexer:
         self.fulltext.clear()
         self.vectors.clear()
         self._indexed_seq = {}
+        self._staged_seq = {}
         for tenant_id in self.reader.tenant_ids():
             self._rebuild_tenant(tenant_id)
         self.fulltext.commit()
+        self._publish_staged()
         with self._progress:
             self.position = position
             self._progress.notify_all()
@@ -230,7 +242,7 @@ class Indexer:
             )
             last_seq = event.seq
         record = self.reader.tenant_or_empty(tenant_id)
-        self._indexed_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
+        self._staged_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
 
     def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
         if not memories:

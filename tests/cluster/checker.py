@@ -29,6 +29,7 @@ from tests.conftest import ADMIN_KEY
 class History:
     outcomes: dict[str, str] = field(default_factory=dict)  # event_id -> ok | failed | unknown
     attempts: Counter[str] = field(default_factory=Counter)
+    attempt_results: Counter[str] = field(default_factory=Counter)  # ok/redirect/retry/unknown/failed
     latencies: list[float] = field(default_factory=list)  # seconds, acknowledged operations
 
     def counts(self) -> dict[str, int]:
