@@ -11,10 +11,10 @@ never stalls heartbeats. The deserializer installs a snapshot only when it is ah
 live database (snapshot install from the leader), so a local restart keeps RocksDB and just
 replays the journal tail, which the state machine skips up to its applied index.
 
-PySyncObj writes its journal through mmap and never fsyncs it. With ``fsync_journal`` the
-transport below fsyncs the journal (and the term/vote file) before this node tells anyone
-about entries or votes, and the leader fsyncs before its next commit decision: an
-acknowledged write is then on disk on a majority (docs/durability.md).
+PySyncObj's own journal is an mmap'd file it never fsyncs; the node uses ``DurableJournal``
+(node/journal.py) instead. With ``fsync_journal`` the transport below fsyncs new entries
+before this node tells anyone about them, and the leader fsyncs before its next commit
+decision: an acknowledged write is then on disk on a majority (docs/durability.md).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pysyncobj.syncobj as _pysyncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
@@ -41,8 +42,23 @@ from pysyncobj.transport import TCPTransport
 from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore
+from node.journal import DurableJournal
 
 log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "raft-log"
+_pysyncobj_create_journal = _pysyncobj_module.createJournal
+
+
+def _create_journal(path: str | None) -> Any:
+    """PySyncObj builds its journal through this module-level factory; ours is recognised by
+    its file name, anything else (raw PySyncObj users in the same process) is untouched."""
+    if path is not None and Path(path).name == JOURNAL_NAME:
+        return DurableJournal(path)
+    return _pysyncobj_create_journal(path)
+
+
+_pysyncobj_module.createJournal = _create_journal
 
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 LEADER = 2
@@ -64,7 +80,7 @@ def build_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_address,  # never 0.0.0.0 (PySyncObj's default for a host:port self node)
-        journalFile=str(raft_dir / "journal"),
+        journalFile=str(raft_dir / JOURNAL_NAME),
         fullDumpFile=str(raft_dir / "dump"),
         serializer=serializer,
         deserializer=deserializer,
@@ -122,13 +138,21 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._snapshot_lock = threading.Lock()
         self._snapshot_gen = 0
         self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
-        self.snapshot_stats: dict[str, float] = {"taken": 0, "installed": 0, "last_tick_block_ms": 0.0}
+        self.snapshot_stats: dict[str, float] = {
+            "taken": 0,
+            "installed": 0,
+            "last_tick_block_ms": 0.0,
+            "last_pack_ms": 0.0,
+        }
+        #: Pack the snapshot on the tick thread, as a plain serializer would (benchmarks only).
+        self.pack_inline = False
         # durability
         self._fsync = tuning.fsync_journal
-        self._journal_fd: int | None = None
-        self._synced_mark: tuple[int, int, int] | None = None
-        self._synced_vote: tuple[int, Any] | None = None
         self.fsyncs = 0
+        self.fsync_max_s = 0.0
+        self._last_tick = time.perf_counter()
+        self.max_tick_gap_s = 0.0
+        self.long_ticks = 0
         # observability
         self.elections = 0
         self.leader_changes = 0
@@ -144,8 +168,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         )
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
-        if self._fsync:
-            self.addOnTickCallback(self.sync_journal)
+        self.addOnTickCallback(self._on_tick)
+
+    def _on_tick(self) -> None:
+        """After every tick: make new entries durable, and watch for tick-thread stalls
+        (a stall longer than the election timeout costs an election)."""
+        self.sync_journal()
+        now = time.perf_counter()
+        gap = now - self._last_tick
+        self._last_tick = now
+        if gap > self.max_tick_gap_s:
+            self.max_tick_gap_s = gap
+        if gap > 0.5:
+            self.long_ticks += 1
+            log.warning("Raft tick thread stalled for %.0f ms (GIL, CPU or disk starvation)", gap * 1000)
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
@@ -154,32 +190,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     # -- durability ----------------------------------------------------------------------
     def sync_journal(self) -> None:
-        """fsync the journal if entries changed since the last sync (and the vote file if the
-        term or vote changed). Runs on the tick thread; cheap when nothing changed."""
+        """fsync entries appended since the last sync. Tick thread; free when nothing is new.
+        (Term and vote are synced by the journal itself before they are used.)"""
         if not self._fsync:
             return
-        journal = self._SyncObj__raftLog
-        if len(journal):
-            last = journal[-1]
-            mark = (len(journal), last[1], last[2])
-            if mark != self._synced_mark:
-                if self._journal_fd is None:
-                    self._journal_fd = os.open(self.raft_dir / "journal", os.O_RDONLY)
-                    _fsync_dir(self.raft_dir)
-                os.fsync(self._journal_fd)
-                self._synced_mark = mark
-                self.fsyncs += 1
-        vote = (journal.getCurrentTerm(), journal.getVotedForNodeId())
-        if vote != self._synced_vote:
-            meta = self.raft_dir / "journal.meta"
-            if meta.exists():
-                fd = os.open(meta, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                _fsync_dir(self.raft_dir)
-            self._synced_vote = vote
+        started = time.perf_counter()
+        if self._SyncObj__raftLog.sync():
+            took = time.perf_counter() - started
+            self.fsync_max_s = max(self.fsync_max_s, took)
+            if took > 0.2:
+                log.warning("journal fsync took %.0f ms: the disk is stalling heartbeats", took * 1000)
+            self.fsyncs += 1
 
     # -- snapshots -----------------------------------------------------------------------
     def _serialize(self, filename: str, data: Any) -> None:
@@ -206,9 +227,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 return
             self._serialize_state = SERIALIZER_STATE.SERIALIZING
             gen = self._snapshot_gen
-        threading.Thread(
-            target=self._pack, args=(stage, meta, gen), name="raft-snapshot", daemon=True
-        ).start()
+        if self.pack_inline:
+            self._pack(stage, meta, gen)
+        else:
+            threading.Thread(
+                target=self._pack, args=(stage, meta, gen), name="raft-snapshot", daemon=True
+            ).start()
         self.snapshot_stats["last_tick_block_ms"] = (time.perf_counter() - started) * 1000
         # PySyncObj renames ``filename`` onto the dump next; leaving it absent keeps the
         # previous dump in place until the background thread has a complete one.
@@ -217,6 +241,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         dump = self.raft_dir / "dump"
         partial = self.raft_dir / "dump.packing"
         state = SERIALIZER_STATE.FAILED
+        started = time.perf_counter()
         try:
             with tarfile.open(partial, "w") as tar:
                 encoded = json.dumps(meta).encode()
@@ -231,6 +256,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                     _fsync_dir(self.raft_dir)
                     state = SERIALIZER_STATE.SUCCESS
                     self.snapshot_stats["taken"] += 1
+                    self.snapshot_stats["last_pack_ms"] = (time.perf_counter() - started) * 1000
                     log.info("snapshot at applied index %d written", meta["applied_index"])
         except Exception:
             log.exception("writing the snapshot failed; log compaction will retry")

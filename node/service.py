@@ -284,7 +284,23 @@ class NodeService:
             "elections": raft.elections,
             "leader_changes": raft.leader_changes,
             "snapshots": dict(raft.snapshot_stats),
+            "journal_fsyncs": raft.fsyncs,
+            "journal_fsync_max_ms": round(raft.fsync_max_s * 1000, 1),
+            "max_tick_gap_ms": round(raft.max_tick_gap_s * 1000, 1),
+            "tick_stalls_over_500ms": raft.long_ticks,
+            "commit_latency_ms": self._commit_latency(),
             "peers": peers,
+        }
+
+    def _commit_latency(self) -> dict[str, float]:
+        """Recent propose -> applied-on-leader latencies of this node (ms)."""
+        recent = sorted(self.proposer.latencies[-1000:]) if self.proposer is not None else []
+        if not recent:
+            return {}
+        return {
+            "p50": round(recent[len(recent) // 2] * 1000, 2),
+            "p99": round(recent[int(len(recent) * 0.99)] * 1000, 2),
+            "samples": len(recent),
         }
 
     # -- replication -------------------------------------------------------------------------

@@ -92,6 +92,7 @@ async def write_event(
         result, next_url = await write_once(
             session, url, body, timeout=min(5.0, deadline - time.monotonic() + 0.1)
         )
+        history.attempt_results[result] += 1
         if result == "ok":
             history.outcomes[event_id] = "ok"
             history.latencies.append(time.monotonic() - started)

@@ -215,9 +215,15 @@ class Cluster:
     """N subprocess nodes behind a RaftNetwork. Use as ``async with Cluster(tmp_path) as c``."""
 
     def __init__(
-        self, root: Path, size: int = 3, env: dict[str, str] | None = None, password: str = PASSWORD
+        self,
+        root: Path,
+        size: int = 3,
+        env: dict[str, str] | None = None,
+        password: str = PASSWORD,
+        proxies: bool = True,
     ) -> None:
         self.root = root
+        self.proxies = proxies
         self.password = password
         self.env = env or {}
         self.network = RaftNetwork(password)
@@ -228,7 +234,10 @@ class Cluster:
 
     def _new_node(self, i: int) -> NodeProc:
         raft_port = free_port()
-        advertised = self.network.add_proxy(free_port(), raft_port)
+        if self.proxies:
+            advertised = self.network.add_proxy(free_port(), raft_port)
+        else:
+            advertised = f"127.0.0.1:{raft_port}"
         return NodeProc(
             index=i,
             node_id=f"n{i + 1}",
