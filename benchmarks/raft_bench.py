@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import statistics
@@ -215,7 +216,9 @@ def main() -> int:
     fo.add_argument("--kills", type=int, default=20)
     fo.add_argument("--out", default="benchmarks/results/raft_failover.json")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     result = cmd_ingest(args) if args.mode == "ingest" else asyncio.run(failover(args.kills))
+    result["machine"] = {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

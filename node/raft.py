@@ -43,6 +43,7 @@ from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore
 from node.journal import DurableJournal
+from node.pysyncobj_fixes import AppendEntriesFix
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class SyncingTransport(TCPTransport):  # type: ignore[misc]
         return bool(super().send(node, message))
 
 
-class RaftNode(SyncObj):  # type: ignore[misc]
+class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
     def __init__(
         self,
         self_address: str,
