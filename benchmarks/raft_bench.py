@@ -28,10 +28,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memorose import commands  # noqa: E402
-from node.runner import free_port  # noqa: E402
-from tests.cluster.harness import Cluster  # noqa: E402
-from tests.conftest import ADMIN_KEY  # noqa: E402
+from memorose import commands
+from node.runner import free_port
+from tests.cluster.harness import Cluster
+from tests.conftest import ADMIN_KEY
 
 QUIET = {"MEMOROSE_CONSOLIDATION__INTERVAL_SECS": "86400", "MEMOROSE_CONSOLIDATION__BATCH_SIZE": "10000"}
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -101,7 +101,9 @@ async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
             ]
             after = await cluster.statuses()
             code, body = await cluster.api(leader).get("/metrics")
-            fsyncs = next((ln for ln in body.splitlines() if ln.startswith("memorose_raft_journal_fsyncs")), "")
+            fsyncs = next(
+                (ln for ln in body.splitlines() if ln.startswith("memorose_raft_journal_fsyncs")), ""
+            )
             return {
                 "runs": runs,
                 "term_before": max(s["term"] for s in before.values()),
@@ -138,7 +140,9 @@ def raw_syncobj(payload_bytes: int, seconds: float) -> list[dict[str, Any]]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    payload = len(commands.encode(commands.ingest([{"tenant_id": "bench", "events": [event("x" * 20)]}], 1.7e9)))
+    payload = len(
+        commands.encode(commands.ingest([{"tenant_id": "bench", "events": [event("x" * 20)]}], 1.7e9))
+    )
     result: dict[str, Any] = {"payload_bytes_single_event_entry": payload}
     result["memorose_fsync_journal"] = asyncio.run(shard_ingest({}, args.seconds))
     result["memorose_no_fsync"] = asyncio.run(
@@ -184,7 +188,10 @@ async def first_ack(cluster: Cluster, session: aiohttp.ClientSession, exclude: i
 async def failover(kills: int) -> dict[str, Any]:
     times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="raft-failover-") as tmp:
-        async with Cluster(Path(tmp), env=QUIET, proxies=False) as cluster, aiohttp.ClientSession() as session:
+        async with (
+            Cluster(Path(tmp), env=QUIET, proxies=False) as cluster,
+            aiohttp.ClientSession() as session,
+        ):
             cluster.start_all()
             for k in range(kills):
                 leader = await cluster.wait_leader(timeout=90)
@@ -218,7 +225,11 @@ def main() -> int:
     args = parser.parse_args()
     load_before = os.getloadavg()
     result = cmd_ingest(args) if args.mode == "ingest" else asyncio.run(failover(args.kills))
-    result["machine"] = {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memorose import commands  # noqa: E402
-from memorose.config import RaftSettings  # noqa: E402
-from memorose.storage.rocks import RocksStore  # noqa: E402
-from node.raft import RaftNode  # noqa: E402
-from node.runner import free_port  # noqa: E402
+from memorose import commands
+from memorose.config import RaftSettings
+from memorose.storage.rocks import RocksStore
+from node.raft import RaftNode
+from node.runner import free_port
 
 
 def fill(node: RaftNode, events: int, per_entry: int = 500) -> None:

@@ -11,6 +11,13 @@ returns, as Raft requires.
 Format: ``MRJ1`` then records ``[u32 length][u64 index][u64 term][command][u32 crc32]``. A
 torn or corrupt tail (power loss mid-write) is cut off at load. Compaction rewrites the
 file to a temporary name and renames it over the journal.
+
+PySyncObj truncates a follower's log whenever a leader re-sends entries the follower
+already has (it happens under load: a late reply moves the leader's next index back), then
+appends the very same entries again. Truncating the file there would, for a moment, remove
+entries this node has already acknowledged as durable. So a truncation is only recorded;
+re-appended identical entries are matched against the records still on disk and cost
+nothing, and the file is cut only when a different entry arrives or before the next sync.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +63,10 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
+        # truncated in memory, still on disk right after the live entries: (entry, offset)
+        self._shadow: list[tuple[Entry, int]] = []
+        self.conflicts = 0  # entries replaced by different ones (normal for uncommitted ones)
+        self.on_conflict: Callable[[int], None] | None = None
         self._meta: dict[str, Any] = {"term": 0, "voted_for": None, "commit_index": 1}
         self._meta_dirty = False
         self._dirty = False
@@ -121,31 +133,53 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
     # -- Journal interface -----------------------------------------------------------------
     def add(self, command: bytes, idx: int, term: int) -> None:
-        record = _encode(bytes(command), idx, term)
+        entry = (bytes(command), idx, term)
+        if self._shadow:
+            (kept, offset) = self._shadow[0]
+            if kept == entry:  # the same entry re-sent: it is already on disk
+                self._shadow.pop(0)
+                self._entries.append(kept)
+                self._offsets.append(offset)
+                return
+            if kept[1] == idx:
+                self.conflicts += 1
+                if self.on_conflict is not None:
+                    self.on_conflict(idx)
+            self._cut_shadow()
+        record = _encode(entry[0], idx, term)
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
         os.write(self._fd, record)
-        self._entries.append((command, idx, term))
+        self._entries.append(entry)
         self._offsets.append(offset)
         self._dirty = True
 
     def clear(self) -> None:
-        self._truncate_at(0)
+        self.deleteEntriesFrom(0)
+        self._cut_shadow()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        self._truncate_at(max(0, entryFrom))
-
-    def _truncate_at(self, position: int) -> None:
+        """Truncate in memory now; on disk lazily (see the module docstring)."""
+        position = max(0, entryFrom)
         if position >= len(self._entries):
             return
-        offset = self._offsets[position] if position < len(self._offsets) else len(MAGIC)
+        removed = list(zip(self._entries[position:], self._offsets[position:], strict=True))
+        self._shadow = removed + self._shadow
         del self._entries[position:]
         del self._offsets[position:]
+
+    def _cut_shadow(self) -> None:
+        """Really drop the truncated records from the file."""
+        if not self._shadow:
+            return
+        offset = self._shadow[0][1]
+        self._shadow = []
         os.ftruncate(self._fd, offset)
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop entries before ``entryTo`` (after a snapshot): rewrite and rename."""
+        self._cut_shadow()
         keep = self._entries[entryTo:]
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -174,6 +208,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
     def _destroy(self) -> None:
         with contextlib.suppress(OSError):
+            self._cut_shadow()
             self._store_meta(durable=False)
             os.close(self._fd)
 
@@ -202,9 +237,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._store_meta(durable=False)  # the commit index is only a restart hint
 
     # -- durability ------------------------------------------------------------------------
-    def sync(self) -> bool:
-        """fsync appended records; returns True if there was anything to sync."""
-        if not self._dirty:
+    def sync(self, fsync: bool = True) -> bool:
+        """Settle pending truncations and fsync new records (``fsync``); returns True if
+        there was anything to sync. Called before this node vouches for its log."""
+        self._cut_shadow()
+        if not self._dirty or not fsync:
             return False
         os.fsync(self._fd)
         self._dirty = False

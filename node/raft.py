@@ -61,6 +61,13 @@ def _create_journal(path: str | None) -> Any:
 
 _pysyncobj_module.createJournal = _create_journal
 
+# PySyncObj logs CRITICAL whenever a leader re-sends entries a follower already applied,
+# although it then appends the very same entries; DurableJournal detects the case that
+# matters (an applied entry replaced by a DIFFERENT one) and RaftNode reports that instead.
+logging.getLogger("pysyncobj.syncobj").addFilter(
+    lambda record: not str(record.msg).startswith("truncating already-applied")
+)
+
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 LEADER = 2
 CANDIDATE = 1
@@ -104,9 +111,17 @@ def build_conf(
 
 
 class SyncingTransport(TCPTransport):  # type: ignore[misc]
-    """TCP transport that makes the journal durable before any message leaves the node."""
+    """TCP transport that makes new journal entries durable before this node vouches for
+    them. A follower's acknowledgement (``next_node_idx``) leaves only after the fsync. The
+    leader ships ``append_entries`` first and fsyncs right after, so its own fsync overlaps
+    the followers'; it always completes before the leader's next commit decision, which
+    happens in a later tick."""
 
     def send(self, node: Any, message: Any) -> bool:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            sent = bool(super().send(node, message))
+            self._syncObj.sync_journal()
+            return sent
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
 
@@ -169,7 +184,12 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         )
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
+        self._SyncObj__raftLog.on_conflict = self._on_log_conflict
         self.addOnTickCallback(self._on_tick)
+
+    def _on_log_conflict(self, index: int) -> None:
+        if index <= self.raftLastApplied:
+            log.critical("applied Raft entry %d replaced by a different one: this replica diverged", index)
 
     def _on_tick(self) -> None:
         """After every tick: make new entries durable, and watch for tick-thread stalls
@@ -193,10 +213,8 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
     def sync_journal(self) -> None:
         """fsync entries appended since the last sync. Tick thread; free when nothing is new.
         (Term and vote are synced by the journal itself before they are used.)"""
-        if not self._fsync:
-            return
         started = time.perf_counter()
-        if self._SyncObj__raftLog.sync():
+        if self._SyncObj__raftLog.sync(fsync=self._fsync):
             took = time.perf_counter() - started
             self.fsync_max_s = max(self.fsync_max_s, took)
             if took > 0.2:

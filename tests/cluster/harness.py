@@ -378,17 +378,21 @@ class Cluster:
         return int(await poll(agreed, timeout, "an agreed leader")) - 1
 
     async def wait_converged(self, indexes: list[int] | None = None, timeout: float = 60.0) -> int:
-        """All listed nodes at the same applied index, equal to the leader's commit index."""
+        """All listed nodes have applied everything up to the same commit index; returns it."""
         wanted = indexes if indexes is not None else [n.index for n in self.nodes if n.alive and not n.paused]
 
         async def same() -> int | None:
             statuses = await self.statuses(wanted)
             if len(statuses) != len(wanted):
                 return None
-            applied = {s["applied_index"] for s in statuses.values()}
+            # PySyncObj's own entries (a new leader's no-op, membership) commit without
+            # touching RocksDB: compare Raft's applied index with the commit index, and
+            # require the state machine's applied index to agree across nodes.
+            raft_applied = {s["raft_applied_index"] for s in statuses.values()}
             commits = {s["commit_index"] for s in statuses.values()}
-            if len(applied) == 1 and len(commits) == 1 and applied == {max(commits) if commits else 0}:
-                return next(iter(applied)) or None
+            applied = {s["applied_index"] for s in statuses.values()}
+            if len(commits) == 1 and raft_applied == commits and len(applied) == 1:
+                return next(iter(commits))
             return None
 
         return int(await poll(same, timeout, "replicas converged"))

@@ -76,3 +76,32 @@ def test_pysyncobj_journal_is_migrated(tmp_path: Path) -> None:
     assert [j[i] for i in range(len(j))] == [(b"\x00", 1, 0), (b"old", 2, 3)]
     assert j.getCurrentTerm() == 3
     assert not (tmp_path / "journal").exists() and (tmp_path / "journal.migrated").exists()
+
+
+def test_a_resent_suffix_is_matched_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 6)
+    j.sync()
+    size = path.stat().st_size
+    j.deleteEntriesFrom(2)  # PySyncObj truncates after prev index 2 ...
+    assert len(j) == 2
+    _fill(j, 4, start=3)  # ... and appends the very same entries again
+    assert path.stat().st_size == size and not j.sync() and j.conflicts == 0
+    j._destroy()
+    assert [e[1] for e in DurableJournal(str(path))[0:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_conflicting_entry_cuts_the_old_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 6)
+    seen: list[int] = []
+    j.on_conflict = seen.append
+    j.deleteEntriesFrom(3)
+    j.add(b"other", 4, 2)
+    assert seen == [4] and len(j) == 4
+    j.deleteEntriesFrom(2)  # a truncation with nothing appended is settled by the next sync
+    j.sync()
+    j._destroy()
+    assert [(e[1], e[2]) for e in DurableJournal(str(path))[0:]] == [(1, 1), (2, 1)]
