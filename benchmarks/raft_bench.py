@@ -100,7 +100,7 @@ async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
                 await load(url, 4, seconds, 100),
             ]
             after = await cluster.statuses()
-            code, body = await cluster.api(leader).get("/metrics")
+            _code, body = await cluster.api(leader).get("/metrics")
             fsyncs = next(
                 (ln for ln in body.splitlines() if ln.startswith("memorose_raft_journal_fsyncs")), ""
             )

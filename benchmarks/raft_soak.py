@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -35,7 +36,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     history, faults = History(), FaultLog()
     checks: list[dict[str, Any]] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="raft-soak-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="raft-soak-"))
         env = {"MEMOROSE_RAFT_TUNING__LOG_COMPACTION_MIN_ENTRIES": str(args.compact_every)}
         async with Cluster(Path(tmp), env=env) as cluster:
             cluster.start_all()
@@ -101,6 +103,7 @@ def main() -> int:
     parser.add_argument("--max-hold", type=float, default=6.0)
     parser.add_argument("--compact-every", type=int, default=500, help="log compaction threshold (entries)")
     parser.add_argument("--out", default="benchmarks/results/raft_soak.json")
+    parser.add_argument("--workdir", default=None, help="keep the nodes' data dirs and logs here")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
     print(json.dumps({k: v for k, v in result.items() if k != "checks"}, indent=2))

@@ -178,8 +178,18 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        """Drop entries before ``entryTo`` (after a snapshot): rewrite and rename."""
+        """Drop entries before ``entryTo`` (after a snapshot): rewrite and rename. The last
+        entry is always kept: PySyncObj cannot run with an empty log, and keeping more of the
+        log than a snapshot covers is always safe."""
         self._cut_shadow()
+        if entryTo >= len(self._entries) and self._entries:
+            log.error(
+                "compaction asked to drop %d of %d entries (first index %d); keeping the last one",
+                entryTo,
+                len(self._entries),
+                self._entries[0][1],
+            )
+            entryTo = len(self._entries) - 1
         keep = self._entries[entryTo:]
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)

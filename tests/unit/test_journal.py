@@ -105,3 +105,10 @@ def test_a_conflicting_entry_cuts_the_old_suffix(tmp_path: Path) -> None:
     j.sync()
     j._destroy()
     assert [(e[1], e[2]) for e in DurableJournal(str(path))[0:]] == [(1, 1), (2, 1)]
+
+
+def test_compaction_never_empties_the_log(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    _fill(j, 3)
+    j.deleteEntriesTo(5)  # a stale compaction point past the end of a replaced log
+    assert len(j) == 1 and j[-1][1] == 3
