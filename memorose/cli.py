@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from memorose import __version__
 from memorose.errors import ConfigError
+
+# One BLAS thread per search, set before anything imports numpy (the subcommands are loaded
+# later): the node runs several searches at once on its read threads, and a multi-threaded
+# OpenBLAS matrix-vector product waits for its slowest thread, so on a busy 2-core machine
+# p50 went from 0.3 to 14 ms at 10K vectors (docs/benchmarks.md). The environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 def build_parser() -> argparse.ArgumentParser:

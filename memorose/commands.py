@@ -21,8 +21,14 @@ DELETE_MEMORY = "delete_memory"
 DELETE_TENANT = "delete_tenant"
 ISSUE_KEY = "issue_key"
 NOOP = "noop"
+TOUCH = "touch"
+FORGET = "forget"
+RESTORE = "restore"
+REEMBED = "reembed"
 
-KNOWN_TYPES = frozenset({INGEST, CONSOLIDATE, DELETE_MEMORY, DELETE_TENANT, ISSUE_KEY, NOOP})
+KNOWN_TYPES = frozenset(
+    {INGEST, CONSOLIDATE, DELETE_MEMORY, DELETE_TENANT, ISSUE_KEY, NOOP, TOUCH, FORGET, RESTORE, REEMBED}
+)
 
 
 class CodecError(ValueError):
@@ -60,21 +66,88 @@ def ingest(requests: list[dict[str, Any]], ingested_at: float) -> dict[str, Any]
 
 
 def consolidate(
-    tenant_id: str, from_cursor: int, to_cursor: int, memories: list[dict[str, Any]], now: float
+    tenant_id: str,
+    from_cursor: int,
+    to_cursor: int,
+    memories: list[dict[str, Any]],
+    now: float,
+    *,
+    ops: list[dict[str, Any]] | None = None,
+    edges: list[dict[str, Any]] | None = None,
+    rejected: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """New L1 memories for events (from_cursor, to_cursor]; rejected if the cursor moved."""
+    """The outcome of consolidating events (from_cursor, to_cursor]; dropped if the cursor moved.
+
+    ``memories`` are plain creations (the verbatim policy). ``ops`` are the arbitrated
+    outcomes, applied in order: ``create`` {memory}, ``reinforce`` {memory_id, source_event_ids,
+    boost, reason, fallback}, ``merge`` {memory_id, content, embedding, embedding_model,
+    embedding_dim, source_event_ids, boost, reason, fallback}, ``supersede`` {memory_id, memory,
+    reason}. ``fallback`` is a full memory created instead when the target has gone (deleted
+    or superseded meanwhile), so a fact is never silently lost. ``edges`` are {a, b, kind, w}
+    and are skipped when an endpoint does not exist. ``rejected`` maps event ids to reasons.
+    """
     return {
         "type": CONSOLIDATE,
         "tenant_id": tenant_id,
         "from_cursor": from_cursor,
         "to_cursor": to_cursor,
         "memories": memories,
+        "ops": ops or [],
+        "edges": edges or [],
+        "rejected": rejected or {},
         "now": now,
     }
 
 
-def delete_memory(tenant_id: str, memory_id: str) -> dict[str, Any]:
-    return {"type": DELETE_MEMORY, "tenant_id": tenant_id, "memory_id": memory_id}
+def delete_memory(tenant_id: str, memory_id: str, *, purge_events: bool = False) -> dict[str, Any]:
+    """Hard delete: the memory, its edges and history (and its source L0 events if asked)."""
+    return {
+        "type": DELETE_MEMORY,
+        "tenant_id": tenant_id,
+        "memory_id": memory_id,
+        "purge_events": purge_events,
+    }
+
+
+def touch(
+    tenant_id: str, now: float, accesses: list[list[Any]], co_retrieved: list[list[Any]], boost: float
+) -> dict[str, Any]:
+    """Batched retrieval feedback: ``accesses`` [[memory_id, count]], ``co_retrieved``
+    [[a, b, count]]. Strengthens memories (importance, decay anchor) and co-retrieval edges."""
+    return {
+        "type": TOUCH,
+        "tenant_id": tenant_id,
+        "now": now,
+        "accesses": accesses,
+        "co_retrieved": co_retrieved,
+        "boost": boost,
+    }
+
+
+def forget(
+    tenant_id: str, now: float, memory_ids: list[str], half_life_days: float, min_importance: float
+) -> dict[str, Any]:
+    """Archive the listed memories whose decayed importance at ``now`` (the leader's clock)
+    is below ``min_importance``; each is re-checked at apply, so a memory touched since the
+    leader chose it survives."""
+    return {
+        "type": FORGET,
+        "tenant_id": tenant_id,
+        "now": now,
+        "memory_ids": memory_ids,
+        "half_life_days": half_life_days,
+        "min_importance": min_importance,
+    }
+
+
+def restore(tenant_id: str, memory_id: str, now: float) -> dict[str, Any]:
+    return {"type": RESTORE, "tenant_id": tenant_id, "memory_id": memory_id, "now": now}
+
+
+def reembed(tenant_id: str, items: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """New embeddings: items {memory_id, content_sha, embedding, embedding_model, embedding_dim};
+    an item is skipped if the memory's content changed since it was embedded."""
+    return {"type": REEMBED, "tenant_id": tenant_id, "items": items, "now": now}
 
 
 def delete_tenant(tenant_id: str) -> dict[str, Any]:

@@ -8,9 +8,10 @@ value stops the process with a message naming the setting.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -28,15 +29,78 @@ class _Section(BaseModel):
 
 
 class ConsolidationSettings(_Section):
+    """The L0 -> L1 pipeline (docs/consolidation.md explains each threshold)."""
+
     interval_secs: float = Field(2.0, gt=0, le=86_400)
     batch_size: int = Field(100, ge=1, le=10_000)
+    #: ``pipeline`` (filter, compress, arbitrate, link) or ``verbatim`` (one memory per event).
+    mode: Literal["pipeline", "verbatim"] = "pipeline"
+    #: Character entropy (bits/char) below which an event is rejected as noise.
     entropy_threshold: float = Field(2.5, ge=0, le=16)
+    #: Cosine above which two memories get a ``similar`` edge.
     similarity_threshold: float = Field(0.7, ge=-1, le=1)
+    #: Cosine at or above which a fact only reinforces the memory it repeats.
+    reinforce_threshold: float = Field(0.92, ge=0, le=1)
+    #: Cosine at or above which a fact is merged into a related memory.
+    merge_threshold: float = Field(0.8, ge=0, le=1)
+    #: Minimal similarity between a correction ("moved to", "actually") and the memory it replaces.
+    supersede_threshold: float = Field(0.3, ge=0, le=1)
+    #: Candidates below this similarity are unrelated: the fact is created without arbitration.
+    related_threshold: float = Field(0.45, ge=0, le=1)
+    #: A merge that would make a memory longer than this creates a new memory instead.
+    max_merged_chars: int = Field(600, ge=50, le=20_000)
+    #: Extractive compression keeps at most this many characters of a verbose event.
+    max_fact_chars: int = Field(400, ge=40, le=20_000)
+    #: Existing memories considered per fact (vector top-k plus BM25 top-k).
+    candidates: int = Field(8, ge=1, le=100)
+    #: Importance a memory gains (fraction of the distance to 1) when a fact reinforces it.
+    reinforce_boost: float = Field(0.15, ge=0, le=1)
+    #: Weight of the edge between consecutive memories of a stream.
+    temporal_edge_weight: float = Field(0.3, ge=0, le=1)
+    #: At most this many similarity edges per new memory.
+    max_similar_edges: int = Field(5, ge=0, le=100)
 
 
 class ForgettingSettings(_Section):
+    enabled: bool = True
     decay_half_life_days: float = Field(30.0, gt=0)
     min_importance: float = Field(0.1, ge=0, le=1)
+    #: How often the leader runs a forgetting pass over every tenant.
+    interval_secs: float = Field(3600.0, gt=0)
+    #: Importance a retrieval adds (fraction of the distance to 1).
+    access_boost: float = Field(0.05, ge=0, le=1)
+    #: Retrieval feedback is batched into one replicated Touch command this often.
+    touch_flush_secs: float = Field(1.0, gt=0, le=3600)
+
+
+class LLMSettings(_Section):
+    """Language work (fact extraction, arbitration). ``auto``: Gemini when an API key is set
+    (``api_key`` here or ``GOOGLE_API_KEY``), else the offline heuristics."""
+
+    provider: Literal["auto", "offline", "gemini"] = "auto"
+    api_key: str | None = None
+    model: str = "gemini-2.5-flash"
+    #: Another endpoint for the Gemini REST API (a proxy; the tests' local stub).
+    base_url: str | None = None
+    events_per_call: int = Field(20, ge=1, le=500)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_initial_secs: float = Field(1.0, ge=0)
+    backoff_max_secs: float = Field(30.0, ge=0)
+    timeout_secs: float = Field(60.0, gt=0)
+    #: Ask the LLM to arbitrate ambiguous facts (otherwise the offline heuristics do).
+    arbitration: bool = True
+
+
+class EmbeddingSettings(_Section):
+    """``auto``: Gemini embeddings when a Google API key is set, else the offline hashing
+    embedder. ``openai_compat`` talks to any /v1/embeddings endpoint (a local Ollama)."""
+
+    provider: Literal["auto", "hashing", "gemini", "openai_compat"] = "auto"
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    batch_size: int = Field(64, ge=1, le=2048)
+    timeout_secs: float = Field(60.0, gt=0)
 
 
 class IndexSettings(_Section):
@@ -105,6 +169,8 @@ class Settings(BaseSettings):
     raft_password: str | None = None
     consolidation: ConsolidationSettings = Field(default_factory=lambda: ConsolidationSettings())
     forgetting: ForgettingSettings = Field(default_factory=lambda: ForgettingSettings())
+    llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
+    embeddings: EmbeddingSettings = Field(default_factory=lambda: EmbeddingSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
@@ -155,6 +221,10 @@ class Settings(BaseSettings):
     def raft_address(self) -> str:
         """This node's Raft identity: the advertised address, else the bind address."""
         return self.raft_advertise or self.raft
+
+    def google_api_key(self) -> str | None:
+        """The Gemini key: ``[llm] api_key``, else GOOGLE_API_KEY / GEMINI_API_KEY."""
+        return self.llm.api_key or os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY")
 
     def peer_map(self) -> dict[str, str]:
         """Raft address -> HTTP base URL of every other member."""

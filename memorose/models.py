@@ -142,12 +142,34 @@ class Memory:
     archived: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     embedding_model: str = ""
+    #: Length of ``embedding``; with ``embedding_model`` it tells a model change apart.
+    embedding_dim: int = 0
+    #: Bumped by every change the pipeline makes; each version is kept in the history.
+    version: int = 1
+    superseded_by: str | None = None
+    supersedes: list[str] = field(default_factory=list)
+    archived_at: float | None = None
+    #: Last time new evidence (a repeated fact) reinforced it; anchors the decay clock.
+    last_reinforced_at: float | None = None
+    #: How the memory was produced: extractor, arbitration outcome, fallbacks.
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow copies of the containers (dataclasses.asdict deep-copies: slow per batch).
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("source_event_ids", "supersedes"):
+            out[name] = list(out[name])
+        for name in ("metadata", "pipeline"):
+            out[name] = dict(out[name])
+        return out
 
     def vector(self) -> np.ndarray:
         return np.frombuffer(self.embedding, dtype=np.float32)
+
+    @property
+    def is_current(self) -> bool:
+        """Not superseded: part of what is believed true now."""
+        return self.valid_to is None and self.superseded_by is None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Memory:
@@ -170,6 +192,50 @@ class Memory:
             "access_count": self.access_count,
             "archived": self.archived,
             "metadata": self.metadata,
+            "version": self.version,
+            "superseded": not self.is_current,
+            "superseded_by": self.superseded_by,
+            "supersedes": list(self.supersedes),
+            "last_accessed_at": iso(self.last_accessed_at),
+            "embedding_model": self.embedding_model,
+            "pipeline": self.pipeline,
+        }
+
+
+EDGE_KINDS = ("similar", "temporal", "supersedes", "superseded_by", "co_retrieved")
+
+
+@dataclass
+class Edge:
+    """A weighted link between two L1 memories, stored under both endpoints.
+
+    ``kinds`` maps each reason for the link to its weight in [0, 1]; ``supersedes`` is
+    directed (it sits on the newer memory's side, ``superseded_by`` on the older one's).
+    """
+
+    tenant_id: str
+    source: str
+    target: str
+    kinds: dict[str, float]
+    created_at: float
+    updated_at: float
+
+    @property
+    def weight(self) -> float:
+        return min(1.0, sum(self.kinds.values()))
+
+    @classmethod
+    def from_dict(cls, tenant_id: str, source: str, target: str, data: dict[str, Any]) -> Edge:
+        return cls(tenant_id, source, target, dict(data["kinds"]), data["created_at"], data["updated_at"])
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "weight": round(self.weight, 6),
+            "kinds": {k: round(v, 6) for k, v in sorted(self.kinds.items())},
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
         }
 
 

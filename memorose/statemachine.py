@@ -9,12 +9,14 @@ the indexer can bring LanceDB and Tantivy up to date off the Raft thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 from rocksdict import WriteBatch
 
 from memorose import codec, commands
+from memorose.consolidation.forgetting import should_archive, strengthen
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
 
@@ -32,6 +34,33 @@ class _Tx:
         self.tenants: dict[str, dict[str, Any]] = {}
         self.pending_ids: dict[tuple[str, str], int] = {}
         self.changes: list[list[Any]] = []
+        self.memories: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.edges: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+
+    def memory(self, tenant_id: str, memory_id: str) -> dict[str, Any] | None:
+        """The memory as this entry has left it so far (read-your-writes)."""
+        key = (tenant_id, memory_id)
+        if key not in self.memories:
+            raw = self.store.get(keys.memory(tenant_id, memory_id))
+            self.memories[key] = codec.unpack(raw) if raw else None
+        return self.memories[key]
+
+    def put_memory(self, record: dict[str, Any]) -> None:
+        tenant_id, memory_id = record["tenant_id"], record["memory_id"]
+        self.memories[(tenant_id, memory_id)] = record
+        self.put(keys.memory(tenant_id, memory_id), record)
+        self.changes.append(["memory+", tenant_id, memory_id])
+
+    def edge(self, tenant_id: str, source: str, target: str) -> dict[str, Any] | None:
+        key = (tenant_id, source, target)
+        if key not in self.edges:
+            raw = self.store.get(keys.edge(tenant_id, source, target))
+            self.edges[key] = codec.unpack(raw) if raw else None
+        return self.edges[key]
+
+    def put_edge(self, tenant_id: str, source: str, target: str, record: dict[str, Any]) -> None:
+        self.edges[(tenant_id, source, target)] = record
+        self.put(keys.edge(tenant_id, source, target), record)
 
     def tenant(self, tenant_id: str) -> dict[str, Any]:
         if tenant_id not in self.tenants:
@@ -50,6 +79,20 @@ class _Tx:
         return codec.unpack(raw) if raw else None
 
 
+#: Weight a co-retrieval edge gains each time two memories are returned together.
+CO_RETRIEVAL_STEP = 0.05
+
+
+def content_sha(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def _union(first: list[str], second: list[str]) -> list[str]:
+    seen = dict.fromkeys(first)
+    seen.update(dict.fromkeys(second))
+    return list(seen)
+
+
 def new_tenant_record() -> dict[str, Any]:
     return {"next_seq": 1, "cursor": 0, "events": 0, "memories": 0}
 
@@ -60,10 +103,14 @@ class StateMachine:
     def __init__(self, store: RocksStore) -> None:
         self.store = store
         self.failed = False  # set if RocksDB itself refused a write; the node reports not ready
+        self.applied_count = 0  # entries applied by this process
+        self.skipped_count = 0  # entries skipped because RocksDB already had them (journal replay)
 
     def apply(self, payload: bytes, raft_index: int) -> Result:
         if raft_index <= self.store.applied_index():
+            self.skipped_count += 1
             return {"ok": True, "skipped": True}
+        self.applied_count += 1
         tx = _Tx(self.store)
         try:
             command = commands.decode(payload)
@@ -101,6 +148,14 @@ class StateMachine:
             return self._delete_tenant(tx, command)
         if kind == commands.ISSUE_KEY:
             return self._issue_key(tx, command)
+        if kind == commands.TOUCH:
+            return self._touch(tx, command)
+        if kind == commands.FORGET:
+            return self._forget(tx, command)
+        if kind == commands.RESTORE:
+            return self._restore(tx, command)
+        if kind == commands.REEMBED:
+            return self._reembed(tx, command)
         return {"ok": True}  # NOOP
 
     # -- ingest ------------------------------------------------------------------------
@@ -148,26 +203,225 @@ class StateMachine:
             # Another proposal (an earlier leader's) already moved the cursor: drop this one.
             return {"ok": False, "error": {"code": "stale_cursor", "message": "cursor moved"}}
         to_cursor = min(command["to_cursor"], record["next_seq"] - 1)
+        now = command["now"]
+        outcomes: dict[str, int] = {}
         for memory in command["memories"]:
-            key = keys.memory(tenant_id, memory["memory_id"])
-            if self.store.get(key) is None:
-                record["memories"] += 1
-            tx.put(key, memory)
-            tx.changes.append(["memory+", tenant_id, memory["memory_id"]])
+            self._create(tx, record, memory, now, "created", "new fact")
+            outcomes["create"] = outcomes.get("create", 0) + 1
+        for op in command.get("ops", []):
+            outcome = self._apply_op(tx, tenant_id, record, op, now)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        edges = sum(1 for e in command.get("edges", []) if self._link(tx, tenant_id, e, now))
+        for event_id, reason in sorted(command.get("rejected", {}).items()):
+            tx.put(keys.rejected(tenant_id, event_id), {"reason": reason, "at": now})
         record["cursor"] = to_cursor
         tx.changes.append(["consolidated", tenant_id, command["from_cursor"], to_cursor])
-        return {"ok": True, "cursor": to_cursor, "memories": len(command["memories"])}
+        created = outcomes.get("create", 0) + outcomes.get("supersede", 0)
+        return {"ok": True, "cursor": to_cursor, "memories": created, "outcomes": outcomes, "edges": edges}
+
+    def _create(
+        self, tx: _Tx, record: dict[str, Any], memory: dict[str, Any], now: float, action: str, reason: str
+    ) -> None:
+        tenant_id = memory["tenant_id"]
+        if tx.memory(tenant_id, memory["memory_id"]) is None:
+            record["memories"] += 1
+        tx.put_memory(memory)
+        self._history(tx, memory, action, now, reason)
+        tx.put(keys.stream_tail(tenant_id, memory["stream_id"]), memory["memory_id"])
+
+    def _apply_op(
+        self, tx: _Tx, tenant_id: str, record: dict[str, Any], op: dict[str, Any], now: float
+    ) -> str:
+        kind = op["op"]
+        if kind == "create":
+            self._create(tx, record, op["memory"], now, "created", op.get("reason", "new fact"))
+            return "create"
+        if kind == "supersede":
+            return self._supersede(tx, record, op, now)
+        target = tx.memory(tenant_id, op["memory_id"])
+        if target is None or target.get("superseded_by") or target.get("valid_to") is not None:
+            # The target was deleted or superseded since the leader planned: keep the fact.
+            self._create(tx, record, op["fallback"], now, "created", f"{kind} target gone: {op['reason']}")
+            return "create"
+        target = dict(target)
+        target["source_event_ids"] = _union(target["source_event_ids"], op["source_event_ids"])
+        target["importance"] = strengthen(target["importance"], op.get("boost", 0.0))
+        target["last_reinforced_at"] = now
+        target["version"] = target.get("version", 1) + 1
+        if target.get("archived"):  # mentioned again: relevant again
+            target["archived"], target["archived_at"] = False, None
+        if kind == "merge":
+            target["content"] = op["content"]
+            target["embedding"] = op["embedding"]
+            target["embedding_model"] = op["embedding_model"]
+            target["embedding_dim"] = op["embedding_dim"]
+        tx.put_memory(target)
+        self._history(tx, target, "merged" if kind == "merge" else "reinforced", now, op["reason"])
+        return kind
+
+    def _supersede(self, tx: _Tx, record: dict[str, Any], op: dict[str, Any], now: float) -> str:
+        new = dict(op["memory"])
+        tenant_id = new["tenant_id"]
+        old = tx.memory(tenant_id, op["memory_id"])
+        if old is None or old.get("superseded_by") or old.get("valid_to") is not None:
+            new["supersedes"] = []
+            self._create(tx, record, new, now, "created", f"supersede target gone: {op['reason']}")
+            return "create"
+        old = dict(old)
+        old["valid_to"] = max(old["valid_from"], new["valid_from"])
+        old["superseded_by"] = new["memory_id"]
+        old["version"] = old.get("version", 1) + 1
+        tx.put_memory(old)
+        self._history(tx, old, "superseded", now, op["reason"], related=new["memory_id"])
+        self._create(tx, record, new, now, "created", f"supersedes {old['memory_id']}: {op['reason']}")
+        self._link(
+            tx, tenant_id, {"a": new["memory_id"], "b": old["memory_id"], "kind": "supersedes", "w": 1.0}, now
+        )
+        return "supersede"
+
+    def _history(
+        self,
+        tx: _Tx,
+        memory: dict[str, Any],
+        action: str,
+        now: float,
+        reason: str,
+        related: str | None = None,
+    ) -> None:
+        version = memory.get("version", 1)
+        tx.put(
+            keys.history(memory["tenant_id"], memory["memory_id"], version),
+            {
+                "version": version,
+                "action": action,
+                "reason": reason,
+                "at": now,
+                "content": memory["content"],
+                "valid_from": memory["valid_from"],
+                "valid_to": memory.get("valid_to"),
+                "importance": memory.get("importance"),
+                "source_event_ids": list(memory["source_event_ids"]),
+                "related": related,
+            },
+        )
+
+    def _link(self, tx: _Tx, tenant_id: str, edge: dict[str, Any], now: float) -> bool:
+        """Add (or strengthen) an edge in both directions; False if an endpoint is missing."""
+        a, b, kind, weight = edge["a"], edge["b"], edge["kind"], float(edge["w"])
+        if a == b or tx.memory(tenant_id, a) is None or tx.memory(tenant_id, b) is None:
+            return False
+        reverse = {"supersedes": "superseded_by", "superseded_by": "supersedes"}.get(kind, kind)
+        for source, target, k in ((a, b, kind), (b, a, reverse)):
+            current = tx.edge(tenant_id, source, target)
+            rec: dict[str, Any] = dict(current) if current else {"kinds": {}, "created_at": now}
+            kinds: dict[str, float] = dict(rec["kinds"])
+            if edge.get("add"):
+                kinds[k] = min(1.0, kinds.get(k, 0.0) + weight)
+            else:
+                kinds[k] = max(kinds.get(k, 0.0), min(1.0, weight))
+            rec["kinds"], rec["updated_at"] = kinds, now
+            tx.put_edge(tenant_id, source, target, rec)
+        return True
+
+    # -- retrieval feedback and forgetting ------------------------------------------------
+    def _touch(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        tenant_id, now, boost = command["tenant_id"], command["now"], command["boost"]
+        touched = 0
+        for memory_id, count in command["accesses"]:
+            current = tx.memory(tenant_id, memory_id)
+            if current is None:
+                continue
+            memory = dict(current)
+            memory["access_count"] = memory.get("access_count", 0) + int(count)
+            memory["last_accessed_at"] = max(now, memory.get("last_accessed_at") or 0.0)
+            memory["importance"] = strengthen(memory["importance"], boost, int(count))
+            # Not put_memory: an access changes nothing the indexes hold.
+            tx.memories[(tenant_id, memory_id)] = memory
+            tx.put(keys.memory(tenant_id, memory_id), memory)
+            touched += 1
+        edges = 0
+        for a, b, count in command["co_retrieved"]:
+            edges += self._link(
+                tx,
+                tenant_id,
+                {"a": a, "b": b, "kind": "co_retrieved", "w": CO_RETRIEVAL_STEP * int(count), "add": True},
+                now,
+            )
+        return {"ok": True, "touched": touched, "edges": edges}
+
+    def _forget(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        tenant_id, now = command["tenant_id"], command["now"]
+        archived: list[str] = []
+        for memory_id in command["memory_ids"]:
+            current = tx.memory(tenant_id, memory_id)
+            if current is None or not should_archive(
+                current, now, command["half_life_days"], command["min_importance"]
+            ):
+                continue
+            memory = dict(current)
+            memory["archived"], memory["archived_at"] = True, now
+            memory["version"] = memory.get("version", 1) + 1
+            tx.put_memory(memory)
+            self._history(tx, memory, "archived", now, "importance decayed below min_importance")
+            archived.append(memory_id)
+        return {"ok": True, "archived": archived}
+
+    def _restore(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        tenant_id, memory_id, now = command["tenant_id"], command["memory_id"], command["now"]
+        current = tx.memory(tenant_id, memory_id)
+        if current is None:
+            return {"ok": False, "error": {"code": "not_found", "message": "no such memory"}}
+        if not current.get("archived"):
+            return {"ok": True, "restored": False}
+        memory = dict(current)
+        memory["archived"], memory["archived_at"] = False, None
+        memory["last_reinforced_at"] = now  # restart the decay clock, or the next pass re-archives it
+        memory["version"] = memory.get("version", 1) + 1
+        tx.put_memory(memory)
+        self._history(tx, memory, "restored", now, "restored through the API")
+        return {"ok": True, "restored": True}
+
+    def _reembed(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        tenant_id, updated = command["tenant_id"], 0
+        for item in command["items"]:
+            current = tx.memory(tenant_id, item["memory_id"])
+            if current is None or content_sha(current["content"]) != item["content_sha"]:
+                continue
+            memory = dict(current)
+            memory["embedding"] = item["embedding"]
+            memory["embedding_model"] = item["embedding_model"]
+            memory["embedding_dim"] = item["embedding_dim"]
+            tx.put_memory(memory)
+            updated += 1
+        return {"ok": True, "updated": updated}
 
     # -- deletes -----------------------------------------------------------------------
     def _delete_memory(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        """Hard delete from every replicated store: memory, edges (both directions), history,
+        and with ``purge_events`` its source L0 events (their idempotency keys stay, so a
+        client retry cannot bring them back)."""
         tenant_id, memory_id = command["tenant_id"], command["memory_id"]
-        key = keys.memory(tenant_id, memory_id)
-        if self.store.get(key) is None:
+        memory = tx.memory(tenant_id, memory_id)
+        if memory is None:
             return {"ok": False, "error": {"code": "not_found", "message": "no such memory"}}
-        tx.batch.delete(key)
+        tx.batch.delete(keys.memory(tenant_id, memory_id))
+        tx.memories[(tenant_id, memory_id)] = None
+        for key, _ in self.store.scan(keys.edges_of(tenant_id, memory_id)):
+            _, neighbour = keys.split_edge_key(key)
+            tx.batch.delete(key)
+            tx.batch.delete(keys.edge(tenant_id, neighbour, memory_id))
+        history = keys.history_of(tenant_id, memory_id)
+        tx.batch.delete_range(history, keys.prefix_end(history))
+        purged = 0
+        if command.get("purge_events"):
+            for event_id in memory["source_event_ids"]:
+                seq = tx.event_seq(tenant_id, event_id)
+                if seq is not None:
+                    tx.batch.delete(keys.event(tenant_id, seq))
+                    purged += 1
         tx.tenant(tenant_id)["memories"] -= 1
         tx.changes.append(["memory-", tenant_id, memory_id])
-        return {"ok": True}
+        return {"ok": True, "purged_events": purged}
 
     def _delete_tenant(self, tx: _Tx, command: dict[str, Any]) -> Result:
         tenant_id = command["tenant_id"]

@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from typing import Any
 
+from memorose.bench.args import add_storage_arguments
 from memorose.config import load_settings
 from node.runner import RunningNode, serve_forever
 
@@ -46,14 +47,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reindex.add_argument("--data-dir", help="a stopped node's data directory: rebuild offline")
     reindex.set_defaults(func=cmd_reindex)
 
+    reembed = admin_sub.add_parser(
+        "reembed", help="re-derive embeddings made by another model or dimension (after a provider change)"
+    )
+    reembed.add_argument("--url", required=True, help="a running node (the leader, or it redirects)")
+    reembed.add_argument("--admin-key", help="admin key (default: MEMOROSE_ADMIN_KEY)")
+    reembed.add_argument("--tenant", help="only this tenant")
+    reembed.add_argument("--dry-run", action="store_true", help="only count the stale memories")
+    reembed.set_defaults(func=cmd_reembed)
+
     bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
-    storage.add_argument("--sizes", default="10000,100000", help="memories per scenario")
-    storage.add_argument("--tenants", type=int, default=1000, help="tenants in the spread scenario")
-    storage.add_argument("--queries", type=int, default=300)
-    storage.add_argument("--out", default="benchmarks/results/storage.json")
+    add_storage_arguments(storage)
     storage.set_defaults(func=cmd_bench_storage)
+    locomo = bench_sub.add_parser("locomo", help="LoCoMo retrieval recall through the HTTP API")
+    from memorose.bench.locomo import add_arguments as add_locomo_arguments
+
+    add_locomo_arguments(locomo)
+    locomo.set_defaults(func=cmd_bench_locomo)
+    consolidation = bench_sub.add_parser(
+        "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
+    )
+    consolidation.add_argument("--events", type=int, default=5000, help="events in the throughput run")
+    consolidation.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
+    consolidation.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
+    consolidation.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
+    consolidation.add_argument("--out", default="benchmarks/results/consolidation.json")
+    consolidation.set_defaults(func=cmd_bench_consolidation)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -109,6 +130,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return _reindex_offline(args.data_dir)
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    import os
+
+    key = args.admin_key or os.environ.get("MEMOROSE_ADMIN_KEY")
+    if not key:
+        print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"dry_run": bool(args.dry_run)}
+    if args.tenant:
+        body["tenant_id"] = args.tenant
+    print(json.dumps(_post(args.url.rstrip("/") + "/api/v1/admin/reembed", key, body)))
+    return 0
+
+
 def _reindex_offline(data_dir: str) -> int:
     from pathlib import Path
 
@@ -151,3 +186,15 @@ def cmd_bench_storage(args: argparse.Namespace) -> int:
     from memorose.bench.storage import run_storage_bench
 
     return run_storage_bench(args)
+
+
+def cmd_bench_locomo(args: argparse.Namespace) -> int:
+    from memorose.bench.locomo import run_locomo
+
+    return run_locomo(args)
+
+
+def cmd_bench_consolidation(args: argparse.Namespace) -> int:
+    from node.bench_consolidation import run_consolidation_bench
+
+    return run_consolidation_bench(args)

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +38,7 @@ RETRIEVE_FIELDS = {
     "graph_depth",
     "enable_arbitration",
     "consistency",
+    "as_of",
 }
 
 
@@ -197,6 +199,7 @@ async def retrieve(request: web.Request) -> web.Response:
         top_k=v.int_field(body, "top_k", 10, 1, service.settings.limits.max_top_k),
         graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
         enable_arbitration=v.bool_field(body, "enable_arbitration", True),
+        as_of=_pipeline().parse_as_of(body),
     )
     await service.read_barrier(consistency)
     if consistency == "linearizable":
@@ -251,8 +254,11 @@ async def get_memory(request: web.Request) -> web.Response:
 async def delete_memory(request: web.Request) -> web.Response:
     tenant_id = _authorize(request, request.query.get("tenant_id"))
     memory_id = _memory_id(request)
-    await request.app[SERVICE].delete_memory(tenant_id, memory_id)
-    return web.json_response({"deleted": True, "id": memory_id})
+    purge = request.query.get("purge_events", "false").lower()
+    if purge not in ("true", "false", "1", "0"):
+        raise InvalidInput("purge_events must be true or false")
+    purged = await request.app[SERVICE].delete_memory(tenant_id, memory_id, purge in ("true", "1"))
+    return web.json_response({"deleted": True, "id": memory_id, "purged_events": purged})
 
 
 # -- consolidation and status ---------------------------------------------------------------
@@ -325,6 +331,12 @@ def _hostport(value: Any) -> str:
     return str(value)
 
 
+async def list_tenants(request: web.Request) -> web.Response:
+    _require_admin(request)
+    service = request.app[SERVICE]
+    return web.json_response({"tenants": [service.tenant_status(t) for t in service.reader.tenant_ids()]})
+
+
 async def reindex(request: web.Request) -> web.Response:
     _require_admin(request)
     return web.json_response(await request.app[SERVICE].reindex())
@@ -371,10 +383,36 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_get("/api/v1/admin/digest", digest)
     app.router.add_post("/api/v1/admin/cluster/members", add_member)
     app.router.add_delete("/api/v1/admin/cluster/members/{raft_address}", remove_member)
+    app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    _pipeline().register(app)
+    _add_dashboard(app)
     return app
+
+
+def _pipeline():  # type: ignore[no-untyped-def]
+    """The consolidation pipeline's routes live in node.http_pipeline (imports this module)."""
+    from node import http_pipeline
+
+    return http_pipeline
+
+
+DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
+
+
+def _add_dashboard(app: web.Application) -> None:
+    """The ops dashboard: static files, no build step; it calls the API with the admin key."""
+    if not (DASHBOARD_DIR / "index.html").is_file():
+        return
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+    app.router.add_get("/dashboard", index)
+    app.router.add_get("/dashboard/", index)
+    app.router.add_static("/dashboard/", DASHBOARD_DIR)
 
 
 async def _start_service(app: web.Application) -> None:
@@ -389,6 +427,7 @@ async def _start_service(app: web.Application) -> None:
             metrics.rejected.labels(tenant_id, reason).inc()
 
     service.worker.on_batch = on_batch
+    _pipeline().attach_workers(service, metrics)
 
 
 async def _stop_service(app: web.Application) -> None:
@@ -401,4 +440,5 @@ def node_metrics(service: NodeService) -> NodeMetrics:
     m.gauge("memorose_index_position", "last Raft index searchable", lambda: service.indexer.position)
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
+    _pipeline().install_metrics(service, m)
     return m

@@ -28,9 +28,12 @@ class RunningNode:
         self.service = service
         self.runner = runner
         self.url = url
+        self._stopped = False
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        if not self._stopped:
+            self._stopped = True
+            await self.runner.cleanup()
 
 
 async def start_node(settings: Settings) -> RunningNode:

@@ -18,15 +18,18 @@ from typing import Any
 
 from memorose import commands
 from memorose.config import Settings
+from memorose.consolidation.candidates import IndexCandidates
 from memorose.consolidation.planner import ConsolidationPlanner
 from memorose.errors import Conflict, NotFound, Unavailable
-from memorose.models import Event, Memory
-from memorose.providers.embeddings import load_embedder
+from memorose.models import Event, Memory, iso
+from memorose.providers.factory import build_embedder, build_llm
 from memorose.retrieval.search import Retriever, RetrieveRequest
+from memorose.statemachine import content_sha
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader, hash_key
 from memorose.storage.rocks import RocksStore
 from node.batcher import IngestBatcher
+from node.maintenance import ForgettingWorker, TouchBuffer, TouchFlusher
 from node.proposer import Proposer
 from node.raft import LEADER, RaftNode
 from node.workers import ConsolidationWorker
@@ -58,7 +61,10 @@ class NodeService:
         self.raft_password = settings.raft_password or _secret_file(self.data_dir / "raft_password", "")
         self.store = RocksStore(self.data_dir / "rocks", sync_writes=settings.raft_tuning.sync_apply)
         self.reader = StateReader(self.store)
-        self.embedder = load_embedder("hashing", dim=settings.index.embedding_dim)
+        #: The leader's clock for everything it stamps into commands (tests replace it).
+        self.clock: Any = time.time
+        self.embedder = build_embedder(settings)
+        self.llm = build_llm(settings)
         self.indexer = Indexer(
             self.reader,
             self.data_dir / "index",
@@ -66,7 +72,18 @@ class NodeService:
             ann_threshold=settings.index.ann_threshold,
         )
         self.retriever = Retriever(self.reader, self.indexer, self.embedder)
-        self.planner = ConsolidationPlanner(self.embedder)
+        self.planner = ConsolidationPlanner(
+            self.embedder,
+            settings.consolidation,
+            llm=self.llm,
+            llm_arbitration=settings.llm.arbitration,
+            candidates=IndexCandidates(self.reader, self.indexer),
+            stream_tail=self.reader.stream_tail,
+        )
+        self.touches = TouchBuffer()
+        self.touches_dropped = 0
+        self.touch_flusher: TouchFlusher | None = None
+        self.forgetting: ForgettingWorker | None = None
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memorose-read")
         self.started_at = time.time()
         self.raft: RaftNode | None = None
@@ -103,10 +120,16 @@ class NodeService:
             interval=self.settings.consolidation.interval_secs,
             batch_size=self.settings.consolidation.batch_size,
             is_leader=self.is_leader,
+            clock=lambda: self.clock(),
         )
+        self.worker.before_plan = self._await_indexed
         self.worker.start()
+        self._start_maintenance(self.proposer)
 
     async def stop(self) -> None:
+        for task in (self.touch_flusher, self.forgetting):
+            if task is not None:
+                await task.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self.batcher is not None:
@@ -172,11 +195,12 @@ class NodeService:
         _, proposer, _, _ = self._require_raft()
         return await proposer.propose(command)
 
-    async def delete_memory(self, tenant_id: str, memory_id: str) -> None:
-        result = await self.propose(commands.delete_memory(tenant_id, memory_id))
+    async def delete_memory(self, tenant_id: str, memory_id: str, purge_events: bool = False) -> int:
+        result = await self.propose(commands.delete_memory(tenant_id, memory_id, purge_events=purge_events))
         if not result.get("ok"):
             raise NotFound(f"memory {memory_id!r} not found")
         await self._await_indexed()
+        return int(result.get("purged_events", 0))
 
     async def delete_tenant(self, tenant_id: str) -> bool:
         result = await self.propose(commands.delete_tenant(tenant_id))
@@ -210,7 +234,9 @@ class NodeService:
 
     # -- reads ---------------------------------------------------------------------------
     async def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
-        return await self._read(self.retriever.retrieve, req)  # type: ignore[no-any-return]
+        answer: dict[str, Any] = await self._read(self.retriever.retrieve, req)
+        self._record_access(req.tenant_id, answer["results"])
+        return answer
 
     def memory(self, tenant_id: str, memory_id: str) -> Memory:
         memory = self.reader.memory(tenant_id, memory_id)
@@ -363,3 +389,165 @@ class NodeService:
             await asyncio.sleep(0.02)
         await self._await_indexed()
         return {"rebuilt": True, "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    # -- consolidation pipeline: feedback, forgetting, history, graph (issue 4) ------------
+    def _start_maintenance(self, proposer: Proposer) -> None:
+        f = self.settings.forgetting
+        self.touch_flusher = TouchFlusher(
+            self.touches,
+            proposer,
+            interval=f.touch_flush_secs,
+            boost=f.access_boost,
+            is_leader=self.is_leader,
+            clock=lambda: self.clock(),
+        )
+        self.touch_flusher.start()
+        self.forgetting = ForgettingWorker(
+            self.reader, proposer, f, is_leader=self.is_leader, clock=lambda: self.clock()
+        )
+        self.forgetting.start()
+
+    def _record_access(self, tenant_id: str, results: list[dict[str, Any]]) -> None:
+        """Feedback for the next Touch; dropped on followers (see node/maintenance.py)."""
+        ids = [r["id"] for r in results if r.get("layer") == "L1"]
+        if not ids:
+            return
+        if self.is_leader():
+            self.touches.record(tenant_id, ids)
+        else:
+            self.touches_dropped += len(ids)
+
+    def _forgetting(self) -> ForgettingWorker:
+        if self.forgetting is None:
+            raise Unavailable("node is starting")
+        return self.forgetting
+
+    def forget_preview(self, tenant_id: str) -> dict[str, Any]:
+        now = self.clock()
+        chosen = self._forgetting().preview(tenant_id, now)
+        return {
+            "tenant_id": tenant_id,
+            "now": iso(now),
+            "would_archive": [
+                {
+                    "id": m.memory_id,
+                    "content": m.content,
+                    "importance": m.importance,
+                    "decayed_importance": round(value, 6),
+                    "last_accessed_at": iso(m.last_accessed_at),
+                }
+                for m, value in chosen
+            ],
+        }
+
+    async def forget_run(self, tenant_id: str) -> dict[str, Any]:
+        result = await self._forgetting().run_tenant(tenant_id)
+        await self._await_indexed()
+        return {"tenant_id": tenant_id, "now": iso(result["now"]), "archived": result["archived"]}
+
+    async def restore_memory(self, tenant_id: str, memory_id: str) -> dict[str, Any]:
+        result = await self.propose(commands.restore(tenant_id, memory_id, self.clock()))
+        if not result.get("ok"):
+            raise NotFound(f"memory {memory_id!r} not found")
+        await self._await_indexed()
+        return {"id": memory_id, "restored": bool(result.get("restored"))}
+
+    def memory_history(self, tenant_id: str, memory_id: str) -> dict[str, Any]:
+        """Every version of the memory and of those it superseded or was superseded by."""
+        self.memory(tenant_id, memory_id)
+        lineage: list[str] = []
+        todo, seen = [memory_id], {memory_id}
+        while todo and len(lineage) < 100:
+            current = self.reader.memory(tenant_id, todo.pop())
+            if current is None:
+                continue
+            lineage.append(current.memory_id)
+            for other in [*current.supersedes, current.superseded_by]:
+                if other and other not in seen:
+                    seen.add(other)
+                    todo.append(other)
+        memories = sorted(
+            (self.memory(tenant_id, mid) for mid in lineage), key=lambda m: (m.valid_from, m.created_at)
+        )
+        order = {m.memory_id: i for i, m in enumerate(memories)}
+        raw = [(entry, mid) for mid in lineage for entry in self.reader.history(tenant_id, mid)]
+        raw.sort(key=lambda item: (item[0]["at"], order[item[1]], item[0]["version"]))
+        versions = [
+            {
+                **entry,
+                "memory_id": mid,
+                "at": iso(entry["at"]),
+                "valid_from": iso(entry["valid_from"]),
+                "valid_to": iso(entry["valid_to"]),
+            }
+            for entry, mid in raw
+        ]
+        return {"id": memory_id, "lineage": [m.memory_id for m in memories], "versions": versions}
+
+    def graph(self, tenant_id: str, limit: int) -> dict[str, Any]:
+        """Memories as nodes and their edges (each undirected pair once, source < target)."""
+        memories = list(self.reader.memories(tenant_id, limit=limit + 1))
+        truncated = len(memories) > limit
+        memories = memories[:limit]
+        ids = {m.memory_id for m in memories}
+        nodes = [
+            {
+                "id": m.memory_id,
+                "content": m.content,
+                "stream_id": m.stream_id,
+                "importance": m.importance,
+                "access_count": m.access_count,
+                "archived": m.archived,
+                "superseded": not m.is_current,
+                "valid_from": iso(m.valid_from),
+                "valid_to": iso(m.valid_to),
+            }
+            for m in memories
+        ]
+        edges = [
+            e.public()
+            for m in memories
+            for e in self.reader.edges_of(tenant_id, m.memory_id)
+            if e.source < e.target and e.target in ids
+        ]
+        return {"tenant_id": tenant_id, "nodes": nodes, "edges": edges, "truncated": truncated}
+
+    def rejections(self, tenant_id: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        return [
+            {"event_id": event_id, "reason": r["reason"], "at": iso(r["at"])}
+            for event_id, r in self.reader.rejected(tenant_id, after=after, limit=limit)
+        ]
+
+    def _stale_embeddings(self, tenant_id: str) -> list[Memory]:
+        return [
+            m
+            for m in self.reader.memories(tenant_id)
+            if m.embedding_model != self.embedder.model or len(m.embedding) != 4 * self.embedder.dim
+        ]
+
+    async def reembed(self, tenant_id: str | None, dry_run: bool, chunk: int = 64) -> dict[str, Any]:
+        """Re-derive embeddings made by another model or dimension (``memorose admin reembed``)."""
+        tenants = [tenant_id] if tenant_id else self.reader.tenant_ids()
+        report: dict[str, Any] = {"model": self.embedder.model, "dim": self.embedder.dim, "tenants": {}}
+        for tenant in tenants:
+            stale = await asyncio.to_thread(self._stale_embeddings, tenant)
+            updated = 0
+            for start in range(0, 0 if dry_run else len(stale), chunk):
+                part = stale[start : start + chunk]
+                vectors = await asyncio.to_thread(self.embedder.embed, [m.content for m in part])
+                items = [
+                    {
+                        "memory_id": m.memory_id,
+                        "content_sha": content_sha(m.content),
+                        "embedding": v.astype("<f4").tobytes(),
+                        "embedding_model": self.embedder.model,
+                        "embedding_dim": int(v.shape[0]),
+                    }
+                    for m, v in zip(part, vectors, strict=True)
+                ]
+                result = await self.propose(commands.reembed(tenant, items, self.clock()))
+                updated += int(result.get("updated", 0))
+            report["tenants"][tenant] = {"stale": len(stale), "updated": updated}
+        if not dry_run:
+            await self._await_indexed()
+        return report

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from memorose import commands
-from memorose.consolidation.planner import ConsolidationPlanner
+from memorose.consolidation.planner import ConsolidationPlanner, Plan
+from memorose.errors import Unavailable
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
 
@@ -47,6 +48,11 @@ class ConsolidationWorker:
         self._lock = asyncio.Lock()
         self.stats: dict[str, int] = {"batches": 0, "events": 0, "memories": 0, "rejected": 0, "errors": 0}
         self.on_batch: Callable[[str, int, int, dict[str, str]], None] | None = None
+        #: Called with the whole plan of every applied batch (pipeline metrics).
+        self.on_plan: Callable[[str, int, Plan, dict[str, Any]], None] | None = None
+        #: Awaited before planning a batch: arbitration must see the previous batch's
+        #: memories in the indexes (the node waits for the indexer).
+        self.before_plan: Callable[[], Awaitable[None]] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="consolidation")
@@ -108,16 +114,34 @@ class ConsolidationWorker:
 
     async def _consolidate_batch(self, tenant_id: str, cursor: int, to_seq: int) -> None:
         events = list(self.reader.events(tenant_id, after_seq=cursor, limit=to_seq - cursor))
+        if self.before_plan is not None:
+            await self.before_plan()
         now = self.clock()
-        plan = await asyncio.to_thread(self.planner.plan, tenant_id, events, now)
-        command = commands.consolidate(tenant_id, cursor, to_seq, plan.memories, now)
+        try:
+            plan = await asyncio.to_thread(self.planner.plan, tenant_id, events, now)
+        except Exception as exc:  # a provider is down: the cursor stays, the batch is retried
+            self.stats["errors"] += 1
+            log.warning("planning a consolidation batch of %s failed: %s", tenant_id, exc)
+            raise Unavailable(f"consolidation is failing: {str(exc)[:200]}", retry_after=5.0) from exc
+        command = commands.consolidate(
+            tenant_id,
+            cursor,
+            to_seq,
+            plan.memories,
+            now,
+            ops=plan.ops,
+            edges=plan.edges,
+            rejected=plan.rejected,
+        )
         result: dict[str, Any] = await self.proposer.propose(command)
         if not result.get("ok"):
             log.info("consolidation batch for %s not applied: %s", tenant_id, result.get("error"))
             return
         self.stats["batches"] += 1
         self.stats["events"] += len(events)
-        self.stats["memories"] += len(plan.memories)
+        self.stats["memories"] += plan.created
         self.stats["rejected"] += len(plan.rejected)
         if self.on_batch is not None:
-            self.on_batch(tenant_id, len(events), len(plan.memories), plan.rejected)
+            self.on_batch(tenant_id, len(events), plan.created, plan.rejected)
+        if self.on_plan is not None:
+            self.on_plan(tenant_id, len(events), plan, result)

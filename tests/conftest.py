@@ -3,6 +3,12 @@ in-process on ports the test picked, polled until ready. No fixed sleeps."""
 
 from __future__ import annotations
 
+import os
+
+# In-process nodes get the same single-threaded BLAS as `memorose node` (memorose/cli.py).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable

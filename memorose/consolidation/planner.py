@@ -1,62 +1,333 @@
-"""Plans one consolidation batch: pending events in, memory records and rejections out."""
+"""Plans one consolidation batch on the leader: pending events in, one command's worth of
+resolved outcomes out (docs/consolidation.md).
+
+filter (entropy) -> extract (LLM or extractive, with recorded fallback) -> embed ->
+candidates (vector + BM25 over existing memories, plus this batch's own) -> arbitrate
+(reinforce / merge / supersede / create) -> link (similarity, temporal adjacency).
+
+Everything non-deterministic (ids, LLM answers, embeddings) is resolved here; the state
+machine applies the resulting ops in order and never calls back into any of this.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from memorose.consolidation.stages import EventFilter, FactExtractor, NonEmptyFilter, OneFactPerEvent
+import numpy as np
+
+from memorose.config import ConsolidationSettings
+from memorose.consolidation.arbitration import Thresholds, is_change, merged_text, state_family
+from memorose.consolidation.candidates import CandidateSource
+from memorose.consolidation.entropy import EntropyFilter
+from memorose.consolidation.stages import EventFilter, Fact, FactExtractor, NonEmptyFilter, OneFactPerEvent
+from memorose.consolidation.text import content_terms, normalise
 from memorose.models import Event, Memory
 from memorose.providers.embeddings.base import Embedder
+from memorose.providers.llm.base import Candidate, Decision, LLMError, LLMProvider, Usage
+from memorose.providers.llm.offline import OfflineLLM
+
+NO_FACTS = "no_facts"
 
 
 @dataclass
 class Plan:
-    memories: list[dict[str, Any]]
+    memories: list[dict[str, Any]]  # plain creations (verbatim mode)
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def created(self) -> int:
+        return len(self.memories) + self.outcomes["create"] + self.outcomes["supersede"]
+
+
+@dataclass
+class _Working:
+    """This batch's view of a memory it may still change."""
+
+    memory_id: str
+    content: str
+    vector: np.ndarray
+    current: bool = True
+
+
+@dataclass
+class _Batch:
+    tenant_id: str
+    now: float
+    plan: Plan
+    working: dict[str, _Working] = field(default_factory=dict)
+    tails: dict[str, str | None] = field(default_factory=dict)
 
 
 class ConsolidationPlanner:
     def __init__(
         self,
         embedder: Embedder,
+        settings: ConsolidationSettings | None = None,
+        *,
+        llm: LLMProvider | None = None,
+        llm_arbitration: bool = True,
+        candidates: CandidateSource | None = None,
+        stream_tail: Callable[[str, str], str | None] | None = None,
         event_filter: EventFilter | None = None,
         extractor: FactExtractor | None = None,
     ) -> None:
         self.embedder = embedder
-        self.event_filter = event_filter or NonEmptyFilter()
-        self.extractor = extractor or OneFactPerEvent()
+        self.settings = settings or ConsolidationSettings()
+        s = self.settings
+        self.thresholds = Thresholds(
+            s.reinforce_threshold, s.merge_threshold, s.supersede_threshold, s.max_merged_chars
+        )
+        self.offline = OfflineLLM(s.max_fact_chars, self.thresholds)
+        self.llm = llm or self.offline
+        self.llm_arbitration = llm_arbitration
+        self.candidates = candidates
+        self.stream_tail = stream_tail or (lambda tenant_id, stream_id: None)
+        verbatim = s.mode == "verbatim"
+        self.event_filter = event_filter or (
+            NonEmptyFilter() if verbatim else EntropyFilter(s.entropy_threshold)
+        )
+        self.extractor = extractor or (OneFactPerEvent() if verbatim else None)
 
+    # -- entry point -----------------------------------------------------------------------
     def plan(self, tenant_id: str, events: list[Event], now: float) -> Plan:
+        plan = Plan([])
         kept: list[Event] = []
-        rejected: dict[str, str] = {}
         for event in events:
             reason = self.event_filter.reject_reason(event)
             if reason is None:
                 kept.append(event)
             else:
-                rejected[event.event_id] = reason
-        facts = self.extractor.extract(kept)
-        if not facts:
-            return Plan([], rejected)
-        vectors = self.embedder.embed([f.content for f in facts])
-        memories = [
-            Memory(
-                tenant_id=tenant_id,
-                memory_id=new_memory_id(),
-                stream_id=fact.stream_id,
-                content=fact.content,
-                embedding=vector.astype("<f4").tobytes(),
-                source_event_ids=fact.source_event_ids,
-                created_at=now,
-                valid_from=fact.valid_from,
-                metadata=fact.metadata,
-                embedding_model=self.embedder.model,
-            ).to_dict()
-            for fact, vector in zip(facts, vectors, strict=True)
+                plan.rejected[event.event_id] = reason
+        if self.extractor is not None:  # verbatim policy: one memory per event, no arbitration
+            facts = self.extractor.extract(kept)
+            vectors = self._embed([f.content for f in facts])
+            plan.memories = [
+                self._record(tenant_id, f, f.content, v, now, {"policy": "verbatim"}).to_dict()
+                for f, v in zip(facts, vectors, strict=True)
+            ]
+            return plan
+        facts = self._extract(kept, plan)
+        vectors = self._embed([f.content for f in facts])
+        batch = _Batch(tenant_id, now, plan)
+        for fact, vector in zip(facts, vectors, strict=True):
+            self._consolidate_fact(batch, fact, vector)
+        return plan
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        return self.embedder.embed(texts)
+
+    # -- extraction --------------------------------------------------------------------------
+    def _extract(self, events: list[Event], plan: Plan) -> list[Fact]:
+        facts: list[Fact] = []
+        step = max(1, self.llm.events_per_call)
+        for start in range(0, len(events), step):
+            chunk = events[start : start + step]
+            failure: str | None = None
+            try:
+                answers = self.llm.extract_facts(chunk, plan.usage)
+            except LLMError as exc:
+                failure, answers = exc.kind, [None] * len(chunk)
+            if failure is not None:
+                plan.usage.fallbacks[failure] += len(chunk)
+            for event, answer in zip(chunk, answers, strict=True):
+                info: dict[str, Any] = {"extractor": self.llm.name}
+                if answer is None:
+                    reason = failure or "missing_in_response"
+                    if failure is None:
+                        plan.usage.fallbacks[reason] += 1
+                    info = {"extractor": self.offline.name, "fallback": reason, "failed": self.llm.name}
+                    answer = self.offline.extract_facts([event], plan.usage)[0] or []
+                if not answer:
+                    plan.rejected[event.event_id] = NO_FACTS
+                for text in answer:
+                    facts.append(
+                        Fact(
+                            text,
+                            event.stream_id,
+                            [event.event_id],
+                            event.timestamp,
+                            dict(event.metadata),
+                            info,
+                        )
+                    )
+        return facts
+
+    # -- arbitration -------------------------------------------------------------------------
+    def _consolidate_fact(self, batch: _Batch, fact: Fact, vector: np.ndarray) -> None:
+        candidates = self._candidates(batch, fact, vector)
+        decision, arbiter = self._decide(batch, fact, candidates)
+        plan = batch.plan
+        info = {
+            **fact.pipeline,
+            "arbitration": arbiter,
+            "decision": decision.action,
+            "reason": decision.reason,
+        }
+        if decision.action in ("reinforce", "merge") and decision.target is not None:
+            target = batch.working.get(decision.target) or self._working_from(candidates, decision.target)
+            if decision.action == "reinforce":
+                plan.ops.append(self._reinforce_op(batch, fact, vector, decision, info))
+                plan.outcomes["reinforce"] += 1
+                return
+            text = decision.content or merged_text(target.content, fact.content)
+            if len(text) <= self.settings.max_merged_chars:
+                plan.ops.append(self._merge_op(batch, fact, vector, decision, text, target, info))
+                plan.outcomes["merge"] += 1
+                return
+            decision = Decision("create", None, "merge would exceed max_merged_chars")
+            info.update(decision="create", reason=decision.reason)
+        memory = self._record(batch.tenant_id, fact, fact.content, vector, batch.now, info)
+        if decision.action == "supersede" and decision.target is not None:
+            memory.supersedes = [decision.target]
+            plan.ops.append(
+                {
+                    "op": "supersede",
+                    "memory_id": decision.target,
+                    "memory": memory.to_dict(),
+                    "reason": decision.reason,
+                }
+            )
+            plan.outcomes["supersede"] += 1
+            if decision.target in batch.working:
+                batch.working[decision.target].current = False
+            else:
+                batch.working[decision.target] = _Working(decision.target, "", vector, current=False)
+        else:
+            plan.ops.append({"op": "create", "memory": memory.to_dict(), "reason": decision.reason})
+            plan.outcomes["create"] += 1
+        batch.working[memory.memory_id] = _Working(memory.memory_id, memory.content, vector)
+        self._link(batch, memory, candidates, decision)
+
+    def _decide(self, batch: _Batch, fact: Fact, candidates: list[Candidate]) -> tuple[Decision, str]:
+        s = self.settings
+        pool = [
+            c
+            for c in candidates
+            if max(c.similarity, c.overlap) >= min(s.related_threshold, s.supersede_threshold)
         ]
-        return Plan(memories, rejected)
+        offline = self.offline.arbitrate(fact.content, pool, batch.plan.usage)
+        # A correction is worth asking about even when it shares few words with its target.
+        changes_state = is_change(fact.content) or state_family(fact.content) is not None
+        related = [c for c in pool if changes_state or max(c.similarity, c.overlap) >= s.related_threshold]
+        exact = offline.action == "reinforce" and any(
+            c.memory_id == offline.target and normalise(c.content) == normalise(fact.content) for c in related
+        )
+        if not related or exact or self.llm is self.offline or not self.llm_arbitration:
+            return offline, self.offline.name
+        try:
+            return self.llm.arbitrate(fact.content, related, batch.plan.usage), self.llm.name
+        except LLMError as exc:
+            batch.plan.usage.fallbacks[exc.kind] += 1
+            return offline, f"{self.offline.name} (fallback: {exc.kind})"
+
+    def _candidates(self, batch: _Batch, fact: Fact, vector: np.ndarray) -> list[Candidate]:
+        pool: dict[str, tuple[str, np.ndarray]] = {}
+        if self.candidates is not None:
+            for m in self.candidates.similar(batch.tenant_id, fact.content, vector, self.settings.candidates):
+                pool[m.memory_id] = (m.content, m.vector())
+        for memory_id, w in batch.working.items():
+            pool.pop(memory_id, None)
+            if w.current:
+                pool[memory_id] = (w.content, w.vector)
+        terms = content_terms(fact.content)
+        out = []
+        for memory_id, (content, other) in pool.items():
+            similarity = float(vector @ other) if other.shape == vector.shape else 0.0
+            overlap = len(terms & content_terms(content)) / len(terms) if terms else 0.0
+            out.append(Candidate(memory_id, content, similarity, overlap))
+        out.sort(key=lambda c: (-max(c.similarity, c.overlap), c.memory_id))
+        return out[: self.settings.candidates]
+
+    @staticmethod
+    def _working_from(candidates: Sequence[Candidate], memory_id: str) -> _Working:
+        content = next(c.content for c in candidates if c.memory_id == memory_id)
+        return _Working(memory_id, content, np.zeros(0, np.float32))
+
+    # -- ops ---------------------------------------------------------------------------------
+    def _reinforce_op(
+        self, batch: _Batch, fact: Fact, vector: np.ndarray, decision: Decision, info: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "op": "reinforce",
+            "memory_id": decision.target,
+            "source_event_ids": fact.source_event_ids,
+            "boost": self.settings.reinforce_boost,
+            "reason": decision.reason,
+            "fallback": self._record(batch.tenant_id, fact, fact.content, vector, batch.now, info).to_dict(),
+        }
+
+    def _merge_op(
+        self,
+        batch: _Batch,
+        fact: Fact,
+        vector: np.ndarray,
+        decision: Decision,
+        text: str,
+        target: _Working,
+        info: dict[str, Any],
+    ) -> dict[str, Any]:
+        merged_vector = self._embed([text])[0]
+        target.content, target.vector = text, merged_vector
+        batch.working[target.memory_id] = target
+        return {
+            "op": "merge",
+            "memory_id": decision.target,
+            "content": text,
+            "embedding": merged_vector.astype("<f4").tobytes(),
+            "embedding_model": self.embedder.model,
+            "embedding_dim": int(merged_vector.shape[0]),
+            "source_event_ids": fact.source_event_ids,
+            "boost": self.settings.reinforce_boost,
+            "reason": decision.reason,
+            "fallback": self._record(batch.tenant_id, fact, fact.content, vector, batch.now, info).to_dict(),
+        }
+
+    def _link(self, batch: _Batch, memory: Memory, candidates: list[Candidate], decision: Decision) -> None:
+        s = self.settings
+        similar = [
+            c for c in candidates if c.similarity >= s.similarity_threshold and c.memory_id != decision.target
+        ][: s.max_similar_edges]
+        for c in similar:
+            batch.plan.edges.append(
+                {"a": memory.memory_id, "b": c.memory_id, "kind": "similar", "w": round(c.similarity, 6)}
+            )
+        stream = memory.stream_id
+        if stream not in batch.tails:
+            batch.tails[stream] = self.stream_tail(batch.tenant_id, stream)
+        previous = batch.tails[stream]
+        if previous is not None and previous != memory.memory_id:
+            batch.plan.edges.append(
+                {"a": previous, "b": memory.memory_id, "kind": "temporal", "w": s.temporal_edge_weight}
+            )
+        batch.tails[stream] = memory.memory_id
+
+    def _record(
+        self, tenant_id: str, fact: Fact, content: str, vector: np.ndarray, now: float, info: dict[str, Any]
+    ) -> Memory:
+        return Memory(
+            tenant_id=tenant_id,
+            memory_id=new_memory_id(),
+            stream_id=fact.stream_id,
+            content=content,
+            embedding=vector.astype("<f4").tobytes(),
+            source_event_ids=list(fact.source_event_ids),
+            created_at=now,
+            valid_from=fact.valid_from,
+            metadata=fact.metadata,
+            embedding_model=self.embedder.model,
+            embedding_dim=int(vector.shape[0]),
+            pipeline=dict(info),
+        )
 
 
 def new_memory_id() -> str:

@@ -23,6 +23,8 @@ class Fact:
     source_event_ids: list[str]
     valid_from: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Which extractor produced it, and any fallback taken (copied into the memory).
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
 
 class EventFilter(ABC):

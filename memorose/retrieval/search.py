@@ -1,4 +1,8 @@
-"""Hybrid retrieval within one tenant: vector top-k + BM25 top-k, fused, plus the L0 tail.
+"""Hybrid retrieval within one tenant: BM25, vector and L0-tail candidates, re-ranked.
+
+First stage: Tantivy BM25, vector search and the L0 tail each propose candidates; second
+stage (``rerank.rank``): one score from tenant-scoped BM25, cosine, episode, time and speaker
+features (``docs/retrieval.md``).
 
 The tail is every event acknowledged after the indexer's last commit: scored here with
 BM25 over that (small) tail so nothing acknowledged is ever invisible.
@@ -13,15 +17,39 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
+
 from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
-from memorose.retrieval.fusion import reciprocal_rank_fusion
-from memorose.retrieval.text import analyze, query_terms
+from memorose.retrieval import graph, temporal
+from memorose.retrieval.expansion import expansion_weights, feedback_terms
+from memorose.retrieval.query import QueryAnalysis, analyze_query
+from memorose.retrieval.rerank import (
+    DEFAULT_WEIGHTS,
+    EPISODE_GAP_S,
+    Candidate,
+    CorpusStats,
+    RankWeights,
+    bm25_scores,
+    rank,
+)
+from memorose.retrieval.stats import tenant_stats
+from memorose.retrieval.text import analyze
+from memorose.retrieval.timeline import Timeline
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY
 from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import StateReader
 
 MAX_TAIL_SCAN = 5000
+#: Candidates gathered from each first-stage source before re-ranking (see rerank.py).
+CANDIDATE_POOL = 100
+#: Neighbours looked at on each side of a memory, and how many of the best BM25 candidates
+#: have their neighbours pulled into the candidate set.
+CONTEXT_SPAN = 2
+CONTEXT_EXPAND = 30
+#: Pseudo-relevance feedback: documents read and terms added (expansion.py).
+FEEDBACK_DOCS = 5
+FEEDBACK_TERMS = 10
 
 
 @dataclass(frozen=True)
@@ -32,34 +60,106 @@ class RetrieveRequest:
     top_k: int = 10
     graph_depth: int = 0
     enable_arbitration: bool = True
+    as_of: float | None = None  # valid time (epoch seconds): what was true then
 
 
 class Retriever:
-    def __init__(self, reader: StateReader, indexer: Indexer, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        reader: StateReader,
+        indexer: Indexer,
+        embedder: Embedder,
+        weights: RankWeights = DEFAULT_WEIGHTS,
+    ) -> None:
         self.reader = reader
         self.indexer = indexer
         self.embedder = embedder
+        self.weights = weights
+        self.timeline = Timeline(reader)
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        candidates = max(req.top_k * 3, 30)
-        terms = query_terms(req.query)
-        vector_ranking = self._vector_ranking(req, candidates)
-        bm25_ranking = [
-            (kind, ref)
-            for kind, ref, _ in self.indexer.fulltext.search(
-                req.tenant_id, terms, stream_id=req.stream_id, limit=candidates
+        pool = max(CANDIDATE_POOL, req.top_k * 2)  # independent of top_k up to 50: stable order
+        reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
+        analysis = analyze_query(req.query, reference)
+        query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
+        keys: dict[Hashable, None] = {}
+        for ranking in (
+            self._bm25_ranking(req, analysis.terms, pool),
+            self._vector_ranking(req, query_vec, pool // 2),
+            self._tail_ranking(req, analysis.terms, pool),
+        ):
+            keys.update(dict.fromkeys(ranking))
+        candidates = [c for c in (self._load(req, *cast(tuple[str, str], k)) for k in keys) if c]
+        stats = tenant_stats(self.indexer.fulltext, req.tenant_id, analysis.terms, req.stream_id)
+        candidates += self._neighbours(req, candidates, analysis.terms, stats)
+        ranked = rank(candidates, analysis, stats, query_vec, self.weights)
+        if self.weights.feedback > 0 and ranked:
+            ranked = self._feedback(req, analysis, ranked, stats, query_vec)
+        results = [{**c.result, "score": round(c.score, 6)} for c in ranked[: req.top_k]]
+        if req.graph_depth > 0:
+            results = graph.expand(
+                self.reader,
+                req.tenant_id,
+                results,
+                req.graph_depth,
+                req.top_k,
+                lambda m: temporal.admit_memory(m, req),
             )
-        ]
-        tail_ranking = self._tail_ranking(req, terms, candidates)
-        fused = reciprocal_rank_fusion([vector_ranking, bm25_ranking, tail_ranking])
-        results = self._materialise(req, fused)
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
-    def _vector_ranking(self, req: RetrieveRequest, k: int) -> list[Hashable]:
-        if not req.query.strip():
+    def _feedback(
+        self,
+        req: RetrieveRequest,
+        analysis: QueryAnalysis,
+        ranked: list[Candidate],
+        stats: CorpusStats,
+        query_vec: np.ndarray | None,
+    ) -> list[Candidate]:
+        """Second pass with pseudo-relevance feedback terms (expansion.py)."""
+        w = self.weights
+        extra = feedback_terms(ranked, analysis.terms, stats.docs, FEEDBACK_DOCS, FEEDBACK_TERMS)
+        extra_stats = tenant_stats(self.indexer.fulltext, req.tenant_id, extra, req.stream_id)
+        term_weights = expansion_weights(extra, extra_stats, w.feedback)
+        if not term_weights:
+            return ranked
+        merged = CorpusStats(stats.docs, {**stats.doc_freq, **extra_stats.doc_freq})
+        return rank(ranked, analysis, merged, query_vec, w, term_weights)
+
+    def _neighbours(
+        self, req: RetrieveRequest, candidates: list[Candidate], terms: list[str], stats: CorpusStats
+    ) -> list[Candidate]:
+        """Attach timeline neighbours to every memory candidate; load those of the best
+        ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet."""
+        w = self.weights
+        for c in candidates:
+            kind, ref = cast(tuple[str, str], c.key)
+            if kind == KIND_MEMORY:
+                near = self.timeline.neighbours(req.tenant_id, ref, CONTEXT_SPAN, EPISODE_GAP_S)
+                c.neighbours = [((KIND_MEMORY, m), d) for m, d in near]
+        scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
+        best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
+        have = {c.key for c in candidates}
+        added: list[Candidate] = []
+        for i in best:
+            for key, distance in candidates[i].neighbours:
+                if key in have:
+                    continue
+                have.add(key)
+                loaded = self._load(req, *cast(tuple[str, str], key))
+                if loaded is not None:
+                    # Its own neighbour list holds at least the candidate that brought it in.
+                    loaded.neighbours = [(candidates[i].key, -distance)]
+                    added.append(loaded)
+        return added
+
+    def _bm25_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
+        hits = self.indexer.fulltext.search(req.tenant_id, terms, stream_id=req.stream_id, limit=k)
+        return [(kind, ref) for kind, ref, _ in hits]
+
+    def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
+        if query_vec is None:
             return []
-        query_vec = self.embedder.embed_one(req.query)
         hits = self.indexer.vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id)
         return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score > 0]
 
@@ -69,33 +169,25 @@ class Retriever:
         tail = [
             e
             for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
-            if req.stream_id is None or e.stream_id == req.stream_id
+            if (req.stream_id is None or e.stream_id == req.stream_id) and temporal.admit_event(e, req)
         ]
         if not tail or not terms:
             return []
         return [(KIND_EVENT, str(e.seq)) for e in bm25_rank(tail, terms)[:k]]
 
-    def _materialise(self, req: RetrieveRequest, fused: list[tuple[Hashable, float]]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        for key, score in fused:
-            kind, ref = cast(tuple[str, str], key)
-            item = self._load(req.tenant_id, kind, ref)
-            if item is None:
-                continue
-            item["score"] = round(score, 6)
-            results.append(item)
-            if len(results) >= req.top_k:
-                break
-        return results
-
-    def _load(self, tenant_id: str, kind: str, ref: str) -> dict[str, Any] | None:
+    def _load(self, req: RetrieveRequest, kind: str, ref: str) -> Candidate | None:
+        """A searchable memory or pending event as a ranking candidate; None if gone or not
+        admitted by the temporal filter (temporal.py)."""
         if kind == KIND_MEMORY:
-            memory = self.reader.memory(tenant_id, ref)
-            if memory is None or not is_searchable(memory):
+            memory = self.reader.memory(req.tenant_id, ref)
+            if memory is None or not is_searchable(memory) or not temporal.admit_memory(memory, req):
                 return None
-            return memory.public()
-        event = self.reader.event(tenant_id, int(ref))
-        return event_result(event) if event is not None else None
+            vector = memory.vector() if memory.embedding else None
+            return Candidate((kind, ref), memory.public(), memory.stream_id, memory.valid_from, vector)
+        event = self.reader.event(req.tenant_id, int(ref))
+        if event is None or not temporal.admit_event(event, req):
+            return None
+        return Candidate((kind, ref), event_result(event), event.stream_id, event.timestamp)
 
 
 def event_result(event: Event) -> dict[str, Any]:

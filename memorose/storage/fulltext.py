@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import tantivy
 
@@ -43,7 +44,7 @@ class FullTextIndex:
         path.mkdir(parents=True, exist_ok=True)
         self.schema = _schema()
         self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
-        self._writer = self.index.writer(heap_size=64 * 1024 * 1024, num_threads=1)
+        self._writer: Any = self.index.writer(heap_size=64 * 1024 * 1024, num_threads=1)
         self._lock = threading.Lock()
 
     # -- writes (indexer thread only) -------------------------------------------------
@@ -118,6 +119,13 @@ class FullTextIndex:
             kind_ref = doc["doc_key"][0].split("/", 1)[0]
             out.append((kind_ref, doc["ref"][0], float(score)))
         return out
+
+    def close(self) -> None:
+        """Release the writer (and its directory lock) so the index can be reopened."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.wait_merging_threads()
+                self._writer = None
 
     def num_docs(self) -> int:
         return int(self.index.searcher().num_docs)

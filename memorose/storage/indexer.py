@@ -33,7 +33,10 @@ _CHANGES_PER_CYCLE = 2000
 
 
 def is_searchable(memory: Memory) -> bool:
-    return not memory.archived and memory.valid_to is None
+    """Indexed: everything not archived. Superseded memories stay in the indexes so that
+    ``as_of`` and ``enable_arbitration=false`` can find them; retrieval filters them out by
+    default (``retrieval.temporal``)."""
+    return not memory.archived
 
 
 class Indexer:
@@ -47,9 +50,6 @@ class Indexer:
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
-        # Seqs indexed but not yet committed to Tantivy: published only after the commit, or
-        # retrieval would see them neither in the L0 tail nor in Tantivy for a moment.
-        self._staged_seq: dict[str, int] = {}
         self._rebuild_requested = threading.Event()
         self._progress = threading.Condition()
         self._stop = threading.Event()
@@ -76,7 +76,8 @@ class Indexer:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=30)
+        self.fulltext.close()
 
     def request_rebuild(self) -> None:
         """Called after a snapshot install replaced RocksDB wholesale."""
@@ -127,14 +128,17 @@ class Indexer:
         if not changes:
             return False
         dirty: dict[tuple[str, str], None] = {}
+        indexed: dict[str, int] = {}
         for _, entries in changes:
             for change in entries:
-                self._apply_change(change, dirty)
+                self._apply_change(change, dirty, indexed)
         self._refresh_memories(dirty)
         self.fulltext.commit()
-        self._publish_staged()
         last = changes[-1][0]
         with self._progress:
+            # Only now are the events searchable: until here the retrieval tail scan covers them.
+            for tenant_id, seq in indexed.items():
+                self._indexed_seq[tenant_id] = max(self._indexed_seq.get(tenant_id, 0), seq)
             self.position = last
             self._progress.notify_all()
         self._save_state()
@@ -144,10 +148,13 @@ class Indexer:
             self.on_cycle()
         return True
 
-    def _apply_change(self, change: list[Any], dirty: dict[tuple[str, str], None]) -> None:
+    def _apply_change(
+        self, change: list[Any], dirty: dict[tuple[str, str], None], indexed: dict[str, int]
+    ) -> None:
         kind, tenant_id = change[0], change[1]
         if kind == "events":
             self._index_events(tenant_id, change[2], change[3])
+            indexed[tenant_id] = max(indexed.get(tenant_id, 0), change[3])
         elif kind == "consolidated":
             self.fulltext.delete_events(tenant_id, change[2] + 1, change[3])
         elif kind in ("memory+", "memory-"):
@@ -156,25 +163,18 @@ class Indexer:
             self.fulltext.delete_tenant(tenant_id)
             self.vectors.drop_tenant(tenant_id)
             self._indexed_seq.pop(tenant_id, None)
-            self._staged_seq.pop(tenant_id, None)
+            indexed.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
                 del dirty[key]
 
     def _index_events(self, tenant_id: str, first: int, last: int) -> None:
-        record = self.reader.tenant(tenant_id)
-        if record is None:
-            return
-        after = max(first - 1, record["cursor"])
-        for event in self.reader.events(tenant_id, after_seq=after, limit=last - after):
+        """Index every event of the range, even if already consolidated: the matching
+        "consolidated" change comes later in the feed and removes them. Skipping them here
+        would leave a window in which neither the events nor their memories are searchable."""
+        for event in self.reader.events(tenant_id, after_seq=first - 1, limit=last - first + 1):
             self.fulltext.upsert(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
-        current = self._staged_seq.get(tenant_id, self._indexed_seq.get(tenant_id, 0))
-        self._staged_seq[tenant_id] = max(current, last)
-
-    def _publish_staged(self) -> None:
-        self._indexed_seq.update(self._staged_seq)
-        self._staged_seq.clear()
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
         by_tenant: dict[str, list[Memory]] = {}
@@ -187,12 +187,7 @@ class Indexer:
                 self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
                 self.vectors.remove(tenant_id, memory_id)
         for tenant_id, memories in by_tenant.items():
-            self.vectors.upsert(
-                tenant_id,
-                [m.memory_id for m in memories],
-                [m.stream_id for m in memories],
-                np.stack([m.vector() for m in memories]),
-            )
+            self._load_vectors(tenant_id, memories, bulk=False)
 
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""
@@ -218,11 +213,9 @@ class Indexer:
         self.fulltext.clear()
         self.vectors.clear()
         self._indexed_seq = {}
-        self._staged_seq = {}
         for tenant_id in self.reader.tenant_ids():
             self._rebuild_tenant(tenant_id)
         self.fulltext.commit()
-        self._publish_staged()
         with self._progress:
             self.position = position
             self._progress.notify_all()
@@ -231,27 +224,34 @@ class Indexer:
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
 
     def _rebuild_tenant(self, tenant_id: str) -> None:
+        # Pending events first, memories second: a consolidation that lands in between then
+        # leaves both in the index (briefly), never neither.
+        record = self.reader.tenant_or_empty(tenant_id)
+        for event in self.reader.events(tenant_id, after_seq=record["cursor"]):
+            self.fulltext.upsert(
+                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
+            )
+        self._indexed_seq[tenant_id] = record["next_seq"] - 1
         memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
         for m in memories:
             self.fulltext.upsert(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
         self._load_vectors(tenant_id, memories)
-        last_seq = 0
-        for event in self.reader.pending_events(tenant_id):
-            self.fulltext.upsert(
-                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
-            )
-            last_seq = event.seq
-        record = self.reader.tenant_or_empty(tenant_id)
-        self._staged_seq[tenant_id] = max(last_seq, record["next_seq"] - 1)
 
-    def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
-        if not memories:
+    def _load_vectors(self, tenant_id: str, memories: list[Memory], *, bulk: bool = True) -> None:
+        # A vector of another dimension (embedding model changed, not yet re-embedded) cannot
+        # join the matrix: that memory stays findable through BM25 until `admin reembed`.
+        fitting = [m for m in memories if len(m.embedding) == 4 * self.vectors.dim]
+        for m in memories:
+            if len(m.embedding) != 4 * self.vectors.dim:
+                self.vectors.remove(tenant_id, m.memory_id)
+        if not fitting:
             return
-        self.vectors.bulk_load(
+        load = self.vectors.bulk_load if bulk else self.vectors.upsert
+        load(
             tenant_id,
-            [m.memory_id for m in memories],
-            [m.stream_id for m in memories],
-            np.stack([m.vector() for m in memories]),
+            [m.memory_id for m in fitting],
+            [m.stream_id for m in fitting],
+            np.stack([m.vector() for m in fitting]),
         )
 
     def _load_small_tenant_vectors(self) -> None:

@@ -6,6 +6,10 @@ WriteBatch per Raft entry is atomic. Ids are validated (no '/') before they get 
     e/<tenant>/<seq:016x>         L0 event, in ingest order
     i/<tenant>/<event_id>         seq of an event id (idempotency key, lookup)
     M/<tenant>/<memory_id>        L1 memory (embedding as float32 bytes)
+    g/<tenant>/<src>/<dst>        memory edge (adjacency; stored under both endpoints)
+    h/<tenant>/<memory_id>/<v:08x> one version of a memory (history, why it changed)
+    j/<tenant>/<event_id>         why consolidation rejected an event (the event stays in e/)
+    s/<tenant>/<stream>           newest memory of a stream (temporal adjacency edges)
     k/<sha256(key)>               tenant API key record (only the hash is stored)
     x/<raft_index:016x>           change feed for the derived-index indexer
 """
@@ -19,9 +23,13 @@ EVENT_ID = b"i/"
 MEMORY = b"M/"
 API_KEY = b"k/"
 CHANGES = b"x/"
+EDGE = b"g/"
+HISTORY = b"h/"
+REJECTED = b"j/"
+STREAM_TAIL = b"s/"
 
 #: Prefixes holding one tenant's replicated state (used by delete and digest).
-TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY)
+TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY, EDGE, HISTORY, REJECTED, STREAM_TAIL)
 
 
 def tenant(tenant_id: str) -> bytes:
@@ -46,6 +54,36 @@ def event_id(tenant_id: str, eid: str) -> bytes:
 
 def memory(tenant_id: str, memory_id: str) -> bytes:
     return tenant_prefix(MEMORY, tenant_id) + memory_id.encode()
+
+
+def edge(tenant_id: str, source: str, target: str) -> bytes:
+    return tenant_prefix(EDGE, tenant_id) + f"{source}/{target}".encode()
+
+
+def edges_of(tenant_id: str, memory_id: str) -> bytes:
+    """Prefix of every edge leaving ``memory_id``."""
+    return tenant_prefix(EDGE, tenant_id) + memory_id.encode() + b"/"
+
+
+def split_edge_key(key: bytes) -> tuple[str, str]:
+    source, target = key.decode().split("/")[2:4]
+    return source, target
+
+
+def history(tenant_id: str, memory_id: str, version: int) -> bytes:
+    return history_of(tenant_id, memory_id) + f"{version:08x}".encode()
+
+
+def history_of(tenant_id: str, memory_id: str) -> bytes:
+    return tenant_prefix(HISTORY, tenant_id) + memory_id.encode() + b"/"
+
+
+def rejected(tenant_id: str, eid: str) -> bytes:
+    return tenant_prefix(REJECTED, tenant_id) + eid.encode()
+
+
+def stream_tail(tenant_id: str, stream_id: str) -> bytes:
+    return tenant_prefix(STREAM_TAIL, tenant_id) + stream_id.encode()
 
 
 def api_key(key_hash: str) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from memorose import codec
-from memorose.models import Event, Memory
+from memorose.models import Edge, Event, Memory
 from memorose.statemachine import new_tenant_record
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
@@ -59,6 +59,42 @@ class StateReader:
         start = keys.memory(tenant_id, after_id) + b"\x00" if after_id else None
         for _, raw in self.store.scan(prefix, start=start, limit=limit):
             yield Memory.from_dict(codec.unpack(raw))
+
+    # -- graph, history, rejections -------------------------------------------------------
+    def edges_of(self, tenant_id: str, memory_id: str) -> list[Edge]:
+        """Edges leaving ``memory_id`` (every edge is stored under both endpoints)."""
+        out = []
+        for key, raw in self.store.scan(keys.edges_of(tenant_id, memory_id)):
+            source, target = keys.split_edge_key(key)
+            out.append(Edge.from_dict(tenant_id, source, target, codec.unpack(raw)))
+        return out
+
+    def edges(self, tenant_id: str, *, limit: int | None = None) -> Iterator[Edge]:
+        """Every stored direction of every edge of the tenant, in key order."""
+        for key, raw in self.store.scan(keys.tenant_prefix(keys.EDGE, tenant_id), limit=limit):
+            source, target = keys.split_edge_key(key)
+            yield Edge.from_dict(tenant_id, source, target, codec.unpack(raw))
+
+    def history(self, tenant_id: str, memory_id: str) -> list[dict[str, Any]]:
+        return [codec.unpack(raw) for _, raw in self.store.scan(keys.history_of(tenant_id, memory_id))]
+
+    def rejected(
+        self, tenant_id: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        prefix = keys.tenant_prefix(keys.REJECTED, tenant_id)
+        start = keys.rejected(tenant_id, after) + b"\x00" if after else None
+        return [
+            (key[len(prefix) :].decode(), codec.unpack(raw))
+            for key, raw in self.store.scan(prefix, start=start, limit=limit)
+        ]
+
+    def rejection(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:
+        raw = self.store.get(keys.rejected(tenant_id, event_id))
+        return codec.unpack(raw) if raw else None
+
+    def stream_tail(self, tenant_id: str, stream_id: str) -> str | None:
+        raw = self.store.get(keys.stream_tail(tenant_id, stream_id))
+        return codec.unpack(raw) if raw else None
 
     # -- keys --------------------------------------------------------------------------
     def api_key(self, secret: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import logging
 import shutil
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 Hit = tuple[str, float]  # (memory id, cosine similarity)
+
+#: Versions of a tenant's LanceDB table older than this are deleted when it is optimised.
+#: The table is a derived index, so its history is useless; LanceDB's default (7 days) left
+#: every superseded fragment on disk (3x the live size at 100K vectors, docs/benchmarks.md).
+#: Not zero: a search that started on the previous version must still find its files.
+KEEP_OLD_VERSIONS = timedelta(seconds=10)
 
 
 @dataclass
@@ -129,8 +136,12 @@ class VectorIndex:
         )
 
     def _promote(self, tenant_id: str) -> None:
-        """Move a tenant that outgrew its matrix into its own LanceDB table with an ANN index."""
-        matrix = self._matrices.pop(tenant_id)
+        """Move a tenant that outgrew its matrix into its own LanceDB table with an ANN index.
+
+        Builds without the lock (the indexer thread is the only writer, so the matrix does
+        not change meanwhile and keeps serving searches); only the swap takes the lock.
+        """
+        matrix = self._matrices[tenant_id]
         n = len(matrix.ids)
         table = self._lance().create_table(
             self._table_name(tenant_id),
@@ -138,8 +149,10 @@ class VectorIndex:
             mode="overwrite",
         )
         self._build_ann(table, n)
-        self._tables[tenant_id] = table
-        self._unindexed[tenant_id] = 0
+        with self._lock:
+            self._matrices.pop(tenant_id, None)
+            self._tables[tenant_id] = table
+            self._unindexed[tenant_id] = 0
         log.info("tenant %s promoted to a LanceDB ANN index (%d vectors)", tenant_id, n)
 
     @staticmethod
@@ -156,17 +169,22 @@ class VectorIndex:
             return
         with self._lock:
             table = self._tables.get(tenant_id)
-            if table is not None:
-                quoted = ", ".join(f"'{i}'" for i in ids)  # memory ids are validated
-                table.delete(f"id IN ({quoted})")  # type: ignore[attr-defined]
-                table.add(self._to_arrow(ids, streams, vectors))  # type: ignore[attr-defined]
-                self._unindexed[tenant_id] = self._unindexed.get(tenant_id, 0) + len(ids)
-                return
-            matrix = self._matrices.setdefault(tenant_id, _Matrix(self.dim))
-            for memory_id, stream_id, vector in zip(ids, streams, vectors, strict=True):
-                matrix.upsert(memory_id, stream_id, vector)
-            if len(matrix.ids) > self.ann_threshold:
-                self._promote(tenant_id)
+            if table is None:
+                matrix = self._matrices.setdefault(tenant_id, _Matrix(self.dim))
+                for memory_id, stream_id, vector in zip(ids, streams, vectors, strict=True):
+                    matrix.upsert(memory_id, stream_id, vector)
+                if len(matrix.ids) <= self.ann_threshold:
+                    return
+        # LanceDB writes happen outside the lock (single writer; readers see the previous
+        # version), so searches of other tenants never wait for them.
+        if table is None:
+            self._promote(tenant_id)
+            return
+        quoted = ", ".join(f"'{i}'" for i in ids)  # memory ids are validated
+        table.delete(f"id IN ({quoted})")  # type: ignore[attr-defined]
+        table.add(self._to_arrow(ids, streams, vectors))  # type: ignore[attr-defined]
+        with self._lock:
+            self._unindexed[tenant_id] = self._unindexed.get(tenant_id, 0) + len(ids)
 
     def bulk_load(self, tenant_id: str, ids: list[str], streams: list[str], vectors: np.ndarray) -> None:
         """Replace a tenant's vectors at once (rebuild)."""
@@ -196,13 +214,22 @@ class VectorIndex:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def maintain(self) -> None:
-        """Fold vectors added since the ANN index was built into it, once there are enough."""
+        """Fold vectors added since the ANN index was built into it, once there are enough.
+
+        Runs on the indexer thread, the only writer, and optimises outside the lock: LanceDB
+        readers see the previous version meanwhile, whereas holding the lock stalled every
+        search of every tenant for the seconds an optimise takes at 100K vectors.
+        """
         with self._lock:
-            for tenant_id, pending in list(self._unindexed.items()):
-                table = self._tables.get(tenant_id)
-                if table is not None and pending > 1000:
-                    table.optimize()  # type: ignore[attr-defined]
-                    self._unindexed[tenant_id] = 0
+            due = [
+                (tenant_id, self._tables[tenant_id])
+                for tenant_id, pending in self._unindexed.items()
+                if pending > 1000 and tenant_id in self._tables
+            ]
+            for tenant_id, _ in due:
+                self._unindexed[tenant_id] = 0
+        for _, table in due:
+            table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)  # type: ignore[attr-defined]
 
     # -- reads ---------------------------------------------------------------------------
     def search(self, tenant_id: str, query: np.ndarray, k: int, *, stream_id: str | None = None) -> list[Hit]:

@@ -86,3 +86,28 @@ async def test_events_page_in_order_and_filter_by_stream(api: Api) -> None:
     assert seen == [f"n{i}" for i in range(7)]
     status, page = await api.get("/api/v1/events?tenant_id=acme&stream_id=a")
     assert [e["event_id"] for e in page["events"]] == ["n1", "n3", "n5"]
+
+
+async def test_dashboard_and_tenant_overview(api: Api) -> None:
+    await api.ingest("acme", "hello dashboard", event_id="d1")
+    status, page = await api.get("/dashboard")
+    assert status == 200 and "<title>Memorose dashboard</title>" in page
+    status, script = await api.get("/dashboard/app.js")
+    assert status == 200 and "/api/v1/cluster/status" in script
+    status, body = await api.get("/api/v1/admin/tenants")
+    assert status == 200
+    assert [t["tenant_id"] for t in body["tenants"]] == ["acme"]
+    assert body["tenants"][0]["l0_events"] == 1
+    tenant_key = await api.tenant_key("acme")
+    status, _ = await api.with_key(tenant_key).get("/api/v1/admin/tenants")
+    assert status == 403
+
+
+async def test_metrics_expose_ingest_and_http_counters(api: Api) -> None:
+    await api.ingest("acme", "count me", event_id="c1")
+    await api.ingest("acme", "count me", event_id="c1")
+    status, text = await api.with_key(None).get("/metrics")  # type: ignore[arg-type]
+    assert status == 200
+    assert "memorose_events_ingested_total 1.0" in text
+    assert "memorose_events_duplicate_total 1.0" in text
+    assert 'memorose_http_requests_total{route="/api/v1/events",status="202"} 2.0' in text

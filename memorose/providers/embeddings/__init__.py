@@ -9,6 +9,8 @@ from memorose.providers.embeddings.base import Embedder
 
 _PROVIDERS = {
     "hashing": ("memorose.providers.embeddings.hashing", "HashingEmbedder"),
+    "gemini": ("memorose.providers.embeddings.gemini", "GeminiEmbedder"),
+    "openai_compat": ("memorose.providers.embeddings.openai_compat", "OpenAICompatEmbedder"),
 }
 
 

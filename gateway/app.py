@@ -1,0 +1,215 @@
+"""The gateway's HTTP server: the same ``/api/v1`` surface as a node, routed by tenant.
+
+Requests are authenticated by the shard that owns the tenant (tenant keys live in that
+shard's replicated state; the admin key is the same everywhere). Gateway-level endpoints
+(cluster status across shards, the tenant list) require the admin key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from gateway.config import GatewaySettings
+from gateway.proxy import HOP_HEADERS, Answer, Shard
+from gateway.ring import HashRing
+from memorose.errors import InvalidInput
+from memorose.models import validate_tenant_id
+
+log = logging.getLogger(__name__)
+
+INGEST_PATHS = {"/api/v1/events", "/api/v1/events/batch"}
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.shards = {name: Shard(name, urls) for name, urls in settings.shards.items()}
+        self.ring = HashRing(self.shards, settings.vnodes)
+        self.session: aiohttp.ClientSession | None = None
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "memorose_gateway_requests_total",
+            "forwarded requests",
+            ["shard", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "memorose_gateway_forward_seconds", "time to forward a request", ["shard"], registry=self.registry
+        )
+
+    def shard_for(self, tenant_id: str) -> Shard:
+        return self.shards[self.ring.shard_for(tenant_id)]
+
+    async def forward(
+        self, shard: Shard, request: web.Request, body: bytes, path_qs: str | None = None
+    ) -> Answer:
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() in HOP_HEADERS}
+        deadline = time.monotonic() + self.settings.request_timeout_secs
+        started = time.perf_counter()
+        answer = await shard.forward(
+            self.session, request.method, path_qs or request.path_qs, body, headers, deadline
+        )
+        self.latency.labels(shard.name).observe(time.perf_counter() - started)
+        self.requests.labels(shard.name, str(answer.status)).inc()
+        return answer
+
+    def is_admin(self, request: web.Request) -> bool:
+        key = self.settings.admin_key
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        return bool(key) and scheme.lower() == "bearer" and secrets.compare_digest(secret.strip(), key or "")
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _to_response(answer: Answer) -> web.Response:
+    headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
+    return web.Response(
+        status=answer.status,
+        body=answer.body,
+        content_type=answer.content_type.split(";")[0],
+        headers=headers,
+    )
+
+
+def _with_event_ids(path: str, payload: Any) -> Any:
+    """Give every event an id before the first attempt so retries are idempotent."""
+    if not isinstance(payload, dict):
+        return payload
+    if path == "/api/v1/events" and payload.get("event_id") is None:
+        payload["event_id"] = "ev-" + uuid.uuid4().hex
+    if path == "/api/v1/events/batch" and isinstance(payload.get("events"), list):
+        for event in payload["events"]:
+            if isinstance(event, dict) and event.get("event_id") is None:
+                event["event_id"] = "ev-" + uuid.uuid4().hex
+    return payload
+
+
+def _tenant_of(request: web.Request, payload: Any) -> str:
+    tenant = request.match_info.get("tenant_id") or request.query.get("tenant_id")
+    if tenant is None and isinstance(payload, dict):
+        tenant = payload.get("tenant_id")
+    if tenant is None:
+        raise InvalidInput("tenant_id is required (in the body or the query string)")
+    return validate_tenant_id(tenant)
+
+
+async def route_tenant_request(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    body = await request.read()
+    payload: Any = None
+    if body:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _error(400, "invalid_input", "malformed JSON")
+    try:
+        tenant_id = _tenant_of(request, payload)
+    except InvalidInput as exc:
+        return _error(400, exc.code, exc.message)
+    if request.path in INGEST_PATHS and request.method == "POST":
+        body = json.dumps(_with_event_ids(request.path, payload)).encode()
+    return _to_response(await gateway.forward(gateway.shard_for(tenant_id), request, body))
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    if not gateway.is_admin(request):
+        return _error(403, "forbidden", "the gateway's cluster status needs the admin key")
+    assert gateway.session is not None
+    headers = {"Authorization": request.headers["Authorization"]}
+
+    async def node_status(url: str) -> dict[str, Any]:
+        try:
+            async with gateway.session.get(  # type: ignore[union-attr]
+                url + "/api/v1/cluster/status", headers=headers, timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                return {"url": url, "reachable": True, **(await resp.json())}
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return {"url": url, "reachable": False, "role": "unreachable"}
+
+    shards = []
+    for name, shard in gateway.shards.items():
+        nodes = await asyncio.gather(*(node_status(u) for u in shard.urls))
+        leader = next((n for n in nodes if n.get("role") == "leader"), None)
+        commit = leader["commit_index"] if leader else None
+        for n in nodes:
+            n["lag"] = (commit - n["applied_index"]) if commit is not None and n.get("reachable") else None
+        shards.append({"shard": name, "leader": leader["url"] if leader else None, "nodes": nodes})
+    return web.json_response({"role": "gateway", "shards": shards, "ring": {"vnodes": gateway.ring.vnodes}})
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    tenants: list[dict[str, Any]] = []
+    for shard in gateway.shards.values():
+        answer = await gateway.forward(shard, request, b"")
+        if answer.status != 200:
+            return _to_response(answer)
+        for tenant in json.loads(answer.body)["tenants"]:
+            tenants.append({**tenant, "shard": shard.name})
+    return web.json_response({"tenants": tenants})
+
+
+async def fan_out(request: web.Request) -> web.Response:
+    """Admin operations without a tenant (reindex) go to every shard."""
+    gateway = request.app[GATEWAY]
+    body = await request.read()
+    results = {}
+    for shard in gateway.shards.values():
+        answer = await gateway.forward(shard, request, body)
+        if answer.status >= 300:
+            return _to_response(answer)
+        results[shard.name] = json.loads(answer.body)
+    return web.json_response({"shards": results})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "role": "gateway"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return web.Response(body=generate_latest(gateway.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _open(app: web.Application) -> None:
+    app[GATEWAY].session = aiohttp.ClientSession()
+
+
+async def _close(app: web.Application) -> None:
+    session = app[GATEWAY].session
+    if session is not None:
+        await session.close()
+
+
+def build_gateway_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[GATEWAY] = Gateway(settings)
+    app.on_startup.append(_open)
+    app.on_cleanup.append(_close)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/cluster/status", cluster_status)
+    app.router.add_get("/api/v1/admin/tenants", list_tenants)
+    app.router.add_post("/api/v1/admin/reindex", fan_out)
+    app.router.add_route("*", "/api/v1/tenants/{tenant_id}", route_tenant_request)
+    app.router.add_route("*", "/api/v1/admin/tenants/{tenant_id}/{action:.*}", route_tenant_request)
+    app.router.add_route("*", "/api/v1/{tail:.*}", route_tenant_request)
+    return app

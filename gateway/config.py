@@ -1,0 +1,81 @@
+"""Gateway settings: where to listen and which shards (Raft groups) exist.
+
+TOML::
+
+    http = "127.0.0.1:8000"
+    admin_key = "..."          # or MEMOROSE_ADMIN_KEY; the same admin key as the nodes
+    [shards]
+    s1 = ["http://10.0.0.11:8080", "http://10.0.0.12:8080", "http://10.0.0.13:8080"]
+    s2 = ["http://10.0.1.11:8080", "http://10.0.1.12:8080", "http://10.0.1.13:8080"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from memorose.errors import ConfigError
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    http: str = "127.0.0.1:8000"
+    admin_key: str | None = None
+    vnodes: int = Field(160, ge=1, le=10_000)
+    request_timeout_secs: float = Field(30.0, gt=0)
+    shards: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not value:
+            raise ValueError("at least one shard is required (--shard NAME=URL1,URL2,...)")
+        for name, urls in value.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"shard name {name!r} must be alphanumeric")
+            if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+                raise ValueError(f"shard {name!r} needs one or more http(s) URLs")
+        return {name: [u.rstrip("/") for u in urls] for name, urls in value.items()}
+
+    @property
+    def host(self) -> str:
+        return self.http.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.http.rpartition(":")[2])
+
+
+def parse_shard_flag(flag: str) -> tuple[str, list[str]]:
+    name, sep, urls = flag.partition("=")
+    if not sep or not urls:
+        raise ConfigError(f"--shard {flag!r} must look like NAME=URL1,URL2,URL3")
+    return name, [u for u in urls.split(",") if u]
+
+
+def load_gateway_settings(config_file: str | None, **overrides: Any) -> GatewaySettings:
+    import os
+
+    data: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    if os.environ.get("MEMOROSE_ADMIN_KEY"):
+        data["admin_key"] = os.environ["MEMOROSE_ADMIN_KEY"]
+    data.update({k: v for k, v in overrides.items() if v})
+    try:
+        return GatewaySettings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'gateway'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid gateway configuration: {problems}") from exc

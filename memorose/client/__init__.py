@@ -1,0 +1,54 @@
+"""The Memorose Python SDK.
+
+``MemoroseClient`` (blocking) and ``AsyncMemoroseClient`` (asyncio) have the same methods and
+share all request, retry and leader-tracking logic (``_core.py``); only the I/O differs.
+
+    from memorose.client import MemoroseClient
+    client = MemoroseClient("http://localhost:8080")          # key from MEMOROSE_API_KEY
+    client.ingest("user_123", "session_1", "User loves hiking")
+    client.retrieve(tenant_id="user_123", stream_id="session_1", query="outdoor activities",
+                    top_k=5, graph_depth=1)
+"""
+
+from memorose.client._async import AsyncMemoroseClient
+from memorose.client._core import RetryPolicy, Timeout
+from memorose.client._sync import MemoroseClient
+from memorose.client.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConnectError,
+    MemoroseClientError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RequestTimeout,
+    TransportError,
+    UnavailableError,
+)
+from memorose.client.models import ConsolidateResult, IngestResult, MemoryItem, RetrieveResult, TenantStatus
+
+__all__ = [
+    "APIError",
+    "AsyncMemoroseClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConnectError",
+    "ConsolidateResult",
+    "IngestResult",
+    "MemoroseClient",
+    "MemoroseClientError",
+    "MemoryItem",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RequestTimeout",
+    "RetrieveResult",
+    "RetryPolicy",
+    "TenantStatus",
+    "Timeout",
+    "TransportError",
+    "UnavailableError",
+]

@@ -1,0 +1,141 @@
+"""Asyncio client (httpx.AsyncClient). Method-for-method twin of ``MemoroseClient``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from memorose.client import _core as core
+from memorose.client.errors import ConnectError, RequestTimeout
+from memorose.client.models import ConsolidateResult, IngestResult, MemoryItem, RetrieveResult, TenantStatus
+
+
+class AsyncMemoroseClient:
+    """Talks to a node, a shard (follows the leader) or a gateway.
+
+    ``AsyncMemoroseClient("http://localhost:8080")`` or several seed URLs; the API key comes from
+    ``api_key=`` or ``MEMOROSE_API_KEY``.
+    """
+
+    def __init__(
+        self,
+        urls: str | list[str] = "http://127.0.0.1:8080",
+        api_key: str | None = None,
+        *,
+        timeout: core.Timeout | float | None = None,
+        retry: core.RetryPolicy | None = None,
+    ) -> None:
+        self._core = core.ClientCore.create(urls, api_key, timeout, retry)
+        t = self._core.timeout
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(t.read, connect=t.connect), follow_redirects=False
+        )
+
+    async def __aenter__(self) -> AsyncMemoroseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, request: core.Request) -> Any:
+        call = core.Call(self._core, request)
+        while True:
+            url, params = call.target()
+            try:
+                response = await self._http.request(
+                    request.method, url, json=request.json, params=params, headers=self._core.headers()
+                )
+            except httpx.TimeoutException as exc:
+                await asyncio.sleep(call.failed(RequestTimeout(f"{request.method} {url} timed out: {exc}")))
+                continue
+            except httpx.TransportError as exc:
+                await asyncio.sleep(call.failed(ConnectError(f"{request.method} {url} failed: {exc}")))
+                continue
+            done, value = call.answered(response.status_code, dict(response.headers), _json(response))
+            if done:
+                return value
+            await asyncio.sleep(value)
+
+    # -- API ------------------------------------------------------------------------------
+    async def ingest(
+        self,
+        tenant_id: str,
+        stream_id: str,
+        content: str,
+        metadata: dict[str, Any] | None = None,
+        timestamp: Any = None,
+        event_id: str | None = None,
+    ) -> IngestResult:
+        request = core.ingest(tenant_id, stream_id, content, metadata, timestamp, event_id)
+        return IngestResult.from_dict(await self._send(request))
+
+    async def ingest_batch(self, tenant_id: str, events: list[dict[str, Any]]) -> list[str]:
+        return list((await self._send(core.ingest_batch(tenant_id, events)))["event_ids"])
+
+    async def retrieve(
+        self,
+        tenant_id: str,
+        query: str,
+        stream_id: str | None = None,
+        top_k: int = 10,
+        graph_depth: int = 0,
+        enable_arbitration: bool = True,
+        **options: Any,
+    ) -> RetrieveResult:
+        opts = {
+            "stream_id": stream_id,
+            "top_k": top_k,
+            "graph_depth": graph_depth,
+            "enable_arbitration": enable_arbitration,
+            **options,
+        }
+        return RetrieveResult.from_dict(await self._send(core.retrieve(tenant_id, query, opts)))
+
+    async def get_insights(self, tenant_id: str, stream_id: str | None = None) -> list[dict[str, Any]]:
+        body = await self._send(core.with_tenant("GET", "/api/v1/insights", tenant_id, stream_id=stream_id))
+        return list(body.get("insights", []))
+
+    async def get_memory(self, tenant_id: str, memory_id: str) -> MemoryItem:
+        return MemoryItem.from_dict(
+            await self._send(core.with_tenant("GET", f"/api/v1/memories/{memory_id}", tenant_id))
+        )
+
+    async def list_memories(
+        self, tenant_id: str, stream_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[MemoryItem], str | None]:
+        request = core.with_tenant(
+            "GET", "/api/v1/memories", tenant_id, stream_id=stream_id, limit=limit, cursor=cursor
+        )
+        body = await self._send(request)
+        return [MemoryItem.from_dict(m) for m in body["memories"]], body.get("next_cursor")
+
+    async def delete_memory(self, tenant_id: str, memory_id: str) -> None:
+        await self._send(core.with_tenant("DELETE", f"/api/v1/memories/{memory_id}", tenant_id))
+
+    async def memory_history(self, tenant_id: str, memory_id: str) -> list[dict[str, Any]]:
+        body = await self._send(core.with_tenant("GET", f"/api/v1/memories/{memory_id}/history", tenant_id))
+        return list(body.get("versions", body.get("history", [])))
+
+    async def consolidate(self, tenant_id: str, wait: bool = True) -> ConsolidateResult:
+        body = await self._send(
+            core.Request("POST", "/api/v1/consolidate", {"tenant_id": tenant_id, "wait": wait})
+        )
+        return ConsolidateResult.from_dict(body)
+
+    async def status(self, tenant_id: str) -> TenantStatus:
+        return TenantStatus.from_dict(await self._send(core.with_tenant("GET", "/api/v1/status", tenant_id)))
+
+    async def cluster_status(self) -> dict[str, Any]:
+        return dict(await self._send(core.Request("GET", "/api/v1/cluster/status")))
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {"error": {"code": "bad_response", "message": response.text[:200]}}

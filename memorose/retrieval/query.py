@@ -1,0 +1,75 @@
+"""Query analysis: what a query asks for, beyond its keywords.
+
+- keyword terms (stemmed, stopwords out) without the words of time expressions, which are
+  turned into time ranges instead (see ``timeparse``);
+- whether it asks *when* something happened (then memories that carry a time expression, such
+  as "yesterday" or "last May", are likelier answers);
+- the capitalised names it mentions, matched later against who said a memory
+  (``metadata.speaker``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from memorose.retrieval.text import STOPWORDS, query_terms
+from memorose.retrieval.timeparse import TimeRange, parse_time
+
+_WHEN = re.compile(
+    r"^\s*when\b|\bwhat (?:date|day|year|month|time)\b|\bhow long ago\b|\bwhich (?:year|month|day)\b", re.I
+)
+_NAME = re.compile(r"\b[A-Z][a-zA-Z'\-]+")
+_POSSESSIVE = re.compile(r"'s$|’s$")
+#: Capitalised words that start questions or sentences rather than name anyone.
+_NOT_NAMES = STOPWORDS | {"what", "when", "where", "who", "why", "how", "which", "did", "does", "is"}
+
+#: Memories carrying one of these are "dated" (answer "when" questions).
+_TIME_WORDS = re.compile(
+    r"\b(?:yesterday|today|tomorrow|tonight|ago|last|next|recently|earlier|weekend|week|month|year|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|morning|evening|night|since|"
+    r"january|february|march|april|june|july|august|september|october|november|december|"
+    r"(?:19|20)\d\d)\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class QueryAnalysis:
+    text: str
+    terms: list[str]
+    times: list[TimeRange] = field(default_factory=list)
+    asks_when: bool = False
+    names: list[str] = field(default_factory=list)
+
+
+def analyze_query(text: str, reference: float) -> QueryAnalysis:
+    matches = parse_time(text, reference)
+    keyword_text = text
+    for match in reversed(matches):
+        start, end = match.span
+        keyword_text = keyword_text[:start] + " " + keyword_text[end:]
+    terms = query_terms(keyword_text) or query_terms(text)
+    return QueryAnalysis(
+        text=text,
+        terms=terms,
+        times=[m.range for m in matches],
+        asks_when=bool(_WHEN.search(text)),
+        names=mentioned_names(keyword_text),
+    )
+
+
+def mentioned_names(text: str) -> list[str]:
+    """Lowercased capitalised words that are not sentence-initial function words."""
+    names: dict[str, None] = {}
+    for raw in _NAME.findall(text):
+        word = _POSSESSIVE.sub("", raw).lower()
+        if word not in _NOT_NAMES and len(word) > 1:
+            names.setdefault(word, None)
+    return list(names)
+
+
+@lru_cache(maxsize=100_000)
+def is_dated(text: str) -> bool:
+    return bool(_TIME_WORDS.search(text))

@@ -1,0 +1,237 @@
+"""Second-stage ranking of a tenant's candidates: one linear score over a few features.
+
+The first stage (Tantivy BM25, vector search, the L0 tail) only gathers candidates. Here each
+candidate gets:
+
+- ``bm25``: Okapi BM25 with *this tenant's* document frequencies (a shared index's global idf
+  would inflate the terms that are rare overall but common in the tenant, such as its own
+  people's names);
+- ``cosine``: similarity of the query embedding to the memory's embedding;
+- ``context``: how strongly its neighbours in the timeline (the memories just before and after
+  it in the same stream) match: a reply is often only understood through what it answers;
+- ``episode``: how strongly the rest of its episode (memories of the same stream close in time,
+  e.g. one chat session) matches the query: conversations spread one topic over several turns;
+- ``time``: closeness of its valid time to a time named in the query;
+- ``dated``: it carries a time expression, when the query asks *when*;
+- ``speaker``: who said it is named in the query.
+
+Scores are normalised per query so the weights stay meaningful across tenants and queries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from memorose.retrieval.query import QueryAnalysis, is_dated
+from memorose.retrieval.text import analyze
+
+EPISODE_GAP_S = 1800.0
+
+
+@dataclass(frozen=True)
+class RankWeights:
+    """Weights of the features; bm25 is the unit."""
+
+    cosine: float = 0.15
+    context: float = 0.5
+    episode: float = 0.3
+    time: float = 0.3
+    dated: float = 0.1
+    speaker: float = 0.2
+    episode_decay: float = 0.5
+    #: Context from the memory before counts fully, from the one after by this factor;
+    #: each further step away halves it.
+    context_after: float = 0.5
+    #: Weight of each pseudo-relevance feedback term relative to a query term (0: off).
+    feedback: float = 0.3
+    k1: float = 1.2
+    b: float = 0.75
+
+
+DEFAULT_WEIGHTS = RankWeights()
+
+
+@lru_cache(maxsize=100_000)
+def term_counts(content: str) -> Counter[str]:
+    """Memories are re-ranked again and again: analyse each text once (callers never mutate)."""
+    return Counter(analyze(content))
+
+
+@dataclass
+class Candidate:
+    key: Hashable
+    result: dict[str, Any]  # the public result (memory or L0 event view)
+    stream_id: str
+    valid_from: float
+    vector: np.ndarray | None = None
+    #: (key of a neighbouring memory, signed distance in the timeline), see timeline.py.
+    neighbours: list[tuple[Hashable, int]] = field(default_factory=list)
+    features: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+    _terms: Counter[str] | None = None
+
+    @property
+    def content(self) -> str:
+        return str(self.result.get("content", ""))
+
+    @property
+    def terms(self) -> Counter[str]:
+        """Analysed terms of the content (shared, read-only)."""
+        if self._terms is None:
+            self._terms = term_counts(self.content)
+        return self._terms
+
+    @property
+    def speaker(self) -> str:
+        metadata = self.result.get("metadata") or {}
+        return str(metadata.get("speaker", "")) if isinstance(metadata, dict) else ""
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """Tenant-scoped statistics for BM25."""
+
+    docs: int
+    doc_freq: dict[str, int]
+
+
+def bm25_scores(
+    candidates: list[Candidate],
+    terms: list[str],
+    stats: CorpusStats,
+    k1: float,
+    b: float,
+    term_weights: dict[str, float] | None = None,
+) -> list[float]:
+    """Okapi BM25 of each candidate; ``term_weights`` scales terms (default 1)."""
+    docs = [c.terms for c in candidates]
+    lengths = [sum(d.values()) for d in docs]
+    avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
+    n = max(stats.docs, len(candidates))
+    idf = {}
+    for t in terms:
+        df = min(n, max(stats.doc_freq.get(t, 0), sum(1 for d in docs if t in d)))
+        idf[t] = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (term_weights or {}).get(t, 1.0)
+    out = []
+    for doc, length in zip(docs, lengths, strict=True):
+        norm = k1 * (1 - b + b * length / (avg_len or 1.0))
+        out.append(sum(idf[t] * doc[t] * (k1 + 1) / (doc[t] + norm) for t in terms if doc.get(t)))
+    return out
+
+
+def _normalised(values: list[float]) -> list[float]:
+    top = max(values, default=0.0)
+    return [v / top if top > 0 else 0.0 for v in values]
+
+
+def episodes(candidates: list[Candidate]) -> list[int]:
+    """Episode number of each candidate: same stream, no gap over ``EPISODE_GAP_S``."""
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i].stream_id, candidates[i].valid_from))
+    episode_of = [0] * len(candidates)
+    episode = 0
+    for prev, cur in itertools.pairwise(order):
+        a, c = candidates[prev], candidates[cur]
+        if a.stream_id != c.stream_id or c.valid_from - a.valid_from > EPISODE_GAP_S:
+            episode += 1
+        episode_of[cur] = episode
+    return episode_of
+
+
+def episode_scores(episode_of: list[int], base: list[float], decay: float) -> list[float]:
+    """For each candidate, the decayed sum of the best other matches of its episode."""
+    members: dict[int, list[int]] = {}
+    for i, episode in enumerate(episode_of):
+        members.setdefault(episode, []).append(i)
+    out = [0.0] * len(base)
+    for group in members.values():
+        ranked = sorted(group, key=lambda i: -base[i])
+        for i in group:
+            others = [base[j] for j in ranked if j != i][:5]
+            out[i] = sum(v * decay**rank for rank, v in enumerate(others))
+    return out
+
+
+def context_scores(candidates: list[Candidate], base: list[float], after: float) -> list[float]:
+    """Best match among a candidate's neighbours, discounted by direction and distance."""
+    by_key = {c.key: base[i] for i, c in enumerate(candidates)}
+    out = []
+    for c in candidates:
+        best = 0.0
+        for key, distance in c.neighbours:
+            weight = (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1)
+            best = max(best, weight * by_key.get(key, 0.0))
+        out.append(best)
+    return out
+
+
+def time_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list[float]:
+    """1 inside a named time range, decaying with the distance in days (7-day scale)."""
+    if not analysis.times:
+        return [0.0] * len(candidates)
+    return [
+        max(math.exp(-rng.distance_days(c.valid_from) / 7.0) for rng in analysis.times) for c in candidates
+    ]
+
+
+def speaker_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list[float]:
+    if not analysis.names:
+        return [0.0] * len(candidates)
+    names = set(analysis.names)
+    out = []
+    for c in candidates:
+        speaker_words = set(c.speaker.lower().split())
+        out.append(1.0 if speaker_words & names else 0.0)
+    return out
+
+
+def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> list[float]:
+    if query_vec is None:
+        return [0.0] * len(candidates)
+    out = []
+    for c in candidates:
+        if c.vector is None or c.vector.shape != query_vec.shape:
+            out.append(0.0)
+        else:
+            out.append(max(0.0, float(c.vector @ query_vec)))
+    return out
+
+
+def rank(
+    candidates: list[Candidate],
+    analysis: QueryAnalysis,
+    stats: CorpusStats,
+    query_vec: np.ndarray | None,
+    weights: RankWeights = DEFAULT_WEIGHTS,
+    term_weights: dict[str, float] | None = None,
+) -> list[Candidate]:
+    """Score every candidate and return them best first (ties: older first, then key).
+
+    ``term_weights`` adds weighted terms beyond the query's (feedback expansion)."""
+    if not candidates:
+        return []
+    terms = analysis.terms + [t for t in term_weights or {} if t not in analysis.terms]
+    bm25 = _normalised(bm25_scores(candidates, terms, stats, weights.k1, weights.b, term_weights))
+    episode_of = episodes(candidates)
+    features = {
+        "bm25": bm25,
+        "cosine": _normalised(cosine_scores(candidates, query_vec)),
+        "context": context_scores(candidates, bm25, weights.context_after),
+        "episode": _normalised(episode_scores(episode_of, bm25, weights.episode_decay)),
+        "time": time_scores(candidates, analysis),
+        "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
+        "speaker": speaker_scores(candidates, analysis),
+    }
+    for i, c in enumerate(candidates):
+        c.features = {name: values[i] for name, values in features.items() if values}
+        c.score = c.features["bm25"] + sum(
+            getattr(weights, name) * value for name, value in c.features.items() if name != "bm25"
+        )
+    return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))

@@ -1,0 +1,133 @@
+"""HTTP routes of the consolidation pipeline (issue 4): memory history and restore, the
+memory graph, forgetting (preview and run), rejected events, re-embedding, and the
+pipeline's per-tenant metrics. Registered by ``node.http.build_app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from memorose.consolidation.planner import Plan
+from memorose.errors import InvalidInput
+from memorose.models import validate_event_id, validate_tenant_id
+from node import validation as v
+from node.http import METRICS, SERVICE, _authorize, _body, _memory_id, _require_admin
+from node.metrics import ConsolidationLagCollector, NodeMetrics
+from node.service import NodeService
+
+
+async def memory_history(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    return web.json_response(request.app[SERVICE].memory_history(tenant_id, _memory_id(request)))
+
+
+async def restore_memory(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    return web.json_response(await request.app[SERVICE].restore_memory(tenant_id, _memory_id(request)))
+
+
+async def graph(request: web.Request) -> web.Response:
+    q = request.query
+    tenant_id = _authorize(request, q.get("tenant_id"))
+    limit = v.int_param(q.get("limit"), "limit", 500, 1, 5000)
+    return web.json_response(request.app[SERVICE].graph(tenant_id, limit))
+
+
+async def forgetting_preview(request: web.Request) -> web.Response:
+    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    return web.json_response(request.app[SERVICE].forget_preview(tenant_id))
+
+
+async def forgetting_run(request: web.Request) -> web.Response:
+    body = await _body(request, {"tenant_id"})
+    tenant_id = _authorize(request, body.get("tenant_id"))
+    return web.json_response(await request.app[SERVICE].forget_run(tenant_id))
+
+
+async def rejections(request: web.Request) -> web.Response:
+    q = request.query
+    tenant_id = _authorize(request, q.get("tenant_id"))
+    limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
+    after = q.get("after") or None
+    if after is not None:
+        validate_event_id(after)
+    items = request.app[SERVICE].rejections(tenant_id, after, limit)
+    next_after = items[-1]["event_id"] if len(items) == limit else None
+    return web.json_response({"rejected": items, "next_after": next_after})
+
+
+async def reembed(request: web.Request) -> web.Response:
+    _require_admin(request)
+    raw = await request.read()
+    body = v.require_object(v.parse_json(raw), {"tenant_id", "dry_run"}) if raw.strip() else {}
+    tenant_id = body.get("tenant_id")
+    if tenant_id is not None:
+        tenant_id = validate_tenant_id(tenant_id)
+    dry_run = v.bool_field(body, "dry_run", False)
+    return web.json_response(await request.app[SERVICE].reembed(tenant_id, dry_run))
+
+
+def parse_as_of(body: dict[str, Any]) -> float | None:
+    value = body.get("as_of")
+    if value is None:
+        return None
+    try:
+        return v.parse_timestamp(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"as_of: {exc.message}") from None
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/api/v1/memories/{memory_id}/history", memory_history)
+    app.router.add_post("/api/v1/memories/{memory_id}/restore", restore_memory)
+    app.router.add_get("/api/v1/graph", graph)
+    app.router.add_get("/api/v1/forgetting/preview", forgetting_preview)
+    app.router.add_post("/api/v1/forgetting/run", forgetting_run)
+    app.router.add_get("/api/v1/rejections", rejections)
+    app.router.add_post("/api/v1/admin/reembed", reembed)
+
+
+def install_metrics(service: NodeService, metrics: NodeMetrics) -> None:
+    """Per-tenant pipeline counters, fed by the leader's workers; lag computed at scrape."""
+    metrics.registry.register(ConsolidationLagCollector(lambda: pending_by_tenant(service)))
+    metrics.gauge(
+        "memorose_touch_dropped_total",
+        "retrieval feedback not recorded because a follower served the read",
+        lambda: float(service.touches_dropped),
+    )
+
+
+def attach_workers(service: NodeService, metrics: NodeMetrics) -> None:
+    assert service.worker is not None and service.forgetting is not None
+
+    def on_plan(tenant_id: str, events: int, plan: Plan, result: dict[str, Any]) -> None:
+        for outcome, count in plan.outcomes.items():
+            metrics.arbitration.labels(tenant_id, outcome).inc(count)
+        metrics.edges_created.labels(tenant_id).inc(result.get("edges", 0))
+        usage, provider = plan.usage, service.llm.name
+        if usage.calls:
+            metrics.llm_calls.labels(tenant_id, provider).inc(usage.calls)
+            metrics.llm_tokens.labels(tenant_id, provider, "input").inc(usage.input_tokens)
+            metrics.llm_tokens.labels(tenant_id, provider, "output").inc(usage.output_tokens)
+        for kind, count in usage.errors.items():
+            metrics.llm_errors.labels(tenant_id, provider, kind).inc(count)
+        for reason, count in usage.fallbacks.items():
+            metrics.llm_fallbacks.labels(tenant_id, reason).inc(count)
+
+    service.worker.on_plan = on_plan
+    service.forgetting.on_archived = lambda tenant_id, n: metrics.archived.labels(tenant_id).inc(n)
+
+
+def pending_by_tenant(service: NodeService) -> list[tuple[str, int, float]]:
+    now = service.clock()
+    out = []
+    for tenant_id in service.reader.tenant_ids():
+        record = service.reader.tenant_or_empty(tenant_id)
+        pending = record["next_seq"] - 1 - record["cursor"]
+        oldest = service.reader.event(tenant_id, record["cursor"] + 1) if pending > 0 else None
+        out.append((tenant_id, pending, max(0.0, now - oldest.ingested_at) if oldest else 0.0))
+    return out
+
+
+__all__ = ["METRICS", "attach_workers", "install_metrics", "parse_as_of", "register"]

@@ -1,0 +1,99 @@
+"""The gateway in front of two shards: routing by the ring, same API, isolation, status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.app import GATEWAY, build_gateway_app
+from gateway.config import GatewaySettings
+from memorose.client import AsyncMemoroseClient
+from node.runner import free_port
+from tests.conftest import ADMIN_KEY, Api, NodeStarter
+
+
+@pytest.fixture
+async def gateway(
+    start: NodeStarter, tmp_path: Any
+) -> AsyncIterator[tuple[Api, dict[str, Api], web.Application]]:
+    shards = {}
+    for name in ("s1", "s2"):
+        _, api = await start(data_dir=tmp_path / name)
+        shards[name] = api
+    port = free_port()
+    settings = GatewaySettings(
+        http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards={n: [a.url] for n, a in shards.items()}
+    )
+    app = build_gateway_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    session = aiohttp.ClientSession()
+    yield Api(f"http://127.0.0.1:{port}", session), shards, app
+    await session.close()
+    await runner.cleanup()
+
+
+async def test_tenants_land_on_the_ring_shard_and_stay_isolated(
+    gateway: tuple[Api, dict[str, Api], web.Application],
+) -> None:
+    gw, shards, app = gateway
+    ring = app[GATEWAY].ring
+    tenants = [f"tenant-{i}" for i in range(12)]
+    assert {ring.shard_for(t) for t in tenants} == {"s1", "s2"}
+    for tenant in tenants:
+        await gw.ingest(tenant, f"secret plan of {tenant}", event_id=f"{tenant}-e1")
+    for tenant in tenants:
+        owner = ring.shard_for(tenant)
+        other = "s2" if owner == "s1" else "s1"
+        _, on_owner = await shards[owner].get(f"/api/v1/status?tenant_id={tenant}")
+        _, on_other = await shards[other].get(f"/api/v1/status?tenant_id={tenant}")
+        assert on_owner["l0_events"] == 1 and on_other["l0_events"] == 0
+        hits = await gw.retrieve(tenant, "secret plan")
+        assert [h["source_event_ids"] for h in hits] == [[f"{tenant}-e1"]]
+
+    # Tenant keys are issued through the gateway by the owning shard and stay bound to it.
+    key = await gw.tenant_key("tenant-0")
+    scoped = gw.with_key(key)
+    status, _ = await scoped.get("/api/v1/status?tenant_id=tenant-0")
+    assert status == 200
+    for other in tenants[1:]:
+        status, body = await scoped.post("/api/v1/retrieve", {"tenant_id": other, "query": "secret plan"})
+        assert status in (401, 403), body  # 401 on the other shard (unknown key), 403 on the same shard
+
+
+async def test_gateway_is_transparent_to_the_sdk_and_reports_the_cluster(
+    gateway: tuple[Api, dict[str, Api], web.Application],
+) -> None:
+    gw, _, _ = gateway
+    async with AsyncMemoroseClient(gw.url, api_key=ADMIN_KEY) as client:
+        await client.ingest("sdk-tenant", "s", "Maya adopted a greyhound named Biscuit")
+        assert (await client.consolidate("sdk-tenant")).done
+        hits = await client.retrieve("sdk-tenant", "greyhound")
+        assert hits.results[0].layer == "L1"
+    status, cluster = await gw.get("/api/v1/cluster/status")
+    assert status == 200
+    assert [s["shard"] for s in cluster["shards"]] == ["s1", "s2"]
+    assert all(s["leader"] for s in cluster["shards"])
+    status, _ = await gw.with_key("nope").get("/api/v1/cluster/status")
+    assert status == 403
+    status, tenants = await gw.get("/api/v1/admin/tenants")
+    assert [t["tenant_id"] for t in tenants["tenants"]] == ["sdk-tenant"]
+    status, body = await gw.post("/api/v1/retrieve", {"query": "no tenant"})
+    assert status == 400 and body["error"]["code"] == "invalid_input"
+
+
+async def test_ingest_without_event_id_gets_one_from_the_gateway(
+    gateway: tuple[Api, dict[str, Api], web.Application],
+) -> None:
+    gw, _, _ = gateway
+    status, body = await gw.post("/api/v1/events", {"tenant_id": "t", "stream_id": "s", "content": "x"})
+    assert status == 202 and body["event_id"].startswith("ev-")
+    status, body = await gw.post(
+        "/api/v1/events/batch", {"tenant_id": "t", "events": [{"stream_id": "s", "content": "y"}]}
+    )
+    assert status == 202 and body["event_ids"][0].startswith("ev-")

@@ -1,0 +1,59 @@
+"""The storage benchmark at a tiny size, so it cannot rot: a real node subprocess, real HTTP.
+
+Asserts what the run produced (scenarios, counts, vector paths, the docs section), never
+how fast it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from memorose.bench.args import add_storage_arguments
+from memorose.bench.report import HEADING
+from memorose.bench.storage import run_storage_bench
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_storage_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.timeout(400)  # three subprocess nodes; slow when the machine is busy
+def test_tiny_storage_bench(tmp_path: Path) -> None:
+    out, docs = tmp_path / "storage.json", tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Storage node (issue 2)\n\nstale\n\n## Other\n\nkept\n")
+    args = _args(
+        "--sizes", "300", "--tenants", "5", "--queries", "20", "--single-events", "50",
+        "--ann-threshold", "200", "--out", str(out), "--docs", str(docs), "--workdir", str(tmp_path / "w"),
+    )  # fmt: skip
+
+    assert run_storage_bench(args) == 0
+
+    result = json.loads(out.read_text())
+    rows = {s["scenario"]: s for s in result["scenarios"]}
+    assert list(rows) == ["300-1tenant", "300-1tenant-exact", "300-5tenants"]
+    # 300 memories > threshold 200: the tenant is served by LanceDB, then by the matrix after
+    # the restart with a high threshold; 60 per tenant stay on the matrix.
+    assert rows["300-1tenant"]["vector_path"] == "ann"
+    assert rows["300-1tenant-exact"]["vector_path"] == "exact"
+    assert rows["300-5tenants"]["vector_path"] == "exact"
+    assert rows["300-5tenants"]["tenants"] == 5
+    for row in rows.values():
+        assert row["memories"] == 300
+        assert row["retrieve"]["queries"] == 20
+        assert 0 < row["retrieve"]["client_ms"]["p50"] <= row["retrieve"]["client_ms"]["p99"]
+        assert row["idle_rss_mib"] > 0 and row["disk_bytes_per_memory"] > 0
+        # Queries are drawn from the ingested records: most find their own source event.
+        assert row["retrieve"]["source_in_top10"] > 0.5
+    assert result["ingest_single"]["events"] == 50
+    assert rows["300-1tenant"]["ingest_batch"]["events"] == 300
+
+    text = docs.read_text()
+    assert text.count(HEADING) == 1 and "stale" not in text
+    assert "## Other\n\nkept" in text and "300-1tenant-exact" in text
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
