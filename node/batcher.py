@@ -75,4 +75,4 @@ class IngestBatcher:
             if answers is None:
                 future.set_exception(RuntimeError(f"ingest failed: {result.get('error')}"))
             else:
-                future.set_result(answers[i])
+                future.set_result(answers[i])  # a list of per-event answers, or a refusal dict
