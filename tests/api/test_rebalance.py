@@ -49,7 +49,10 @@ async def test_adding_a_shard_moves_only_predicted_tenants_and_loses_nothing(clu
     gw: Api = cluster["gateway"]
     old, new = cluster["old"], cluster["new"]
     for tenant in TENANTS:
-        events = [{"stream_id": "s", "content": f"{tenant} fact {i}", "event_id": f"{tenant}-{i}"} for i in range(30)]
+        events = [
+            {"stream_id": "s", "content": f"{tenant} fact {i}", "event_id": f"{tenant}-{i}"}
+            for i in range(30)
+        ]
         status, _ = await gw.post("/api/v1/events/batch", {"tenant_id": tenant, "events": events})
         assert status == 202
     key = await gw.tenant_key(TENANTS[0])
@@ -68,7 +71,8 @@ async def test_adding_a_shard_moves_only_predicted_tenants_and_loses_nothing(clu
         while not stop.is_set():
             event_id = f"{tenant}-live-{i}"
             status, _ = await gw.post(
-                "/api/v1/events", {"tenant_id": tenant, "stream_id": "s", "content": f"live {i}", "event_id": event_id}
+                "/api/v1/events",
+                {"tenant_id": tenant, "stream_id": "s", "content": f"live {i}", "event_id": event_id},
             )
             if status == 202:
                 acked[tenant].add(event_id)
