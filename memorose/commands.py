@@ -25,9 +25,22 @@ TOUCH = "touch"
 FORGET = "forget"
 RESTORE = "restore"
 REEMBED = "reembed"
+TENANT_STATE = "tenant_state"
 
 KNOWN_TYPES = frozenset(
-    {INGEST, CONSOLIDATE, DELETE_MEMORY, DELETE_TENANT, ISSUE_KEY, NOOP, TOUCH, FORGET, RESTORE, REEMBED}
+    {
+        INGEST,
+        CONSOLIDATE,
+        DELETE_MEMORY,
+        DELETE_TENANT,
+        ISSUE_KEY,
+        NOOP,
+        TOUCH,
+        FORGET,
+        RESTORE,
+        REEMBED,
+        TENANT_STATE,
+    }
 )
 
 
@@ -167,3 +180,22 @@ def issue_key(tenant_id: str, key_hash: str, key_id: str, created_at: float) -> 
 def noop() -> dict[str, Any]:
     """A barrier: once applied, every earlier entry is applied too (linearizable reads)."""
     return {"type": NOOP}
+
+
+#: Tenant states: ``active`` (normal), ``frozen`` (writes refused while a move copies the last
+#: events), ``moved`` (the tenant lives on the shard whose node URLs are in ``moved_to``).
+TENANT_STATES = frozenset({"active", "frozen", "moved"})
+
+
+def tenant_state(
+    tenant_id: str, state: str, moved_to: list[str] | None = None, purge: bool = False
+) -> dict[str, Any]:
+    """Change a tenant's state; with ``purge`` (only for ``moved``) its data and keys are
+    deleted and only a tombstone pointing at ``moved_to`` remains."""
+    return {
+        "type": TENANT_STATE,
+        "tenant_id": tenant_id,
+        "state": state,
+        "moved_to": moved_to or [],
+        "purge": purge,
+    }
