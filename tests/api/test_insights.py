@@ -89,7 +89,7 @@ async def setup(start: NodeStarter) -> tuple[Api, dict[str, set[str]], set[str]]
     await api.consolidate("t1")
     await api.consolidate("t2")
     topics = await memories_by_topic(api, "t1", topic_of)
-    status, body = await api.get("/api/v1/memories?tenant_id=t2")
+    _, body = await api.get("/api/v1/memories?tenant_id=t2")
     return api, topics, {m["id"] for m in body["memories"]}
 
 
@@ -149,7 +149,7 @@ async def test_a_pass_over_an_unchanged_graph_proposes_nothing(start: NodeStarte
     api, _, _ = await setup(start)
     await refresh(api, "t1")
     before = await insights(api, "t1")
-    status, cluster = await api.get("/api/v1/cluster/status")
+    _, cluster = await api.get("/api/v1/cluster/status")
     again = await refresh(api, "t1")
     assert again["proposed"] is False and again["changed"] is False
     _, cluster_after = await api.get("/api/v1/cluster/status")
