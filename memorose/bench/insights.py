@@ -175,6 +175,7 @@ def run_size(n: int, seed: int) -> dict[str, Any]:
         **shape,
         "graph_edges": analysis.edges,
         **{k: round(v, 3) for k, v in timings.items()},
+        **{f"{k}_s": round(v, 3) for k, v in analysis.timings.items()},
         "pass_s": round(sum(timings.values()), 3),
         "communities": len(sizes),
         "insights": result.get("insights"),

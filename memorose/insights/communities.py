@@ -9,6 +9,7 @@ PageRank: the memories the rest of the community points at.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import community as louvain
@@ -48,6 +49,8 @@ class Analysis:
     centrality: dict[str, float]
     #: Weighted degree (sum of edge weights).
     strength: dict[str, float] = field(default_factory=dict)
+    #: Seconds spent in each step (louvain, pagerank, centrality): for benchmarks.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def insight_communities(self, min_size: int) -> list[Community]:
         return [c for c in self.communities if c.size >= min_size]
@@ -67,8 +70,12 @@ def analyze(projection: Projection, resolution: float = 1.0, seed: int = 42) -> 
 def _analyze(graph: nx.Graph, generation: int, resolution: float, seed: int) -> Analysis:
     if graph.number_of_nodes() == 0:
         return Analysis(generation, 0, 0, 0.0, [], {}, {}, {})
+    clock = time.perf_counter()
     raw = louvain.best_partition(graph, weight="weight", resolution=resolution, random_state=seed)
+    timings = {"louvain": time.perf_counter() - clock}
+    clock = time.perf_counter()
     pagerank = nx.pagerank(graph, weight="weight") if graph.number_of_edges() else _uniform(graph)
+    timings["pagerank"] = time.perf_counter() - clock
     groups: dict[int, list[str]] = {}
     for memory_id, label in raw.items():
         groups.setdefault(label, []).append(memory_id)
@@ -81,6 +88,10 @@ def _analyze(graph: nx.Graph, generation: int, resolution: float, seed: int) -> 
         mass = sum(pagerank[m] for m in members)
         communities.append(Community(index, tuple(members), mass, _density(graph, members)))
     modularity = louvain.modularity(raw, graph, weight="weight") if graph.number_of_edges() else 0.0
+    clock = time.perf_counter()
+    centrality = nx.degree_centrality(graph)
+    strength = {str(n): float(d) for n, d in graph.degree(weight="weight")}
+    timings["centrality"] = time.perf_counter() - clock
     return Analysis(
         generation,
         graph.number_of_nodes(),
@@ -89,8 +100,9 @@ def _analyze(graph: nx.Graph, generation: int, resolution: float, seed: int) -> 
         communities,
         partition,
         pagerank,
-        nx.degree_centrality(graph),
-        {str(n): float(d) for n, d in graph.degree(weight="weight")},
+        centrality,
+        strength,
+        timings,
     )
 
 

@@ -95,11 +95,16 @@ def project(reader: StateReader, tenant_id: str) -> Projection:
 
 
 class ProjectionCache:
-    """The latest projection of the most recently used tenants, keyed by generation."""
+    """The latest projection of the most recently used tenants, keyed by generation.
 
-    def __init__(self, reader: StateReader, max_tenants: int = 8) -> None:
+    Bounded by tenants and by memories in all (a 100K-memory graph with its analysis holds
+    a few hundred MB): the least recently used go first, the newest always stays.
+    """
+
+    def __init__(self, reader: StateReader, max_tenants: int = 8, max_nodes: int = 200_000) -> None:
         self.reader = reader
         self.max_tenants = max_tenants
+        self.max_nodes = max_nodes
         self._items: OrderedDict[str, Projection] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -118,7 +123,10 @@ class ProjectionCache:
         with self._lock:
             self._items[tenant_id] = projection
             self._items.move_to_end(tenant_id)
-            while len(self._items) > self.max_tenants:
+            while len(self._items) > 1 and (
+                len(self._items) > self.max_tenants
+                or sum(len(p.nodes) for p in self._items.values()) > self.max_nodes
+            ):
                 self._items.popitem(last=False)
         return projection
 

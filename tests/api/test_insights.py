@@ -207,3 +207,25 @@ async def test_refresh_validates_its_body(start: NodeStarter) -> None:
     assert status == 202 and body["done"] is False
     status, body = await api.get("/api/v1/insights?tenant_id=bad/id")
     assert status == 400
+
+
+async def test_the_sdk_reads_insights_and_l2_results(start: NodeStarter) -> None:
+    import asyncio
+
+    from memorose.client import MemoroseClient
+    from tests.conftest import ADMIN_KEY
+
+    api, topics, _ = await setup(start)
+    await refresh(api, "t1")
+
+    def scenario() -> None:
+        with MemoroseClient(api.url, api_key=ADMIN_KEY) as client:
+            found = client.get_insights("t1", "chat")
+            assert groups(i["member_ids"] for i in found) == groups(topics.values())
+            assert client.get_insights("t1", "other-stream") == []
+            results = client.retrieve("t1", "tomatoes in the garden", top_k=3, include_insights=True)
+            first = results.results[0]
+            assert first.layer == "L2" and set(first.extra["member_ids"]) == topics["garden"]
+            assert first.content == first.extra["summary"]
+
+    await asyncio.to_thread(scenario)

@@ -284,3 +284,17 @@ def test_c_tf_idf_prefers_terms_distinctive_of_a_community() -> None:
     terms = distinctive_terms([["a0", "a1"], ["b0", "b1"]], nodes)
     assert terms[0][0] == "puppy" and terms[1][0] == "sunsets"
     assert "Caroline" not in terms[0] + terms[1]  # the speaker prefix is not a topic
+
+
+def test_projection_cache_is_bounded_by_memories(tmp_path: Path) -> None:
+    replicas = Replicas(tmp_path)
+    try:
+        replicas.apply(topic_graph("t1")[0])
+        replicas.apply(topic_graph("t2")[0])
+        cache = ProjectionCache(replicas.reader, max_nodes=20)  # one 15-memory tenant fits
+        first = cache.get("t1")
+        cache.get("t2")
+        assert cache.get("t2") is not None and cache.hits == 1
+        assert cache.get("t1") is not first  # evicted by t2, projected again
+    finally:
+        replicas.close()
