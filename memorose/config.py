@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -135,20 +135,32 @@ class EmbeddingSettings(_Section):
 class IndexSettings(_Section):
     #: Tenants with more active memories than this are searched through a LanceDB ANN
     #: index instead of an exact in-memory matrix.
-    ann_threshold: int = Field(50_000, ge=1)
+    ann_threshold: int = Field(200_000, ge=1)
     embedding_dim: int = Field(384, ge=8, le=4096)
 
 
 class RaftSettings(_Section):
-    """PySyncObj tuning. Defaults give millisecond acks on loopback (see docs/replication.md)."""
+    """PySyncObj tuning and durability. Defaults give millisecond acks on loopback while
+    elections stay stable on a loaded 2-core machine (see docs/replication.md)."""
 
     append_entries_period: float = Field(0.01, gt=0)
     min_timeout: float = Field(1.0, gt=0)
     max_timeout: float = Field(2.0, gt=0)
     tick_period: float = Field(0.005, gt=0)
+    #: A leader that has heard from no majority for this long steps down (PySyncObj's
+    #: default is 30 s, during which a cut-off leader would keep answering "leader" reads).
+    leader_fallback_timeout: float = Field(1.0, gt=0)
+    #: Pause between reconnection attempts to a peer (PySyncObj's default is 5 s).
+    connection_retry_time: float = Field(0.5, ge=0)
     log_compaction_min_entries: int = Field(20_000, ge=2)
     log_compaction_min_time: float = Field(600.0, gt=0)
     commit_timeout_secs: float = Field(10.0, gt=0)
+    #: fsync the Raft journal before a node acknowledges entries to the leader (and the
+    #: leader before it counts itself): an acknowledged write is on disk on a majority.
+    fsync_journal: bool = True
+    #: fsync every RocksDB write at apply (the journal already makes acks durable; this
+    #: only shortens the replay after a power loss). See docs/durability.md.
+    sync_apply: bool = False
 
 
 class LimitSettings(_Section):
@@ -177,6 +189,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     http: str = "127.0.0.1:8080"
     raft: str = "127.0.0.1:8081"
+    #: The Raft address peers know this node by, if it differs from the bind address
+    #: ``raft`` (NAT, a proxy in front of the port). It is the node's Raft identity.
+    raft_advertise: str | None = None
     #: Other members, each "RAFTHOST:RAFTPORT=http://HTTPHOST:HTTPPORT".
     peers: list[str] = Field(default_factory=list)
     admin_key: str | None = None
@@ -190,10 +205,22 @@ class Settings(BaseSettings):
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
 
-    @field_validator("http", "raft")
+    @field_validator("http", "raft", "raft_advertise")
     @classmethod
-    def _hostport(cls, value: str, info: Any) -> str:
-        return _parse_hostport(value, info.field_name)
+    def _hostport(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _parse_hostport(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _cluster(self) -> Settings:
+        if self.peers and not self.raft_password:
+            raise ValueError(
+                "raft_password (MEMOROSE_RAFT_PASSWORD) is required when the node has peers; "
+                "every member of the shard must use the same one"
+            )
+        own = self.raft_address
+        if own in self.peer_map():
+            raise ValueError(f"peers must not include this node's own Raft address {own}")
+        return self
 
     @field_validator("node_id")
     @classmethod
@@ -219,6 +246,11 @@ class Settings(BaseSettings):
     @property
     def http_port(self) -> int:
         return int(self.http.rpartition(":")[2])
+
+    @property
+    def raft_address(self) -> str:
+        """This node's Raft identity: the advertised address, else the bind address."""
+        return self.raft_advertise or self.raft
 
     def google_api_key(self) -> str | None:
         """The Gemini key: ``[llm] api_key``, else GOOGLE_API_KEY / GEMINI_API_KEY."""

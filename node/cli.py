@@ -15,12 +15,18 @@ from node.runner import RunningNode, serve_forever
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    up = sub.add_parser("up", help="start a single node in the foreground on embedded defaults")
+    up = sub.add_parser("up", help="start a local node (or a local N-node shard) in the foreground")
     up.add_argument("--data-dir", default="./data")
     up.add_argument("--port", type=int, default=8080, help="HTTP port (Raft uses PORT+1 unless --raft)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--raft", default=None, help="Raft HOST:PORT")
     up.add_argument("--config", default=None, help="TOML config file")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="start a local shard of N nodes as subprocesses (node i: HTTP PORT+2i, Raft PORT+2i+1)",
+    )
     up.set_defaults(func=cmd_up)
 
     node = sub.add_parser("node", help="start a node from flags and/or a config file")
@@ -29,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     node.add_argument("--data-dir")
     node.add_argument("--http", help="HOST:PORT for the HTTP API")
     node.add_argument("--raft", help="HOST:PORT for Raft (bind address)")
+    node.add_argument("--raft-advertise", help="HOST:PORT peers know this node by, if not --raft")
     node.add_argument("--peer", action="append", default=None, help="RAFTHOST:PORT=http://HOST:PORT (repeat)")
     node.set_defaults(func=cmd_node)
 
@@ -87,6 +94,10 @@ def _print_ready(node: RunningNode) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.nodes > 1:
+        from node.local_cluster import run_local_cluster
+
+        return run_local_cluster(args)
     raft = args.raft or f"{args.host}:{args.port + 1}"
     settings = load_settings(args.config, data_dir=args.data_dir, http=f"{args.host}:{args.port}", raft=raft)
     asyncio.run(serve_forever(settings, _print_ready))
@@ -100,6 +111,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         http=args.http,
         raft=args.raft,
+        raft_advertise=args.raft_advertise,
         peers=args.peer,
     )
     asyncio.run(serve_forever(settings, _print_ready))

@@ -22,6 +22,7 @@ from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
 from node.metrics import NodeMetrics
 from node.proposer import NotLeader
+from node.raft_metrics import add_raft_metrics
 from node.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def error_response(
 
 def _leader_redirect(request: web.Request, exc: NotLeader) -> web.Response:
     service = request.app[SERVICE]
-    url = service.settings.peer_map().get(exc.leader or "")
+    url = exc.url or service.settings.peer_map().get(exc.leader or "")
     if url is None:
         return error_response(503, "no_leader", "no leader is known yet; retry", {"Retry-After": "1"})
     return web.Response(
@@ -179,6 +180,7 @@ async def list_events(request: web.Request) -> web.Response:
     stream_id = _optional_stream(q.get("stream_id"))
     after = v.int_param(q.get("after"), "after", 0, 0, 2**62)
     limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
+    await _read_barrier(request)
     events = request.app[SERVICE].events(tenant_id, stream_id, after, limit)
     next_after = events[-1].seq if len(events) == limit else None
     return web.json_response({"events": [event_public(e) for e in events], "next_after": next_after})
@@ -190,9 +192,7 @@ async def retrieve(request: web.Request) -> web.Response:
     body = await _body(request, RETRIEVE_FIELDS)
     tenant_id = _authorize(request, body.get("tenant_id"))
     query = v.validate_text("query", v.required(body, "query"), max_chars=4000)
-    consistency = body.get("consistency", "eventual")
-    if consistency not in ("eventual", "leader", "linearizable"):
-        raise InvalidInput("consistency must be eventual, leader or linearizable")
+    consistency = _consistency(body.get("consistency"))
     req = RetrieveRequest(
         tenant_id=tenant_id,
         query=query,
@@ -203,7 +203,24 @@ async def retrieve(request: web.Request) -> web.Response:
         as_of=_pipeline().parse_as_of(body),
         include_insights=v.bool_field(body, "include_insights", False),
     )
+    await service.read_barrier(consistency)
+    if consistency == "linearizable":
+        await service.wait_indexed()
     return web.json_response(await service.retrieve(req))
+
+
+def _consistency(value: Any) -> str:
+    """eventual (default, this replica) | leader | linearizable (docs/replication.md)."""
+    if value is None or value == "":
+        return "eventual"
+    if value not in ("eventual", "leader", "linearizable"):
+        raise InvalidInput("consistency must be eventual, leader or linearizable")
+    return str(value)
+
+
+async def _read_barrier(request: web.Request) -> None:
+    """Honour ``?consistency=`` on GET reads."""
+    await request.app[SERVICE].read_barrier(_consistency(request.query.get("consistency")))
 
 
 # -- memories -------------------------------------------------------------------------------
@@ -215,6 +232,7 @@ async def list_memories(request: web.Request) -> web.Response:
     cursor = q.get("cursor") or None
     if cursor is not None:
         validate_memory_id(cursor)
+    await _read_barrier(request)
     memories = request.app[SERVICE].memories(tenant_id, stream_id, limit, cursor)
     next_cursor = memories[-1].memory_id if len(memories) == limit else None
     return web.json_response({"memories": [m.public() for m in memories], "next_cursor": next_cursor})
@@ -229,7 +247,9 @@ def _memory_id(request: web.Request) -> str:
 
 async def get_memory(request: web.Request) -> web.Response:
     tenant_id = _authorize(request, request.query.get("tenant_id"))
-    memory = request.app[SERVICE].memory(tenant_id, _memory_id(request))
+    memory_id = _memory_id(request)
+    await _read_barrier(request)
+    memory = request.app[SERVICE].memory(tenant_id, memory_id)
     return web.json_response(memory.public())
 
 
@@ -253,6 +273,7 @@ async def consolidate(request: web.Request) -> web.Response:
 
 async def tenant_status(request: web.Request) -> web.Response:
     tenant_id = _authorize(request, request.query.get("tenant_id"))
+    await _read_barrier(request)
     return web.json_response(request.app[SERVICE].tenant_status(tenant_id))
 
 
@@ -275,6 +296,41 @@ async def delete_tenant(request: web.Request) -> web.Response:
     tenant_id = v.tenant(request.match_info["tenant_id"])
     existed = await request.app[SERVICE].delete_tenant(tenant_id)
     return web.json_response({"deleted": True, "tenant_id": tenant_id, "existed": existed})
+
+
+async def digest(request: web.Request) -> web.Response:
+    """Hash of a tenant's replicated state at this node's applied index (compare replicas)."""
+    _require_admin(request)
+    tenant_id = v.tenant(request.query.get("tenant_id"))
+    await _read_barrier(request)
+    service = request.app[SERVICE]
+    return web.json_response(await service.run_read(service.digest, tenant_id))
+
+
+async def add_member(request: web.Request) -> web.Response:
+    """Add a voting member (on the leader; one change at a time). docs/replication.md."""
+    _require_admin(request)
+    body = await _body(request, {"raft_address", "url"})
+    address = _hostport(v.required(body, "raft_address"))
+    url = v.required(body, "url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 300:
+        raise InvalidInput("url must be the member's http(s):// base URL")
+    return web.json_response(await request.app[SERVICE].add_member(address, url.rstrip("/")))
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    _require_admin(request)
+    address = _hostport(request.match_info["raft_address"])
+    return web.json_response(await request.app[SERVICE].remove_member(address))
+
+
+def _hostport(value: Any) -> str:
+    host, sep, port = str(value).rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not host or len(value) > 255 or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput("raft_address must be HOST:PORT")
+    if not all(c.isalnum() or c in ".-_[]:" for c in host):
+        raise InvalidInput("raft_address has an invalid host")
+    return str(value)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -326,6 +382,9 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_post("/api/v1/admin/tenants/{tenant_id}/keys", issue_key)
     app.router.add_delete("/api/v1/tenants/{tenant_id}", delete_tenant)
     app.router.add_post("/api/v1/admin/reindex", reindex)
+    app.router.add_get("/api/v1/admin/digest", digest)
+    app.router.add_post("/api/v1/admin/cluster/members", add_member)
+    app.router.add_delete("/api/v1/admin/cluster/members/{raft_address}", remove_member)
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -391,6 +450,7 @@ def node_metrics(service: NodeService) -> NodeMetrics:
     m.gauge("memorose_raft_applied_index", "last Raft index applied", service.store.applied_index)
     m.gauge("memorose_index_position", "last Raft index searchable", lambda: service.indexer.position)
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
+    add_raft_metrics(m, service)
     _pipeline().install_metrics(service, m)
     _insights().install_metrics(service, m)
     return m

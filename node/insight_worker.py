@@ -28,7 +28,7 @@ from memorose.models import iso
 from memorose.providers.llm.base import LLMProvider
 from memorose.retrieval.insights import public
 from memorose.storage.reader import StateReader
-from node.proposer import NotLeader, Proposer
+from node.proposer import Proposer
 
 if TYPE_CHECKING:
     from node.service import NodeService
@@ -203,10 +203,10 @@ class Insights:
 
     async def refresh(self, tenant_id: str, wait: bool, timeout: float = 600.0) -> dict[str, Any]:
         s = self.service
-        if self.worker is None or s.raft is None:
+        if self.worker is None or s.proposer is None:
             raise Unavailable("node is starting")
         if not s.is_leader():
-            raise NotLeader(s.raft.leader_address())
+            raise s.proposer.not_leader()
         if not wait:
             self.worker.trigger(tenant_id, force=True)
             return {"tenant_id": tenant_id, "done": False}

@@ -1,35 +1,76 @@
 """The node's Raft object. Every write, even on a one-node cluster, goes through ``apply``.
 
 One ``@replicated`` method takes opaque bytes (a versioned command) so that adding command
-types never renumbers PySyncObj's method ids. Snapshots are a RocksDB checkpoint packed in
-a tar file by the custom serializer; the deserializer installs one only when it is ahead of
-the live database (snapshot install from the leader), so a local restart keeps RocksDB and
-just replays the journal tail, which the state machine skips up to its applied index.
+types never renumbers PySyncObj's method ids.
+
+Snapshots are a RocksDB checkpoint packed in a tar file by the custom serializer. Taking the
+checkpoint is quick (a flush and hard links) and happens on the tick thread, so it is
+consistent with the applied index; packing the tar (a full copy of the database) happens on
+a background thread reported through PySyncObj's ``serializeChecker``, so log compaction
+never stalls heartbeats. The deserializer installs a snapshot only when it is ahead of the
+live database (snapshot install from the leader), so a local restart keeps RocksDB and just
+replays the journal tail, which the state machine skips up to its applied index.
+
+PySyncObj's own journal is an mmap'd file it never fsyncs; the node uses ``DurableJournal``
+(node/journal.py) instead. With ``fsync_journal`` the transport below fsyncs new entries
+before this node tells anyone about them, and the leader fsyncs before its next commit
+decision: an acknowledged write is then on disk on a majority (docs/durability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pysyncobj.syncobj as _pysyncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore
+from node.journal import DurableJournal
+from node.pysyncobj_fixes import AppendEntriesFix
 
 log = logging.getLogger(__name__)
 
+JOURNAL_NAME = "raft-log"
+_pysyncobj_create_journal = _pysyncobj_module.createJournal
+
+
+def _create_journal(path: str | None) -> Any:
+    """PySyncObj builds its journal through this module-level factory; ours is recognised by
+    its file name, anything else (raw PySyncObj users in the same process) is untouched."""
+    if path is not None and Path(path).name == JOURNAL_NAME:
+        return DurableJournal(path)
+    return _pysyncobj_create_journal(path)
+
+
+_pysyncobj_module.createJournal = _create_journal
+
+# PySyncObj logs CRITICAL whenever a leader re-sends entries a follower already applied,
+# although it then appends the very same entries; DurableJournal detects the case that
+# matters (an applied entry replaced by a DIFFERENT one) and RaftNode reports that instead.
+logging.getLogger("pysyncobj.syncobj").addFilter(
+    lambda record: not str(record.msg).startswith("truncating already-applied")
+)
+
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+LEADER = 2
+CANDIDATE = 1
 _META = "snapshot-meta.json"
 _DB_DIR = "db"
 
@@ -37,79 +78,226 @@ _DB_DIR = "db"
 def build_conf(
     tuning: RaftSettings,
     raft_dir: Path,
+    bind_address: str,
     password: str | None,
     serializer: Callable[[str, Any], None],
     deserializer: Callable[[str], Any],
+    serialize_checker: Callable[[], int],
     on_state_changed: Callable[[int, int], None] | None = None,
 ) -> SyncObjConf:
     return SyncObjConf(
         password=password,
-        journalFile=str(raft_dir / "journal"),
+        bindAddress=bind_address,  # never 0.0.0.0 (PySyncObj's default for a host:port self node)
+        journalFile=str(raft_dir / JOURNAL_NAME),
         fullDumpFile=str(raft_dir / "dump"),
         serializer=serializer,
         deserializer=deserializer,
+        serializeChecker=serialize_checker,
         appendEntriesUseBatch=False,  # send at once; the HTTP batcher already groups writes
         appendEntriesPeriod=tuning.append_entries_period,
         raftMinTimeout=tuning.min_timeout,
         raftMaxTimeout=tuning.max_timeout,
         autoTickPeriod=tuning.tick_period,
         connectionTimeout=max(3.5, tuning.max_timeout),
+        connectionRetryTime=tuning.connection_retry_time,
+        leaderFallbackTimeout=max(tuning.leader_fallback_timeout, tuning.append_entries_period * 2),
         logCompactionMinEntries=tuning.log_compaction_min_entries,
         logCompactionMinTime=tuning.log_compaction_min_time,
+        logCompactionBatchSize=1 << 20,
         dynamicMembershipChange=True,
         commandsWaitLeader=False,
         onStateChanged=on_state_changed,
     )
 
 
-class RaftNode(SyncObj):  # type: ignore[misc]
+class SyncingTransport(TCPTransport):  # type: ignore[misc]
+    """TCP transport that makes new journal entries durable before this node vouches for
+    them. A follower's acknowledgement (``next_node_idx``) leaves only after the fsync. The
+    leader ships ``append_entries`` first and fsyncs right after, so its own fsync overlaps
+    the followers'; it always completes before the leader's next commit decision, which
+    happens in a later tick."""
+
+    def send(self, node: Any, message: Any) -> bool:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            sent = bool(super().send(node, message))
+            self._syncObj.sync_journal()
+            return sent
+        self._syncObj.sync_journal()
+        return bool(super().send(node, message))
+
+
+class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
     def __init__(
         self,
         self_address: str,
-        partners: list[str],
+        partners: dict[str, str],
         store: RocksStore,
         tuning: RaftSettings,
         raft_dir: Path,
         password: str | None,
+        *,
+        bind_address: str | None = None,
+        self_url: str | None = None,
         on_snapshot_installed: Callable[[], None] | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
     ) -> None:
         raft_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.machine = StateMachine(store)
+        self.raft_dir = raft_dir
+        self.tuning = tuning
+        self.self_url = self_url
         self._self_address = self_address
         self._on_snapshot_installed = on_snapshot_installed
+        self._on_state_changed = on_state_changed
+        # snapshots: the lock orders installs against background packing; gen invalidates it
         self._snapshot_lock = threading.Lock()
-        conf = build_conf(tuning, raft_dir, password, self._serialize, self._deserialize, on_state_changed)
-        super().__init__(self_address, partners, conf)
+        self._snapshot_gen = 0
+        self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self.snapshot_stats: dict[str, float] = {
+            "taken": 0,
+            "installed": 0,
+            "last_tick_block_ms": 0.0,
+            "last_pack_ms": 0.0,
+        }
+        #: Pack the snapshot on the tick thread, as a plain serializer would (benchmarks only).
+        self.pack_inline = False
+        # durability
+        self._fsync = tuning.fsync_journal
+        self.fsyncs = 0
+        self.fsync_max_s = 0.0
+        self._last_tick = time.perf_counter()
+        self.max_tick_gap_s = 0.0
+        self.long_ticks = 0
+        # observability
+        self.elections = 0
+        self.leader_changes = 0
+        conf = build_conf(
+            tuning,
+            raft_dir,
+            bind_address or self_address,
+            password,
+            self._serialize,
+            self._deserialize,
+            self._serialize_checker,
+            self._state_changed,
+        )
+        others = [TCPNode(addr, url=url) for addr, url in partners.items()]
+        super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
+        self._SyncObj__raftLog.on_conflict = self._on_log_conflict
+        self.addOnTickCallback(self._on_tick)
+
+    def _on_log_conflict(self, index: int) -> None:
+        if index <= self.raftLastApplied:
+            log.critical("applied Raft entry %d replaced by a different one: this replica diverged", index)
+
+    def _on_tick(self) -> None:
+        """After every tick: make new entries durable, and watch for tick-thread stalls
+        (a stall longer than the election timeout costs an election)."""
+        self.sync_journal()
+        now = time.perf_counter()
+        gap = now - self._last_tick
+        self._last_tick = now
+        if gap > self.max_tick_gap_s:
+            self.max_tick_gap_s = gap
+        if gap > 0.5:
+            self.long_ticks += 1
+            log.warning("Raft tick thread stalled for %.0f ms (GIL, CPU or disk starvation)", gap * 1000)
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
         """The single replicated entry point. Runs on PySyncObj's tick thread."""
         return self.machine.apply(payload, self.raftLastApplied + 1)
 
+    # -- durability ----------------------------------------------------------------------
+    def sync_journal(self) -> None:
+        """fsync entries appended since the last sync. Tick thread; free when nothing is new.
+        (Term and vote are synced by the journal itself before they are used.)"""
+        started = time.perf_counter()
+        if self._SyncObj__raftLog.sync(fsync=self._fsync):
+            took = time.perf_counter() - started
+            self.fsync_max_s = max(self.fsync_max_s, took)
+            if took > 0.2:
+                log.warning("journal fsync took %.0f ms: the disk is stalling heartbeats", took * 1000)
+            self.fsyncs += 1
+
     # -- snapshots -----------------------------------------------------------------------
     def _serialize(self, filename: str, data: Any) -> None:
-        """data = (last applied entry, the entry before it, cluster members)."""
+        """data = (last applied entry, the entry before it, cluster members). Tick thread."""
+        started = time.perf_counter()
         last, prev, cluster = data
         meta = {
             "last": [last[0].hex(), last[1], last[2]],
             "prev": [prev[0].hex(), prev[1], prev[2]],
-            "cluster": sorted(str(n) for n in cluster),
+            "cluster": sorted(
+                ([str(n), getattr(n, "url", None)] for n in cluster),
+                key=lambda item: str(item[0]),
+            ),
             "applied_index": self.store.applied_index(),
         }
-        with tempfile.TemporaryDirectory(dir=Path(filename).parent) as tmp:
-            checkpoint = Path(tmp) / _DB_DIR
-            self.store.checkpoint(checkpoint)
-            with tarfile.open(filename, "w") as tar:
+        with self._snapshot_lock:
+            stage = Path(tempfile.mkdtemp(prefix="snapshot-", dir=self.raft_dir))
+            try:
+                self.store.checkpoint(stage / _DB_DIR)
+            except Exception:
+                shutil.rmtree(stage, ignore_errors=True)
+                log.exception("RocksDB checkpoint failed; log compaction skipped")
+                self._serialize_state = SERIALIZER_STATE.FAILED
+                return
+            self._serialize_state = SERIALIZER_STATE.SERIALIZING
+            gen = self._snapshot_gen
+        if self.pack_inline:
+            self._pack(stage, meta, gen)
+        else:
+            threading.Thread(
+                target=self._pack, args=(stage, meta, gen), name="raft-snapshot", daemon=True
+            ).start()
+        self.snapshot_stats["last_tick_block_ms"] = (time.perf_counter() - started) * 1000
+        # PySyncObj renames ``filename`` onto the dump next; leaving it absent keeps the
+        # previous dump in place until the background thread has a complete one.
+
+    def _pack(self, stage: Path, meta: dict[str, Any], gen: int) -> None:
+        dump = self.raft_dir / "dump"
+        partial = self.raft_dir / "dump.packing"
+        state = SERIALIZER_STATE.FAILED
+        started = time.perf_counter()
+        try:
+            with tarfile.open(partial, "w") as tar:
                 encoded = json.dumps(meta).encode()
                 info = tarfile.TarInfo(_META)
                 info.size = len(encoded)
                 tar.addfile(info, io.BytesIO(encoded))
-                tar.add(checkpoint, arcname=_DB_DIR)
+                tar.add(stage / _DB_DIR, arcname=_DB_DIR)
+            _fsync_file(partial)
+            with self._snapshot_lock:
+                if gen == self._snapshot_gen:
+                    os.replace(partial, dump)
+                    _fsync_dir(self.raft_dir)
+                    state = SERIALIZER_STATE.SUCCESS
+                    self.snapshot_stats["taken"] += 1
+                    self.snapshot_stats["last_pack_ms"] = (time.perf_counter() - started) * 1000
+                    log.info("snapshot at applied index %d written", meta["applied_index"])
+        except Exception:
+            log.exception("writing the snapshot failed; log compaction will retry")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            shutil.rmtree(stage, ignore_errors=True)
+            with self._snapshot_lock:
+                self._serialize_state = state
+
+    def _serialize_checker(self) -> int:
+        """PySyncObj polls this every tick; SUCCESS or FAILED is reported exactly once."""
+        with self._snapshot_lock:
+            state = self._serialize_state
+            if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+                self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
+            return state
 
     def _deserialize(self, filename: str) -> tuple[Any, Any, Any]:
+        """Load the dump (at start) or a snapshot received from the leader. Tick thread."""
         with self._snapshot_lock, tarfile.open(filename, "r") as tar:
+            self._snapshot_gen += 1  # a dump being packed is now stale
             member = tar.extractfile(_META)
             assert member is not None
             meta = json.loads(member.read())
@@ -117,7 +305,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 self._install(tar, Path(filename).parent)
         last = (bytes.fromhex(meta["last"][0]), meta["last"][1], meta["last"][2])
         prev = (bytes.fromhex(meta["prev"][0]), meta["prev"][1], meta["prev"][2])
-        cluster = [TCPNode(address) for address in meta["cluster"]]
+        cluster = [_node(item) for item in meta["cluster"]]
+        # Installing can take longer than an election timeout: do not let the time spent
+        # here start an election as soon as the tick loop resumes.
+        self._SyncObj__raftElectionDeadline = time.monotonic() + self.tuning.max_timeout
         return last, prev, cluster
 
     def _install(self, tar: tarfile.TarFile, work_dir: Path) -> None:
@@ -127,14 +318,82 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self.store.swap(target / _DB_DIR)
         finally:
             shutil.rmtree(target, ignore_errors=True)
+        self.snapshot_stats["installed"] += 1
         log.info("installed snapshot at applied index %d", self.store.applied_index())
         if self._on_snapshot_installed is not None:
             self._on_snapshot_installed()
 
+    # -- membership ----------------------------------------------------------------------
+    def add_member(self, address: str, url: str, callback: Callable[[Any, int], None]) -> None:
+        """Propose adding a node (leader only; one change at a time, PySyncObj enforces it)."""
+        self.addNodeToCluster(TCPNode(address, url=url), callback=callback)
+
+    def remove_member(self, address: str, callback: Callable[[Any, int], None]) -> None:
+        self.removeNodeFromCluster(TCPNode(address), callback=callback)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Every other voting member with its URL and whether it is connected."""
+        return [
+            {"raft_address": str(n), "url": getattr(n, "url", None), "connected": self.isNodeConnected(n)}
+            for n in sorted(self.otherNodes, key=str)
+        ]
+
     # -- status --------------------------------------------------------------------------
+    def _state_changed(self, old: int, new: int) -> None:
+        if new == CANDIDATE:
+            self.elections += 1
+        if new == LEADER or old == LEADER:
+            self.leader_changes += 1
+        if self._on_state_changed is not None:
+            self._on_state_changed(old, new)
+
     def role(self) -> str:
         return ROLE_NAMES.get(self.getStatus()["state"], "unknown")
+
+    def is_leader(self) -> bool:
+        return bool(self._isLeader())
 
     def leader_address(self) -> str | None:
         leader = self._getLeader()
         return str(leader) if leader is not None else None
+
+    def leader_url(self) -> str | None:
+        leader = self._getLeader()
+        if leader is None:
+            return None
+        if str(leader) == self._self_address:
+            return self.self_url
+        return getattr(leader, "url", None)
+
+    def last_log_index(self) -> int:
+        journal = self._SyncObj__raftLog
+        return int(journal[-1][1]) if len(journal) else 0
+
+    def match_index(self) -> dict[str, int]:
+        """Leader only: the highest log index each follower is known to hold."""
+        status = self.getStatus()
+        return {
+            k[len("match_idx_server_") :]: int(v)
+            for k, v in status.items()
+            if k.startswith("match_idx_server_")
+        }
+
+
+def _node(item: Any) -> TCPNode:
+    if isinstance(item, list):
+        address, url = item
+        return TCPNode(address, url=url) if url else TCPNode(address)
+    return TCPNode(str(item))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_file(path)

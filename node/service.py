@@ -20,7 +20,7 @@ from memorose import commands
 from memorose.config import Settings
 from memorose.consolidation.candidates import IndexCandidates
 from memorose.consolidation.planner import ConsolidationPlanner
-from memorose.errors import NotFound, Unavailable
+from memorose.errors import Conflict, NotFound, Unavailable
 from memorose.models import Event, Memory, iso
 from memorose.providers.factory import build_embedder, build_llm
 from memorose.retrieval.search import Retriever, RetrieveRequest
@@ -32,7 +32,7 @@ from node.batcher import IngestBatcher
 from node.insight_worker import Insights
 from node.maintenance import ForgettingWorker, TouchBuffer, TouchFlusher
 from node.proposer import Proposer
-from node.raft import RaftNode
+from node.raft import LEADER, RaftNode
 from node.workers import ConsolidationWorker
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,10 @@ class NodeService:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.admin_key = settings.admin_key or _secret_file(self.data_dir / "admin_key", "adm_")
         self.admin_key_generated = settings.admin_key is None
+        # Config validation already requires a shared password whenever the node has peers;
+        # a lone node generates its own so that its Raft port is never unauthenticated.
         self.raft_password = settings.raft_password or _secret_file(self.data_dir / "raft_password", "")
-        self.store = RocksStore(self.data_dir / "rocks")
+        self.store = RocksStore(self.data_dir / "rocks", sync_writes=settings.raft_tuning.sync_apply)
         self.reader = StateReader(self.store)
         #: The leader's clock for everything it stamps into commands (tests replace it).
         self.clock: Any = time.time
@@ -90,20 +92,25 @@ class NodeService:
         self.batcher: IngestBatcher | None = None
         self.worker: ConsolidationWorker | None = None
         self._consolidated = asyncio.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.insights = Insights(self)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(self.indexer.open)
         self.indexer.start()
+        self._loop = asyncio.get_running_loop()
         self.raft = RaftNode(
-            self.settings.raft,
-            list(self.settings.peer_map()),
+            self.settings.raft_address,
+            self.settings.peer_map(),
             self.store,
             self.settings.raft_tuning,
             self.data_dir / "raft",
             self.raft_password,
+            bind_address=self.settings.raft,
+            self_url=f"http://{self.settings.http}",
             on_snapshot_installed=self.indexer.request_rebuild,
+            on_state_changed=self._on_raft_state_changed,
         )
         self.proposer = Proposer(self.raft, self.settings.raft_tuning.commit_timeout_secs)
         self.batcher = IngestBatcher(self.proposer, time.time)
@@ -144,7 +151,17 @@ class NodeService:
             time.sleep(0.01)
 
     def is_leader(self) -> bool:
-        return self.raft is not None and self.raft.role() == "leader"
+        return self.raft is not None and self.raft.is_leader()
+
+    def _on_raft_state_changed(self, old: int, new: int) -> None:
+        """PySyncObj's tick thread: hand the change to the event loop."""
+        if old == LEADER and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._leadership_lost)
+
+    def _leadership_lost(self) -> None:
+        log.warning("lost Raft leadership; stopping leader-only workers")
+        if self.worker is not None:
+            self.worker.on_leadership_lost()
 
     def ready(self) -> bool:
         return (
@@ -158,6 +175,14 @@ class NodeService:
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def run_read(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking read on the read pool (keeps the event loop free)."""
+        return await self._read(fn, *args)
+
+    async def wait_indexed(self) -> None:
+        """Wait until search indexes cover everything applied here so far."""
+        await self._await_indexed()
 
     # -- writes --------------------------------------------------------------------------
     async def ingest(self, tenant_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -255,31 +280,103 @@ class NodeService:
 
     def cluster_status(self) -> dict[str, Any]:
         raft = self.raft
-        status = raft.getStatus() if raft is not None else {}
-        leader = raft.leader_address() if raft is not None else None
-        peers = self.settings.peer_map()
-        return {
+        base = {
             "node_id": self.settings.node_id,
-            "raft_address": self.settings.raft,
+            "raft_address": self.settings.raft_address,
+            "url": f"http://{self.settings.http}",
             "http_address": self.settings.http,
-            "role": raft.role() if raft is not None else "starting",
+        }
+        if raft is None:
+            return {**base, "role": "starting", "leader": None, "leader_url": None, "peers": []}
+        status = raft.getStatus()
+        match = raft.match_index() if raft.is_leader() else {}
+        commit = int(status.get("commit_idx") or 0)
+        peers = []
+        for member in raft.members():
+            entry = {**member, "state": "connected" if member["connected"] else "disconnected"}
+            if raft.is_leader():
+                entry["match_index"] = match.get(member["raft_address"], 0)
+                entry["lag"] = max(0, commit - entry["match_index"])
+            peers.append(entry)
+        return {
+            **base,
+            "role": raft.role(),
             "term": status.get("raft_term", 0),
-            "leader": leader,
-            "leader_url": peers.get(leader or "", f"http://{self.settings.http}" if leader else None)
-            if leader != self.settings.raft
-            else f"http://{self.settings.http}",
-            "commit_index": status.get("commit_idx", 0),
+            "leader": raft.leader_address(),
+            "leader_id": raft.leader_address(),
+            "leader_url": raft.leader_url(),
+            "has_quorum": bool(status.get("has_quorum")),
+            "commit_index": commit,
+            "last_log_index": raft.last_log_index(),
+            "raft_applied_index": raft.raftLastApplied,
             "applied_index": self.store.applied_index(),
             "indexed_index": self.indexer.position,
-            "peers": [
-                {
-                    "raft_address": addr,
-                    "url": url,
-                    "connected": status.get(f"partner_node_status_server_{addr}") == 2,
-                }
-                for addr, url in peers.items()
-            ],
+            "log_entries": status.get("log_len", 0),
+            "elections": raft.elections,
+            "leader_changes": raft.leader_changes,
+            "snapshots": dict(raft.snapshot_stats),
+            "journal_fsyncs": raft.fsyncs,
+            "journal_fsync_max_ms": round(raft.fsync_max_s * 1000, 1),
+            "max_tick_gap_ms": round(raft.max_tick_gap_s * 1000, 1),
+            "tick_stalls_over_500ms": raft.long_ticks,
+            "commit_latency_ms": self._commit_latency(),
+            "peers": peers,
         }
+
+    def _commit_latency(self) -> dict[str, float]:
+        """Recent propose -> applied-on-leader latencies of this node (ms)."""
+        recent = sorted(self.proposer.latencies[-1000:]) if self.proposer is not None else []
+        if not recent:
+            return {}
+        return {
+            "p50": round(recent[len(recent) // 2] * 1000, 2),
+            "p99": round(recent[int(len(recent) * 0.99)] * 1000, 2),
+            "samples": len(recent),
+        }
+
+    # -- replication -------------------------------------------------------------------------
+    async def read_barrier(self, consistency: str) -> None:
+        """Make a read at ``consistency`` safe to serve from this node.
+
+        eventual: this replica as it is. leader: this node must believe it leads (else a 307
+        to the leader); it may be stale for up to one election timeout after a partition.
+        linearizable: a no-op goes through the log and is applied here before the read.
+        """
+        if consistency == "eventual":
+            return
+        raft, proposer, _, _ = self._require_raft()
+        if consistency == "leader":
+            if not raft.is_leader():
+                raise proposer.not_leader()
+            return
+        await proposer.barrier()
+
+    def digest(self, tenant_id: str) -> dict[str, Any]:
+        """Hash of a tenant's replicated state and the applied index it was taken at."""
+        for _ in range(5):  # optimistic: no write may land while hashing
+            before = self.store.applied_index()
+            value = self.reader.tenant_digest(tenant_id)
+            if self.store.applied_index() == before:
+                return {"tenant_id": tenant_id, "applied_index": before, "digest": value}
+        with self.store.writes_paused():
+            index = self.store.applied_index()
+            return {
+                "tenant_id": tenant_id,
+                "applied_index": index,
+                "digest": self.reader.tenant_digest(tenant_id),
+            }
+
+    async def add_member(self, raft_address: str, url: str) -> dict[str, Any]:
+        raft, proposer, _, _ = self._require_raft()
+        await proposer.change_membership(lambda cb: raft.add_member(raft_address, url, cb))
+        return {"added": raft_address, "members": raft.members()}
+
+    async def remove_member(self, raft_address: str) -> dict[str, Any]:
+        raft, proposer, _, _ = self._require_raft()
+        if raft_address == self.settings.raft_address:
+            raise Conflict("the leader cannot remove itself; transfer leadership or ask another node")
+        await proposer.change_membership(lambda cb: raft.remove_member(raft_address, cb))
+        return {"removed": raft_address, "members": raft.members()}
 
     def authenticate(self, secret: str) -> str | None:
         """The tenant a key is bound to, '*' for the admin key, None if unknown."""

@@ -44,6 +44,7 @@ class ConsolidationWorker:
         self.clock = clock
         self._trigger = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._pass: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.stats: dict[str, int] = {"batches": 0, "events": 0, "memories": 0, "rejected": 0, "errors": 0}
         self.on_batch: Callable[[str, int, int, dict[str, str]], None] | None = None
@@ -56,13 +57,15 @@ class ConsolidationWorker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="consolidation")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
     def trigger(self) -> None:
         self._trigger.set()
+
+    def on_leadership_lost(self) -> None:
+        """Stop the pass in flight at once (its proposals could no longer commit anyway);
+        a new leader resumes from the replicated cursors."""
+        if self._pass is not None and not self._pass.done():
+            self._pass.cancel()
+            self.stats["cancelled"] = self.stats.get("cancelled", 0) + 1
 
     async def _run(self) -> None:
         while True:
@@ -71,11 +74,23 @@ class ConsolidationWorker:
             self._trigger.clear()
             if not self.is_leader():
                 continue
-            try:
-                await self.run_pass()
-            except Exception:
+            self._pass = asyncio.create_task(self.run_pass(), name="consolidation-pass")
+            await asyncio.wait({self._pass})
+            if self._pass.cancelled():
+                log.info("consolidation pass cancelled: leadership lost")
+            elif self._pass.exception() is not None:
                 self.stats["errors"] += 1
-                log.exception("consolidation pass failed; will retry")
+                log.error("consolidation pass failed; will retry", exc_info=self._pass.exception())
+            self._pass = None
+
+    async def stop(self) -> None:
+        if self._pass is not None:
+            self._pass.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(
+                *(t for t in (self._task, self._pass) if t is not None), return_exceptions=True
+            )
 
     async def run_pass(self) -> None:
         for tenant_id in self.reader.tenant_ids():

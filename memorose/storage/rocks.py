@@ -6,6 +6,7 @@ Only the state machine writes (one WriteBatch per Raft entry); everything else r
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import threading
@@ -92,6 +93,12 @@ class RocksStore:
             Path(source).rename(self.path)
             self._db = Rdict(str(self.path), _options())
             shutil.rmtree(backup, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        """Hold off writers (the apply thread) for a consistent multi-key read."""
+        with self._lock:
+            yield
 
     def flush(self) -> None:
         with self._lock:

@@ -143,4 +143,4 @@ def test_importing_the_library_starts_nothing() -> None:
 def test_shipped_example_config_is_valid() -> None:
     settings = load_settings(ROOT / "deploy" / "memorose.toml")
     assert settings.consolidation.interval_secs == 10
-    assert settings.index.ann_threshold == 50000
+    assert settings.index.ann_threshold == 200000

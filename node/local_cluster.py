@@ -1,0 +1,102 @@
+"""``memorose up --nodes N``: a local N-node shard in the foreground, one subprocess per node.
+
+Subprocesses rather than in-process nodes: each node then has its own PySyncObj tick
+thread, GIL and RocksDB, exactly as in production, and killing one (``kill -9 PID``) is a
+real node failure to try things with. The shard shares one generated Raft password and
+one admin key, kept in DATA_DIR, so restarting ``up`` reuses the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _secret(path: Path, prefix: str) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = prefix + secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def node_commands(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
+    """(node id, URL, argv) for each member."""
+    members = [
+        (f"n{i + 1}", f"{args.host}:{args.port + 2 * i}", f"{args.host}:{args.port + 2 * i + 1}")
+        for i in range(args.nodes)
+    ]
+    out = []
+    for node_id, http, raft in members:
+        argv = [sys.executable, "-m", "memorose.cli", "node", "--node-id", node_id]
+        argv += ["--data-dir", str(Path(args.data_dir) / node_id), "--http", http, "--raft", raft]
+        if args.config:
+            argv += ["--config", args.config]
+        for other_id, other_http, other_raft in members:
+            if other_id != node_id:
+                argv += ["--peer", f"{other_raft}=http://{other_http}"]
+        out.append((node_id, f"http://{http}", argv))
+    return out
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def run_local_cluster(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    env = dict(os.environ)
+    env.setdefault("MEMOROSE_RAFT_PASSWORD", _secret(data_dir / "raft_password", ""))
+    admin_key = env.setdefault("MEMOROSE_ADMIN_KEY", _secret(data_dir / "admin_key", "adm_"))
+    nodes = node_commands(args)
+    procs = [subprocess.Popen(argv, env=env) for _, _, argv in nodes]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    deadline = time.monotonic() + 60
+    while not stopping and time.monotonic() < deadline and not all(_ready(url) for _, url, _ in nodes):
+        time.sleep(0.2)
+    if not stopping:
+        print(f"Memorose local shard of {len(nodes)} nodes (data in {data_dir.resolve()})", flush=True)
+        for (node_id, url, _), proc in zip(nodes, procs, strict=True):
+            print(f"  {node_id}: {url}  (pid {proc.pid})", flush=True)
+        print(f"  admin key: {admin_key}  (stored in {data_dir / 'admin_key'})", flush=True)
+        print(f"  try: curl -H 'Authorization: Bearer {admin_key}' {nodes[0][1]}/api/v1/cluster/status")
+        print("  Ctrl-C stops every node.", flush=True)
+    reported: set[int] = set()
+    while not stopping:
+        for (node_id, _, _), proc in zip(nodes, procs, strict=True):
+            if proc.poll() is not None and proc.pid not in reported:
+                reported.add(proc.pid)
+                print(f"memorose: node {node_id} exited with {proc.returncode}", file=sys.stderr, flush=True)
+        if len(reported) == len(procs):
+            return 1
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0

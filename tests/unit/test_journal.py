@@ -1,0 +1,114 @@
+"""The durable Raft journal: reload, truncation, compaction, torn tails, votes, migration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pysyncobj.journal import FileJournal
+
+from node.journal import DurableJournal
+
+
+def _fill(journal: DurableJournal, n: int, term: int = 1, start: int = 1) -> None:
+    for idx in range(start, start + n):
+        journal.add(f"cmd-{idx}".encode(), idx, term)
+
+
+def test_entries_survive_a_reopen(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    _fill(j, 5)
+    assert j.sync() and not j.sync()  # nothing new the second time
+    j._destroy()
+    again = DurableJournal(str(tmp_path / "raft-log"))
+    assert [again[i] for i in range(len(again))] == [(f"cmd-{i}".encode(), i, 1) for i in range(1, 6)]
+    assert again[-1][1] == 5 and again[1:3] == [(b"cmd-2", 2, 1), (b"cmd-3", 3, 1)]
+
+
+def test_truncate_then_append_rewrites_the_tail(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    _fill(j, 5)
+    j.deleteEntriesFrom(3)  # keep indexes 1..3
+    j.add(b"new-4", 4, 2)
+    j._destroy()
+    again = DurableJournal(str(tmp_path / "raft-log"))
+    assert [again[i][1:] for i in range(len(again))] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+    assert again[-1][0] == b"new-4"
+
+
+def test_compaction_keeps_the_suffix(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    _fill(j, 10)
+    j.deleteEntriesTo(8)
+    j.add(b"cmd-11", 11, 1)
+    j._destroy()
+    again = DurableJournal(str(tmp_path / "raft-log"))
+    assert [again[i][1] for i in range(len(again))] == [9, 10, 11]
+
+
+def test_a_torn_tail_is_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 3)
+    j._destroy()
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])  # power loss in the middle of the last record
+    again = DurableJournal(str(path))
+    assert [again[i][1] for i in range(len(again))] == [1, 2]
+    again.add(b"cmd-3b", 3, 2)
+    again._destroy()
+    assert DurableJournal(str(path))[-1] == (b"cmd-3b", 3, 2)
+
+
+def test_term_and_vote_are_stored_at_once(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    j.setCurrentTerm(7, "127.0.0.1:9000")
+    again = DurableJournal(str(tmp_path / "raft-log"))  # no _destroy: as after a crash
+    assert again.getCurrentTerm() == 7 and again.getVotedForNodeId() == "127.0.0.1:9000"
+
+
+def test_pysyncobj_journal_is_migrated(tmp_path: Path) -> None:
+    legacy = FileJournal(str(tmp_path / "journal"))
+    legacy.add(b"\x00", 1, 0)
+    legacy.add(b"old", 2, 3)
+    legacy.setCurrentTerm(3, None)
+    legacy._destroy()
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    assert [j[i] for i in range(len(j))] == [(b"\x00", 1, 0), (b"old", 2, 3)]
+    assert j.getCurrentTerm() == 3
+    assert not (tmp_path / "journal").exists() and (tmp_path / "journal.migrated").exists()
+
+
+def test_a_resent_suffix_is_matched_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 6)
+    j.sync()
+    size = path.stat().st_size
+    j.deleteEntriesFrom(2)  # PySyncObj truncates after prev index 2 ...
+    assert len(j) == 2
+    _fill(j, 4, start=3)  # ... and appends the very same entries again
+    assert path.stat().st_size == size and not j.sync() and j.conflicts == 0
+    j._destroy()
+    assert [e[1] for e in DurableJournal(str(path))[0:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_conflicting_entry_cuts_the_old_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 6)
+    seen: list[int] = []
+    j.on_conflict = seen.append
+    j.deleteEntriesFrom(3)
+    j.add(b"other", 4, 2)
+    assert seen == [4] and len(j) == 4
+    j.deleteEntriesFrom(2)  # a truncation with nothing appended is settled by the next sync
+    j.sync()
+    j._destroy()
+    assert [(e[1], e[2]) for e in DurableJournal(str(path))[0:]] == [(1, 1), (2, 1)]
+
+
+def test_compaction_never_empties_the_log(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    _fill(j, 3)
+    j.deleteEntriesTo(5)  # a stale compaction point past the end of a replaced log
+    assert len(j) == 1 and j[-1][1] == 3
