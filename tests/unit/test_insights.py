@@ -298,3 +298,14 @@ def test_projection_cache_is_bounded_by_memories(tmp_path: Path) -> None:
         assert cache.get("t1") is not first  # evicted by t2, projected again
     finally:
         replicas.close()
+
+
+def test_the_insight_benchmark_runs_at_a_tiny_size() -> None:
+    """``memorose bench insights`` cannot rot: a real build subprocess, a real pass."""
+    from memorose.bench.insights import run_size
+
+    row = run_size(300, 1)
+    assert row["memories"] == 300 and row["graph_edges"] == row["edges"] > 300
+    assert row["insights"] == min(row["communities"], 100) > 1
+    assert row["command_bytes"] > 0 and row["tracemalloc_peak_mb"] > 0
+    assert {"louvain_s", "pagerank_s", "centrality_s", "projection_s"} <= set(row)
