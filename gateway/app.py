@@ -35,6 +35,9 @@ class Gateway:
         self.settings = settings
         self.shards = {name: Shard(name, urls) for name, urls in settings.shards.items()}
         self.ring = HashRing(self.shards, settings.vnodes)
+        #: Tenants that a shard reported as moved (409 tenant_moved) before this gateway's
+        #: ring was updated: tenant -> the shard that now holds it.
+        self.moved: dict[str, Shard] = {}
         self.session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -48,7 +51,18 @@ class Gateway:
         )
 
     def shard_for(self, tenant_id: str) -> Shard:
-        return self.shards[self.ring.shard_for(tenant_id)]
+        return self.moved.get(tenant_id) or self.shards[self.ring.shard_for(tenant_id)]
+
+    def learn_move(self, tenant_id: str, answer: Answer) -> Shard | None:
+        """Follow a 409 tenant_moved from a shard the ring still points at."""
+        if answer.status != 409 or not answer.moved_to:
+            return None
+        urls = [u for u in answer.moved_to.split(",") if u.startswith(("http://", "https://"))]
+        if not urls:
+            return None
+        known = next((s for s in self.shards.values() if set(s.urls) & set(urls)), None)
+        self.moved[tenant_id] = known or Shard(f"moved:{tenant_id}", urls)
+        return self.moved[tenant_id]
 
     async def forward(
         self, shard: Shard, request: web.Request, body: bytes, path_qs: str | None = None
@@ -124,7 +138,11 @@ async def route_tenant_request(request: web.Request) -> web.Response:
         return _error(400, exc.code, exc.message)
     if request.path in INGEST_PATHS and request.method == "POST":
         body = json.dumps(_with_event_ids(request.path, payload)).encode()
-    return _to_response(await gateway.forward(gateway.shard_for(tenant_id), request, body))
+    answer = await gateway.forward(gateway.shard_for(tenant_id), request, body)
+    new_home = gateway.learn_move(tenant_id, answer)
+    if new_home is not None:
+        answer = await gateway.forward(new_home, request, body)
+    return _to_response(answer)
 
 
 async def cluster_status(request: web.Request) -> web.Response:

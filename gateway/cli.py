@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 
 from aiohttp import web
 
 from gateway.app import build_gateway_app
 from gateway.config import load_gateway_settings, parse_shard_flag
+from memorose.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +22,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gw.add_argument("--http", help="HOST:PORT to listen on")
     gw.add_argument("--shard", action="append", default=[], help="NAME=URL1,URL2,URL3 (repeat)")
     gw.set_defaults(func=cmd_gateway)
+    gw_sub = gw.add_subparsers(dest="gateway_command", metavar="ACTION")
+    reb = gw_sub.add_parser(
+        "rebalance", help="report (and with --apply, move) the tenants a ring change moves (docs/gateway.md)"
+    )
+    reb.add_argument("--from-config", required=True, help="gateway TOML with the current [shards]")
+    reb.add_argument("--config", required=True, help="gateway TOML with the new [shards]")
+    reb.add_argument("--apply", action="store_true", help="move the tenants (default: only report)")
+    reb.set_defaults(func=cmd_rebalance)
+
+
+def cmd_rebalance(args: argparse.Namespace) -> int:
+    from gateway import rebalance
+
+    old = load_gateway_settings(args.from_config)
+    new = load_gateway_settings(args.config)
+    if not new.admin_key:
+        raise ConfigError("the admin key is required (admin_key in the config or MEMOROSE_ADMIN_KEY)")
+    planned = rebalance.run(rebalance.plan(old.shards, new.shards, new.admin_key, new.vnodes))
+    print(
+        json.dumps({"moves": {t: {"from": a, "to": b} for t, (a, b) in sorted(planned.items())}}), flush=True
+    )
+    if not args.apply:
+        return 0
+
+    def progress(report: rebalance.MoveReport) -> None:
+        print(json.dumps({"moved": report.__dict__}), flush=True)
+
+    rebalance.run(
+        rebalance.rebalance(old.shards, new.shards, new.admin_key, vnodes=new.vnodes, progress=progress)
+    )
+    print("done: now restart (or reconfigure) every gateway with the new config", file=sys.stderr, flush=True)
+    return 0
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ class Answer:
     body: bytes
     content_type: str
     retry_after: str | None = None
+    moved_to: str | None = None
 
 
 def _base(url: str) -> str:
@@ -110,6 +111,7 @@ class Shard:
                         payload,
                         resp.headers.get("Content-Type", "application/json"),
                         resp.headers.get("Retry-After"),
+                        resp.headers.get("X-Memorose-Moved-To"),
                     )
             except (aiohttp.ClientError, TimeoutError, OSError):
                 return None

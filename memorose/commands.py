@@ -26,6 +26,7 @@ FORGET = "forget"
 RESTORE = "restore"
 REEMBED = "reembed"
 INSIGHTS = "insights"
+TENANT_STATE = "tenant_state"
 
 KNOWN_TYPES = frozenset(
     {
@@ -40,6 +41,7 @@ KNOWN_TYPES = frozenset(
         RESTORE,
         REEMBED,
         INSIGHTS,
+        TENANT_STATE,
     }
 )
 
@@ -211,3 +213,22 @@ def issue_key(tenant_id: str, key_hash: str, key_id: str, created_at: float) -> 
 def noop() -> dict[str, Any]:
     """A barrier: once applied, every earlier entry is applied too (linearizable reads)."""
     return {"type": NOOP}
+
+
+#: Tenant states: ``active`` (normal), ``frozen`` (writes refused while a move copies the last
+#: events), ``moved`` (the tenant lives on the shard whose node URLs are in ``moved_to``).
+TENANT_STATES = frozenset({"active", "frozen", "moved"})
+
+
+def tenant_state(
+    tenant_id: str, state: str, moved_to: list[str] | None = None, purge: bool = False
+) -> dict[str, Any]:
+    """Change a tenant's state; with ``purge`` (only for ``moved``) its data and keys are
+    deleted and only a tombstone pointing at ``moved_to`` remains."""
+    return {
+        "type": TENANT_STATE,
+        "tenant_id": tenant_id,
+        "state": state,
+        "moved_to": moved_to or [],
+        "purge": purge,
+    }

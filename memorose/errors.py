@@ -71,5 +71,16 @@ class OutcomeUnknown(MemoroseError):
     code = "outcome_unknown"
 
 
+class TenantMoved(MemoroseError):
+    """The tenant now lives on another shard; ``moved_to`` lists that shard's node URLs."""
+
+    status = 409
+    code = "tenant_moved"
+
+    def __init__(self, moved_to: list[str]) -> None:
+        super().__init__(f"this tenant moved to another shard: {', '.join(moved_to) or 'unknown'}")
+        self.moved_to = moved_to
+
+
 class ConfigError(MemoroseError):
     code = "config"

@@ -172,6 +172,8 @@ class StateMachine:
             return self._reembed(tx, command)
         if kind == commands.INSIGHTS:
             return self._insights(tx, command)
+        if kind == commands.TENANT_STATE:
+            return self._tenant_state(tx, command)
         return {"ok": True}  # NOOP
 
     # -- ingest ------------------------------------------------------------------------
@@ -180,9 +182,13 @@ class StateMachine:
         answers = [self._ingest_request(tx, req, ingested_at) for req in command["requests"]]
         return {"ok": True, "requests": answers}
 
-    def _ingest_request(self, tx: _Tx, request: dict[str, Any], ingested_at: float) -> list[Result]:
+    def _ingest_request(self, tx: _Tx, request: dict[str, Any], ingested_at: float) -> list[Result] | Result:
         tenant_id = request["tenant_id"]
         record = tx.tenant(tenant_id)
+        if record.get("state", "active") != "active":
+            # Refused here, not only in the HTTP layer: a write that raced a freeze must not
+            # land after the mover copied the tenant's last events.
+            return {"refused": record["state"], "moved_to": record.get("moved_to", [])}
         answers: list[Result] = []
         first_seq = record["next_seq"]
         for ev in request["events"]:
@@ -518,16 +524,37 @@ class StateMachine:
     def _delete_tenant(self, tx: _Tx, command: dict[str, Any]) -> Result:
         tenant_id = command["tenant_id"]
         existed = self.store.get(keys.tenant(tenant_id)) is not None
+        self._purge_tenant(tx, tenant_id)
+        tx.batch.delete(keys.tenant(tenant_id))
+        tx.tenants[tenant_id] = {"deleted": True}
+        return {"ok": True, "existed": existed}
+
+    def _purge_tenant(self, tx: _Tx, tenant_id: str) -> None:
+        """Delete every record of a tenant and its API keys (not the tenant record itself)."""
         for prefix in keys.TENANT_PREFIXES:
             start = keys.tenant_prefix(prefix, tenant_id)
             tx.batch.delete_range(start, keys.prefix_end(start))
-        tx.batch.delete(keys.tenant(tenant_id))
         for key, raw in self.store.scan(keys.API_KEY):
             if codec.unpack(raw).get("tenant_id") == tenant_id:
                 tx.batch.delete(key)
-        tx.tenants[tenant_id] = {"deleted": True}
         tx.changes.append(["tenant-", tenant_id])
-        return {"ok": True, "existed": existed}
+
+    def _tenant_state(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        tenant_id, state = command["tenant_id"], command["state"]
+        if state not in commands.TENANT_STATES:
+            return {"ok": False, "error": {"code": "invalid_state", "message": f"unknown state {state!r}"}}
+        if command.get("purge"):
+            if state != "moved":
+                return {"ok": False, "error": {"code": "invalid_state", "message": "purge needs state moved"}}
+            self._purge_tenant(tx, tenant_id)
+            tx.tenants[tenant_id] = new_tenant_record()
+        record = tx.tenant(tenant_id)
+        record["state"] = state
+        if state == "moved":
+            record["moved_to"] = list(command.get("moved_to") or [])
+        else:
+            record.pop("moved_to", None)
+        return {"ok": True, "state": state}
 
     # -- keys --------------------------------------------------------------------------
     def _issue_key(self, tx: _Tx, command: dict[str, Any]) -> Result:

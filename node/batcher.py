@@ -11,27 +11,21 @@ from typing import Any
 
 from memorose import commands
 from node.proposer import Proposer
+from node.tasks import BackgroundTask
 
 MAX_EVENTS_PER_ENTRY = 5000
 
 
-class IngestBatcher:
+class IngestBatcher(BackgroundTask):
+    task_name = "ingest-batcher"
+
     def __init__(self, proposer: Proposer, clock: Any) -> None:
         self.proposer = proposer
         self.clock = clock
         self._queue: list[tuple[dict[str, Any], asyncio.Future[list[dict[str, Any]]]]] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.entries = 0
         self.requests = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def submit(self, tenant_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Returns one answer per event: {event_id, seq, duplicate}."""
@@ -75,4 +69,4 @@ class IngestBatcher:
             if answers is None:
                 future.set_exception(RuntimeError(f"ingest failed: {result.get('error')}"))
             else:
-                future.set_result(answers[i])
+                future.set_result(answers[i])  # a list of per-event answers, or a refusal dict

@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=1,
         help="start a local shard of N nodes as subprocesses (node i: HTTP PORT+2i, Raft PORT+2i+1)",
     )
+    up.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="with S > 1: S shards of --nodes nodes behind a gateway on PORT (nodes from PORT+1)",
+    )
     up.set_defaults(func=cmd_up)
 
     node = sub.add_parser("node", help="start a node from flags and/or a config file")
@@ -71,6 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     add_insights_arguments(insights)
     insights.set_defaults(func=cmd_bench_insights)
+    gateway_bench = bench_sub.add_parser("gateway", help="gateway overhead vs talking to the leader")
+    from memorose.bench.gateway import add_gateway_arguments
+
+    add_gateway_arguments(gateway_bench)
+    gateway_bench.set_defaults(func=cmd_bench_gateway)
     consolidation = bench_sub.add_parser(
         "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
     )
@@ -94,7 +105,7 @@ def _print_ready(node: RunningNode) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if args.nodes > 1:
+    if args.nodes > 1 or args.shards > 1:
         from node.local_cluster import run_local_cluster
 
         return run_local_cluster(args)
@@ -209,3 +220,9 @@ def cmd_bench_consolidation(args: argparse.Namespace) -> int:
     from node.bench_consolidation import run_consolidation_bench
 
     return run_consolidation_bench(args)
+
+
+def cmd_bench_gateway(args: argparse.Namespace) -> int:
+    from memorose.bench.gateway import run_gateway_bench
+
+    return run_gateway_bench(args)

@@ -16,7 +16,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from memorose.errors import Forbidden, InvalidInput, MemoroseError, NotFound, Unauthorized, Unavailable
+from memorose.errors import (
+    Forbidden,
+    InvalidInput,
+    MemoroseError,
+    NotFound,
+    TenantMoved,
+    Unauthorized,
+    Unavailable,
+)
 from memorose.models import event_public, validate_memory_id, validate_stream_id
 from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
@@ -75,6 +83,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(
             exc.status, exc.code, exc.message, {"Retry-After": str(max(1, round(exc.retry_after)))}
         )
+    except TenantMoved as exc:
+        response = error_response(
+            exc.status, exc.code, exc.message, {"X-Memorose-Moved-To": ",".join(exc.moved_to)}
+        )
     except MemoroseError as exc:
         response = error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
@@ -114,6 +126,7 @@ def _authorize(request: web.Request, tenant_id: Any) -> str:
     tenant_id = v.tenant(tenant_id)
     if caller not in ("*", tenant_id):
         raise Forbidden("this key does not give access to that tenant")
+    request.app[SERVICE].check_tenant_here(tenant_id)
     return tenant_id
 
 
@@ -333,6 +346,58 @@ def _hostport(value: Any) -> str:
     return str(value)
 
 
+async def set_tenant_state(request: web.Request) -> web.Response:
+    """Admin: freeze / mark moved (and purge) / reactivate a tenant (used by tenant moves)."""
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    body = await _body(request, {"state", "moved_to", "purge"})
+    state = v.required(body, "state")
+    if state not in ("active", "frozen", "moved"):
+        raise InvalidInput("state must be active, frozen or moved")
+    moved_to = body.get("moved_to") or []
+    if not isinstance(moved_to, list) or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) and len(u) < 300 for u in moved_to
+    ):
+        raise InvalidInput("moved_to must be a list of http(s) URLs")
+    if state == "moved" and not moved_to:
+        raise InvalidInput("moved_to is required when state is moved")
+    purge = v.bool_field(body, "purge", False)
+    return web.json_response(await request.app[SERVICE].set_tenant_state(tenant_id, state, moved_to, purge))
+
+
+async def export_keys(request: web.Request) -> web.Response:
+    """Admin: the tenant's key records (hashes only), to carry them to another shard."""
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    return web.json_response({"keys": request.app[SERVICE].reader.api_keys(tenant_id)})
+
+
+async def import_keys(request: web.Request) -> web.Response:
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    body = await _body(request, {"keys"})
+    records = v.required(body, "keys")
+    if not isinstance(records, list) or len(records) > 10_000:
+        raise InvalidInput("keys must be a list")
+    clean = []
+    for record in records:
+        record = v.require_object(record, {"key_hash", "key_id", "created_at", "tenant_id"}, "key")
+        key_hash, key_id = record.get("key_hash"), record.get("key_id")
+        if (
+            not isinstance(key_hash, str)
+            or len(key_hash) != 64
+            or not all(c in "0123456789abcdef" for c in key_hash)
+        ):
+            raise InvalidInput("key_hash must be a SHA-256 hex digest")
+        if not isinstance(key_id, str) or len(key_id) > 64:
+            raise InvalidInput("key_id must be a short string")
+        created = record.get("created_at")
+        if isinstance(created, bool) or not isinstance(created, int | float):
+            raise InvalidInput("created_at must be epoch seconds")
+        clean.append({"key_hash": key_hash, "key_id": key_id, "created_at": float(created)})
+    return web.json_response({"imported": await request.app[SERVICE].import_keys(tenant_id, clean)})
+
+
 async def list_tenants(request: web.Request) -> web.Response:
     _require_admin(request)
     service = request.app[SERVICE]
@@ -386,6 +451,9 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_post("/api/v1/admin/cluster/members", add_member)
     app.router.add_delete("/api/v1/admin/cluster/members/{raft_address}", remove_member)
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
+    app.router.add_post("/api/v1/admin/tenants/{tenant_id}/state", set_tenant_state)
+    app.router.add_get("/api/v1/admin/tenants/{tenant_id}/keys", export_keys)
+    app.router.add_post("/api/v1/admin/tenants/{tenant_id}/keys/import", import_keys)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -1,4 +1,5 @@
-"""``memorose up --nodes N``: a local N-node shard in the foreground, one subprocess per node.
+"""``memorose up --nodes N [--shards S]``: a local cluster in the foreground, one subprocess
+per node (and, with several shards, a gateway subprocess in front of them on PORT).
 
 Subprocesses rather than in-process nodes: each node then has its own PySyncObj tick
 thread, GIL and RocksDB, exactly as in production, and killing one (``kill -9 PID``) is a
@@ -30,16 +31,21 @@ def _secret(path: Path, prefix: str) -> str:
     return value
 
 
-def node_commands(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
-    """(node id, URL, argv) for each member."""
+def node_commands(
+    args: argparse.Namespace, first_port: int | None = None, shard: str = ""
+) -> list[tuple[str, str, list[str]]]:
+    """(node id, URL, argv) for each member of one shard."""
+    port = args.port if first_port is None else first_port
+    prefix = f"{shard}-" if shard else ""
     members = [
-        (f"n{i + 1}", f"{args.host}:{args.port + 2 * i}", f"{args.host}:{args.port + 2 * i + 1}")
+        (f"{prefix}n{i + 1}", f"{args.host}:{port + 2 * i}", f"{args.host}:{port + 2 * i + 1}")
         for i in range(args.nodes)
     ]
+    root = Path(args.data_dir) / shard if shard else Path(args.data_dir)
     out = []
     for node_id, http, raft in members:
         argv = [sys.executable, "-m", "memorose.cli", "node", "--node-id", node_id]
-        argv += ["--data-dir", str(Path(args.data_dir) / node_id), "--http", http, "--raft", raft]
+        argv += ["--data-dir", str(root / node_id), "--http", http, "--raft", raft]
         if args.config:
             argv += ["--config", args.config]
         for other_id, other_http, other_raft in members:
@@ -57,12 +63,29 @@ def _ready(url: str) -> bool:
         return False
 
 
+def cluster_commands(args: argparse.Namespace) -> tuple[list[tuple[str, str, list[str]]], str | None]:
+    """Every process to start, and the URL clients should use (the gateway's, if any)."""
+    shards = getattr(args, "shards", 1)
+    if shards <= 1:
+        return node_commands(args), None
+    processes: list[tuple[str, str, list[str]]] = []
+    gateway = [sys.executable, "-m", "memorose.cli", "gateway", "--http", f"{args.host}:{args.port}"]
+    for k in range(shards):
+        name = f"s{k + 1}"
+        members = node_commands(args, args.port + 1 + 2 * args.nodes * k, name)
+        processes += members
+        gateway += ["--shard", f"{name}=" + ",".join(url for _, url, _ in members)]
+    gateway_url = f"http://{args.host}:{args.port}"
+    processes.append(("gateway", gateway_url, gateway))
+    return processes, gateway_url
+
+
 def run_local_cluster(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     env = dict(os.environ)
     env.setdefault("MEMOROSE_RAFT_PASSWORD", _secret(data_dir / "raft_password", ""))
     admin_key = env.setdefault("MEMOROSE_ADMIN_KEY", _secret(data_dir / "admin_key", "adm_"))
-    nodes = node_commands(args)
+    nodes, gateway_url = cluster_commands(args)
     procs = [subprocess.Popen(argv, env=env) for _, _, argv in nodes]
     stopping = False
 
@@ -76,11 +99,15 @@ def run_local_cluster(args: argparse.Namespace) -> int:
     while not stopping and time.monotonic() < deadline and not all(_ready(url) for _, url, _ in nodes):
         time.sleep(0.2)
     if not stopping:
-        print(f"Memorose local shard of {len(nodes)} nodes (data in {data_dir.resolve()})", flush=True)
+        what = f"{args.shards} shards x {args.nodes} nodes" if gateway_url else f"shard of {len(nodes)} nodes"
+        print(f"Memorose local {what} (data in {data_dir.resolve()})", flush=True)
+        if gateway_url:
+            print(f"  gateway: {gateway_url}   <- point clients here", flush=True)
         for (node_id, url, _), proc in zip(nodes, procs, strict=True):
             print(f"  {node_id}: {url}  (pid {proc.pid})", flush=True)
         print(f"  admin key: {admin_key}  (stored in {data_dir / 'admin_key'})", flush=True)
-        print(f"  try: curl -H 'Authorization: Bearer {admin_key}' {nodes[0][1]}/api/v1/cluster/status")
+        entry = gateway_url or nodes[0][1]
+        print(f"  try: curl -H 'Authorization: Bearer {admin_key}' {entry}/api/v1/cluster/status", flush=True)
         print("  Ctrl-C stops every node.", flush=True)
     reported: set[int] = set()
     while not stopping:

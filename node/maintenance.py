@@ -28,6 +28,7 @@ from memorose.consolidation.forgetting import effective_importance, should_archi
 from memorose.models import Memory
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
+from node.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class TouchBuffer:
         return {t: (accesses[t], pairs.get(t, Counter())) for t in accesses}
 
 
-class TouchFlusher:
+class TouchFlusher(BackgroundTask):
+    task_name = "touch-flusher"
+
     def __init__(
         self,
         buffer: TouchBuffer,
@@ -78,15 +81,6 @@ class TouchFlusher:
         self.is_leader = is_leader
         self.clock = clock
         self.flushed = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="touch-flusher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -113,7 +107,9 @@ class TouchFlusher:
             self.flushed += 1
 
 
-class ForgettingWorker:
+class ForgettingWorker(BackgroundTask):
+    task_name = "forgetting"
+
     def __init__(
         self,
         reader: StateReader,
@@ -129,17 +125,11 @@ class ForgettingWorker:
         self.is_leader = is_leader
         self.clock = clock
         self.on_archived: Callable[[str, int], None] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def start(self) -> None:
         if self.settings.enabled:
-            self._task = asyncio.create_task(self._run(), name="forgetting")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            super().start()
 
     async def _run(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from memorose import commands
 from memorose.config import Settings
 from memorose.consolidation.candidates import IndexCandidates
 from memorose.consolidation.planner import ConsolidationPlanner
-from memorose.errors import Conflict, NotFound, Unavailable
+from memorose.errors import Conflict, InvalidInput, NotFound, TenantMoved, Unavailable
 from memorose.models import Event, Memory, iso
 from memorose.providers.factory import build_embedder, build_llm
 from memorose.retrieval.search import Retriever, RetrieveRequest
@@ -187,9 +187,37 @@ class NodeService:
     # -- writes --------------------------------------------------------------------------
     async def ingest(self, tenant_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         _, _, batcher, worker = self._require_raft()
-        answers = await batcher.submit(tenant_id, events)
+        answers: Any = await batcher.submit(tenant_id, events)
+        if isinstance(answers, dict):  # the state machine refused: the tenant is moving or moved
+            if answers["refused"] == "moved":
+                raise TenantMoved(answers["moved_to"])
+            raise Unavailable(
+                "this tenant is being moved to another shard; retry shortly", code="tenant_moving"
+            )
         worker.trigger() if self._pending_over_batch(tenant_id) else None
-        return answers
+        return list(answers)
+
+    def check_tenant_here(self, tenant_id: str) -> None:
+        """Raise TenantMoved if this tenant lives on another shard now."""
+        record = self.reader.tenant(tenant_id)
+        if record is not None and record.get("state") == "moved":
+            raise TenantMoved(record.get("moved_to", []))
+
+    async def set_tenant_state(
+        self, tenant_id: str, state: str, moved_to: list[str], purge: bool
+    ) -> dict[str, Any]:
+        result = await self.propose(commands.tenant_state(tenant_id, state, moved_to, purge))
+        if not result.get("ok"):
+            raise InvalidInput(result.get("error", {}).get("message", "refused"))
+        await self._await_indexed()
+        return {"tenant_id": tenant_id, "state": state, "moved_to": moved_to if state == "moved" else []}
+
+    async def import_keys(self, tenant_id: str, records: list[dict[str, Any]]) -> int:
+        for record in records:
+            await self.propose(
+                commands.issue_key(tenant_id, record["key_hash"], record["key_id"], record["created_at"])
+            )
+        return len(records)
 
     def _pending_over_batch(self, tenant_id: str) -> bool:
         record = self.reader.tenant_or_empty(tenant_id)
@@ -276,6 +304,7 @@ class NodeService:
             "l1_memories": record["memories"],
             "pending_events": total - record["cursor"],
             "consolidation_cursor": record["cursor"],
+            "state": record.get("state", "active"),
         }
 
     def cluster_status(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
         "--ann-threshold",
         type=int,
         default=None,
-        help="node's index.ann_threshold (default: the node's own default, 50000)",
+        help="node's index.ann_threshold (default: the node's own default, 200000)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", default=None, help="where node data dirs go (default: a temp dir)")

@@ -130,6 +130,12 @@ class AsyncMemoroseClient:
     async def status(self, tenant_id: str) -> TenantStatus:
         return TenantStatus.from_dict(await self._send(core.with_tenant("GET", "/api/v1/status", tenant_id)))
 
+    async def request(
+        self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        """Any other endpoint (admin operations), with the same leader following and retries."""
+        return await self._send(core.Request(method, path, json, params))
+
     async def cluster_status(self) -> dict[str, Any]:
         return dict(await self._send(core.Request("GET", "/api/v1/cluster/status")))
 

@@ -126,6 +126,10 @@ class MemoroseClient:
     def status(self, tenant_id: str) -> TenantStatus:
         return TenantStatus.from_dict(self._send(core.with_tenant("GET", "/api/v1/status", tenant_id)))
 
+    def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Any other endpoint (admin operations), with the same leader following and retries."""
+        return self._send(core.Request(method, path, json, params))
+
     def cluster_status(self) -> dict[str, Any]:
         return dict(self._send(core.Request("GET", "/api/v1/cluster/status")))
 

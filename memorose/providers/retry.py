@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -70,6 +71,26 @@ def classify(exc: BaseException) -> tuple[str, bool, float | None]:
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return "connection", True, None
     return "error", False, None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a provider retries transient failures (a value object shared by every vendor)."""
+
+    attempts: int = 5
+    initial: float = 1.0
+    max_delay: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, call: Callable[[], T], usage: Usage | None = None) -> T:
+        return with_retries(
+            call,
+            attempts=self.attempts,
+            initial=self.initial,
+            max_delay=self.max_delay,
+            usage=usage,
+            sleep=self.sleep,
+        )
 
 
 def with_retries(

@@ -112,6 +112,15 @@ class StateReader:
         return codec.unpack(raw) if raw else None
 
     # -- keys --------------------------------------------------------------------------
+    def api_keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Key records (hash, id, creation time) of a tenant, for moving it to another shard."""
+        out = []
+        for key, raw in self.store.scan(keys.API_KEY):
+            record = codec.unpack(raw)
+            if record.get("tenant_id") == tenant_id:
+                out.append({**record, "key_hash": key[len(keys.API_KEY) :].decode()})
+        return out
+
     def api_key(self, secret: str) -> dict[str, Any] | None:
         raw = self.store.get(keys.api_key(hash_key(secret)))
         return codec.unpack(raw) if raw else None

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from memorose.providers.embeddings.base import Embedder, normalise
-from memorose.providers.retry import with_retries
+from memorose.providers.retry import Backoff
 
 
 class GeminiEmbedder(Embedder):
@@ -42,12 +42,7 @@ class GeminiEmbedder(Embedder):
         self.model = f"gemini:{model}:{dim}"
         self.batch_size = batch_size
         self.calls = 0
-        self._retry = {
-            "attempts": max_attempts,
-            "initial": backoff_initial_secs,
-            "max_delay": backoff_max_secs,
-            "sleep": sleep,
-        }
+        self._backoff = Backoff(max_attempts, backoff_initial_secs, backoff_max_secs, sleep)
 
     def _embed_chunk(self, texts: list[str]) -> np.ndarray:
         config = self._types.EmbedContentConfig(output_dimensionality=self.dim)
@@ -56,7 +51,7 @@ class GeminiEmbedder(Embedder):
             self.calls += 1
             return self.client.models.embed_content(model=self.vendor_model, contents=texts, config=config)
 
-        response = with_retries(call, **self._retry)  # type: ignore[arg-type]
+        response = self._backoff.run(call)
         vectors = [e.values for e in (response.embeddings or [])]
         if len(vectors) != len(texts) or any(v is None or len(v) != self.dim for v in vectors):
             raise ValueError(

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from memorose.providers.embeddings.base import Embedder, normalise
-from memorose.providers.retry import with_retries
+from memorose.providers.retry import Backoff
 
 
 class OpenAICompatEmbedder(Embedder):
@@ -36,12 +36,7 @@ class OpenAICompatEmbedder(Embedder):
         self.model = f"openai_compat:{model}:{dim}"
         self.batch_size = batch_size
         self.calls = 0
-        self._retry = {
-            "attempts": max_attempts,
-            "initial": backoff_initial_secs,
-            "max_delay": backoff_max_secs,
-            "sleep": sleep,
-        }
+        self._backoff = Backoff(max_attempts, backoff_initial_secs, backoff_max_secs, sleep)
 
     def _embed_chunk(self, texts: list[str]) -> np.ndarray:
         def call() -> Any:
@@ -50,7 +45,7 @@ class OpenAICompatEmbedder(Embedder):
             response.raise_for_status()
             return response.json()
 
-        body = with_retries(call, **self._retry)  # type: ignore[arg-type]
+        body = self._backoff.run(call)
         try:
             rows = sorted(body["data"], key=lambda d: d["index"])
             vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from memorose.models import Event, iso
 from memorose.providers.llm.base import ACTIONS, Candidate, Decision, LLMError, LLMProvider, Usage
-from memorose.providers.retry import with_retries
+from memorose.providers.retry import Backoff
 
 MAX_FACT_CHARS = 2000
 
@@ -89,12 +89,7 @@ class GeminiLLM(LLMProvider):
         self.model = model
         self.name = f"gemini:{model}"
         self.events_per_call = events_per_call
-        self._retry = {
-            "attempts": max_attempts,
-            "initial": backoff_initial_secs,
-            "max_delay": backoff_max_secs,
-            "sleep": sleep,
-        }
+        self._backoff = Backoff(max_attempts, backoff_initial_secs, backoff_max_secs, sleep)
 
     # -- calls ---------------------------------------------------------------------------
     def _generate(self, instructions: str, prompt: str, schema: type[BaseModel], usage: Usage) -> str:
@@ -109,7 +104,7 @@ class GeminiLLM(LLMProvider):
             usage.calls += 1
             return self.client.models.generate_content(model=self.model, contents=prompt, config=config)
 
-        response = with_retries(call, usage=usage, **self._retry)  # type: ignore[arg-type]
+        response = self._backoff.run(call, usage)
         meta = response.usage_metadata
         if meta is not None:
             usage.input_tokens += meta.prompt_token_count or 0
