@@ -29,6 +29,7 @@ from memorose.providers.llm.base import LLMProvider
 from memorose.retrieval.insights import public
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
+from node.tasks import BackgroundTask
 
 if TYPE_CHECKING:
     from node.service import NodeService
@@ -52,7 +53,9 @@ def is_due(record: dict[str, Any] | None, settings: InsightSettings, scheduled: 
     return bool(changed >= settings.min_changes)
 
 
-class InsightWorker:
+class InsightWorker(BackgroundTask):
+    task_name = "insights"
+
     def __init__(
         self,
         reader: StateReader,
@@ -77,16 +80,10 @@ class InsightWorker:
         self._pending: dict[str, bool] = {}  # tenant -> forced
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self.settings.enabled:
-            self._task = asyncio.create_task(self._run(), name="insights")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self.settings.enabled:  # on-demand refreshes work either way
+            super().start()
 
     def trigger(self, tenant_id: str, *, force: bool = False) -> None:
         """Check this tenant soon (``force``: whatever the change threshold)."""
