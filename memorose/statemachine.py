@@ -477,6 +477,9 @@ class StateMachine:
         record["insights_at"] = command["now"]
         if record.get("graph_gen", 0) == generation:
             record["insights_dirty"] = False
+        # Nothing to index, but a change record keeps the indexer's position in step with the
+        # applied index (readers wait for indexed >= applied).
+        tx.changes.append(["insights", tenant_id, generation])
         return {"ok": True, "generation": generation, "insights": kept, "skipped": skipped}
 
     def _replace_insights(

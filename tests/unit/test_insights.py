@@ -309,3 +309,10 @@ def test_the_insight_benchmark_runs_at_a_tiny_size() -> None:
     assert row["insights"] == min(row["communities"], 100) > 1
     assert row["command_bytes"] > 0 and row["tracemalloc_peak_mb"] > 0
     assert {"louvain_s", "pagerank_s", "centrality_s", "projection_s"} <= set(row)
+
+
+def test_an_insights_entry_leaves_a_change_record_for_the_indexer(replicas: Replicas) -> None:
+    replicas.apply(topic_graph()[0])
+    replicas.apply(replicas.plan().command)
+    last = list(replicas.reader.changes(replicas.index - 1))
+    assert last == [(replicas.index, [["insights", "t1", replicas.reader.tenant("t1")["graph_gen"]]])]  # type: ignore[index]
