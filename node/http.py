@@ -48,6 +48,7 @@ RETRIEVE_FIELDS = {
     "consistency",
     "as_of",
     "include_insights",
+    "passages",
 }
 
 
@@ -215,6 +216,7 @@ async def retrieve(request: web.Request) -> web.Response:
         enable_arbitration=v.bool_field(body, "enable_arbitration", True),
         as_of=_pipeline().parse_as_of(body),
         include_insights=v.bool_field(body, "include_insights", False),
+        passages=v.bool_field(body, "passages", True),
     )
     await service.read_barrier(consistency)
     if consistency == "linearizable":
@@ -516,7 +518,7 @@ async def _stop_service(app: web.Application) -> None:
 def node_metrics(service: NodeService) -> NodeMetrics:
     m = NodeMetrics()
     m.gauge("memorose_raft_applied_index", "last Raft index applied", service.store.applied_index)
-    m.gauge("memorose_index_position", "last Raft index searchable", lambda: service.indexer.position)
+    m.gauge("memorose_index_position", "last Raft index searchable", service.indexer.searchable_index)
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
     _pipeline().install_metrics(service, m)

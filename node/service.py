@@ -339,7 +339,7 @@ class NodeService:
             "last_log_index": raft.last_log_index(),
             "raft_applied_index": raft.raftLastApplied,
             "applied_index": self.store.applied_index(),
-            "indexed_index": self.indexer.position,
+            "indexed_index": self.indexer.searchable_index(),
             "log_entries": status.get("log_len", 0),
             "elections": raft.elections,
             "leader_changes": raft.leader_changes,

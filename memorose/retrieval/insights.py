@@ -1,7 +1,8 @@
 """Insights in retrieval (``include_insights``): the L2 insights relevant to a query.
 
 An insight is relevant when the memories it was distilled from are among the hits: each hit
-adds 1 / (1 + rank) to the insight citing it (one point lookup per hit), and query terms
+(each memory of a passage) adds 1 / (1 + rank) to the insight citing it (one point lookup
+per memory), and query terms
 found in the insight's label and terms add a little, so a topic named outright is found even
 when its memories rank lower. The chosen insights lead the results, marked ``layer: "L2"``;
 the L1/L0 results follow unchanged. An insight describes the tenant's current memories, so
@@ -30,8 +31,10 @@ def relevant(
     """At most ``n`` insights, best first, in the shape of retrieval results."""
     scores: dict[str, float] = {}
     for rank, result in enumerate(results):
-        if result.get("layer") == "L1":
-            insight_id = reader.insight_of(tenant_id, result["id"])
+        if result.get("layer") != "L1":
+            continue
+        for memory_id in result.get("passage") or [result["id"]]:  # a passage: all its memories
+            insight_id = reader.insight_of(tenant_id, memory_id)
             if insight_id is not None:
                 scores[insight_id] = scores.get(insight_id, 0.0) + 1.0 / (1 + rank)
     terms = set(query_terms(query))

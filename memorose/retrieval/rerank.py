@@ -45,7 +45,7 @@ class RankWeights:
     episode: float = 0.3
     time: float = 0.3
     dated: float = 0.1
-    speaker: float = 0.2
+    speaker: float = 0.4
     episode_decay: float = 0.5
     #: Context from the memory before counts fully, from the one after by this factor;
     #: each further step away halves it.
@@ -53,7 +53,7 @@ class RankWeights:
     #: Weight of each pseudo-relevance feedback term relative to a query term (0: off).
     feedback: float = 0.3
     k1: float = 1.2
-    b: float = 0.75
+    b: float = 0.3
 
 
 DEFAULT_WEIGHTS = RankWeights()

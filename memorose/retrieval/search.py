@@ -21,7 +21,7 @@ import numpy as np
 
 from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
-from memorose.retrieval import graph, insights, temporal
+from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.query import QueryAnalysis, analyze_query
 from memorose.retrieval.rerank import (
@@ -50,6 +50,10 @@ CONTEXT_EXPAND = 30
 #: Pseudo-relevance feedback: documents read and terms added (expansion.py).
 FEEDBACK_DOCS = 5
 FEEDBACK_TERMS = 10
+#: Passages (passages.py): memories per passage at most, and how many of the best hits may
+#: join one (a fixed number, so a smaller ``top_k`` answers with a prefix of a larger one).
+PASSAGE_SPAN = passages.MAX_SPAN
+PASSAGE_DEPTH = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class RetrieveRequest:
     graph_depth: int = 0
     enable_arbitration: bool = True
     as_of: float | None = None  # valid time (epoch seconds): what was true then
+    passages: bool = True  # adjacent hits of one episode as one result (retrieval/passages.py)
     include_insights: bool = False  # lead with relevant L2 insights (retrieval/insights.py)
 
 
@@ -98,7 +103,7 @@ class Retriever:
         ranked = rank(candidates, analysis, stats, query_vec, self.weights)
         if self.weights.feedback > 0 and ranked:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec)
-        results = [{**c.result, "score": round(c.score, 6)} for c in ranked[: req.top_k]]
+        results = self._results(req, ranked)
         if req.graph_depth > 0:
             results = graph.expand(
                 self.reader,
@@ -112,6 +117,20 @@ class Retriever:
             n = self.insights_per_query
             results = insights.attach(self.reader, req.tenant_id, req.query, results, req.stream_id, n)
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _results(self, req: RetrieveRequest, ranked: list[Candidate]) -> list[dict[str, Any]]:
+        """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
+        if not req.passages:
+            return [{**c.result, "score": round(c.score, 6)} for c in ranked[: req.top_k]]
+
+        def window_of(c: Candidate) -> dict[str, int]:
+            memory_id = str(cast(tuple[str, str], c.key)[1])
+            span = PASSAGE_SPAN - 1
+            return dict(self.timeline.neighbours(req.tenant_id, memory_id, span, EPISODE_GAP_S))
+
+        found = passages.group(ranked, req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
+        passages.fill(found, lambda memory_id: self._load(req, KIND_MEMORY, memory_id))
+        return [passages.result(p) for p in found]
 
     def _feedback(
         self,

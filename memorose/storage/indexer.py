@@ -202,6 +202,14 @@ class Indexer:
                 self._progress.wait(remaining)
         return True
 
+    def searchable_index(self) -> int:
+        """The Raft index up to which everything applied is searchable. Entries that change
+        nothing searchable (touches, barriers) write no change record, so with nothing left
+        in the feed the indexes are current up to the applied index."""
+        applied = self.reader.store.applied_index()
+        position = self.position
+        return applied if not self._feed_pending_after(position, applied) else position
+
     def _feed_pending_after(self, position: int, upto: int) -> bool:
         return any(index <= upto for index, _ in self.reader.changes(position, limit=1))
 

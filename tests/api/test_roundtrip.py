@@ -112,3 +112,27 @@ async def test_metrics_expose_ingest_and_http_counters(api: Api) -> None:
     assert "memorose_events_ingested_total 1.0" in text
     assert "memorose_events_duplicate_total 1.0" in text
     assert 'memorose_http_requests_total{route="/api/v1/events",status="202"} 2.0' in text
+
+
+async def test_adjacent_matches_come_back_as_one_passage(api: Api) -> None:
+    turns = [
+        ("d1", "Maria: Which classes have you tried at the new gym?"),
+        ("d2", "John: Kickboxing classes mostly, and some circuit training at the gym."),
+        ("d3", "Maria: The weather was lovely today."),
+        ("d4", "John: Lunch was a sandwich."),
+    ]
+    for i, (event_id, text) in enumerate(turns):
+        await api.ingest("gym", text, event_id=event_id, timestamp=1_700_000_000 + i)
+    await api.consolidate("gym")
+
+    grouped = await api.retrieve("gym", "What classes did John take at the gym?", top_k=3)
+    assert grouped[0]["source_event_ids"] == ["d1", "d2"]
+    assert grouped[0]["content"].splitlines() == [turns[0][1], turns[1][1]]
+    assert len(grouped[0]["passage"]) == 2 and grouped[0]["id"] in grouped[0]["passage"]
+
+    single = await api.retrieve("gym", "What classes did John take at the gym?", top_k=3, passages=False)
+    assert [r["source_event_ids"] for r in single[:2]] in ([["d2"], ["d1"]], [["d1"], ["d2"]])
+    assert all("passage" not in r for r in single)
+
+    status, body = await api.post("/api/v1/retrieve", {"tenant_id": "gym", "query": "gym", "passages": "yes"})
+    assert status == 400 and body["error"]["code"] == "invalid_input"
