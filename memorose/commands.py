@@ -173,6 +173,7 @@ def insights(
     digest: str,
     now: float,
     records: list[dict[str, Any]] | None,
+    epoch: int = 0,
 ) -> dict[str, Any]:
     """One insight pass over a tenant, computed by the leader at graph ``generation`` (the
     Raft index of the last entry that changed the tenant's graph) when the tenant's change
@@ -182,7 +183,8 @@ def insights(
     stored, whose ``digest`` it names; only the generation advances). ``deletes`` is the
     tenant's hard-delete counter when the pass read the graph: if it moved, apply drops the
     insights citing a memory that no longer exists. An older generation than the stored one
-    is refused (a former leader's slower pass).
+    is refused (a former leader's slower pass), and so is a pass over a tenant that was
+    deleted (or deleted and re-created: ``epoch`` is the Raft index that created the tenant).
     """
     return {
         "type": INSIGHTS,
@@ -193,6 +195,7 @@ def insights(
         "digest": digest,
         "now": now,
         "insights": records,
+        "epoch": epoch,
     }
 
 

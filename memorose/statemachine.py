@@ -28,8 +28,9 @@ Result = dict[str, Any]
 class _Tx:
     """One entry's writes: a WriteBatch plus a read-your-writes cache of tenant records."""
 
-    def __init__(self, store: RocksStore) -> None:
+    def __init__(self, store: RocksStore, raft_index: int = 0) -> None:
         self.store = store
+        self.raft_index = raft_index
         self.batch = WriteBatch(raw_mode=True)
         self.tenants: dict[str, dict[str, Any]] = {}
         self.pending_ids: dict[tuple[str, str], int] = {}
@@ -74,7 +75,10 @@ class _Tx:
     def tenant(self, tenant_id: str) -> dict[str, Any]:
         if tenant_id not in self.tenants:
             raw = self.store.get(keys.tenant(tenant_id))
-            self.tenants[tenant_id] = codec.unpack(raw) if raw else new_tenant_record()
+            if raw:
+                self.tenants[tenant_id] = codec.unpack(raw)
+            else:  # a new tenant; ``epoch`` tells it from an earlier tenant of the same name
+                self.tenants[tenant_id] = {**new_tenant_record(), "epoch": self.raft_index}
         return self.tenants[tenant_id]
 
     def put(self, key: bytes, value: Any) -> None:
@@ -120,13 +124,13 @@ class StateMachine:
             self.skipped_count += 1
             return {"ok": True, "skipped": True}
         self.applied_count += 1
-        tx = _Tx(self.store)
+        tx = _Tx(self.store, raft_index)
         try:
             command = commands.decode(payload)
             result = self._dispatch(tx, command)
         except Exception as exc:  # never raise into PySyncObj's tick loop
             log.exception("command at index %d failed; recorded as an error result", raft_index)
-            tx = _Tx(self.store)
+            tx = _Tx(self.store, raft_index)
             result = {"ok": False, "error": {"code": "apply_failed", "message": str(exc)[:200]}}
         self._commit(tx, raft_index)
         return result
@@ -460,7 +464,11 @@ class StateMachine:
         cites a deleted memory, even before the next pass.
         """
         tenant_id, generation = command["tenant_id"], command["generation"]
+        if tenant_id not in tx.tenants and self.store.get(keys.tenant(tenant_id)) is None:
+            return {"ok": False, "error": {"code": "no_tenant", "message": "the tenant was deleted"}}
         record = tx.tenant(tenant_id)
+        if record.get("epoch", 0) != command.get("epoch", 0):  # deleted and re-created since
+            return {"ok": False, "error": {"code": "stale_epoch", "message": "the tenant was re-created"}}
         if generation < record.get("insights_gen", 0):
             return {"ok": False, "error": {"code": "stale_generation", "message": "a newer pass landed"}}
         records = command["insights"]

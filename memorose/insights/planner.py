@@ -84,6 +84,7 @@ def plan_insights(
         result_digest,
         now,
         records if changed else None,
+        epoch=int(stored.get("epoch", 0)),
     )
     return InsightPlan(command, records, changed, analysis, usage)
 

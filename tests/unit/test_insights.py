@@ -316,3 +316,16 @@ def test_an_insights_entry_leaves_a_change_record_for_the_indexer(replicas: Repl
     replicas.apply(replicas.plan().command)
     last = list(replicas.reader.changes(replicas.index - 1))
     assert last == [(replicas.index, [["insights", "t1", replicas.reader.tenant("t1")["graph_gen"]]])]  # type: ignore[index]
+
+
+def test_a_pass_over_a_deleted_or_re_created_tenant_is_refused(replicas: Replicas) -> None:
+    replicas.apply(topic_graph()[0])
+    plan = replicas.plan()
+    replicas.apply(commands.delete_tenant("t1"))
+    gone = replicas.apply(plan.command)
+    assert gone["ok"] is False and gone["error"]["code"] == "no_tenant"
+    assert replicas.reader.tenant("t1") is None  # the refused pass did not bring it back
+    replicas.apply(topic_graph()[0])  # same name, same memory ids, a new tenant
+    stale = replicas.apply(plan.command)
+    assert stale["ok"] is False and stale["error"]["code"] == "stale_epoch"
+    assert replicas.apply(replicas.plan().command)["ok"]
