@@ -25,6 +25,7 @@ TOUCH = "touch"
 FORGET = "forget"
 RESTORE = "restore"
 REEMBED = "reembed"
+INSIGHTS = "insights"
 TENANT_STATE = "tenant_state"
 
 KNOWN_TYPES = frozenset(
@@ -39,6 +40,7 @@ KNOWN_TYPES = frozenset(
         FORGET,
         RESTORE,
         REEMBED,
+        INSIGHTS,
         TENANT_STATE,
     }
 )
@@ -161,6 +163,40 @@ def reembed(tenant_id: str, items: list[dict[str, Any]], now: float) -> dict[str
     """New embeddings: items {memory_id, content_sha, embedding, embedding_model, embedding_dim};
     an item is skipped if the memory's content changed since it was embedded."""
     return {"type": REEMBED, "tenant_id": tenant_id, "items": items, "now": now}
+
+
+def insights(
+    tenant_id: str,
+    generation: int,
+    changes: int,
+    deletes: int,
+    digest: str,
+    now: float,
+    records: list[dict[str, Any]] | None,
+    epoch: int = 0,
+) -> dict[str, Any]:
+    """One insight pass over a tenant, computed by the leader at graph ``generation`` (the
+    Raft index of the last entry that changed the tenant's graph) when the tenant's change
+    counter was ``changes``.
+
+    ``records`` replace every insight of the tenant (None: the pass found exactly what is
+    stored, whose ``digest`` it names; only the generation advances). ``deletes`` is the
+    tenant's hard-delete counter when the pass read the graph: if it moved, apply drops the
+    insights citing a memory that no longer exists. An older generation than the stored one
+    is refused (a former leader's slower pass), and so is a pass over a tenant that was
+    deleted (or deleted and re-created: ``epoch`` is the Raft index that created the tenant).
+    """
+    return {
+        "type": INSIGHTS,
+        "tenant_id": tenant_id,
+        "generation": generation,
+        "changes": changes,
+        "deletes": deletes,
+        "digest": digest,
+        "now": now,
+        "insights": records,
+        "epoch": epoch,
+    }
 
 
 def delete_tenant(tenant_id: str) -> dict[str, Any]:

@@ -73,6 +73,35 @@ class ForgettingSettings(_Section):
     touch_flush_secs: float = Field(1.0, gt=0, le=3600)
 
 
+class InsightSettings(_Section):
+    """The L2 insight graph (docs/insights.md): Louvain communities of a tenant's memory
+    graph, each distilled into an insight by the leader."""
+
+    enabled: bool = True
+    #: Every tenant whose graph changed since its last pass gets a pass this often.
+    interval_secs: float = Field(300.0, gt=0, le=7 * 86_400)
+    #: Between scheduled passes, a tenant gets a pass once this many memories were created,
+    #: changed or removed (or a memory an insight cites was superseded, archived or deleted).
+    min_changes: int = Field(50, ge=1)
+    #: Louvain resolution: above 1 favours smaller communities, below 1 larger ones.
+    resolution: float = Field(1.0, gt=0, le=100)
+    #: Communities with fewer memories are not insights.
+    min_community_size: int = Field(3, ge=2, le=100_000)
+    #: Louvain's random state: the same graph always gives the same communities.
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    #: At most this many insights per tenant (the highest-scoring communities).
+    max_insights: int = Field(100, ge=1, le=10_000)
+    #: Most central memories quoted by the offline summary.
+    summary_memories: int = Field(3, ge=1, le=20)
+    max_summary_chars: int = Field(600, ge=80, le=10_000)
+    #: Memories (most central first) shown to the LLM per community.
+    llm_memories: int = Field(30, ge=1, le=500)
+    #: Let the configured LLM write summaries (falls back to the offline summary).
+    llm: bool = True
+    #: Insights added to a retrieval with ``include_insights``.
+    per_query: int = Field(2, ge=1, le=20)
+
+
 class LLMSettings(_Section):
     """Language work (fact extraction, arbitration). ``auto``: Gemini when an API key is set
     (``api_key`` here or ``GOOGLE_API_KEY``), else the offline heuristics."""
@@ -169,6 +198,7 @@ class Settings(BaseSettings):
     raft_password: str | None = None
     consolidation: ConsolidationSettings = Field(default_factory=lambda: ConsolidationSettings())
     forgetting: ForgettingSettings = Field(default_factory=lambda: ForgettingSettings())
+    insights: InsightSettings = Field(default_factory=lambda: InsightSettings())
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     embeddings: EmbeddingSettings = Field(default_factory=lambda: EmbeddingSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())

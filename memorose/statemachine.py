@@ -28,14 +28,22 @@ Result = dict[str, Any]
 class _Tx:
     """One entry's writes: a WriteBatch plus a read-your-writes cache of tenant records."""
 
-    def __init__(self, store: RocksStore) -> None:
+    def __init__(self, store: RocksStore, raft_index: int = 0) -> None:
         self.store = store
+        self.raft_index = raft_index
         self.batch = WriteBatch(raw_mode=True)
         self.tenants: dict[str, dict[str, Any]] = {}
         self.pending_ids: dict[tuple[str, str], int] = {}
         self.changes: list[list[Any]] = []
         self.memories: dict[tuple[str, str], dict[str, Any] | None] = {}
         self.edges: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        #: Memory writes per tenant in this entry (0: only edges changed). Such an entry sets
+        #: the tenant's ``graph_gen`` to its Raft index (an identity of the graph's state,
+        #: unique even across a tenant's deletion) and adds to ``graph_changes``.
+        self.graph_writes: dict[str, int] = {}
+
+    def graph_changed(self, tenant_id: str, memories: int = 1) -> None:
+        self.graph_writes[tenant_id] = self.graph_writes.get(tenant_id, 0) + memories
 
     def memory(self, tenant_id: str, memory_id: str) -> dict[str, Any] | None:
         """The memory as this entry has left it so far (read-your-writes)."""
@@ -50,6 +58,7 @@ class _Tx:
         self.memories[(tenant_id, memory_id)] = record
         self.put(keys.memory(tenant_id, memory_id), record)
         self.changes.append(["memory+", tenant_id, memory_id])
+        self.graph_changed(tenant_id)
 
     def edge(self, tenant_id: str, source: str, target: str) -> dict[str, Any] | None:
         key = (tenant_id, source, target)
@@ -61,11 +70,15 @@ class _Tx:
     def put_edge(self, tenant_id: str, source: str, target: str, record: dict[str, Any]) -> None:
         self.edges[(tenant_id, source, target)] = record
         self.put(keys.edge(tenant_id, source, target), record)
+        self.graph_changed(tenant_id, 0)
 
     def tenant(self, tenant_id: str) -> dict[str, Any]:
         if tenant_id not in self.tenants:
             raw = self.store.get(keys.tenant(tenant_id))
-            self.tenants[tenant_id] = codec.unpack(raw) if raw else new_tenant_record()
+            if raw:
+                self.tenants[tenant_id] = codec.unpack(raw)
+            else:  # a new tenant; ``epoch`` tells it from an earlier tenant of the same name
+                self.tenants[tenant_id] = {**new_tenant_record(), "epoch": self.raft_index}
         return self.tenants[tenant_id]
 
     def put(self, key: bytes, value: Any) -> None:
@@ -111,18 +124,23 @@ class StateMachine:
             self.skipped_count += 1
             return {"ok": True, "skipped": True}
         self.applied_count += 1
-        tx = _Tx(self.store)
+        tx = _Tx(self.store, raft_index)
         try:
             command = commands.decode(payload)
             result = self._dispatch(tx, command)
         except Exception as exc:  # never raise into PySyncObj's tick loop
             log.exception("command at index %d failed; recorded as an error result", raft_index)
-            tx = _Tx(self.store)
+            tx = _Tx(self.store, raft_index)
             result = {"ok": False, "error": {"code": "apply_failed", "message": str(exc)[:200]}}
         self._commit(tx, raft_index)
         return result
 
     def _commit(self, tx: _Tx, raft_index: int) -> None:
+        for tenant_id, writes in tx.graph_writes.items():
+            record = tx.tenant(tenant_id)
+            if not record.get("deleted"):
+                record["graph_gen"] = raft_index
+                record["graph_changes"] = record.get("graph_changes", 0) + max(1, writes)
         for tenant_id, record in tx.tenants.items():
             if record.get("deleted"):
                 continue
@@ -156,6 +174,8 @@ class StateMachine:
             return self._restore(tx, command)
         if kind == commands.REEMBED:
             return self._reembed(tx, command)
+        if kind == commands.INSIGHTS:
+            return self._insights(tx, command)
         if kind == commands.TENANT_STATE:
             return self._tenant_state(tx, command)
         return {"ok": True}  # NOOP
@@ -278,6 +298,7 @@ class StateMachine:
         old["superseded_by"] = new["memory_id"]
         old["version"] = old.get("version", 1) + 1
         tx.put_memory(old)
+        self._insight_member_changed(tx, tenant_id, old["memory_id"])
         self._history(tx, old, "superseded", now, op["reason"], related=new["memory_id"])
         self._create(tx, record, new, now, "created", f"supersedes {old['memory_id']}: {op['reason']}")
         self._link(
@@ -368,6 +389,7 @@ class StateMachine:
             memory["archived"], memory["archived_at"] = True, now
             memory["version"] = memory.get("version", 1) + 1
             tx.put_memory(memory)
+            self._insight_member_changed(tx, tenant_id, memory_id)
             self._history(tx, memory, "archived", now, "importance decayed below min_importance")
             archived.append(memory_id)
         return {"ok": True, "archived": archived}
@@ -425,9 +447,90 @@ class StateMachine:
                 if seq is not None:
                     tx.batch.delete(keys.event(tenant_id, seq))
                     purged += 1
-        tx.tenant(tenant_id)["memories"] -= 1
+        record = tx.tenant(tenant_id)
+        record["memories"] -= 1
+        record["deletes"] = record.get("deletes", 0) + 1
+        tx.graph_changed(tenant_id)
         tx.changes.append(["memory-", tenant_id, memory_id])
-        return {"ok": True, "purged_events": purged}
+        dropped = self._drop_insight_of(tx, tenant_id, memory_id)
+        return {"ok": True, "purged_events": purged, "insights_dropped": dropped}
+
+    # -- insights (L2) -----------------------------------------------------------------
+    def _insights(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        """Replace a tenant's insights with a leader's pass (docs/insights.md).
+
+        Refused if a newer pass already landed. If a memory was hard-deleted since the pass
+        read the graph, insights citing a memory that is gone are left out: no insight ever
+        cites a deleted memory, even before the next pass.
+        """
+        tenant_id, generation = command["tenant_id"], command["generation"]
+        if tenant_id not in tx.tenants and self.store.get(keys.tenant(tenant_id)) is None:
+            return {"ok": False, "error": {"code": "no_tenant", "message": "the tenant was deleted"}}
+        record = tx.tenant(tenant_id)
+        if record.get("epoch", 0) != command.get("epoch", 0):  # deleted and re-created since
+            return {"ok": False, "error": {"code": "stale_epoch", "message": "the tenant was re-created"}}
+        if generation < record.get("insights_gen", 0):
+            return {"ok": False, "error": {"code": "stale_generation", "message": "a newer pass landed"}}
+        records = command["insights"]
+        if records is None:  # same result as stored: only the generation advances
+            if record.get("insights_digest") != command["digest"]:
+                return {"ok": False, "error": {"code": "digest_mismatch", "message": "insights changed"}}
+            kept, skipped = record.get("insights_count", 0), list[str]()
+        else:
+            kept, skipped = self._replace_insights(tx, tenant_id, records, command["deletes"])
+            record["insights_digest"] = None if skipped else command["digest"]
+            record["insights_count"] = kept
+        record["insights_gen"] = generation
+        record["insights_changes"] = command["changes"]
+        record["insights_at"] = command["now"]
+        if record.get("graph_gen", 0) == generation:
+            record["insights_dirty"] = False
+        # Nothing to index, but a change record keeps the indexer's position in step with the
+        # applied index (readers wait for indexed >= applied).
+        tx.changes.append(["insights", tenant_id, generation])
+        return {"ok": True, "generation": generation, "insights": kept, "skipped": skipped}
+
+    def _replace_insights(
+        self, tx: _Tx, tenant_id: str, records: list[dict[str, Any]], deletes: int
+    ) -> tuple[int, list[str]]:
+        for prefix in (keys.INSIGHT, keys.INSIGHT_MEMBER):
+            start = keys.tenant_prefix(prefix, tenant_id)
+            tx.batch.delete_range(start, keys.prefix_end(start))
+        check = tx.tenant(tenant_id).get("deletes", 0) != deletes
+        kept, skipped = 0, []
+        for insight in records:
+            members = insight["member_ids"]
+            if check and any(tx.memory(tenant_id, m) is None for m in members):
+                skipped.append(insight["insight_id"])
+                continue
+            tx.put(keys.insight(tenant_id, insight["insight_id"]), insight)
+            for memory_id in members:
+                tx.put(keys.insight_member(tenant_id, memory_id), insight["insight_id"])
+            kept += 1
+        return kept, skipped
+
+    def _drop_insight_of(self, tx: _Tx, tenant_id: str, memory_id: str) -> list[str]:
+        """A hard-deleted memory takes the insight citing it along (its text may quote the
+        memory); the next pass rebuilds one from what remains."""
+        raw = self.store.get(keys.insight_member(tenant_id, memory_id))
+        if raw is None:
+            return []
+        insight_id = codec.unpack(raw)
+        raw_insight = self.store.get(keys.insight(tenant_id, insight_id))
+        members = codec.unpack(raw_insight)["member_ids"] if raw_insight else [memory_id]
+        tx.batch.delete(keys.insight(tenant_id, insight_id))
+        for member in {*members, memory_id}:
+            tx.batch.delete(keys.insight_member(tenant_id, member))
+        record = tx.tenant(tenant_id)
+        record["insights_dirty"] = True
+        record["insights_digest"] = None
+        record["insights_count"] = max(0, record.get("insights_count", 0) - 1)
+        return [insight_id]
+
+    def _insight_member_changed(self, tx: _Tx, tenant_id: str, memory_id: str) -> None:
+        """A memory an insight cites was superseded or archived: the insight is due again."""
+        if self.store.get(keys.insight_member(tenant_id, memory_id)) is not None:
+            tx.tenant(tenant_id)["insights_dirty"] = True
 
     def _delete_tenant(self, tx: _Tx, command: dict[str, Any]) -> Result:
         tenant_id = command["tenant_id"]

@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     add_locomo_arguments(locomo)
     locomo.set_defaults(func=cmd_bench_locomo)
+    insights = bench_sub.add_parser("insights", help="time and memory of an insight pass at 1K-100K memories")
+    from memorose.bench.insights import add_arguments as add_insights_arguments
+
+    add_insights_arguments(insights)
+    insights.set_defaults(func=cmd_bench_insights)
     gateway_bench = bench_sub.add_parser("gateway", help="gateway overhead vs talking to the leader")
     from memorose.bench.gateway import add_gateway_arguments
 
@@ -203,6 +208,12 @@ def cmd_bench_locomo(args: argparse.Namespace) -> int:
     from memorose.bench.locomo import run_locomo
 
     return run_locomo(args)
+
+
+def cmd_bench_insights(args: argparse.Namespace) -> int:
+    from memorose.bench.insights import run_insights_bench
+
+    return run_insights_bench(args)
 
 
 def cmd_bench_consolidation(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ RETRIEVE_FIELDS = {
     "enable_arbitration",
     "consistency",
     "as_of",
+    "include_insights",
     "passages",
 }
 
@@ -214,6 +215,7 @@ async def retrieve(request: web.Request) -> web.Response:
         graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
         enable_arbitration=v.bool_field(body, "enable_arbitration", True),
         as_of=_pipeline().parse_as_of(body),
+        include_insights=v.bool_field(body, "include_insights", False),
         passages=v.bool_field(body, "passages", True),
     )
     await service.read_barrier(consistency)
@@ -458,8 +460,16 @@ def build_app(service: NodeService) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     _pipeline().register(app)
+    _insights().register(app)
     _add_dashboard(app)
     return app
+
+
+def _insights():  # type: ignore[no-untyped-def]
+    """The insight routes live in node.http_insights (imports this module)."""
+    from node import http_insights
+
+    return http_insights
 
 
 def _pipeline():  # type: ignore[no-untyped-def]
@@ -498,6 +508,7 @@ async def _start_service(app: web.Application) -> None:
 
     service.worker.on_batch = on_batch
     _pipeline().attach_workers(service, metrics)
+    _insights().attach_workers(service)
 
 
 async def _stop_service(app: web.Application) -> None:
@@ -511,4 +522,5 @@ def node_metrics(service: NodeService) -> NodeMetrics:
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
     _pipeline().install_metrics(service, m)
+    _insights().install_metrics(service, m)
     return m

@@ -29,6 +29,7 @@ from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader, hash_key
 from memorose.storage.rocks import RocksStore
 from node.batcher import IngestBatcher
+from node.insight_worker import Insights
 from node.maintenance import ForgettingWorker, TouchBuffer, TouchFlusher
 from node.proposer import Proposer
 from node.raft import LEADER, RaftNode
@@ -92,6 +93,7 @@ class NodeService:
         self.worker: ConsolidationWorker | None = None
         self._consolidated = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.insights = Insights(self)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,8 +127,10 @@ class NodeService:
         self.worker.before_plan = self._await_indexed
         self.worker.start()
         self._start_maintenance(self.proposer)
+        self.insights.start()
 
     async def stop(self) -> None:
+        await self.insights.stop()
         for task in (self.touch_flusher, self.forgetting):
             if task is not None:
                 await task.stop()
@@ -227,6 +231,7 @@ class NodeService:
         result = await self.propose(commands.delete_memory(tenant_id, memory_id, purge_events=purge_events))
         if not result.get("ok"):
             raise NotFound(f"memory {memory_id!r} not found")
+        self.insights.changed(tenant_id)
         await self._await_indexed()
         return int(result.get("purged_events", 0))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from memorose.models import Event, event_public
 from memorose.providers.embeddings.base import Embedder
-from memorose.retrieval import graph, passages, temporal
+from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.query import QueryAnalysis, analyze_query
 from memorose.retrieval.rerank import (
@@ -66,6 +66,7 @@ class RetrieveRequest:
     enable_arbitration: bool = True
     as_of: float | None = None  # valid time (epoch seconds): what was true then
     passages: bool = True  # adjacent hits of one episode as one result (retrieval/passages.py)
+    include_insights: bool = False  # lead with relevant L2 insights (retrieval/insights.py)
 
 
 class Retriever:
@@ -81,6 +82,7 @@ class Retriever:
         self.embedder = embedder
         self.weights = weights
         self.timeline = Timeline(reader)
+        self.insights_per_query = 2
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -111,6 +113,9 @@ class Retriever:
                 req.top_k,
                 lambda m: temporal.admit_memory(m, req),
             )
+        if req.include_insights and req.as_of is None:
+            n = self.insights_per_query
+            results = insights.attach(self.reader, req.tenant_id, req.query, results, req.stream_id, n)
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     def _results(self, req: RetrieveRequest, ranked: list[Candidate]) -> list[dict[str, Any]]:

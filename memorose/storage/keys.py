@@ -10,6 +10,8 @@ WriteBatch per Raft entry is atomic. Ids are validated (no '/') before they get 
     h/<tenant>/<memory_id>/<v:08x> one version of a memory (history, why it changed)
     j/<tenant>/<event_id>         why consolidation rejected an event (the event stays in e/)
     s/<tenant>/<stream>           newest memory of a stream (temporal adjacency edges)
+    n/<tenant>/<insight_id>       L2 insight (summary, label, members, provenance)
+    N/<tenant>/<memory_id>        the insight citing a memory (a memory is in at most one)
     k/<sha256(key)>               tenant API key record (only the hash is stored)
     x/<raft_index:016x>           change feed for the derived-index indexer
 """
@@ -27,9 +29,11 @@ EDGE = b"g/"
 HISTORY = b"h/"
 REJECTED = b"j/"
 STREAM_TAIL = b"s/"
+INSIGHT = b"n/"
+INSIGHT_MEMBER = b"N/"
 
 #: Prefixes holding one tenant's replicated state (used by delete and digest).
-TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY, EDGE, HISTORY, REJECTED, STREAM_TAIL)
+TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY, EDGE, HISTORY, REJECTED, STREAM_TAIL, INSIGHT, INSIGHT_MEMBER)
 
 
 def tenant(tenant_id: str) -> bytes:
@@ -84,6 +88,14 @@ def rejected(tenant_id: str, eid: str) -> bytes:
 
 def stream_tail(tenant_id: str, stream_id: str) -> bytes:
     return tenant_prefix(STREAM_TAIL, tenant_id) + stream_id.encode()
+
+
+def insight(tenant_id: str, insight_id: str) -> bytes:
+    return tenant_prefix(INSIGHT, tenant_id) + insight_id.encode()
+
+
+def insight_member(tenant_id: str, memory_id: str) -> bytes:
+    return tenant_prefix(INSIGHT_MEMBER, tenant_id) + memory_id.encode()
 
 
 def api_key(key_hash: str) -> bytes:

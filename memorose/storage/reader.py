@@ -96,6 +96,21 @@ class StateReader:
         raw = self.store.get(keys.stream_tail(tenant_id, stream_id))
         return codec.unpack(raw) if raw else None
 
+    # -- insights (L2) -----------------------------------------------------------------
+    def insights(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tenant's insights as stored (records of the ``insights`` command)."""
+        prefix = keys.tenant_prefix(keys.INSIGHT, tenant_id)
+        return [codec.unpack(raw) for _, raw in self.store.scan(prefix)]
+
+    def insight(self, tenant_id: str, insight_id: str) -> dict[str, Any] | None:
+        raw = self.store.get(keys.insight(tenant_id, insight_id))
+        return codec.unpack(raw) if raw else None
+
+    def insight_of(self, tenant_id: str, memory_id: str) -> str | None:
+        """The id of the insight citing a memory, if any."""
+        raw = self.store.get(keys.insight_member(tenant_id, memory_id))
+        return codec.unpack(raw) if raw else None
+
     # -- keys --------------------------------------------------------------------------
     def api_keys(self, tenant_id: str) -> list[dict[str, Any]]:
         """Key records (hash, id, creation time) of a tenant, for moving it to another shard."""

@@ -81,3 +81,11 @@ class LLMProvider(ABC):
     @abstractmethod
     def arbitrate(self, fact: str, candidates: Sequence[Candidate], usage: Usage) -> Decision:
         """What to do with ``fact`` given similar existing memories (best first)."""
+
+    def summarize_community(
+        self, memories: Sequence[tuple[str, float]], terms: Sequence[str], usage: Usage
+    ) -> tuple[str, str]:
+        """(label, summary) of a community of related memories, given as (text, valid time)
+        most central first, with its distinctive terms. Providers without a generative
+        model raise; the insight keeps its extractive text (memorose/insights/synthesis.py)."""
+        raise LLMError("unsupported", f"{self.name} does not write summaries")

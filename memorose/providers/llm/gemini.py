@@ -39,6 +39,18 @@ the EXISTING memories most similar to it:
 Give a short reason."""
 
 
+INSIGHT_INSTRUCTIONS = """You distil a group of related long-term memories of one user or agent
+into one insight an assistant can use, e.g. "Alice is planning a move to Berlin: apartment hunting,
+a visa appointment on 3 May, a job offer at Siemens". Memories are listed most central first, each
+with its date. Write a label of 2 to 6 words and a summary of 1 to 3 sentences (at most 80 words).
+Keep names, numbers and dates. Use only what the memories say; never invent anything."""
+
+
+class _Insight(BaseModel):
+    label: str
+    summary: str
+
+
 class _EventFacts(BaseModel):
     index: int
     facts: list[str]
@@ -143,3 +155,14 @@ class GeminiLLM(LLMProvider):
         content = (answer.merged_content or "").strip()[:MAX_FACT_CHARS] or None
         target = answer.target_id if answer.action != "create" else None
         return Decision(answer.action, target, (answer.reason or "llm decision")[:300], content)  # type: ignore[arg-type]
+
+    # -- insights ------------------------------------------------------------------------
+    def summarize_community(
+        self, memories: Sequence[tuple[str, float]], terms: Sequence[str], usage: Usage
+    ) -> tuple[str, str]:
+        lines = [f"[{i}] ({iso(ts)}) {json.dumps(text)}" for i, (text, ts) in enumerate(memories, 1)]
+        prompt = f"Distinctive terms: {', '.join(terms)}\nMemories:\n" + "\n".join(lines)
+        answer = self._parse(_Insight, self._generate(INSIGHT_INSTRUCTIONS, prompt, _Insight, usage))
+        if not answer.summary.strip():
+            raise LLMError("malformed_response", "empty summary")
+        return answer.label.strip(), answer.summary.strip()
