@@ -558,7 +558,8 @@ class StateMachine:
             if state != "moved":
                 return {"ok": False, "error": {"code": "invalid_state", "message": "purge needs state moved"}}
             self._purge_tenant(tx, tenant_id)
-            tx.tenants[tenant_id] = new_tenant_record()
+            # A fresh epoch: an insights pass computed before the purge cannot land on it.
+            tx.tenants[tenant_id] = {**new_tenant_record(), "epoch": tx.raft_index}
         record = tx.tenant(tenant_id)
         record["state"] = state
         if state == "moved":
