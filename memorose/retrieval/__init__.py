@@ -1,1 +1,1 @@
-"""Retrieval: text analysis, hybrid (vector + BM25) search, fusion."""
+"""Retrieval: text analysis, candidate search (BM25, vectors, L0 tail) and re-ranking."""

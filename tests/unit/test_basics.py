@@ -1,4 +1,4 @@
-"""Configuration, codec, analysis, fusion, embedder and the package import rules."""
+"""Configuration, codec, analysis, embedder and the package import rules."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from memorose import commands
 from memorose.config import load_settings
 from memorose.errors import ConfigError
 from memorose.providers.embeddings import load_embedder
-from memorose.retrieval.fusion import reciprocal_rank_fusion
 from memorose.retrieval.text import analyze, query_terms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,12 +92,6 @@ def test_analyzer_stems_and_queries_drop_stopwords() -> None:
     assert analyze("Running runners ran") == ["run", "runner", "ran"]
     assert query_terms("Where does the runner run?") == ["runner", "run"]
     assert analyze("café 東京") == ["café", "東京"]
-
-
-def test_rrf_rewards_agreement() -> None:
-    fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "c", "a"]])
-    assert fused[0][0] == "b"
-    assert len(fused) == 3
 
 
 def test_hashing_embedder_is_deterministic_across_processes() -> None:
