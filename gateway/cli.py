@@ -65,7 +65,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def serve() -> None:
-        runner = web.AppRunner(build_gateway_app(settings), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            build_gateway_app(settings), access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         print(f"Memorose gateway listening on http://{settings.http}", flush=True)

@@ -127,7 +127,13 @@ async def start(tmp_path: Path) -> AsyncIterator[NodeStarter]:
 
     yield _start
     for node in reversed(running):
-        await node.stop()
+        try:
+            await asyncio.wait_for(node.stop(), 30)
+        except TimeoutError:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            raise AssertionError(
+                f"node {node.url} did not stop within 30 s; pending tasks: {tasks}"
+            ) from None
     await session.close()
 
 

@@ -29,7 +29,7 @@ async def gateway(
         http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards={n: [a.url] for n, a in shards.items()}
     )
     app = build_gateway_app(settings)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     session = aiohttp.ClientSession()

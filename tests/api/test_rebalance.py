@@ -25,7 +25,7 @@ TENANTS = [f"org-{i}" for i in range(16)]
 async def _gateway(shards: dict[str, list[str]]) -> tuple[web.AppRunner, str]:
     port = free_port()
     app = build_gateway_app(GatewaySettings(http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards=shards))
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}"

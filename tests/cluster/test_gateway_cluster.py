@@ -40,7 +40,7 @@ async def two_shards(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             shards={name: [n.url for n in c.nodes] for name, c in shards.items()},
         )
         app = build_gateway_app(settings)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=5.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         assert s1.session is not None
