@@ -118,3 +118,12 @@ def with_retries(
                 usage.retries += 1
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def genai_client(api_key: str, base_url: str | None, timeout_secs: float) -> tuple[Any, Any]:
+    """A google-genai client and its ``types`` module (imported only when Gemini is chosen)."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=base_url, timeout=int(timeout_secs * 1000))
+    return genai.Client(api_key=api_key, http_options=options), types

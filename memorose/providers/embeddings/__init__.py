@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from memorose.providers.embeddings.base import Embedder
+from memorose.providers.registry import load
 
 _PROVIDERS = {
     "hashing": ("memorose.providers.embeddings.hashing", "HashingEmbedder"),
@@ -15,12 +15,7 @@ _PROVIDERS = {
 
 
 def load_embedder(name: str = "hashing", **options: Any) -> Embedder:
-    try:
-        module_name, class_name = _PROVIDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown embedding provider {name!r}; known: {sorted(_PROVIDERS)}") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    embedder: Embedder = cls(**options)
+    embedder: Embedder = load("embedding", _PROVIDERS, name, options)
     return embedder
 
 

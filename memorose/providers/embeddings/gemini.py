@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from memorose.providers.embeddings.base import Embedder, normalise
-from memorose.providers.retry import Backoff
+from memorose.providers.retry import Backoff, genai_client
 
 
 class GeminiEmbedder(Embedder):
@@ -31,12 +31,7 @@ class GeminiEmbedder(Embedder):
         timeout_secs: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from google import genai
-        from google.genai import types
-
-        self._types = types
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_secs * 1000))
-        self.client = genai.Client(api_key=api_key, http_options=options)
+        self.client, self._types = genai_client(api_key, base_url, timeout_secs)
         self.vendor_model = model
         self.dim = dim
         self.model = f"gemini:{model}:{dim}"

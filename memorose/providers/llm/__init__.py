@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from memorose.providers.llm.base import LLMError, LLMProvider, Usage
+from memorose.providers.registry import load
 
 _PROVIDERS = {
     "offline": ("memorose.providers.llm.offline", "OfflineLLM"),
@@ -14,12 +14,7 @@ _PROVIDERS = {
 
 
 def load_llm(name: str = "offline", **options: Any) -> LLMProvider:
-    try:
-        module_name, class_name = _PROVIDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown LLM provider {name!r}; known: {sorted(_PROVIDERS)}") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    provider: LLMProvider = cls(**options)
+    provider: LLMProvider = load("LLM", _PROVIDERS, name, options)
     return provider
 
 

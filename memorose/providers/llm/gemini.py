@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from memorose.models import Event, iso
 from memorose.providers.llm.base import ACTIONS, Candidate, Decision, LLMError, LLMProvider, Usage
-from memorose.providers.retry import Backoff
+from memorose.providers.retry import Backoff, genai_client
 
 MAX_FACT_CHARS = 2000
 
@@ -80,12 +80,7 @@ class GeminiLLM(LLMProvider):
         timeout_secs: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from google import genai
-        from google.genai import types
-
-        self._types = types
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_secs * 1000))
-        self.client = genai.Client(api_key=api_key, http_options=options)
+        self.client, self._types = genai_client(api_key, base_url, timeout_secs)
         self.model = model
         self.name = f"gemini:{model}"
         self.events_per_call = events_per_call
