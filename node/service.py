@@ -164,9 +164,7 @@ class NodeService:
             self.worker.on_leadership_lost()
 
     def ready(self) -> bool:
-        return (
-            self.raft is not None and self.raft.leader_address() is not None and not self.raft.machine.failed
-        )
+        return self.raft is not None and self.raft.leader_address() is not None
 
     def _require_raft(self) -> tuple[RaftNode, Proposer, IngestBatcher, ConsolidationWorker]:
         if self.raft is None or self.proposer is None or self.batcher is None or self.worker is None:
