@@ -83,7 +83,8 @@ class DurableJournal(Journal):  # type: ignore[misc]
             os.close(self._fd)
             raise JournalError(
                 f"{self.path} holds entries of term {self._entries[-1][2]} but {self.meta_path} "
-                "(term and vote) is missing: refusing to start with term 0 (this node could vote twice in a term). "
+                "(term and vote) is missing: refusing to start with term 0 "
+                "(this node could vote twice in a term). "
                 "Restore the file, or wipe this node's data dir and re-add it to the cluster."
             )
         self._migrate_pysyncobj_journal()

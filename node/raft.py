@@ -410,14 +410,34 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         return ROLE_NAMES.get(self.getStatus()["state"], "unknown")
 
     def is_leader(self) -> bool:
-        return bool(self._isLeader())
+        """Leader AND heard from a majority within ``leader_fallback_timeout``. PySyncObj
+        steps down only inside its tick, which a stalled or just-resumed (SIGCONT) process
+        has not run yet; this check bounds how stale a "leader" read can be either way."""
+        return bool(self._isLeader()) and self.has_quorum_contact()
+
+    def has_quorum_contact(self) -> bool:
+        others = list(self._SyncObj__otherNodes)
+        if not others:
+            return True
+        deadline = time.monotonic() - self._SyncObj__conf.leaderFallbackTimeout
+        responses = self._SyncObj__lastResponseTime
+        fresh = 1 + sum(1 for node in others if responses.get(node, 0.0) > deadline)
+        return fresh > (len(others) + 1) / 2
 
     def leader_address(self) -> str | None:
-        leader = self._getLeader()
+        leader = self._known_leader()
         return str(leader) if leader is not None else None
 
-    def leader_url(self) -> str | None:
+    def _known_leader(self) -> Any:
+        """The leader to send clients to; None while we would point at ourselves but
+        cannot reach a majority (clients then get 503 and retry, not a redirect loop)."""
         leader = self._getLeader()
+        if leader is not None and str(leader) == self._self_address and not self.is_leader():
+            return None
+        return leader
+
+    def leader_url(self) -> str | None:
+        leader = self._known_leader()
         if leader is None:
             return None
         if str(leader) == self._self_address:
