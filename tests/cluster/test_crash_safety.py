@@ -96,7 +96,7 @@ async def test_a_follower_killed_at_each_step_of_an_install_recovers(tmp_path: P
             cluster.kill(follower, signal.SIGKILL)
             await write(f"gap{step}", 80)  # the leader compacts past the follower's log
 
-            async def compacted() -> bool:
+            async def compacted(step: int = step) -> bool:
                 status = await cluster.status(leader)
                 return bool(status and status["snapshots"]["taken"] >= step + 1)
 
