@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -68,6 +69,7 @@ CANDIDATE = 1
 DUMP_NAME = "dump"
 INCOMING_DUMP = "dump.incoming"
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+SWITCH_INTERVAL_S = 0.001
 
 
 def build_conf(
@@ -138,6 +140,9 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
     ) -> None:
         raft_dir.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(raft_dir)
+        # The tick thread shares the GIL with the HTTP event loop; with CPython's default
+        # 5 ms switch interval a ready tick could wait that long for every hop of a commit.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self.store = store
         self.machine = StateMachine(store)
         self.raft_dir = raft_dir
