@@ -1,33 +1,38 @@
-"""Concurrent writers and the checker of the fault runs (Jepsen-style, on loopback).
+"""Concurrent writers of the fault runs (Jepsen-style, on loopback).
 
-Each operation writes one event with a unique ``event_id`` and behaves like a careful
+Each operation writes one event with a unique client ``event_id`` and behaves like a careful
 client: it follows 307 redirects to the leader, waits and retries on 503, and retries an
 "outcome unknown" (504, timeout, connection lost) with the SAME event id, which the state
 machine deduplicates. Its final outcome is ``ok`` (some attempt was acknowledged),
 ``failed`` (every attempt was definitely refused before reaching the log) or ``unknown``.
-
-After the faults heal, the checker reads every node: an ``ok`` event must be present
-exactly once on every node, a ``failed`` one nowhere, an ``unknown`` one at most once.
+The history keeps a hash of what was sent, so the checker can also tell damaged content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from tests.cluster.harness import Cluster
-from tests.conftest import ADMIN_KEY
+from node.testing.api import ADMIN_KEY
+from node.testing.cluster import Cluster
+
+_SYLLABLES = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")]
 
 
 @dataclass
 class History:
+    """Everything the writers did, for the checker and the failover figures."""
+
     outcomes: dict[str, str] = field(default_factory=dict)  # event_id -> ok | failed | unknown
+    sent: dict[str, str] = field(default_factory=dict)  # event_id -> sha1 of the content sent
     attempts: Counter[str] = field(default_factory=Counter)
     attempt_results: Counter[str] = field(default_factory=Counter)  # ok/redirect/retry/unknown/failed
     latencies: list[float] = field(default_factory=list)  # seconds, acknowledged operations
@@ -35,6 +40,29 @@ class History:
     def counts(self) -> dict[str, int]:
         counter = Counter(self.outcomes.values())
         return {k: counter.get(k, 0) for k in ("ok", "failed", "unknown")}
+
+
+def content_for(event_id: str, size: int) -> str:
+    """Deterministic pseudo-text of about ``size`` bytes: varied enough that RocksDB and
+    zlib do not shrink a snapshot to a single transfer chunk."""
+    rng = random.Random(event_id)
+    words = [event_id]
+    length = len(event_id)
+    while length < size:
+        word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 4)))
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words)[: max(size, len(event_id))]
+
+
+def fingerprint(content: str) -> str:
+    return hashlib.sha1(content.encode()).hexdigest()
+
+
+def event_body(tenant: str, event_id: str, size: int, history: History) -> dict[str, Any]:
+    content = content_for(event_id, size)
+    history.sent[event_id] = fingerprint(content)
+    return {"tenant_id": tenant, "stream_id": "fault", "event_id": event_id, "content": content}
 
 
 async def write_once(
@@ -73,13 +101,10 @@ async def write_event(
     event_id: str,
     history: History,
     deadline_s: float = 20.0,
+    event_bytes: int = 0,
 ) -> str:
-    body = {
-        "tenant_id": tenant,
-        "stream_id": "fault",
-        "event_id": event_id,
-        "content": f"fault run {event_id}",
-    }
+    """Write one event like a careful client; returns its final outcome."""
+    body = event_body(tenant, event_id, event_bytes, history)
     started = time.monotonic()
     deadline = started + deadline_s
     saw_unknown = False
@@ -100,8 +125,7 @@ async def write_event(
         if result == "redirect" and next_url:
             url = next_url
             continue
-        if result == "unknown":
-            saw_unknown = True
+        saw_unknown = saw_unknown or result == "unknown"
         if result == "failed":
             break
         url = None
@@ -112,7 +136,13 @@ async def write_event(
 
 
 async def run_writers(
-    cluster: Cluster, tenant: str, writers: int, stop: asyncio.Event, history: History, prefix: str = "w"
+    cluster: Cluster,
+    tenant: str,
+    writers: int,
+    stop: asyncio.Event,
+    history: History,
+    prefix: str = "w",
+    event_bytes: int = 0,
 ) -> None:
     """``writers`` concurrent clients writing unique events until ``stop`` is set."""
     async with aiohttp.ClientSession() as session:
@@ -121,50 +151,41 @@ async def run_writers(
             n = 0
             while not stop.is_set():
                 n += 1
-                await write_event(cluster, session, tenant, f"{prefix}{w}-{n}", history)
+                eid = f"{prefix}{w}-{n}"
+                await write_event(cluster, session, tenant, eid, history, event_bytes=event_bytes)
 
         await asyncio.gather(*(writer(w) for w in range(writers)))
 
 
-@dataclass
-class Verdict:
-    counts: dict[str, int]
-    lost: list[str]
-    duplicated: list[str]
-    resurrected: list[str]  # definitely failed, yet present
-    digests_equal: bool
-    applied_index: int
-
-    @property
-    def ok(self) -> bool:
-        return not self.lost and not self.duplicated and not self.resurrected and self.digests_equal
-
-
-async def check(cluster: Cluster, tenant: str, history: History) -> Verdict:
-    """Wait for the healed shard to converge, then read every node."""
-    await cluster.wait_leader()
-    applied = await cluster.wait_converged(timeout=90)
-    digests = await cluster.digests(tenant)
-    lost: set[str] = set()
-    duplicated: set[str] = set()
-    resurrected: set[str] = set()
-    for node in cluster.nodes:
-        if not node.alive:
-            continue
-        present = Counter(e["event_id"] for e in await cluster.events(node.index, tenant))
-        duplicated |= {eid for eid, count in present.items() if count > 1}
-        for eid, outcome in history.outcomes.items():
-            if outcome == "ok" and present[eid] == 0:
-                lost.add(eid)
-            if outcome == "failed" and present[eid] > 0:
-                resurrected.add(eid)
-    values = {d["digest"] for d in digests.values()}
-    indexes = {d["applied_index"] for d in digests.values()}
-    return Verdict(
-        counts=history.counts(),
-        lost=sorted(lost),
-        duplicated=sorted(duplicated),
-        resurrected=sorted(resurrected),
-        digests_equal=len(values) == 1 and len(indexes) == 1,
-        applied_index=applied,
-    )
+async def first_ack(
+    cluster: Cluster,
+    session: aiohttp.ClientSession,
+    tenant: str,
+    event_id: str,
+    history: History,
+    exclude: Iterable[int],
+    timeout: float = 30.0,
+    event_bytes: int = 0,
+) -> float | None:
+    """Seconds until a node outside ``exclude`` acknowledges one event (the same id sent to
+    every such node, again and again, never following a redirect into ``exclude``); None
+    if none did within ``timeout``. Measures when a new leader takes writes."""
+    body = event_body(tenant, event_id, event_bytes, history)
+    banned = set(exclude)
+    started = time.monotonic()
+    saw_unknown = False
+    while time.monotonic() - started < timeout:
+        targets = [n for n in cluster.nodes if n.index not in banned and n.alive and not n.paused]
+        results = await asyncio.gather(*(write_once(session, n.url, body, timeout=1.0) for n in targets))
+        for result, _ in results:
+            history.attempts[event_id] += 1
+            history.attempt_results[result] += 1
+            saw_unknown = saw_unknown or result == "unknown"
+        if any(result == "ok" for result, _ in results):
+            took = time.monotonic() - started
+            history.outcomes[event_id] = "ok"
+            history.latencies.append(took)
+            return took
+        await asyncio.sleep(0.05)
+    history.outcomes[event_id] = "unknown" if saw_unknown else "failed"
+    return None
