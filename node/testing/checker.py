@@ -54,18 +54,31 @@ class Verdict:
 
 async def check(cluster: Cluster, tenant: str, history: History, timeout: float = 90.0) -> Verdict:
     """Wait for the healed shard to converge (recording it if it does not), then read every
-    live node."""
-    converged, applied = True, -1
+    live node and judge what it holds."""
+    converged, applied, notes = True, -1, []
     try:
         await cluster.wait_leader(timeout=timeout)
         applied = await cluster.wait_converged(timeout=timeout)
     except AssertionError as exc:
         converged = False
-        notes = [f"not converged: {exc}"]
-    else:
-        notes = []
+        notes.append(f"not converged: {exc}")
     live = [n for n in cluster.nodes if n.alive and not n.paused]
     digests = await cluster.digests(tenant, [n.index for n in live])
+    events = {n.node_id: await cluster.events(n.index, tenant) for n in live}
+    named = {cluster.nodes[i].node_id: d for i, d in digests.items()}
+    return judge(events, named, history, converged=converged, applied_index=applied, notes=notes)
+
+
+def judge(
+    events: dict[str, list[dict[str, Any]]],
+    digests: dict[str, dict[str, Any]],
+    history: History,
+    converged: bool = True,
+    applied_index: int = -1,
+    notes: list[str] | None = None,
+) -> Verdict:
+    """The verdict on what each node (by id) holds: its L0 events in listing order and its
+    digest. Pure, so the checker itself is unit-tested."""
     streams: dict[str, list[StreamEntry]] = {}
     lost: set[str] = set()
     duplicated: set[str] = set()
@@ -73,18 +86,16 @@ async def check(cluster: Cluster, tenant: str, history: History, timeout: float 
     phantom: set[str] = set()
     damaged: set[str] = set()
     lost_on: dict[str, int] = {}
-    for node in live:
-        events = await cluster.events(node.index, tenant)
-        streams[node.node_id] = [(e["event_id"], e["stream_id"], int(e["seq"])) for e in events]
-        present = Counter(e["event_id"] for e in events)
+    for node_id, stored in events.items():
+        streams[node_id] = [(e["event_id"], e["stream_id"], int(e["seq"])) for e in stored]
+        present = Counter(e["event_id"] for e in stored)
         duplicated |= {eid for eid, count in present.items() if count > 1}
         phantom |= {eid for eid in present if eid not in history.outcomes}
-        damaged |= {e["event_id"] for e in events if _damaged(e, history)}
+        damaged |= {e["event_id"] for e in stored if _damaged(e, history)}
         missing = {eid for eid, outcome in history.outcomes.items() if outcome == "ok" and not present[eid]}
         lost |= missing
-        lost_on[node.node_id] = len(missing)
+        lost_on[node_id] = len(missing)
         resurrected |= {eid for eid, o in history.outcomes.items() if o == "failed" and present[eid]}
-    notes += _stream_differences(streams) + _digest_differences(digests, cluster)
     return Verdict(
         counts=history.counts(),
         lost=sorted(lost),
@@ -95,8 +106,8 @@ async def check(cluster: Cluster, tenant: str, history: History, timeout: float 
         converged=converged,
         streams_equal=len({tuple(s) for s in streams.values()}) <= 1,
         digests_equal=len({(d["digest"], d["applied_index"]) for d in digests.values()}) <= 1,
-        applied_index=applied,
-        notes=notes,
+        applied_index=applied_index,
+        notes=(notes or []) + _stream_differences(streams) + _digest_differences(digests),
         lost_on=lost_on,
     )
 
@@ -126,12 +137,8 @@ def _stream_differences(streams: dict[str, list[StreamEntry]]) -> list[str]:
     return notes
 
 
-def _digest_differences(digests: dict[int, dict[str, Any]], cluster: Cluster) -> list[str]:
+def _digest_differences(digests: dict[str, dict[str, Any]]) -> list[str]:
     if len({(d["digest"], d["applied_index"]) for d in digests.values()}) <= 1:
         return []
-    return [
-        "digests: "
-        + ", ".join(
-            f"{cluster.nodes[i].node_id}={d['digest'][:12]}@{d['applied_index']}" for i, d in digests.items()
-        )
-    ]
+    shown = (f"{node}={d['digest'][:12]}@{d['applied_index']}" for node, d in digests.items())
+    return ["digests: " + ", ".join(shown)]
