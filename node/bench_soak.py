@@ -142,7 +142,7 @@ def summarize(run: SoakRun) -> dict[str, Any]:
         "applied_index": verdict.applied_index if verdict else None,
         "lost_by_node": verdict.lost_on if verdict else {},
         "examples": _examples(run),
-        "notes": (verdict.notes if verdict else []) + run.settle_failures,
+        "notes": (verdict.notes if verdict else []) + run.settle_failures + run.round_errors,
         "failover": failover_figures(run),
         "snapshot_faults": {
             "armed": len(snapshot_rounds),

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from node.testing.cluster import Cluster
 from node.testing.workload import History, fingerprint
 
@@ -33,6 +35,7 @@ class Verdict:
     applied_index: int
     notes: list[str] = field(default_factory=list)  # where streams/digests differ
     lost_on: dict[str, int] = field(default_factory=dict)  # node id -> acknowledged events missing
+    unreadable: list[str] = field(default_factory=list)  # nodes whose events or digest could not be read
 
     @property
     def ok(self) -> bool:
@@ -49,12 +52,13 @@ class Verdict:
             "not_converged": int(not self.converged),
             "divergent_streams": int(not self.streams_equal),
             "divergent_digests": int(not self.digests_equal),
+            "unreadable_nodes": len(self.unreadable),
         }
 
 
 async def check(cluster: Cluster, tenant: str, history: History, timeout: float = 90.0) -> Verdict:
     """Wait for the healed shard to converge (recording it if it does not), then read every
-    live node and judge what it holds."""
+    node and judge what it holds; a node that cannot be read is a violation, not a crash."""
     converged, applied, notes = True, -1, []
     try:
         await cluster.wait_leader(timeout=timeout)
@@ -62,11 +66,19 @@ async def check(cluster: Cluster, tenant: str, history: History, timeout: float 
     except AssertionError as exc:
         converged = False
         notes.append(f"not converged: {exc}")
-    live = [n for n in cluster.nodes if n.alive and not n.paused]
-    digests = await cluster.digests(tenant, [n.index for n in live])
-    events = {n.node_id: await cluster.events(n.index, tenant) for n in live}
-    named = {cluster.nodes[i].node_id: d for i, d in digests.items()}
-    return judge(events, named, history, converged=converged, applied_index=applied, notes=notes)
+    digests: dict[str, dict[str, Any]] = {}
+    events: dict[str, list[dict[str, Any]]] = {}
+    unreadable: list[str] = []
+    for node in cluster.nodes:
+        try:
+            digests[node.node_id] = (await cluster.digests(tenant, [node.index]))[node.index]
+            events[node.node_id] = await cluster.events(node.index, tenant)
+        except (AssertionError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            unreadable.append(node.node_id)
+            notes.append(f"{node.node_id} unreadable: {str(exc)[:200]}")
+    verdict = judge(events, digests, history, converged=converged, applied_index=applied, notes=notes)
+    verdict.unreadable = unreadable
+    return verdict
 
 
 def judge(

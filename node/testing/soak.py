@@ -73,6 +73,7 @@ class SoakRun:
     verdict: Verdict | None = None
     deaths: list[dict[str, Any]] = field(default_factory=list)  # nodes that died unbidden
     settle_failures: list[str] = field(default_factory=list)
+    round_errors: list[str] = field(default_factory=list)  # a round that could not run to its end
     logs: dict[str, Any] = field(default_factory=dict)
     loadavg: dict[str, Any] = field(default_factory=dict)
     dump_bytes_max: int = 0
@@ -87,6 +88,7 @@ class SoakRun:
         found["fatal_log_lines"] = int(total.get("fatal", 0))
         found["unexplained_deaths"] = len(self.deaths)
         found["no_leader_after_round"] = len(self.settle_failures)
+        found["failed_rounds"] = len(self.round_errors)
         return found
 
     @property
@@ -148,7 +150,11 @@ async def _rounds(ctx: FaultContext, run: SoakRun, started: float, loads: list[A
             break
         rec = RoundRecord(number=number, kind=kind, started_s=round(time.monotonic() - started, 1))
         run.rounds.append(rec)
-        await run_round(ctx, rec)
+        try:
+            await run_round(ctx, rec)
+        except (AssertionError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            run.round_errors.append(f"round {number} ({kind}): {str(exc)[:300]}")
+            rec.notes.append(f"round failed: {str(exc)[:300]}")
         loads.append(os.getloadavg())
         print(_round_line(rec, len(schedule), run.history), flush=True)
         if not await _settle(ctx, run, f"round {number} ({kind})"):

@@ -37,12 +37,19 @@ async def test_soak_loses_duplicates_and_diverges_nothing(tmp_path: Path) -> Non
         min_hold_s=1.0,
         max_hold_s=3.0,
         duration_cap_s=300.0,
+        settle_timeout_s=60.0,
         workdir=tmp_path,
     )
     run = await run_soak(config)
     result = summarize(run)
     print_report(result)
 
+    assert run.ok, (
+        result["violations"],
+        result["examples"],
+        result["notes"],
+        result["logs"]["total"]["excerpts"],
+    )
     assert [r.kind for r in run.rounds] == SCHEDULE, result["stopped_early"]
     chunk_faults = [r for r in run.rounds if r.snapshot_fault]
     assert any(r.snapshot_fault and r.snapshot_fault["fired"] for r in chunk_faults), [
