@@ -189,9 +189,7 @@ class Cluster:
             node.paused = False
         if sig == signal.SIGKILL:
             node.expected_down = True
-            if node.paused:
-                node.proc.send_signal(signal.SIGCONT)
-                node.paused = False
+            node.paused = False  # SIGKILL ends a stopped process too
         node.proc.send_signal(sig)
         if sig == signal.SIGKILL:
             node.proc.wait(10)
