@@ -30,10 +30,10 @@ from node.testing.workload import History, first_ack
 PROCESS_FAULTS = ("kill_leader", "kill_follower", "kill_two", "pause_leader", "restart_graceful", "cut_node")
 SNAPSHOT_FAULTS = ("snapshot_drop", "snapshot_corrupt", "snapshot_kill_receiver", "snapshot_kill_packer")
 FAULTS = PROCESS_FAULTS + SNAPSHOT_FAULTS
-#: Failpoints a receiver hits while installing a snapshot, and the one after the sender's
-#: new dump replaced the old (before its journal is compacted).
+#: Failpoints (node/failstop.py) a receiver hits while installing a snapshot, and those a
+#: node hits while writing its own snapshot and compacting its journal.
 RECEIVER_FAILPOINTS = ("snapshot.receive.chunk", "snapshot.install.unpacked", "snapshot.install.switched")
-PACKER_FAILPOINT = "snapshot.pack.replaced"
+PACKER_FAILPOINTS = ("snapshot.pack.replaced", "journal.compact.written")
 TRANSFER_CHUNK = 1 << 20  # PySyncObj's logCompactionBatchSize as the node configures it
 
 
@@ -235,12 +235,13 @@ async def snapshot_kill_receiver(ctx: FaultContext, rec: RoundRecord) -> None:
 
 
 async def snapshot_kill_packer(ctx: FaultContext, rec: RoundRecord) -> None:
-    """A node restarted with a failpoint between replacing its dump and compacting its
-    journal SIGKILLs itself at its next snapshot; it must come back whole."""
+    """A node restarted with a failpoint in its own snapshot path (dump replaced, journal
+    not yet compacted; compacted journal written, not yet renamed) SIGKILLs itself at its
+    next snapshot; it must come back whole."""
     leader = await ctx.cluster.wait_leader()
     victim = ctx.rng.randrange(len(ctx.cluster.nodes))
     _victims(ctx, rec, [victim], leader)
-    rec.failpoint = f"{PACKER_FAILPOINT}:1.0"
+    rec.failpoint = f"{ctx.rng.choice(PACKER_FAILPOINTS)}:1.0"
     ctx.cluster.kill(victim, signal.SIGKILL)
     ctx.cluster.start(victim, extra_env={"MEMOROSE_FAILPOINTS": rec.failpoint})
     await _until(lambda: _died_or_snapshotted(ctx, victim), ctx.snapshot_timeout)

@@ -13,7 +13,9 @@ from typing import Any
 _INSTALLED = re.compile(r"installed snapshot at applied index (\d+)")
 _WRITTEN = re.compile(r"snapshot at applied index \d+ written")
 _LOAD_FAILED = re.compile(r"failed to load full dump|Failed to load|tarfile\.ReadError")
-_REJECTED = re.compile(r"snapshot.*(reject|refus|corrupt|mismatch|checksum|sha-?256|truncat)", re.I)
+_REJECTED = re.compile(
+    r"snapshot.*(reject|refus|discard|verification|corrupt|mismatch|checksum|sha-?256|truncat)", re.I
+)
 _FATAL = re.compile(r" (CRITICAL|FATAL) |\bFATAL\b")
 _FAILPOINT = re.compile(r"failpoint", re.I)
 _STALL = re.compile(r"Raft tick thread stalled")
