@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from node.testing.cluster import Cluster, poll
+from node.testing.cluster import Cluster, NodeProc, poll
 from node.testing.network import SnapshotFault
 from node.testing.workload import History, first_ack
 
@@ -290,7 +290,7 @@ def _dump_chunks(ctx: FaultContext) -> int:
     return max(1, math.ceil(max(sizes, default=0) / TRANSFER_CHUNK))
 
 
-def _has_dump(node: Any) -> bool:
+def _has_dump(node: NodeProc) -> bool:
     return bool(node.data_dir.joinpath("raft", "dump").is_file())
 
 

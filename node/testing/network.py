@@ -24,6 +24,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +166,7 @@ class RaftNetwork:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def _call(self, fn: Any, *args: Any) -> None:
+    def _call(self, fn: Callable[..., object], *args: Any) -> None:
         async def run() -> None:
             fn(*args)
 

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from node.testing.checker import Verdict, check
-from node.testing.cluster import Cluster
+from node.testing.cluster import Cluster, NodeProc
 from node.testing.faults import FAULTS, FaultContext, RoundRecord, run_round
 from node.testing.logscan import scan_logs
 from node.testing.workload import History, run_writers
@@ -182,7 +182,7 @@ async def _settle(ctx: FaultContext, run: SoakRun, when: str) -> bool:
         return False
 
 
-def _death(node: Any, when: str) -> dict[str, Any]:
+def _death(node: NodeProc, when: str) -> dict[str, Any]:
     tail = node.log_path.read_text(errors="replace").splitlines()[-8:] if node.log_path.exists() else []
     code = node.proc.returncode if node.proc is not None else None
     print(f"!! {node.node_id} died by itself (exit {code}) before the heal after {when}", flush=True)
