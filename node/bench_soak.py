@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(FAULTS),
         help="comma-separated fault kinds to pick from",
     )
+    parser.add_argument(
+        "--snapshot-share",
+        type=float,
+        default=0.25,
+        help="share of rounds that are snapshot faults (each takes 20-60 s, the others ~5 s)",
+    )
     parser.add_argument("--duration-cap", type=float, default=3600.0, help="stop starting rounds after (s)")
     parser.add_argument("--min-hold", type=float, default=1.0, help="shortest fault hold (s)")
     parser.add_argument("--max-hold", type=float, default=6.0, help="longest fault hold (s)")
@@ -66,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         event_bytes=args.event_bytes,
         compaction_entries=args.compaction_entries,
         faults=faults,
+        snapshot_share=args.snapshot_share,
         duration_cap_s=args.duration_cap,
         min_hold_s=args.min_hold,
         max_hold_s=args.max_hold,

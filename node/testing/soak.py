@@ -25,7 +25,7 @@ import aiohttp
 
 from node.testing.checker import Verdict, check
 from node.testing.cluster import Cluster, NodeProc
-from node.testing.faults import FAULTS, FaultContext, RoundRecord, run_round
+from node.testing.faults import FAULTS, SNAPSHOT_FAULTS, FaultContext, RoundRecord, run_round
 from node.testing.logscan import scan_logs
 from node.testing.workload import History, run_writers
 
@@ -47,6 +47,8 @@ class SoakConfig:
     event_bytes: int = 2500
     compaction_entries: int = 300
     faults: tuple[str, ...] = FAULTS
+    #: Share of rounds that are snapshot faults (they take 20-60 s each, the others ~5 s).
+    snapshot_share: float = 0.25
     schedule: list[str] | None = None  # a fixed order of rounds (tests) instead of random picks
     duration_cap_s: float = 3600.0
     min_hold_s: float = 1.0
@@ -143,7 +145,7 @@ async def _run_in(config: SoakConfig, root: Path) -> SoakRun:
 
 async def _rounds(ctx: FaultContext, run: SoakRun, started: float, loads: list[Any]) -> None:
     config = run.config
-    schedule = config.schedule or [ctx.rng.choice(config.faults) for _ in range(config.rounds)]
+    schedule = config.schedule or [_pick(ctx.rng, config) for _ in range(config.rounds)]
     for number, kind in enumerate(schedule, start=1):
         if time.monotonic() - started > config.duration_cap_s:
             run.stopped_early = f"duration cap of {config.duration_cap_s:.0f}s reached before round {number}"
@@ -160,6 +162,15 @@ async def _rounds(ctx: FaultContext, run: SoakRun, started: float, loads: list[A
         if not await _settle(ctx, run, f"round {number} ({kind})"):
             run.stopped_early = f"no leader after round {number}"
             break
+
+
+def _pick(rng: random.Random, config: SoakConfig) -> str:
+    """A random fault kind: a snapshot fault with probability ``snapshot_share``."""
+    snapshot = [f for f in config.faults if f in SNAPSHOT_FAULTS]
+    other = [f for f in config.faults if f not in SNAPSHOT_FAULTS]
+    if snapshot and (not other or rng.random() < config.snapshot_share):
+        return rng.choice(snapshot)
+    return rng.choice(other)
 
 
 async def _settle(ctx: FaultContext, run: SoakRun, when: str) -> bool:
