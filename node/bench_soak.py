@@ -196,7 +196,7 @@ def print_report(result: dict[str, Any]) -> None:
         "cut_leader_to_new_leader_ack_s",
     ):
         print(f"{name}: {failover[name]}")
-    print(f"leader faults with no takeover within the probe timeout: {failover['no_takeover_within_timeout']}")
+    print(f"leader faults with no takeover in time: {failover['no_takeover_within_timeout']}")
     killed = failover["graceful_stop_killed"]
     print(f"graceful_stop_s: {failover['graceful_stop_s']} (killed after the timeout: {killed})")
     print(f"snapshot faults: {result['snapshot_faults']}")
