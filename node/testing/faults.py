@@ -105,7 +105,7 @@ async def run_round(ctx: FaultContext, rec: RoundRecord) -> None:
 
 # -- process and network faults ------------------------------------------------------------------
 async def kill_leader(ctx: FaultContext, rec: RoundRecord) -> None:
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     _victims(ctx, rec, [leader], leader)
     ctx.cluster.kill(leader, signal.SIGKILL)
     rec.hold_s = ctx.hold()
@@ -114,7 +114,7 @@ async def kill_leader(ctx: FaultContext, rec: RoundRecord) -> None:
 
 
 async def kill_follower(ctx: FaultContext, rec: RoundRecord) -> None:
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victim = ctx.rng.choice(_followers(ctx, leader))
     _victims(ctx, rec, [victim], leader)
     ctx.cluster.kill(victim, signal.SIGKILL)
@@ -125,7 +125,7 @@ async def kill_follower(ctx: FaultContext, rec: RoundRecord) -> None:
 
 async def kill_two(ctx: FaultContext, rec: RoundRecord) -> None:
     """Two of three down: no quorum for the hold; both restart at once."""
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victims = ctx.rng.sample([n.index for n in ctx.cluster.nodes], 2)
     _victims(ctx, rec, victims, leader)
     for i in victims:
@@ -138,7 +138,7 @@ async def kill_two(ctx: FaultContext, rec: RoundRecord) -> None:
 
 async def pause_leader(ctx: FaultContext, rec: RoundRecord) -> None:
     """SIGSTOP the leader for 3-8 s: the others must elect and take writes meanwhile."""
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     _victims(ctx, rec, [leader], leader)
     ctx.cluster.kill(leader, signal.SIGSTOP)
     rec.hold_s = ctx.rng.uniform(3.0, 8.0)
@@ -151,7 +151,7 @@ async def pause_leader(ctx: FaultContext, rec: RoundRecord) -> None:
 
 
 async def restart_graceful(ctx: FaultContext, rec: RoundRecord) -> None:
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victim = ctx.rng.randrange(len(ctx.cluster.nodes))
     _victims(ctx, rec, [victim], leader)
     rec.graceful_stop_s = await ctx.cluster.stop_async(victim, ctx.graceful_timeout)
@@ -164,7 +164,7 @@ async def restart_graceful(ctx: FaultContext, rec: RoundRecord) -> None:
 
 async def cut_node(ctx: FaultContext, rec: RoundRecord) -> None:
     """Cut the leader (half of the time) or a follower off the Raft network, then heal."""
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victim = leader if ctx.rng.random() < 0.5 else ctx.rng.choice(_followers(ctx, leader))
     _victims(ctx, rec, [victim], leader)
     address = ctx.cluster.nodes[victim].raft
@@ -238,7 +238,7 @@ async def snapshot_kill_packer(ctx: FaultContext, rec: RoundRecord) -> None:
     """A node restarted with a failpoint in its own snapshot path (dump replaced, journal
     not yet compacted; compacted journal written, not yet renamed) SIGKILLs itself at its
     next snapshot; it must come back whole."""
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victim = ctx.rng.randrange(len(ctx.cluster.nodes))
     _victims(ctx, rec, [victim], leader)
     rec.failpoint = f"{ctx.rng.choice(PACKER_FAILPOINTS)}:1.0"
@@ -254,11 +254,23 @@ async def snapshot_kill_packer(ctx: FaultContext, rec: RoundRecord) -> None:
         ctx.cluster.start(victim)
 
 
+async def _leader(ctx: FaultContext, tries: int = 5) -> int:
+    """The agreed leader, re-confirmed by its own status just before the fault: on a loaded
+    machine leadership can move while the statuses are gathered, and a takeover measured
+    from a node that no longer led would be meaningless."""
+    for _ in range(tries):
+        leader = await ctx.cluster.wait_leader()
+        status = await ctx.cluster.status(leader)
+        if status is not None and status["role"] == "leader":
+            return leader
+    return leader
+
+
 async def _lag_past_compaction(ctx: FaultContext, rec: RoundRecord) -> int | None:
     """SIGKILL a follower and keep it down until the leader's log starts after the
     follower's last entry, so that its return needs a snapshot. The follower is left
     down; None (and a note) if the leader did not compact in time (it is restarted)."""
-    leader = await ctx.cluster.wait_leader()
+    leader = await _leader(ctx)
     victim = ctx.rng.choice(_followers(ctx, leader))
     _victims(ctx, rec, [victim], leader)
     status = await ctx.cluster.status(victim)
