@@ -21,10 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from node.testing.faults import FAULTS
+from node.testing.faults import FAULTS, TAKEOVER_ROUNDS
 from node.testing.soak import SoakConfig, SoakRun, run_soak
-
-_TAKEOVER_ROUNDS = ("kill_leader", "pause_leader", "cut_node")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,8 +123,9 @@ def failover_figures(run: SoakRun) -> dict[str, Any]:
         "no_takeover_within_timeout": sum(
             1
             for r in run.rounds
-            if r.kind in _TAKEOVER_ROUNDS and r.victim_was_leader and r.takeover_s is None
+            if r.kind in TAKEOVER_ROUNDS and r.victim_was_leader and r.takeover_s is None
         ),
+        "longest_time_without_an_ack_s": run.longest_ack_gap_s,
         "graceful_stop_s": percentiles([s for s in stops if s is not None]),
         "graceful_stop_killed": sum(1 for s in stops if s is None),
     }
@@ -197,6 +196,7 @@ def print_report(result: dict[str, Any]) -> None:
     ):
         print(f"{name}: {failover[name]}")
     print(f"leader faults with no takeover in time: {failover['no_takeover_within_timeout']}")
+    print(f"longest time with no write acknowledged: {failover['longest_time_without_an_ack_s']} s")
     killed = failover["graceful_stop_killed"]
     print(f"graceful_stop_s: {failover['graceful_stop_s']} (killed after the timeout: {killed})")
     print(f"snapshot faults: {result['snapshot_faults']}")

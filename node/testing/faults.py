@@ -30,6 +30,8 @@ from node.testing.workload import History, first_ack
 PROCESS_FAULTS = ("kill_leader", "kill_follower", "kill_two", "pause_leader", "restart_graceful", "cut_node")
 SNAPSHOT_FAULTS = ("snapshot_drop", "snapshot_corrupt", "snapshot_kill_receiver", "snapshot_kill_packer")
 FAULTS = PROCESS_FAULTS + SNAPSHOT_FAULTS
+#: Rounds that measure how long until another node takes writes (when the victim led).
+TAKEOVER_ROUNDS = ("kill_leader", "pause_leader", "cut_node")
 #: Failpoints (node/failstop.py) a receiver hits while installing a snapshot, and those a
 #: node hits while writing its own snapshot and compacting its journal.
 RECEIVER_FAILPOINTS = ("snapshot.receive.chunk", "snapshot.install.unpacked", "snapshot.install.switched")

@@ -25,7 +25,14 @@ import aiohttp
 
 from node.testing.checker import Verdict, check
 from node.testing.cluster import Cluster, NodeProc
-from node.testing.faults import FAULTS, SNAPSHOT_FAULTS, FaultContext, RoundRecord, run_round
+from node.testing.faults import (
+    FAULTS,
+    SNAPSHOT_FAULTS,
+    TAKEOVER_ROUNDS,
+    FaultContext,
+    RoundRecord,
+    run_round,
+)
 from node.testing.logscan import scan_logs
 from node.testing.workload import History, run_writers
 
@@ -79,6 +86,7 @@ class SoakRun:
     logs: dict[str, Any] = field(default_factory=dict)
     loadavg: dict[str, Any] = field(default_factory=dict)
     dump_bytes_max: int = 0
+    longest_ack_gap_s: float = 0.0  # the longest time with no write acknowledged, during the rounds
     seconds: float = 0.0
     workdir: str = ""
     stopped_early: str = ""
@@ -91,6 +99,13 @@ class SoakRun:
         found["unexplained_deaths"] = len(self.deaths)
         found["no_leader_after_round"] = len(self.settle_failures)
         found["failed_rounds"] = len(self.round_errors)
+        # liveness: a leader fault after which no other node took writes within the probe's
+        # timeout (30 s; the target is 3 s) means the shard was unavailable
+        found["no_takeover_30s"] = sum(
+            1
+            for r in self.rounds
+            if r.victim_was_leader and r.takeover_s is None and r.kind in TAKEOVER_ROUNDS
+        )
         return found
 
     @property
@@ -133,6 +148,7 @@ async def _run_in(config: SoakConfig, root: Path) -> SoakRun:
         finally:
             stop.set()
             await writers
+        run.longest_ack_gap_s = round(run.history.longest_ack_gap(started, time.monotonic()), 2)
         await _settle(ctx, run, "final")
         run.verdict = await check(cluster, TENANT, run.history, timeout=config.settle_timeout_s)
         run.dump_bytes_max = max((_dump_size(n.data_dir) for n in cluster.nodes), default=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import time
 from collections import Counter
@@ -36,6 +37,12 @@ class History:
     attempts: Counter[str] = field(default_factory=Counter)
     attempt_results: Counter[str] = field(default_factory=Counter)  # ok/redirect/retry/unknown/failed
     latencies: list[float] = field(default_factory=list)  # seconds, acknowledged operations
+    acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each acknowledgement
+
+    def longest_ack_gap(self, start: float, end: float) -> float:
+        """The longest stretch in [start, end] with no write acknowledged (seconds)."""
+        times = [start, *sorted(t for t in self.acked_at if start <= t <= end), end]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def counts(self) -> dict[str, int]:
         counter = Counter(self.outcomes.values())
@@ -121,6 +128,7 @@ async def write_event(
         if result == "ok":
             history.outcomes[event_id] = "ok"
             history.latencies.append(time.monotonic() - started)
+            history.acked_at.append(time.monotonic())
             return "ok"
         if result == "redirect" and next_url:
             url = next_url
@@ -185,6 +193,7 @@ async def first_ack(
             took = time.monotonic() - started
             history.outcomes[event_id] = "ok"
             history.latencies.append(took)
+            history.acked_at.append(time.monotonic())
             return took
         await asyncio.sleep(0.05)
     history.outcomes[event_id] = "unknown" if saw_unknown else "failed"

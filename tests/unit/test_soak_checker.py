@@ -59,3 +59,9 @@ def test_same_ids_with_other_seqs_are_divergent_streams() -> None:
         history(a="ok", b="ok"),
     )
     assert not verdict.streams_equal and verdict.lost == []
+
+
+def test_longest_stretch_without_an_acknowledgement() -> None:
+    h = History(acked_at=[1.0, 2.0, 10.0, 11.0])
+    assert h.longest_ack_gap(0.0, 12.0) == 8.0
+    assert History().longest_ack_gap(5.0, 7.5) == 2.5
