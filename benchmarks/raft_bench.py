@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from node.runner import free_port
-from tests.cluster.harness import Cluster
-from tests.conftest import ADMIN_KEY
+from node.testing.api import ADMIN_KEY
+from node.testing.cluster import Cluster
 
 QUIET = {"MEMOROSE_CONSOLIDATION__INTERVAL_SECS": "86400", "MEMOROSE_CONSOLIDATION__BATCH_SIZE": "10000"}
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}

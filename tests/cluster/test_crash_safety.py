@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cluster.harness import Cluster, poll
+from node.testing.cluster import Cluster, poll
 
 pytestmark = pytest.mark.timeout(300)
 
