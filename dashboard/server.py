@@ -96,7 +96,7 @@ def add_dashboard(app: web.Application, config: DashboardConfig) -> None:
     app.router.add_get("/dashboard/metrics", node_metrics)
     for method in ("GET", "POST", "DELETE"):
         app.router.add_route(method, "/dashboard/api/{path:.*}", proxy)
-    app.router.add_static("/dashboard/static/", STATIC_DIR, follow_symlinks=False)
+    app.router.add_get("/dashboard/static/{path:.+}", static_file)
 
 
 async def _open(app: web.Application) -> None:
@@ -126,6 +126,15 @@ async def index(request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         return error(404, "not_found", "the dashboard is not installed")
     return web.FileResponse(page)
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A file under static/ (never outside it, never a dot-file); a JSON 404 otherwise."""
+    root = STATIC_DIR.resolve()
+    target = (root / request.match_info["path"]).resolve()
+    if not target.is_relative_to(root) or not target.is_file() or target.name.startswith("."):
+        return error(404, "not_found", "no such dashboard file")
+    return web.FileResponse(target)
 
 
 # -- sessions ---------------------------------------------------------------------------------
