@@ -3,6 +3,7 @@ import { $, api, h, fmt } from "./core.js";
 
 const POLL_MS = 2000;
 let timer = null;
+const knownIds = new Map(); // url -> node id, so that a node that went down keeps its name
 
 /** One shape for both sources: [{shard, leader, nodes: [{url, up, ...status}]}]. */
 function normalise(status) {
@@ -10,7 +11,10 @@ function normalise(status) {
     return status.shards.map((s) => ({
       name: s.shard,
       leader: s.leader,
-      nodes: s.nodes.map((n) => ({ ...n, up: Boolean(n.reachable) })),
+      nodes: s.nodes.map((n) => {
+        if (n.node_id) knownIds.set(n.url, n.node_id);
+        return { ...n, node_id: n.node_id || knownIds.get(n.url), up: Boolean(n.reachable) };
+      }),
     }));
   }
   const leaderPeers = status.role === "leader" ? status.peers : [];

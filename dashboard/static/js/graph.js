@@ -127,11 +127,12 @@ async function draw() {
       .linkWidth((l) => 0.5 + 2 * (l.weight || 0))
       .onNodeClick((n) => hooks.openMemory(n.id));
     if (wanted === "2d") instance.linkColor(() => "rgba(120,130,150,0.35)");
-    instance.cooldownTicks(200);
+    instance.cooldownTicks(200).onEngineStop(() => { el.dataset.settled = "1"; });
     mode = wanted;
     window.__memoroseGraph = instance; // for the browser tests: find a node on the canvas
   }
   restyle();
+  delete el.dataset.settled;
   instance.graphData(data);
   resize();
 }
