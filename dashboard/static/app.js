@@ -98,13 +98,14 @@ async function signIn(event) {
   }
 }
 
+/** Reload rather than hide: nothing the last session displayed stays in the page. */
 async function signOut() {
   try { await own("session", { method: "DELETE" }); } catch (err) { toast(err.message, "error"); }
-  signedOut();
+  location.replace("/dashboard/");
 }
 
 function wire() {
-  state.onSignedOut = signedOut;
+  state.onSignedOut = () => location.replace("/dashboard/");
   $("sign-in-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   for (const tab of document.querySelectorAll('[role="tab"]')) tab.addEventListener("click", () => show(tab.dataset.view));

@@ -26,7 +26,8 @@ async function call(url, { method = "GET", body } = {}) {
   try { data = await response.json(); } catch { data = null; }
   if (!response.ok) {
     const err = (data && data.error) || {};
-    if (response.status === 401 && state.onSignedOut) state.onSignedOut();
+    // The session expired or was revoked: start over (own routes answer 401 for a wrong key).
+    if (response.status === 401 && url.startsWith("/dashboard/api/") && state.onSignedOut) state.onSignedOut();
     throw new ApiError(response.status, err.code || "http_error", err.message || response.statusText);
   }
   return data;
