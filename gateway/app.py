@@ -242,7 +242,7 @@ def _dashboard_config(gateway: Gateway) -> DashboardConfig:
 
     def targets() -> dict[str, str]:
         nodes = {f"{name} {url}": url.rstrip("/") for name, s in gateway.shards.items() for url in s.urls}
-        return {"gateway": own, **nodes}
+        return {**nodes, "gateway": own}  # a node first: the gateway's own metrics have no node series
 
     async def auth(key: str) -> str | None:
         return await authenticate(gateway, key)

@@ -80,7 +80,9 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     assert await page.inner_text("#role-badge") == "admin"
 
     # -- cluster: three nodes up, then a killed follower marked down within seconds ------------
-    await page.wait_for_function("() => document.querySelectorAll('tr[data-health=up][data-node]').length === 3")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('tr[data-health=up][data-node]').length === 3"
+    )
     assert await page.locator("tr[data-role=leader]").count() == 1
     await tab.shot("cluster")
     follower = next(i for i in range(3) if i != shard["leader"])
@@ -114,7 +116,9 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     await page.click("#tab-explorer")
     await page.fill("#q", "hiking boots")
     await page.click("#search-form button[type=submit]")
-    await page.wait_for_function("() => document.querySelector('#search-status').textContent.includes('result')")
+    await page.wait_for_function(
+        "() => document.querySelector('#search-status').textContent.includes('result')"
+    )
     first = page.locator("#results tbody tr[data-layer=L1]").first
     assert await page.locator("#results ul.chips li").count() > 0  # the ranking features
     await tab.shot("explorer")
@@ -163,6 +167,8 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     # -- metrics: charts from the node's own /metrics ------------------------------------------
     await page.click("#tab-metrics")
     await page.wait_for_function("() => document.querySelectorAll('#view-metrics .uplot').length === 4")
+    await page.wait_for_function("() => parseInt(document.querySelector('#metrics-status').textContent) >= 2")
+    assert "s1 http://" in await page.inner_text("#metrics-status")  # a node's metrics, not the gateway's
     await tab.shot("metrics")
 
     # -- a tenant key sees only its tenant -----------------------------------------------------
@@ -175,7 +181,9 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     await page.click("#tab-explorer")
     await page.fill("#q", "secret plan penguins")
     await page.click("#search-form button[type=submit]")
-    await page.wait_for_function("() => document.querySelector('#search-status').textContent.includes('result')")
+    await page.wait_for_function(
+        "() => document.querySelector('#search-status').textContent.includes('result')"
+    )
     assert "penguins" not in await page.inner_text("#results")
 
     # -- a phone-sized viewport ----------------------------------------------------------------
