@@ -34,6 +34,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "memorose_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD"}
+PROXIED_METHODS = {"GET", "POST", "DELETE"}
 MAX_KEY_CHARS = 512
 MAX_REDIRECTS = 3
 _API_PATH = re.compile(r"[A-Za-z0-9_\-.:/]{1,400}")
@@ -90,12 +91,9 @@ def add_dashboard(app: web.Application, config: DashboardConfig) -> None:
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/dashboard", index)
     app.router.add_get("/dashboard/", index)
-    app.router.add_post("/dashboard/session", sign_in)
-    app.router.add_get("/dashboard/session", session_info)
-    app.router.add_delete("/dashboard/session", sign_out)
+    app.router.add_route("*", "/dashboard/session", session_route)
     app.router.add_get("/dashboard/metrics", node_metrics)
-    for method in ("GET", "POST", "DELETE"):
-        app.router.add_route(method, "/dashboard/api/{path:.*}", proxy)
+    app.router.add_route("*", "/dashboard/api/{path:.*}", proxy)
     app.router.add_get("/dashboard/static/{path:.+}", static_file)
 
 
@@ -143,12 +141,12 @@ def _session(request: web.Request) -> Session | None:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A browser names the page that sent a write in Origin; it must be this host."""
+    """A browser names the page that sent a write in Origin; its host must be this one. The
+    scheme is not compared: behind a TLS-terminating proxy the page is https, this is http."""
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return origin is None
-    parts = urlsplit(origin)
-    return parts.netloc == request.host and parts.scheme == request.scheme
+    return urlsplit(origin).netloc == request.host
 
 
 def _csrf_ok(request: web.Request, session: Session) -> bool:
@@ -162,6 +160,14 @@ async def _json_object(request: web.Request) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+async def session_route(request: web.Request) -> web.Response:
+    """POST signs in, GET tells who is signed in, DELETE signs out."""
+    handler = {"POST": sign_in, "GET": session_info, "DELETE": sign_out}.get(request.method)
+    if handler is None:
+        return error(405, "method_not_allowed", "use GET, POST or DELETE")
+    return await handler(request)
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -210,6 +216,8 @@ async def sign_out(request: web.Request) -> web.Response:
 
 # -- the API, on the session's behalf ---------------------------------------------------------
 async def proxy(request: web.Request) -> web.Response:
+    if request.method not in PROXIED_METHODS:
+        return error(405, "method_not_allowed", "the dashboard proxies GET, POST and DELETE")
     session = _session(request)
     if session is None:
         return error(401, "unauthorized", "not signed in (or the session expired)")
@@ -221,7 +229,20 @@ async def proxy(request: web.Request) -> web.Response:
     query = request.query_string
     url = f"{request.app[DASHBOARD].config.upstream}/api/v1/{path}" + (f"?{query}" if query else "")
     body = await request.read()
-    return await _forward(request.app[DASHBOARD], request.method, url, body, session.key)
+    dashboard = request.app[DASHBOARD]
+    response = await _forward(dashboard, request.method, url, body, session.key)
+    if response.status == 401:
+        return await _unauthorized_upstream(dashboard, session)
+    return response
+
+
+async def _unauthorized_upstream(dashboard: Dashboard, session: Session) -> web.Response:
+    """The API refused the session's key. Revoked (its tenant was deleted): the session ends.
+    Still valid (a tenant key asked about a tenant on another shard): that is a 403."""
+    if await dashboard.config.authenticate(session.key) is None:
+        dashboard.sessions.delete(session.token)
+        return error(401, "unauthorized", "the key of this session is no longer valid")
+    return error(403, "forbidden", "this key does not give access to that tenant")
 
 
 async def _forward(dashboard: Dashboard, method: str, url: str, body: bytes, key: str) -> web.Response:

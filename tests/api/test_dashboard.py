@@ -128,6 +128,9 @@ async def test_session_proxy_csrf_and_sign_out(browser: Browser) -> None:
     assert status in (400, 404)
     status, body = await browser.call("GET", "/dashboard/api/memories%2F..%2F..%2Fhealthz")
     assert status == 400 and body["error"]["code"] == "invalid_input"
+    for path in ("/dashboard/api/cluster/status", "/dashboard/session"):
+        status, body = await browser.call("PUT", path, {})
+        assert status == 405 and body["error"]["code"] == "method_not_allowed"
 
     status, _ = await browser.call("DELETE", "/dashboard/session", csrf=False)
     assert status == 403  # signing out is a write too
@@ -220,3 +223,15 @@ def test_sessions_expire_and_are_bounded() -> None:
     assert len(store) == 2 and store.get(a.token) is None and store.get(c.token) is c
     store.delete(c.token)
     assert store.get(c.token) is None and store.get(b.token) is b
+
+
+async def test_a_session_ends_when_its_tenant_key_is_revoked(api: Api, browser: Browser) -> None:
+    await api.ingest("acme", "Acme's launch is on Friday")
+    key = await api.tenant_key("acme")
+    assert (await browser.sign_in(key))[0] == 200
+    status, _ = await api.delete("/api/v1/tenants/acme")  # revokes its keys
+    assert status == 200
+    status, body = await browser.call("GET", "/dashboard/api/status?tenant_id=acme")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    status, body = await browser.call("GET", "/dashboard/session")
+    assert body == {"signed_in": False}

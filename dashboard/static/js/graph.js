@@ -61,7 +61,7 @@ async function load(force) {
     };
     loadedFor = state.tenant;
     $("graph-status").textContent = `${g.nodes.length} memories, ${g.edges.length} edges, ${analysis.communities.length} communities` +
-      (g.truncated ? ` — bounded to the first ${limit} memories; raise the limit or use the explorer for the rest` : "");
+      (g.truncated ? ` — a sample: the first ${limit} memories by id (ids are random, so it is an unbiased sample) and the edges between them` : "");
     legend(analysis.communities);
     fillFinder();
     draw();
