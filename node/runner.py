@@ -38,9 +38,9 @@ class RunningNode:
 
 async def start_node(settings: Settings) -> RunningNode:
     service = NodeService(settings)
-    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    # In-flight requests get a moment on shutdown; clients retry (writes are idempotent).
+    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
-    # In-flight requests get a few seconds on shutdown; clients retry (writes are idempotent).
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
     await site.start()
     return RunningNode(service, runner, f"http://{settings.http}")
