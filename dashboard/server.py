@@ -268,7 +268,8 @@ async def _forward(dashboard: Dashboard, method: str, url: str, body: bytes, key
 
 
 async def node_metrics(request: web.Request) -> web.Response:
-    """Prometheus text of one node (admin only; only URLs this process was configured with)."""
+    """Prometheus text of one node (admin only; only URLs this process was configured with).
+    Without ``target``, the first target that answers: a dead node is not a good default."""
     session = _session(request)
     if session is None:
         return error(401, "unauthorized", "not signed in")
@@ -276,18 +277,24 @@ async def node_metrics(request: web.Request) -> web.Response:
         return error(403, "forbidden", "metrics carry every tenant's labels: an admin key is required")
     dashboard = request.app[DASHBOARD]
     targets = dashboard.config.metrics_targets()
-    label = request.query.get("target") or next(iter(targets), "")
-    if label not in targets:
+    wanted = request.query.get("target")
+    if wanted is not None and wanted not in targets:
         return error(400, "invalid_input", f"target must be one of: {', '.join(sorted(targets))}")
+    last = "no targets"
+    for label in [wanted] if wanted else list(targets):
+        text, last = await _scrape(dashboard, label, targets[label])
+        if text is not None:
+            return web.json_response({"target": label, "targets": list(targets), "text": text})
+    return error(502, "upstream_unavailable", last)
+
+
+async def _scrape(dashboard: Dashboard, label: str, url: str) -> tuple[str | None, str]:
+    """(the metrics text, "") or (None, why not)."""
     assert dashboard.client is not None
     try:
-        async with dashboard.client.get(
-            targets[label] + "/metrics", timeout=aiohttp.ClientTimeout(total=3)
-        ) as resp:
-            text = await resp.text()
-            status = resp.status
+        async with dashboard.client.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            if resp.status != 200:
+                return None, f"{label} answered {resp.status}"
+            return await resp.text(), ""
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return error(502, "upstream_unavailable", f"{label} did not answer: {type(exc).__name__}")
-    if status != 200:
-        return error(502, "upstream_error", f"{label} answered {status}")
-    return web.json_response({"target": label, "targets": sorted(targets), "text": text})
+        return None, f"{label} did not answer: {type(exc).__name__}"

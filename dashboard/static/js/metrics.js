@@ -4,7 +4,7 @@ import { $, own } from "./core.js";
 const POLL_MS = 2000;
 const KEEP = 180; // samples: 6 minutes
 let timer = null;
-let target = null;
+let target = null; // null: the server picks the first node that answers
 let previous = null; // last parsed sample
 let series = fresh();
 const charts = {};
@@ -112,29 +112,36 @@ function render() {
 
 async function poll() {
   try {
-    const data = await own("metrics?target=" + encodeURIComponent(target || ""));
-    if (!target || !data.targets.includes(target)) fillTargets(data.targets, data.target);
+    const data = await own("metrics" + (target ? "?target=" + encodeURIComponent(target) : ""));
+    if (target !== data.target) fillTargets(data.targets, data.target);
     sample(data.text);
     render();
     $("metrics-status").textContent = `${series.t.length} samples of ${data.target}`;
   } catch (err) {
     $("metrics-status").textContent = err.message;
+    if (!chosen) target = null; // an automatic choice that died: let the server pick another
   }
 }
 
-function fillTargets(targets, chosen) {
-  // The gateway's own metrics carry no node series: prefer a node.
-  const preferred = targets.find((t) => t !== "gateway") || chosen;
-  target = target && targets.includes(target) ? target : preferred;
-  $("m-target").replaceChildren(...targets.map((t) => new Option(t, t, false, t === target)));
+let chosen = false; // true once the operator picked a node themselves
+
+/** Start the series over: samples of two different nodes must not be mixed. */
+function reset(next) {
+  target = next;
+  previous = null;
+  series = fresh();
+  for (const id of Object.keys(charts)) { charts[id].destroy(); delete charts[id]; }
+}
+
+function fillTargets(targets, current) {
+  reset(current);
+  $("m-target").replaceChildren(...targets.map((t) => new Option(t, t, false, t === current)));
 }
 
 export function init() {
   $("m-target").addEventListener("change", (e) => {
-    target = e.target.value;
-    previous = null;
-    series = fresh();
-    for (const id of Object.keys(charts)) { charts[id].destroy(); delete charts[id]; }
+    chosen = true;
+    reset(e.target.value);
     poll();
   });
 }
