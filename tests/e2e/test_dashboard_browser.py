@@ -88,7 +88,7 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     follower = next(i for i in range(3) if i != shard["leader"])
     cluster.kill(follower)
     down = page.locator(f'tr[data-health=down][data-node="{cluster.nodes[follower].url}"]')
-    await down.wait_for(timeout=10_000)
+    await down.wait_for(timeout=15_000)
     assert "down" in (await down.inner_text())
     await tab.shot("cluster-follower-down")
 
@@ -140,6 +140,8 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
             return {x: box.left + p.x, y: box.top + p.y, content: n.content};
         }"""
     )
+    await page.mouse.move(point["x"], point["y"])
+    await page.wait_for_selector("#graph canvas.clickable")  # force-graph sees the node under the pointer
     await page.mouse.click(point["x"], point["y"])
     await page.wait_for_selector("#memory-dialog[open]")
     assert await page.inner_text("#memory-content") == point["content"]
