@@ -136,8 +136,14 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 
 # -- sessions ---------------------------------------------------------------------------------
+def cookie_name(request: web.Request) -> str:
+    """Cookies ignore ports: without the port in the name, signing in on one node of a host
+    (``memorose up --nodes 3``) would replace the session of its neighbour in the browser."""
+    return f"{COOKIE}_{request.url.port or 80}"
+
+
 def _session(request: web.Request) -> Session | None:
-    return request.app[DASHBOARD].sessions.get(request.cookies.get(COOKIE))
+    return request.app[DASHBOARD].sessions.get(request.cookies.get(cookie_name(request)))
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -183,11 +189,11 @@ async def sign_in(request: web.Request) -> web.Response:
     subject = await dashboard.config.authenticate(key.strip())
     if subject is None:
         return error(401, "unauthorized", "unknown API key")
-    dashboard.sessions.delete(request.cookies.get(COOKIE))
+    dashboard.sessions.delete(request.cookies.get(cookie_name(request)))
     session = dashboard.sessions.create(subject, key.strip())
     response = web.json_response(session.public())
     response.set_cookie(
-        COOKIE,
+        cookie_name(request),
         session.token,
         max_age=int(dashboard.config.session_ttl),
         path="/dashboard",
@@ -208,9 +214,9 @@ async def sign_out(request: web.Request) -> web.Response:
     session = _session(request)
     if session is not None and not _csrf_ok(request, session):
         return error(403, "csrf", "missing or wrong X-CSRF-Token")
-    request.app[DASHBOARD].sessions.delete(request.cookies.get(COOKIE))
+    request.app[DASHBOARD].sessions.delete(request.cookies.get(cookie_name(request)))
     response = web.json_response({"signed_out": True})
-    response.del_cookie(COOKIE, path="/dashboard")
+    response.del_cookie(cookie_name(request), path="/dashboard")
     return response
 
 

@@ -278,6 +278,7 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/cluster/status", cluster_status)
+    app.router.add_get("/api/v1/cluster/overview", cluster_status)  # the same shape as a node's
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/api/v1/whoami", whoami)
     app.router.add_post("/api/v1/admin/reindex", fan_out)

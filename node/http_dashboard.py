@@ -12,14 +12,16 @@ Registered by ``node.http.build_app``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from dashboard.server import DashboardConfig, add_dashboard, loopback_url
+from dashboard.server import DASHBOARD, DashboardConfig, add_dashboard, loopback_url
 from memorose.errors import InvalidInput
 from memorose.models import event_public, validate_event_id
-from node.http import METRICS, SERVICE, _authorize, _caller, _read_barrier
+from node.http import METRICS, SERVICE, _authorize, _caller, _read_barrier, _require_admin
 from node.metrics import NodeMetrics
 from node.service import NodeService
 
@@ -98,8 +100,40 @@ def _events_by_id(
     return found, missing
 
 
+async def cluster_overview(request: web.Request) -> web.Response:
+    """(admin) This node's status and every member's, as the gateway reports a shard: what
+    the dashboard shows when it is opened on a node rather than on a gateway."""
+    _require_admin(request)
+    service = request.app[SERVICE]
+    own = {**service.cluster_status(), "reachable": True}
+    raft = service.raft
+    urls = [m["url"] for m in raft.members() if m.get("url")] if raft is not None else []
+    client = request.app[DASHBOARD].client
+    assert client is not None
+    auth = {"Authorization": request.headers["Authorization"]}
+    peers = await asyncio.gather(*(_member_status(client, url.rstrip("/"), auth) for url in urls))
+    nodes = [own, *peers]
+    leader = next((n for n in nodes if n.get("role") == "leader"), None)
+    commit = leader["commit_index"] if leader else None
+    for n in nodes:
+        reachable = commit is not None and n.get("reachable") and "applied_index" in n
+        n["lag"] = commit - n["applied_index"] if reachable else None
+    shard = {"shard": "this shard", "leader": leader["url"] if leader else None, "nodes": nodes}
+    return web.json_response({"role": own["role"], "shards": [shard]})
+
+
+async def _member_status(client: aiohttp.ClientSession, url: str, auth: dict[str, str]) -> dict[str, Any]:
+    try:
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with client.get(url + "/api/v1/cluster/status", headers=auth, timeout=timeout) as resp:
+            return {"url": url, "reachable": resp.status == 200, **(await resp.json())}
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return {"url": url, "reachable": False, "role": "unreachable"}
+
+
 def register(app: web.Application, service: NodeService) -> None:
     app.router.add_get("/api/v1/whoami", whoami)
+    app.router.add_get("/api/v1/cluster/overview", cluster_overview)
     app.router.add_get("/api/v1/status/detail", tenant_detail)
     app.router.add_get("/api/v1/events/lookup", lookup_events)
     _commit_latency_metrics(app[METRICS], service)

@@ -92,6 +92,17 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     assert "down" in (await down.inner_text())
     await tab.shot("cluster-follower-down")
 
+    # the same shard seen from a node's own dashboard (no gateway): it asks its peers itself
+    leader_url = cluster.nodes[shard["leader"]].url
+    node_tab = await page.context.new_page()
+    node_tab.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
+    await node_tab.goto(leader_url + "/dashboard/")
+    await node_tab.fill("#key", ADMIN_KEY)
+    await node_tab.click("#sign-in-form button[type=submit]")
+    await node_tab.wait_for_selector(f'tr[data-health=down][data-node="{cluster.nodes[follower].url}"]')
+    assert await node_tab.locator("tr[data-health=up][data-node]").count() == 2
+    await node_tab.close()
+
     # keyboard: arrow keys move between the views
     await page.focus("#tab-cluster")
     await page.keyboard.press("ArrowRight")

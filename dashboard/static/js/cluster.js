@@ -5,34 +5,20 @@ const POLL_MS = 2000;
 let timer = null;
 const knownIds = new Map(); // url -> node id, so that a node that went down keeps its name
 
-/** One shape for both sources: [{shard, leader, nodes: [{url, up, ...status}]}]. */
-function normalise(status) {
-  if (status.role === "gateway") {
-    return status.shards.map((s) => ({
-      name: s.shard,
-      leader: s.leader,
-      nodes: s.nodes.map((n) => {
-        if (n.node_id) knownIds.set(n.url, n.node_id);
-        return { ...n, node_id: n.node_id || knownIds.get(n.url), up: Boolean(n.reachable) };
-      }),
-    }));
-  }
-  const leaderPeers = status.role === "leader" ? status.peers : [];
-  const self = { ...status, up: true, lag: 0 };
-  const peers = (status.peers || []).map((p) => ({
-    url: p.url || p.raft_address,
-    node_id: p.raft_address,
-    up: Boolean(p.connected),
-    role: p.connected ? "peer" : "unreachable",
-    lag: p.lag,
-    peerOnly: true,
+/** [{name, leader, nodes: [{url, up, ...status}]}] from a gateway's or a node's overview. */
+function normalise(overview) {
+  return overview.shards.map((s) => ({
+    name: s.shard,
+    leader: s.leader,
+    nodes: s.nodes.map((n) => {
+      if (n.node_id) knownIds.set(n.url, n.node_id);
+      return { ...n, node_id: n.node_id || knownIds.get(n.url), up: Boolean(n.reachable) };
+    }),
   }));
-  return [{ name: "this shard", leader: status.leader_url, nodes: [self, ...peers], leaderPeers }];
 }
 
 function health(n) {
   if (!n.up) return h("span", { class: "badge down" }, "down");
-  if (n.peerOnly) return h("span", { class: "badge up" }, "connected");
   if (n.has_quorum === false) return h("span", { class: "badge warn" }, "no quorum");
   return h("span", { class: "badge up" }, "up");
 }
@@ -44,7 +30,7 @@ function peerLag(n) {
 }
 
 function nodeRow(n) {
-  const idx = n.peerOnly ? "–" : `${fmt.num(n.commit_index)} / ${fmt.num(n.applied_index)} / ${fmt.num(n.indexed_index)}`;
+  const idx = `${fmt.num(n.commit_index)} / ${fmt.num(n.applied_index)} / ${fmt.num(n.indexed_index)}`;
   return h("tr", { dataset: { node: n.url || "", health: n.up ? "up" : "down", role: n.role || "" } },
     h("th", { scope: "row" }, h("div", {}, n.node_id || "?"), h("div", { class: "muted small" }, n.url || "")),
     h("td", {}, health(n)),
@@ -73,7 +59,7 @@ function shardCard(shard) {
 
 async function refresh() {
   try {
-    const status = await api("cluster/status");
+    const status = await api("cluster/overview");
     $("cluster-body").replaceChildren(...normalise(status).map(shardCard));
     $("cluster-updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (err) {
