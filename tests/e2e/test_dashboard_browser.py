@@ -65,6 +65,17 @@ async def shard(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             await runner.cleanup()
 
 
+async def _traffic(gw: Api, stop: asyncio.Event) -> None:
+    """Ingest and retrieve load until ``stop``, so that the rate and latency charts have data."""
+    i = 0
+    while not stop.is_set() and i < 500:
+        events = [{"stream_id": "load", "content": f"load event {i} {j}"} for j in range(20)]
+        status, _ = await gw.post("/api/v1/events/batch", {"tenant_id": "ada", "events": events})
+        assert status == 202
+        await gw.retrieve("ada", "hiking in the Alps")
+        i += 1
+
+
 async def sign_in(tab: Tab, url: str, key: str) -> None:
     page: Any = tab.page
     await page.goto(url + "/dashboard")  # no trailing slash: the page must still load its files
@@ -179,9 +190,18 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
 
     # -- metrics: charts from the node's own /metrics ------------------------------------------
     await page.click("#tab-metrics")
-    await page.wait_for_function("() => document.querySelectorAll('#view-metrics .uplot').length === 4")
     await page.wait_for_function("() => parseInt(document.querySelector('#metrics-status').textContent) >= 2")
     assert "s1 http://" in await page.inner_text("#metrics-status")  # a node's metrics, not the gateway's
+    await page.select_option("#m-target", f"s1 {leader_url}")  # writes and reads land on the leader
+    stop = asyncio.Event()
+    load = asyncio.create_task(_traffic(shard["gw"], stop))
+    await page.wait_for_function(
+        "() => ['#c-ingest', '#c-retrieve'].every((id) => Number(document.querySelector(id).dataset.last) > 0)",
+        timeout=30_000,
+    )
+    stop.set()
+    await load
+    assert await page.locator("#view-metrics .uplot").count() == 4
     await tab.shot("metrics")
 
     # -- a tenant key sees only its tenant -----------------------------------------------------

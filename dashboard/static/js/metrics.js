@@ -94,6 +94,8 @@ function chart(id, labels, keys) {
     series: [{}, ...labels.map((label, i) => ({ label, stroke: colours[i], width: 2, spanGaps: true }))],
   };
   const data = [series.t, ...keys.map((k) => series[k])];
+  const last = series[keys[0]][series[keys[0]].length - 1];
+  el.dataset.last = last === null || last === undefined ? "" : String(Math.round(last * 1000) / 1000);
   if (!charts[id]) {
     if (!window.uPlot) { el.textContent = "chart library missing: run make"; return; }
     el.replaceChildren();
@@ -101,6 +103,9 @@ function chart(id, labels, keys) {
   } else {
     charts[id].setData(data);
   }
+  // At least the last two minutes on the x axis, so that a few samples do not span years.
+  const end = series.t[series.t.length - 1];
+  if (end !== undefined) charts[id].setScale("x", { min: Math.min(series.t[0], end - 120), max: end });
 }
 
 function render() {
