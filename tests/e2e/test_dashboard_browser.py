@@ -211,6 +211,11 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     assert await page.inner_text("#role-badge") == "tenant ada"
     assert await page.locator("#tab-cluster").is_hidden() and await page.locator("#tab-metrics").is_hidden()
     assert await page.locator("#tenant-select option").all_inner_texts() == ["ada"]
+    await page.click("#tab-tenants")
+    own_row = page.locator('tr[data-tenant="ada"]')
+    await own_row.locator("td[data-count=current]").wait_for()
+    assert await page.locator("#tenants-table tbody tr").count() == 1
+    assert await own_row.get_by_role("button", name="Keys…").count() == 0  # admin actions hidden
     await page.click("#tab-explorer")
     await page.fill("#q", "secret plan penguins")
     await page.click("#search-form button[type=submit]")
