@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.app import build_gateway_app
 from gateway.config import GatewaySettings
 from node.runner import free_port
-from tests.cluster.harness import Cluster
+from node.testing.cluster import Cluster
 from tests.conftest import ADMIN_KEY, Api
 from tests.e2e.conftest import Tab
 
