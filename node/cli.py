@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     node.add_argument("--http", help="HOST:PORT for the HTTP API")
     node.add_argument("--raft", help="HOST:PORT for Raft (bind address)")
     node.add_argument("--raft-advertise", help="HOST:PORT peers know this node by, if not --raft")
+    node.add_argument("--http-advertise", help="base URL clients reach this node at, if not http://HTTP")
     node.add_argument("--peer", action="append", default=None, help="RAFTHOST:PORT=http://HOST:PORT (repeat)")
     node.set_defaults(func=cmd_node)
 
@@ -123,6 +124,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         http=args.http,
         raft=args.raft,
         raft_advertise=args.raft_advertise,
+        http_advertise=args.http_advertise,
         peers=args.peer,
     )
     asyncio.run(serve_forever(settings, _print_ready))
