@@ -36,7 +36,9 @@ INGEST_PATHS = {"/api/v1/events", "/api/v1/events/batch"}
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.shards = {name: Shard(name, urls) for name, urls in settings.shards.items()}
+        self.shards = {
+            name: Shard(name, urls, settings.url_aliases) for name, urls in settings.shards.items()
+        }
         self.ring = HashRing(self.shards, settings.vnodes)
         #: Tenants that a shard reported as moved (409 tenant_moved) before this gateway's
         #: ring was updated: tenant -> the shard that now holds it.
