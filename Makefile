@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 PORT ?= 8080
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean tools lock
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -27,8 +27,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# promtool (Debian's `prometheus` package) checks and unit-tests the alert rules. Installed
+# only when missing and running as root with apt-get; otherwise those tests skip (CI fails).
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (apt-get install prometheus)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool not found and not root: alert rule tests will be skipped"; fi; }
+
+# Pin the image's runtime dependencies to what this environment tested (deploy/requirements.lock).
+lock: $(STAMP)
+	$(BIN)/python deploy/tools/lock.py
 
 bench: $(STAMP)
 	$(BIN)/memorose bench storage
