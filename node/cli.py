@@ -54,6 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reindex.add_argument("--data-dir", help="a stopped node's data directory: rebuild offline")
     reindex.set_defaults(func=cmd_reindex)
 
+    backup = admin_sub.add_parser(
+        "backup", help="archive a STOPPED node's data dir (RocksDB checkpoint + Raft)"
+    )
+    backup.add_argument("--data-dir", required=True, help="the stopped node's data directory")
+    backup.add_argument("--out", required=True, help="archive to write (.tar.gz)")
+    backup.set_defaults(func=cmd_backup)
+    restore = admin_sub.add_parser("restore", help="unpack and verify a backup into a new data dir")
+    restore.add_argument("--archive", required=True, help="a file written by `memorose admin backup`")
+    restore.add_argument("--data-dir", required=True, help="an empty or absent directory")
+    restore.set_defaults(func=cmd_restore)
+
     reembed = admin_sub.add_parser(
         "reembed", help="re-derive embeddings made by another model or dimension (after a provider change)"
     )
@@ -146,6 +157,34 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         print("memorose: give --url of a running node or --data-dir of a stopped one", file=sys.stderr)
         return 2
     return _reindex_offline(args.data_dir)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from node.backup import BackupError, backup
+
+    try:
+        manifest = backup(Path(args.data_dir), Path(args.out))
+    except BackupError as exc:
+        print(f"memorose: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"archive": args.out, "applied_index": manifest["applied_index"]}))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from node.backup import BackupError, restore
+
+    try:
+        manifest = restore(Path(args.archive), Path(args.data_dir))
+    except BackupError as exc:
+        print(f"memorose: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"data_dir": args.data_dir, "applied_index": manifest["applied_index"]}))
+    return 0
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:
