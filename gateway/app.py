@@ -212,7 +212,8 @@ async def cluster_status(request: web.Request) -> web.Response:
         leader = next((n for n in nodes if n.get("role") == "leader"), None)
         commit = leader["commit_index"] if leader else None
         for n in nodes:
-            n["lag"] = (commit - n["applied_index"]) if commit is not None and n.get("reachable") else None
+            applied = n.get("raft_applied_index", n.get("applied_index"))  # Raft's, like commit
+            n["lag"] = max(0, commit - applied) if commit is not None and n.get("reachable") else None
         shards.append({"shard": name, "leader": leader["url"] if leader else None, "nodes": nodes})
     return web.json_response({"role": "gateway", "shards": shards, "ring": {"vnodes": gateway.ring.vnodes}})
 

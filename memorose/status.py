@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -38,6 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not key:
         print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required", file=sys.stderr)
         return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     try:
         with httpx.Client(timeout=args.timeout, headers={"Authorization": f"Bearer {key}"}) as client:
             report = collect(client, args.url.rstrip("/"))
@@ -85,7 +87,9 @@ def _shard(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _node_row(node: dict[str, Any], commit: int | None) -> dict[str, Any]:
     reachable = bool(node.get("reachable", True)) and "applied_index" in node
-    lag = commit - node["applied_index"] if reachable and commit is not None else None
+    # Raft's applied position (leader no-ops included), comparable with the commit index.
+    applied = node.get("raft_applied_index", node.get("applied_index"))
+    lag = max(0, commit - applied) if reachable and commit is not None and applied is not None else None
     if not reachable:
         health = "unreachable"
     elif not node.get("has_quorum", False):
@@ -100,7 +104,7 @@ def _node_row(node: dict[str, Any], commit: int | None) -> dict[str, Any]:
         "role": node.get("role"),
         "term": node.get("term"),
         "commit_index": node.get("commit_index"),
-        "applied_index": node.get("applied_index"),
+        "applied_index": applied,
         "lag": lag,
         "health": health,
     }

@@ -31,8 +31,10 @@ def add_raft_metrics(m: NodeMetrics, service: NodeService) -> None:
         return _ROLE_CODES.get(service.raft.role(), -1.0) if service.raft is not None else -1.0
 
     def commit_lag() -> float:
-        """Committed but not yet applied here (entries)."""
-        return max(0.0, status("commit_idx") - float(service.store.applied_index()))
+        """Committed but not yet applied here (entries). Raft's own applied position, not
+        the store's: leader no-ops never reach the store and would read as permanent lag."""
+        raft = service.raft
+        return max(0.0, status("commit_idx") - float(raft.raftLastApplied)) if raft is not None else 0.0
 
     def follower_lag() -> float:
         """Leader only: the largest gap between the commit index and a follower's match index."""

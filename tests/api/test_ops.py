@@ -45,6 +45,8 @@ async def test_status_of_a_node_is_a_healthy_table(node_api: Api, capsys: pytest
     header, row, summary = out.strip().splitlines()
     assert header.split() == ["SHARD", "NODE", "URL", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "HEALTH"]
     assert row.split()[1:4] == ["n1", node_api.url, "leader"] and row.split()[-1] == "ok"
+    commit, applied, lag = row.split()[5:8]
+    assert commit == applied and lag == "0"  # the leader's no-op entries are not lag
     assert summary == f"shard -: leader {node_api.url}, healthy"
 
 
