@@ -16,7 +16,7 @@ VENDOR_FILES := force-graph/dist/force-graph.min.js 3d-force-graph/dist/3d-force
 	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit bench clean browser
+.PHONY: run test lint typecheck unit bench clean browser tools lock
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -50,8 +50,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(VENDOR_STAMP) browser lint typecheck
+test: $(STAMP) $(VENDOR_STAMP) browser tools lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# promtool (Debian's `prometheus` package) checks and unit-tests the alert rules. Installed
+# only when missing and running as root with apt-get; otherwise those tests skip (CI fails).
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (apt-get install prometheus)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool not found and not root: alert rule tests will be skipped"; fi; }
+
+# Pin the image's runtime dependencies to what this environment tested (deploy/requirements.lock).
+lock: $(STAMP)
+	$(BIN)/python deploy/tools/lock.py
 
 bench: $(STAMP)
 	$(BIN)/memorose bench storage

@@ -104,7 +104,7 @@ async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
             after = await cluster.statuses()
             _code, body = await cluster.api(leader).get("/metrics")
             fsyncs = next(
-                (ln for ln in body.splitlines() if ln.startswith("memorose_raft_journal_fsyncs")), ""
+                (ln for ln in body.splitlines() if ln.startswith("memorose_raft_journal_fsyncs_total")), ""
             )
             return {
                 "runs": runs,

@@ -13,17 +13,20 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from dashboard.server import DashboardConfig, add_dashboard, loopback_url
 from gateway.config import GatewaySettings
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
 from memorose.errors import InvalidInput
+from memorose.metrics import LATENCY_BUCKETS, standard_registry
 from memorose.models import validate_tenant_id
 
 log = logging.getLogger(__name__)
@@ -34,22 +37,35 @@ INGEST_PATHS = {"/api/v1/events", "/api/v1/events/batch"}
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.shards = {name: Shard(name, urls) for name, urls in settings.shards.items()}
+        self.shards = {
+            name: Shard(name, urls, settings.url_aliases) for name, urls in settings.shards.items()
+        }
         self.ring = HashRing(self.shards, settings.vnodes)
         #: Tenants that a shard reported as moved (409 tenant_moved) before this gateway's
         #: ring was updated: tenant -> the shard that now holds it.
         self.moved: dict[str, Shard] = {}
         self.session: aiohttp.ClientSession | None = None
-        self.registry = CollectorRegistry()
+        self.registry = standard_registry("gateway")
         self.requests = Counter(
             "memorose_gateway_requests_total",
-            "forwarded requests",
-            ["shard", "status"],
+            "requests forwarded to a shard, by the status the client got",
+            ["shard", "method", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "memorose_gateway_upstream_errors_total",
+            "forwarded requests that ended in a 5xx (shard down, no leader, node error)",
+            ["shard"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "memorose_gateway_forward_seconds", "time to forward a request", ["shard"], registry=self.registry
+            "memorose_gateway_upstream_duration_seconds",
+            "time to forward a request to a shard (redirects and retries included)",
+            ["shard"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
+        self.registry.register(ShardCollector(self.shards))
 
     def shard_for(self, tenant_id: str) -> Shard:
         return self.moved.get(tenant_id) or self.shards[self.ring.shard_for(tenant_id)]
@@ -76,13 +92,42 @@ class Gateway:
             self.session, request.method, path_qs or request.path_qs, body, headers, deadline
         )
         self.latency.labels(shard.name).observe(time.perf_counter() - started)
-        self.requests.labels(shard.name, str(answer.status)).inc()
+        method = request.method if request.method in ("GET", "POST", "PUT", "PATCH", "DELETE") else "other"
+        self.requests.labels(shard.name, method, str(answer.status)).inc()
+        if answer.status >= 500:
+            self.errors.labels(shard.name).inc()
         return answer
 
     def is_admin(self, request: web.Request) -> bool:
         key = self.settings.admin_key
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         return bool(key) and scheme.lower() == "bearer" and secrets.compare_digest(secret.strip(), key or "")
+
+
+class ShardCollector:
+    """Per-shard leader knowledge and routing counters, read at scrape time. Shards found
+    through a tenant move (``moved:<tenant>``) are not configured shards and not listed."""
+
+    def __init__(self, shards: dict[str, Shard]) -> None:
+        self._shards = shards
+
+    def collect(self) -> Iterator[Metric]:
+        known = GaugeMetricFamily(
+            "memorose_gateway_shard_leader_known",
+            "1 if the leader is known",
+            labels=["shard"],
+        )
+        redirects = CounterMetricFamily(
+            "memorose_gateway_redirects", "307s followed to a shard's leader", labels=["shard"]
+        )
+        failovers = CounterMetricFamily(
+            "memorose_gateway_failovers", "retries on another member after a failure", labels=["shard"]
+        )
+        for name, shard in self._shards.items():
+            known.add_metric([name], 1.0 if shard.leader else 0.0)
+            redirects.add_metric([name], shard.redirects)
+            failovers.add_metric([name], shard.failovers)
+        yield from (known, redirects, failovers)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -168,7 +213,8 @@ async def cluster_status(request: web.Request) -> web.Response:
         leader = next((n for n in nodes if n.get("role") == "leader"), None)
         commit = leader["commit_index"] if leader else None
         for n in nodes:
-            n["lag"] = (commit - n["applied_index"]) if commit is not None and n.get("reachable") else None
+            applied = n.get("raft_applied_index", n.get("applied_index"))  # Raft's, like commit
+            n["lag"] = max(0, commit - applied) if commit is not None and n.get("reachable") else None
         shards.append({"shard": name, "leader": leader["url"] if leader else None, "nodes": nodes})
     return web.json_response({"role": "gateway", "shards": shards, "ring": {"vnodes": gateway.ring.vnodes}})
 

@@ -28,6 +28,17 @@ class GatewaySettings(BaseModel):
     vnodes: int = Field(160, ge=1, le=10_000)
     request_timeout_secs: float = Field(30.0, gt=0)
     shards: dict[str, list[str]] = Field(default_factory=dict)
+    #: Advertised node URL -> URL the gateway uses for that node, for redirects that name
+    #: a URL only reachable from outside the gateway's network (docs/operations.md).
+    url_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url_aliases")
+    @classmethod
+    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        for public, internal in value.items():
+            if not all(u.startswith(("http://", "https://")) for u in (public, internal)):
+                raise ValueError("url_aliases maps http(s) base URLs to http(s) base URLs")
+        return {p.rstrip("/"): i.rstrip("/") for p, i in value.items()}
 
     @field_validator("shards")
     @classmethod

@@ -34,12 +34,20 @@ def _base(url: str) -> str:
 class Shard:
     """One Raft group: its member URLs and the leader last seen."""
 
-    def __init__(self, name: str, urls: list[str]) -> None:
+    def __init__(self, name: str, urls: list[str], aliases: dict[str, str] | None = None) -> None:
         self.name = name
         self.urls = urls
+        #: Advertised base URL -> the URL this gateway reaches the same node at (compose:
+        #: nodes advertise host ports, the gateway talks to them on the container network).
+        self.aliases = aliases or {}
         self.leader: str | None = None
         self.redirects = 0
         self.failovers = 0
+
+    def _reachable(self, url: str) -> str:
+        """``url`` with an advertised base replaced by the one this gateway can reach."""
+        base = _base(url)
+        return self.aliases[base] + url[len(base) :] if base in self.aliases else url
 
     def candidates(self) -> list[str]:
         if self.leader is None:
@@ -100,8 +108,8 @@ class Shard:
                 ) as resp:
                     payload = await resp.read()
                     if resp.status in (307, 308) and "Location" in resp.headers:
-                        url = resp.headers["Location"]
-                        self.leader = _base(resp.headers.get("X-Memorose-Leader", url))
+                        url = self._reachable(resp.headers["Location"])
+                        self.leader = _base(self._reachable(resp.headers.get("X-Memorose-Leader", url)))
                         self.redirects += 1
                         continue
                     if resp.status < 500 and self.leader is None:

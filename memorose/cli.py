@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from memorose import __version__
+from memorose import __version__, status
 from memorose.errors import ConfigError
 
 # One BLAS thread per search, set before anything imports numpy (the subcommands are loaded
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in sorted(entry_points(group="memorose.commands"), key=lambda e: e.name):
         ep.load()(sub)
+    status.register(sub)  # the library's own: it only talks HTTP
     return parser
 
 

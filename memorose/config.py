@@ -163,6 +163,13 @@ class RaftSettings(_Section):
     sync_apply: bool = False
 
 
+class MetricsSettings(_Section):
+    """What /metrics may reveal. Tenant ids never become labels unless opted in here, and
+    then only the ``tenant_top_n`` worst-lagging tenants at each scrape (bounded series)."""
+
+    tenant_top_n: int = Field(0, ge=0, le=100)
+
+
 class LimitSettings(_Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_top_k: int = Field(200, ge=1)
@@ -204,11 +211,22 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    #: The HTTP base URL clients and peers reach this node at (``http`` may be 0.0.0.0
+    #: or a container-internal name); shown in cluster status. Default: http://{http}.
+    http_advertise: str | None = None
 
     @field_validator("http", "raft", "raft_advertise")
     @classmethod
     def _hostport(cls, value: str | None, info: Any) -> str | None:
         return None if value is None else _parse_hostport(value, info.field_name)
+
+    @field_validator("http_advertise")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("http_advertise must be an http(s):// base URL")
+        return value
 
     @model_validator(mode="after")
     def _cluster(self) -> Settings:
@@ -246,6 +264,11 @@ class Settings(BaseSettings):
     @property
     def http_port(self) -> int:
         return int(self.http.rpartition(":")[2])
+
+    @property
+    def public_url(self) -> str:
+        """The URL this node tells others to use for it."""
+        return (self.http_advertise or f"http://{self.http}").rstrip("/")
 
     @property
     def raft_address(self) -> str:

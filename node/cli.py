@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     node.add_argument("--http", help="HOST:PORT for the HTTP API")
     node.add_argument("--raft", help="HOST:PORT for Raft (bind address)")
     node.add_argument("--raft-advertise", help="HOST:PORT peers know this node by, if not --raft")
+    node.add_argument("--http-advertise", help="base URL clients reach this node at, if not http://HTTP")
     node.add_argument("--peer", action="append", default=None, help="RAFTHOST:PORT=http://HOST:PORT (repeat)")
     node.set_defaults(func=cmd_node)
 
@@ -52,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reindex.add_argument("--admin-key", help="admin key for --url (default: MEMOROSE_ADMIN_KEY)")
     reindex.add_argument("--data-dir", help="a stopped node's data directory: rebuild offline")
     reindex.set_defaults(func=cmd_reindex)
+
+    backup = admin_sub.add_parser(
+        "backup", help="archive a STOPPED node's data dir (RocksDB checkpoint + Raft)"
+    )
+    backup.add_argument("--data-dir", required=True, help="the stopped node's data directory")
+    backup.add_argument("--out", required=True, help="archive to write (.tar.gz)")
+    backup.set_defaults(func=cmd_backup)
+    restore = admin_sub.add_parser("restore", help="unpack and verify a backup into a new data dir")
+    restore.add_argument("--archive", required=True, help="a file written by `memorose admin backup`")
+    restore.add_argument("--data-dir", required=True, help="an empty or absent directory")
+    restore.set_defaults(func=cmd_restore)
 
     reembed = admin_sub.add_parser(
         "reembed", help="re-derive embeddings made by another model or dimension (after a provider change)"
@@ -133,6 +145,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         http=args.http,
         raft=args.raft,
         raft_advertise=args.raft_advertise,
+        http_advertise=args.http_advertise,
         peers=args.peer,
     )
     asyncio.run(serve_forever(settings, _print_ready))
@@ -154,6 +167,34 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         print("memorose: give --url of a running node or --data-dir of a stopped one", file=sys.stderr)
         return 2
     return _reindex_offline(args.data_dir)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from node.backup import BackupError, backup
+
+    try:
+        manifest = backup(Path(args.data_dir), Path(args.out))
+    except BackupError as exc:
+        print(f"memorose: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"archive": args.out, "applied_index": manifest["applied_index"]}))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from node.backup import BackupError, restore
+
+    try:
+        manifest = restore(Path(args.archive), Path(args.data_dir))
+    except BackupError as exc:
+        print(f"memorose: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"data_dir": args.data_dir, "applied_index": manifest["applied_index"]}))
+    return 0
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:

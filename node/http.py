@@ -29,7 +29,7 @@ from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
 from node.metrics import NodeMetrics
 from node.proposer import NotLeader
-from node.raft_metrics import add_raft_metrics
+from node.raft_metrics import add_raft_metrics, instrument_raft
 from node.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ def _leader_redirect(request: web.Request, exc: NotLeader) -> web.Response:
     )
 
 
+#: HTTP methods get their own label value; anything else is "other" (bounded cardinality).
+_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
@@ -100,8 +104,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal", "internal error")
-    metrics.http_requests.labels(route, str(response.status)).inc()
-    metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+    method = request.method if request.method in _METHODS else "other"
+    metrics.http_requests.labels(method, route, str(response.status)).inc()
+    metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)
     return response
 
 
@@ -493,12 +498,13 @@ async def _start_service(app: web.Application) -> None:
     assert service.worker is not None
 
     def on_batch(tenant_id: str, events: int, memories: int, rejected: dict[str, str]) -> None:
-        metrics.consolidated.labels(tenant_id).inc(events)
-        metrics.memories_created.labels(tenant_id).inc(memories)
+        metrics.consolidated.inc(events)
+        metrics.memories_created.inc(memories)
         for reason in rejected.values():
-            metrics.rejected.labels(tenant_id, reason).inc()
+            metrics.rejected.labels(reason).inc()
 
     service.worker.on_batch = on_batch
+    instrument_raft(metrics, service)
     _pipeline().attach_workers(service, metrics)
     _insights().attach_workers(service)
 
@@ -508,9 +514,14 @@ async def _stop_service(app: web.Application) -> None:
 
 
 def node_metrics(service: NodeService) -> NodeMetrics:
-    m = NodeMetrics()
+    m = NodeMetrics(service.settings.metrics.tenant_top_n)
     m.gauge("memorose_raft_applied_index", "last Raft index applied", service.store.applied_index)
     m.gauge("memorose_index_position", "last Raft index searchable", service.indexer.searchable_index)
+    m.gauge(
+        "memorose_index_lag_entries",
+        "applied Raft entries not yet searchable (LanceDB/Tantivy behind RocksDB)",
+        lambda: max(0.0, float(service.store.applied_index() - service.indexer.searchable_index())),
+    )
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
     _pipeline().install_metrics(service, m)

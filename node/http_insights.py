@@ -61,10 +61,10 @@ def install_metrics(service: NodeService, metrics: NodeMetrics) -> None:
         worker = service.insights.worker
         return float(worker.stats[name]) if worker is not None else 0.0
 
-    metrics.gauge("memorose_insight_passes_total", "insight passes run by this node", lambda: stat("passes"))
-    metrics.gauge("memorose_insight_pass_errors_total", "insight passes that failed", lambda: stat("errors"))
-    metrics.gauge(
-        "memorose_insight_cache_hits_total",
+    metrics.counter("memorose_insight_passes", "insight passes run by this node", lambda: stat("passes"))
+    metrics.counter("memorose_insight_pass_errors", "insight passes that failed", lambda: stat("errors"))
+    metrics.counter(
+        "memorose_insight_cache_hits",
         "graph projections served from the cache (tenant unchanged)",
         lambda: float(service.insights.cache.hits),
     )

@@ -89,10 +89,12 @@ def register(app: web.Application) -> None:
 
 
 def install_metrics(service: NodeService, metrics: NodeMetrics) -> None:
-    """Per-tenant pipeline counters, fed by the leader's workers; lag computed at scrape."""
-    metrics.registry.register(ConsolidationLagCollector(lambda: pending_by_tenant(service)))
-    metrics.gauge(
-        "memorose_touch_dropped_total",
+    """Pipeline counters, fed by the leader's workers; lag computed at scrape."""
+    metrics.registry.register(
+        ConsolidationLagCollector(lambda: pending_by_tenant(service), metrics.tenant_top_n)
+    )
+    metrics.counter(
+        "memorose_touch_dropped",
         "retrieval feedback not recorded because a follower served the read",
         lambda: float(service.touches_dropped),
     )
@@ -103,20 +105,20 @@ def attach_workers(service: NodeService, metrics: NodeMetrics) -> None:
 
     def on_plan(tenant_id: str, events: int, plan: Plan, result: dict[str, Any]) -> None:
         for outcome, count in plan.outcomes.items():
-            metrics.arbitration.labels(tenant_id, outcome).inc(count)
-        metrics.edges_created.labels(tenant_id).inc(result.get("edges", 0))
+            metrics.arbitration.labels(outcome).inc(count)
+        metrics.edges_created.inc(result.get("edges", 0))
         usage, provider = plan.usage, service.llm.name
         if usage.calls:
-            metrics.llm_calls.labels(tenant_id, provider).inc(usage.calls)
-            metrics.llm_tokens.labels(tenant_id, provider, "input").inc(usage.input_tokens)
-            metrics.llm_tokens.labels(tenant_id, provider, "output").inc(usage.output_tokens)
+            metrics.llm_calls.labels(provider).inc(usage.calls)
+            metrics.llm_tokens.labels(provider, "input").inc(usage.input_tokens)
+            metrics.llm_tokens.labels(provider, "output").inc(usage.output_tokens)
         for kind, count in usage.errors.items():
-            metrics.llm_errors.labels(tenant_id, provider, kind).inc(count)
+            metrics.llm_errors.labels(provider, kind).inc(count)
         for reason, count in usage.fallbacks.items():
-            metrics.llm_fallbacks.labels(tenant_id, reason).inc(count)
+            metrics.llm_fallbacks.labels(reason).inc(count)
 
     service.worker.on_plan = on_plan
-    service.forgetting.on_archived = lambda tenant_id, n: metrics.archived.labels(tenant_id).inc(n)
+    service.forgetting.on_archived = lambda tenant_id, n: metrics.archived.inc(n)
 
 
 def pending_by_tenant(service: NodeService) -> list[tuple[str, int, float]]:

@@ -110,7 +110,7 @@ class NodeService:
             self.data_dir / "raft",
             self.raft_password,
             bind_address=self.settings.raft,
-            self_url=f"http://{self.settings.http}",
+            self_url=self.settings.public_url,
             on_snapshot_installed=self.indexer.request_rebuild,
             on_state_changed=self._on_raft_state_changed,
         )
@@ -316,7 +316,7 @@ class NodeService:
         base = {
             "node_id": self.settings.node_id,
             "raft_address": self.settings.raft_address,
-            "url": f"http://{self.settings.http}",
+            "url": self.settings.public_url,
             "http_address": self.settings.http,
         }
         if raft is None:

@@ -111,7 +111,7 @@ async def test_metrics_expose_ingest_and_http_counters(api: Api) -> None:
     assert status == 200
     assert "memorose_events_ingested_total 1.0" in text
     assert "memorose_events_duplicate_total 1.0" in text
-    assert 'memorose_http_requests_total{route="/api/v1/events",status="202"} 2.0' in text
+    assert 'memorose_http_requests_total{method="POST",route="/api/v1/events",status="202"} 2.0' in text
 
 
 async def test_adjacent_matches_come_back_as_one_passage(api: Api) -> None:
