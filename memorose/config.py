@@ -121,15 +121,29 @@ class LLMSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
-    """``auto``: Gemini embeddings when a Google API key is set, else the offline hashing
-    embedder. ``openai_compat`` talks to any /v1/embeddings endpoint (a local Ollama)."""
+    """``auto``: Gemini embeddings when a Google API key is set, else the ``local`` model
+    (all-MiniLM-L6-v2 int8 ONNX from a pinned data package, docs/retrieval.md). ``hashing``
+    is the lightweight offline option (no model, words not meaning). ``openai_compat`` talks
+    to any /v1/embeddings endpoint (a local Ollama)."""
 
-    provider: Literal["auto", "hashing", "gemini", "openai_compat"] = "auto"
+    provider: Literal["auto", "local", "hashing", "gemini", "openai_compat"] = "auto"
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
     batch_size: int = Field(64, ge=1, le=2048)
     timeout_secs: float = Field(60.0, gt=0)
+    #: onnxruntime intra-op threads of the ``local`` model (parallelism belongs across
+    #: requests on a small machine, as with BLAS).
+    local_threads: int = Field(1, ge=1, le=64)
+
+
+class RetrievalSettings(_Section):
+    """Ranking (docs/retrieval.md). The defaults are what the LoCoMo figures were measured with."""
+
+    #: Weight of the query-memory cosine in the re-ranker (BM25's weight is 1).
+    cosine_weight: float = Field(1.0, ge=0, le=100)
+    #: False: first-stage reciprocal rank fusion only (an ablation baseline, not for use).
+    rerank: bool = True
 
 
 class IndexSettings(_Section):
@@ -202,6 +216,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     embeddings: EmbeddingSettings = Field(default_factory=lambda: EmbeddingSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
+    retrieval: RetrievalSettings = Field(default_factory=lambda: RetrievalSettings())
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
 

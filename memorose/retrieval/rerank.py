@@ -6,7 +6,8 @@ candidate gets:
 - ``bm25``: Okapi BM25 with *this tenant's* document frequencies (a shared index's global idf
   would inflate the terms that are rare overall but common in the tenant, such as its own
   people's names);
-- ``cosine``: similarity of the query embedding to the memory's embedding;
+- ``cosine``: similarity of the query embedding to the memory's embedding (raw, so that it
+  measures meaning across queries; the other features are normalised per query);
 - ``context``: how strongly its neighbours in the timeline (the memories just before and after
   it in the same stream) match: a reply is often only understood through what it answers;
 - ``episode``: how strongly the rest of its episode (memories of the same stream close in time,
@@ -15,7 +16,8 @@ candidate gets:
 - ``dated``: it carries a time expression, when the query asks *when*;
 - ``speaker``: who said it is named in the query.
 
-Scores are normalised per query so the weights stay meaningful across tenants and queries.
+Features other than ``cosine`` are normalised per query so the weights stay meaningful
+across tenants and queries.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ EPISODE_GAP_S = 1800.0
 class RankWeights:
     """Weights of the features; bm25 is the unit."""
 
-    cosine: float = 0.15
+    cosine: float = 1.0
     context: float = 0.5
     episode: float = 0.3
     time: float = 0.3
@@ -193,6 +195,9 @@ def speaker_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list
 
 
 def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> list[float]:
+    """Raw cosine (negative clipped to 0), *not* normalised per query: with a sentence model
+    it is an absolute measure of meaning (~.4 for a paraphrase, ~0 for unrelated text), so a
+    query nothing answers does not lift its least bad candidate to 1."""
     if query_vec is None:
         return [0.0] * len(candidates)
     out = []
@@ -222,7 +227,7 @@ def rank(
     episode_of = episodes(candidates)
     features = {
         "bm25": bm25,
-        "cosine": _normalised(cosine_scores(candidates, query_vec)),
+        "cosine": cosine_scores(candidates, query_vec),
         "context": context_scores(candidates, bm25, weights.context_after),
         "episode": _normalised(episode_scores(episode_of, bm25, weights.episode_decay)),
         "time": time_scores(candidates, analysis),
