@@ -42,7 +42,7 @@ class ConsolidationSettings(_Section):
     #: Cosine at or above which a fact only reinforces the memory it repeats.
     reinforce_threshold: float = Field(0.92, ge=0, le=1)
     #: Cosine at or above which a fact is merged into a related memory.
-    merge_threshold: float = Field(0.8, ge=0, le=1)
+    merge_threshold: float = Field(0.9, ge=0, le=1)
     #: Minimal similarity between a correction ("moved to", "actually") and the memory it replaces.
     supersede_threshold: float = Field(0.3, ge=0, le=1)
     #: Candidates below this similarity are unrelated: the fact is created without arbitration.

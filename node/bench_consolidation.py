@@ -85,16 +85,20 @@ async def throughput(n: int, mode: str) -> dict[str, Any]:
         node = await _node(
             Path(tmp), consolidation={"interval_secs": 86_400, "mode": mode, "batch_size": 200}
         )
+        model = node.service.embedder.model
         try:
             async with aiohttp.ClientSession() as session:
                 api = Client(node.url, session)
                 events = synthetic_events(n)
+                ingest_started = time.perf_counter()
                 for start in range(0, n, 1000):
                     await api.call(
                         "POST",
                         "/api/v1/events/batch",
                         {"tenant_id": "bench", "events": events[start : start + 1000]},
                     )
+                await _until_searchable(node, api, events[-1])
+                searchable_s = time.perf_counter() - ingest_started
                 started = time.perf_counter()
                 await api.call("POST", "/api/v1/consolidate", {"tenant_id": "bench", "wait": True})
                 took = time.perf_counter() - started
@@ -103,11 +107,29 @@ async def throughput(n: int, mode: str) -> dict[str, Any]:
             await node.stop()
     return {
         "mode": mode,
+        "embedder": model,
         "events": n,
+        "searchable_seconds": round(searchable_s, 2),
+        "searchable_events_per_s": round(n / searchable_s, 1),
         "seconds": round(took, 2),
         "events_per_s": round(n / took, 1),
         "l1_memories": status["l1_memories"],
     }
+
+
+async def _until_searchable(node: RunningNode, api: Client, last: dict[str, Any]) -> None:
+    """Poll until everything applied is indexed (BM25 over the L0 events, before any
+    consolidation) and the last event is found by a retrieval."""
+    service = node.service
+    deadline = time.monotonic() + 300
+    while service.indexer.searchable_index() < service.store.applied_index():
+        if time.monotonic() > deadline:
+            raise RuntimeError("events did not become searchable within 300 s")
+        await asyncio.sleep(0.01)
+    body = {"tenant_id": "bench", "query": last["content"], "top_k": 20}
+    found = (await api.call("POST", "/api/v1/retrieve", body))["results"]
+    if not any(last["event_id"] in r["source_event_ids"] for r in found):
+        raise RuntimeError("the last ingested event is not searchable")
 
 
 async def lag_under_load(rate: float, seconds: float) -> dict[str, Any]:

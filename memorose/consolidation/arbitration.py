@@ -3,13 +3,12 @@
 Heuristics, in order (thresholds from ``[consolidation]``, docs/consolidation.md):
 
 1. reinforce: the fact repeats a memory (same normalised text, or cosine >=
-   ``reinforce_threshold``, no change cue, and no content term or no specific value - a
-   number or a name - that the memory lacks: a sentence model puts paraphrases at .93-1.0);
+   ``reinforce_threshold``, no change cue, and no specific value - a number or a name -
+   that the memory lacks: a sentence model puts paraphrases at .93-1.0);
 2. supersede: the fact corrects or changes a state ("moved to", "no longer", "actually",
    or the same kind of state - where someone lives, works, whom they are married to - with
    another value) of a memory about the same subject, similar enough
-   (>= ``supersede_threshold``); or it says nearly the same thing (>= ``merge_threshold``)
-   with another value in place of one of the memory's ("standup at 9:30" -> "at 10:00");
+   (>= ``supersede_threshold``);
 3. merge: a closely related memory (cosine >= ``merge_threshold``) about the same subject
    absorbs the fact while the result stays under ``max_merged_chars``;
 4. create: anything else.
@@ -53,7 +52,7 @@ _STATE_FAMILIES = {
     "relationship": re.compile(
         r"\bmarried\b|\bengaged\b|\bdivorced\b|\bbroke up\b|\bsplit up\b|\bseparated\b|\bdating\b|"
         r"\b(?:girl|boy)friend\b",
-        re.IGNORECASE
+        re.IGNORECASE,
     ),
     "preference": re.compile(r"\bfavou?rite\b|\bprefers?\b", re.IGNORECASE),
 }
@@ -62,17 +61,19 @@ _MARKERS = frozenset({"actually", "correction", "also", "now", "but", "update"})
 _FIRST_PERSON_RE = re.compile(r"\b(?:I|I'm|I've|I'd|my|me|mine)\b")
 #: A name followed by "!" or "," is usually someone addressed ("Thanks, Mel!"), not the subject.
 _VOCATIVE_RE = re.compile(r"^\s*[!,]")
-_CAPITAL_RE = re.compile(r"\b[A-Z][a-zA-Z\-]+\b")
+_CAPITAL_RE = re.compile(r"\b[A-ZÀ-ÖØ-Þ][\w\-]+\b")  # names may be accented (Tomás)
 #: "now" in a short statement marks a new state ("Olga lives in Warsaw now").
 _NOW_RE = re.compile(r"\bnow\b", re.IGNORECASE)
-_SPECIFIC_RE = re.compile(r"\b(?:\d[\d:.,/-]*|[A-Z][a-zA-Z\-]+)")
+_SPECIFIC_RE = re.compile(r"\b(?:\d+(?:[:.,/-]\d+)*|[A-ZÀ-ÖØ-Þ][\w\-]+)")
+#: Two statements with no named subject are about the same thing from this cosine on.
+UNNAMED_SAME = 0.8
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:.,/\-]*[A-Za-z0-9]|[A-Za-z0-9]")
 
 
 @dataclass
 class Thresholds:
     reinforce: float = 0.92
-    merge: float = 0.8
+    merge: float = 0.9
     supersede: float = 0.3
     max_merged_chars: int = 600
 
@@ -124,7 +125,7 @@ def specifics(text: str) -> set[str]:
 
 def adds_specifics(fact: str, memory: str) -> bool:
     """The fact names a value (number, name) the memory does not: not a mere restatement."""
-    known = {w.lower() for w in _WORD_RE.findall(memory)}
+    known = {w.lower() for w in _WORD_RE.findall(memory)} | specifics(memory)
     return bool(specifics(fact) - known)
 
 
@@ -133,7 +134,7 @@ def same_subject(fact: str, memory: str, similarity: float, limits: Thresholds) 
     at 9:30") count as one subject only when they say nearly the same thing."""
     about = subject(fact)
     if about is None:
-        return subject(memory) is None and similarity >= limits.merge
+        return subject(memory) is None and similarity >= UNNAMED_SAME
     return subject(memory) == about
 
 
@@ -156,11 +157,7 @@ def arbitrate(fact: str, candidates: Sequence[Candidate], limits: Thresholds) ->
     for c in candidates:
         if normalise(c.content) == normalise(fact):
             return Decision("reinforce", c.memory_id, "same statement repeated")
-        if (
-            c.similarity >= limits.reinforce
-            and not change
-            and (terms <= content_terms(c.content) or not adds_specifics(fact, c.content))
-        ):
+        if c.similarity >= limits.reinforce and not change and not adds_specifics(fact, c.content):
             return Decision("reinforce", c.memory_id, f"restatement (cosine {c.similarity:.2f})")
     if is_question(fact):
         return Decision("create", None, "a question: stored as said")
@@ -179,9 +176,6 @@ def arbitrate(fact: str, candidates: Sequence[Candidate], limits: Thresholds) ->
             return Decision("supersede", c.memory_id, f"{family} of {who} changed")
         if change and related >= 2 * limits.supersede and not terms <= content_terms(c.content):
             return Decision("supersede", c.memory_id, f"correction about {who}")
-        if c.similarity >= limits.merge and _is_short(fact) and adds_specifics(fact, c.content):
-            if adds_specifics(c.content, fact):  # each names a value the other lacks: replaced
-                return Decision("supersede", c.memory_id, f"same statement about {who}, another value")
     best = candidates[0]
     if best.similarity >= limits.merge and (about is None or subject(best.content) == about):
         text = merged_text(best.content, fact)
