@@ -52,6 +52,9 @@ class RankWeights:
     #: Context from the memory before counts fully, from the one after by this factor;
     #: each further step away halves it.
     context_after: float = 0.5
+    #: Share of the cosine in the match that timeline context and episodes propagate
+    #: (0: BM25 only, as measured before the local model).
+    dense_context: float = 0.0
     #: Weight of each pseudo-relevance feedback term relative to a query term (0: off).
     feedback: float = 0.3
     k1: float = 1.2
@@ -224,12 +227,16 @@ def rank(
         return []
     terms = analysis.terms + [t for t in term_weights or {} if t not in analysis.terms]
     bm25 = _normalised(bm25_scores(candidates, terms, stats, weights.k1, weights.b, term_weights))
+    cosine = cosine_scores(candidates, query_vec)
+    base = bm25
+    if weights.dense_context > 0:
+        base = _normalised([b + weights.dense_context * c for b, c in zip(bm25, cosine, strict=True)])
     episode_of = episodes(candidates)
     features = {
         "bm25": bm25,
-        "cosine": cosine_scores(candidates, query_vec),
-        "context": context_scores(candidates, bm25, weights.context_after),
-        "episode": _normalised(episode_scores(episode_of, bm25, weights.episode_decay)),
+        "cosine": cosine,
+        "context": context_scores(candidates, base, weights.context_after),
+        "episode": _normalised(episode_scores(episode_of, base, weights.episode_decay)),
         "time": time_scores(candidates, analysis),
         "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
         "speaker": speaker_scores(candidates, analysis),
