@@ -46,6 +46,12 @@ class Client:
             return data
 
 
+async def consolidate_all(api: Client, tenant: str) -> None:
+    """``POST /consolidate`` with wait until done (one call may time out on a slow embedder)."""
+    while not (await api.call("POST", "/api/v1/consolidate", {"tenant_id": tenant, "wait": True}))["done"]:
+        pass
+
+
 async def _node(data_dir: Path, **overrides: Any) -> RunningNode:
     settings = load_settings(
         data_dir=data_dir,
@@ -100,7 +106,7 @@ async def throughput(n: int, mode: str) -> dict[str, Any]:
                 await _until_searchable(node, api, events[-1])
                 searchable_s = time.perf_counter() - ingest_started
                 started = time.perf_counter()
-                await api.call("POST", "/api/v1/consolidate", {"tenant_id": "bench", "wait": True})
+                await consolidate_all(api, "bench")
                 took = time.perf_counter() - started
                 status = await api.call("GET", "/api/v1/status?tenant_id=bench")
         finally:
@@ -157,7 +163,7 @@ async def lag_under_load(rate: float, seconds: float) -> dict[str, Any]:
                     samples.append((pending, time.time() - oldest.ingested_at if oldest else 0.0))
                     await asyncio.sleep(0.1)
                 drain_started = time.perf_counter()
-                await api.call("POST", "/api/v1/consolidate", {"tenant_id": "bench", "wait": True})
+                await consolidate_all(api, "bench")
                 drain = time.perf_counter() - drain_started
         finally:
             await node.stop()
@@ -234,7 +240,7 @@ async def locomo(path: Path, mode: str, ks: tuple[int, ...] = (5, 10)) -> dict[s
                             {"tenant_id": tenant, "events": events[start : start + 500]},
                         )
                     started = time.perf_counter()
-                    await api.call("POST", "/api/v1/consolidate", {"tenant_id": tenant, "wait": True})
+                    await consolidate_all(api, tenant)
                     consolidation_s += time.perf_counter() - started
                     memories = list(node.service.reader.memories(tenant))
                     stored += len(memories)

@@ -265,7 +265,13 @@ class NodeService:
         if not wait:
             worker.trigger()
             return {"tenant_id": tenant_id, "target_seq": target, "done": False}
-        await asyncio.wait_for(worker.consolidate_tenant(tenant_id, upto_seq=target), timeout)
+        try:
+            await asyncio.wait_for(worker.consolidate_tenant(tenant_id, upto_seq=target), timeout)
+        except TimeoutError:
+            # Not an error: a slow embedder on a busy machine needs more than one call.
+            # The answer says how far it got; the caller asks again.
+            record = self.reader.tenant_or_empty(tenant_id)
+            return {"tenant_id": tenant_id, "target_seq": target, "cursor": record["cursor"], "done": False}
         await self._await_indexed()
         record = self.reader.tenant_or_empty(tenant_id)
         return {"tenant_id": tenant_id, "target_seq": target, "cursor": record["cursor"], "done": True}
