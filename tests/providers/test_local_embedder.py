@@ -40,7 +40,8 @@ def test_meaning_not_words(local: LocalEmbedder) -> None:
     assert float(lexical[0] @ lexical[1]) < 0.1  # what the hashing embedder cannot see
 
 
-def test_vectors_are_normalised_and_independent_of_batching(local: LocalEmbedder) -> None:
+def test_vectors_are_normalised_and_independent_of_batching() -> None:
+    local = LocalEmbedder(cache_size=0)  # every text through the model
     texts = ["short", "a much longer sentence about a trip to the mountains with friends", "Alice moved"]
     batch = local.embed(texts)
     assert batch.shape == (3, 384) and batch.dtype == np.float32
@@ -50,14 +51,16 @@ def test_vectors_are_normalised_and_independent_of_batching(local: LocalEmbedder
     assert local.embed([]).shape == (0, 384)
 
 
-def test_query_cache_returns_the_same_vector(local: LocalEmbedder) -> None:
+def test_cache_skips_the_model_for_texts_seen_before(local: LocalEmbedder) -> None:
     first = local.embed_one("where does Alice live")
     counted = local.texts_embedded
-    again = local.embed_one("where does Alice live")
-    assert again is first and local.texts_embedded == counted
+    again = local.embed(["where does Alice live", "where does Alice live", "a new text"])
+    assert np.array_equal(again[0], first) and np.array_equal(again[1], first)
+    assert local.texts_embedded == counted + 1  # only the new text ran through the model
 
 
-def test_thread_safe(local: LocalEmbedder) -> None:
+def test_thread_safe() -> None:
+    local = LocalEmbedder(cache_size=0)
     texts = [f"Bob bought {n} apples at the market on day {n}" for n in range(24)]
     expected = local.embed(texts)
     with ThreadPoolExecutor(4) as pool:

@@ -10,7 +10,7 @@ process that uses the same files (in-process test nodes would otherwise each loa
 
 Cost on a shared 2-core machine: ~120-150 short texts/s per core in batches of 32, ~4-25 ms
 for one short text. Texts are sorted by length inside a call so a batch pads little, and
-query embeddings are cached (retrieval embeds the same questions again and again).
+the last ``cache_size`` texts' vectors are kept (queries are asked again, facts repeated).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class LocalEmbedder(Embedder):
         batch_size: int = 32,
         threads: int = 1,
         max_length: int = 256,
-        query_cache: int = 4096,
+        cache_size: int = 4096,
     ) -> None:
         self.dim = MODEL_DIM
         self.model = f"local:{MODEL_NAME}:{MODEL_DIM}"
@@ -115,7 +115,7 @@ class LocalEmbedder(Embedder):
         self.threads = threads
         self.max_length = max_length
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = query_cache
+        self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._model: _Model | None = None
         self.texts_embedded = 0
@@ -142,8 +142,32 @@ class LocalEmbedder(Embedder):
 
     # -- embedding -------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors of ``texts``; texts seen recently (and repeats within the call) are not
+        run through the model again: agents repeat themselves, and the model is the cost."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if missing:
+            fresh = self._embed_uncached(list(missing))
+            with self._cache_lock:
+                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
+                    out[rows] = vector
+                    vector.setflags(write=False)
+                    self._cache[text] = vector
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _embed_uncached(self, texts: list[str]) -> np.ndarray:
         model = self._get_model()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
         out = np.zeros((len(texts), self.dim), np.float32)
@@ -165,16 +189,5 @@ class LocalEmbedder(Embedder):
         return summed
 
     def embed_one(self, text: str) -> np.ndarray:
-        """One text (a query), from a small LRU cache when it was asked before."""
-        with self._cache_lock:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                return hit
-        vector = self.embed([text])[0]
-        vector.setflags(write=False)
-        with self._cache_lock:
-            self._cache[text] = vector
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return vector
+        """One text (a query), from the cache when it was seen before (read-only array)."""
+        return self.embed([text])[0]
