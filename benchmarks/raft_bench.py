@@ -1,7 +1,8 @@
 """Replication benchmarks of a 3-node shard on loopback (subprocess nodes).
 
     .venv/bin/python benchmarks/raft_bench.py ingest    # events/s and ack latency, beside raw PySyncObj
-    .venv/bin/python benchmarks/raft_bench.py failover  # SIGKILL leader -> first ack on the new leader
+    .venv/bin/python benchmarks/raft_bench.py failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
+    .venv/bin/python benchmarks/raft_bench.py latency   # one client, single-event ack, 1 and 3 nodes
 
 Figures go to benchmarks/results/raft_*.json and docs/benchmarks.md ("Replication").
 Consolidation is pushed out of the way (long interval, big batches) so that the numbers
@@ -185,32 +186,138 @@ async def first_ack(cluster: Cluster, session: aiohttp.ClientSession, exclude: i
         await asyncio.sleep(0.01)
 
 
-async def failover(kills: int) -> dict[str, Any]:
-    times: list[float] = []
+async def _inject(cluster: Cluster, fault: str, leader: int) -> None:
+    node = cluster.nodes[leader]
+    if fault == "kill":
+        cluster.kill(leader, signal.SIGKILL)
+    elif fault == "pause":
+        cluster.kill(leader, signal.SIGSTOP)
+    elif fault == "cut":
+        cluster.network.cut(node.raft)
+    elif fault == "term":
+        assert node.proc is not None
+        node.proc.terminate()
+    else:
+        raise ValueError(fault)
+
+
+async def _heal(cluster: Cluster, fault: str, leader: int) -> float | None:
+    """Undo the fault; for SIGTERM returns how long the graceful stop took (s)."""
+    node = cluster.nodes[leader]
+    stopped = None
+    if fault == "pause":
+        cluster.kill(leader, signal.SIGCONT)
+    elif fault == "cut":
+        cluster.network.heal(node.raft)
+    elif fault == "term":
+        assert node.proc is not None
+        began = time.perf_counter()
+        await asyncio.to_thread(node.proc.wait, 30)
+        stopped = time.perf_counter() - began
+    if fault in ("kill", "term"):
+        cluster.start(leader)
+    return stopped
+
+
+async def _steps_down(cluster: Cluster, leader: int, since: float) -> float:
+    """Seconds from ``since`` until the cut-off leader no longer says it leads."""
+    while True:
+        status = await cluster.status(leader)
+        if status is not None and status["role"] != "leader":
+            return time.perf_counter() - since
+        await asyncio.sleep(0.02)
+
+
+async def failover(rounds: int, faults: list[str]) -> dict[str, Any]:
+    """Per fault: time from the fault to the first write acknowledged by another node."""
+    times: dict[str, list[float]] = {f: [] for f in faults}
+    stops: list[float] = []
+    step_downs: list[float] = []
     with tempfile.TemporaryDirectory(prefix="raft-failover-") as tmp:
         async with (
-            Cluster(Path(tmp), env=QUIET, proxies=False) as cluster,
+            Cluster(Path(tmp), env=QUIET, proxies="cut" in faults) as cluster,
             aiohttp.ClientSession() as session,
         ):
             cluster.start_all()
-            for k in range(kills):
+            for k in range(rounds):
+                fault = faults[k % len(faults)]
                 leader = await cluster.wait_leader(timeout=90)
                 await cluster.wait_converged()
-                killed_at = time.perf_counter()
-                cluster.kill(leader, signal.SIGKILL)
-                acked_at = await asyncio.wait_for(first_ack(cluster, session, leader, f"k{k}"), 60)
-                times.append(acked_at - killed_at)
-                print(f"kill {k + 1}/{kills}: first ack after {times[-1] * 1000:.0f} ms", flush=True)
-                cluster.start(leader)
-    return {
-        "kills": kills,
-        "p50_ms": pct(times, 0.5),
-        "p99_ms": pct(times, 0.99),
-        "min_ms": pct(times, 0.0),
-        "max_ms": round(max(times) * 1000, 1),
-        "mean_ms": round(statistics.fmean(times) * 1000, 1),
-        "election_timeout_s": [1.0, 2.0],
+                began = time.perf_counter()
+                await _inject(cluster, fault, leader)
+                if fault == "cut":
+                    step_down = asyncio.create_task(_steps_down(cluster, leader, began))
+                acked_at = await asyncio.wait_for(first_ack(cluster, session, leader, f"r{k}"), 60)
+                times[fault].append(acked_at - began)
+                if fault == "cut":
+                    step_downs.append(await asyncio.wait_for(step_down, 30))
+                stopped = await _heal(cluster, fault, leader)
+                if stopped is not None:
+                    stops.append(stopped)
+                print(
+                    f"{fault} {k + 1}/{rounds}: first ack after {times[fault][-1] * 1000:.0f} ms", flush=True
+                )
+    summary: dict[str, Any] = {
+        fault: {
+            "rounds": len(values),
+            "p50_ms": pct(values, 0.5),
+            "p99_ms": pct(values, 0.99),
+            "max_ms": round(max(values) * 1000, 1) if values else None,
+            "mean_ms": round(statistics.fmean(values) * 1000, 1) if values else None,
+        }
+        for fault, values in times.items()
     }
+    if stops:
+        summary["graceful_stop"] = {"p50_ms": pct(stops, 0.5), "max_ms": round(max(stops) * 1000, 1)}
+    if step_downs:
+        summary["cut_leader_steps_down"] = {
+            "p50_ms": pct(step_downs, 0.5),
+            "max_ms": round(max(step_downs) * 1000, 1),
+        }
+    summary["election_timeout_s"] = [1.0, 2.0]
+    return summary
+
+
+def fsync_floor(directory: Path, count: int = 200) -> dict[str, float]:
+    """The disk's floor for an fsynced ack: append 200 bytes and fsync, ``count`` times."""
+    times = []
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            began = time.perf_counter()
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            times.append(time.perf_counter() - began)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99)}
+
+
+async def ack_latency(size: int, seconds: float) -> dict[str, Any]:
+    """One client, one event per request, fsync on: the latency of an acknowledged write."""
+    with tempfile.TemporaryDirectory(prefix="raft-latency-") as tmp:
+        async with Cluster(Path(tmp), size=size, env=QUIET, proxies=False) as cluster:
+            cluster.start_all()
+            leader = await cluster.wait_leader()
+            url = cluster.nodes[leader].url
+            await load(url, 1, 1.0, 1)  # warm up
+            run = await load(url, 1, seconds, 1)
+            health = []
+            async with aiohttp.ClientSession() as session:
+                for _ in range(200):
+                    began = time.perf_counter()
+                    async with session.get(url + "/healthz") as resp:
+                        await resp.read()
+                    health.append(time.perf_counter() - began)
+            run["healthz_p50_ms"] = pct(health, 0.5)
+            run["fsync_floor"] = fsync_floor(Path(tmp))
+            return run
+
+
+def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
+    return {f"{size}_node": asyncio.run(ack_latency(size, args.seconds)) for size in (1, 3)}
 
 
 def main() -> int:
@@ -219,12 +326,21 @@ def main() -> int:
     ingest = sub.add_parser("ingest")
     ingest.add_argument("--seconds", type=float, default=8.0)
     ingest.add_argument("--out", default="benchmarks/results/raft_ingest.json")
-    fo = sub.add_parser("failover")
-    fo.add_argument("--kills", type=int, default=20)
+    fo = sub.add_parser("failover", help="time to the first ack on a new leader, per fault")
+    fo.add_argument("--rounds", type=int, default=20)
+    fo.add_argument("--faults", default="kill,pause,cut,term", help="comma list of kill,pause,cut,term")
     fo.add_argument("--out", default="benchmarks/results/raft_failover.json")
+    lat = sub.add_parser("latency", help="single-event ack latency, one client, 1 and 3 nodes")
+    lat.add_argument("--seconds", type=float, default=10.0)
+    lat.add_argument("--out", default="benchmarks/results/raft_latency.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    result = cmd_ingest(args) if args.mode == "ingest" else asyncio.run(failover(args.kills))
+    if args.mode == "ingest":
+        result = cmd_ingest(args)
+    elif args.mode == "latency":
+        result = cmd_latency(args)
+    else:
+        result = asyncio.run(failover(args.rounds, args.faults.split(",")))
     result["machine"] = {
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,

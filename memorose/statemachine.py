@@ -2,8 +2,11 @@
 
 Rules (docs/state-machine.md): one RocksDB WriteBatch per entry, holding the applied index;
 entries at or below the applied index are skipped (PySyncObj replays its journal on
-restart); nothing non-deterministic happens here; apply never raises, it returns an error
-result; apply writes RocksDB only, and records what changed in the change feed (``x/``) so
+restart); nothing non-deterministic happens here; a command that cannot be decoded or
+applied yields the same error result on every replica (and the entry still advances the
+applied index), while a failure of RocksDB itself (``StorageFailure``) is raised: it says
+nothing about the command, and the node must stop rather than skip the write (fail-stop,
+node/failstop.py); apply writes RocksDB only, and records what changed in the change feed (``x/``) so
 the indexer can bring LanceDB and Tantivy up to date off the Raft thread.
 """
 
@@ -18,7 +21,7 @@ from rocksdict import WriteBatch
 from memorose import codec, commands
 from memorose.consolidation.forgetting import should_archive, strengthen
 from memorose.storage import keys
-from memorose.storage.rocks import RocksStore
+from memorose.storage.rocks import RocksStore, StorageFailure
 
 log = logging.getLogger(__name__)
 
@@ -115,27 +118,31 @@ class StateMachine:
 
     def __init__(self, store: RocksStore) -> None:
         self.store = store
-        self.failed = False  # set if RocksDB itself refused a write; the node reports not ready
         self.applied_count = 0  # entries applied by this process
         self.skipped_count = 0  # entries skipped because RocksDB already had them (journal replay)
 
     def apply(self, payload: bytes, raft_index: int) -> Result:
+        """Apply one entry. Raises only ``StorageFailure`` (see the module docstring)."""
         if raft_index <= self.store.applied_index():
             self.skipped_count += 1
             return {"ok": True, "skipped": True}
         self.applied_count += 1
-        tx = _Tx(self.store, raft_index)
         try:
-            command = commands.decode(payload)
-            result = self._dispatch(tx, command)
-        except Exception as exc:  # never raise into PySyncObj's tick loop
+            tx = _Tx(self.store, raft_index)
+            result = self._dispatch(tx, commands.decode(payload))
+            self._stage(tx, raft_index)
+        except StorageFailure:
+            raise
+        except Exception as exc:  # deterministic: every replica records the same error
             log.exception("command at index %d failed; recorded as an error result", raft_index)
             tx = _Tx(self.store, raft_index)
             result = {"ok": False, "error": {"code": "apply_failed", "message": str(exc)[:200]}}
-        self._commit(tx, raft_index)
+            self._stage(tx, raft_index)
+        self.store.write(tx.batch)
         return result
 
-    def _commit(self, tx: _Tx, raft_index: int) -> None:
+    def _stage(self, tx: _Tx, raft_index: int) -> None:
+        """Add the entry's bookkeeping (tenant records, change feed, applied index)."""
         for tenant_id, writes in tx.graph_writes.items():
             record = tx.tenant(tenant_id)
             if not record.get("deleted"):
@@ -148,11 +155,6 @@ class StateMachine:
         if tx.changes:
             tx.put(keys.change(raft_index), tx.changes)
         tx.batch.put(keys.APPLIED_INDEX, RocksStore.encode_index(raft_index))
-        try:
-            self.store.write(tx.batch)
-        except Exception:
-            self.failed = True
-            log.critical("RocksDB write failed at index %d; node stops serving", raft_index, exc_info=True)
 
     def _dispatch(self, tx: _Tx, command: dict[str, Any]) -> Result:
         kind = command["type"]

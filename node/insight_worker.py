@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memorose.config import InsightSettings
-from memorose.errors import Unavailable
+from memorose.errors import OutcomeUnknown, Unavailable
 from memorose.insights.communities import analyze
 from memorose.insights.planner import insight_id, plan_insights
 from memorose.insights.projection import ProjectionCache
@@ -114,6 +114,8 @@ class InsightWorker(BackgroundTask):
     async def _pass_logged(self, tenant_id: str) -> None:
         try:
             await self.run_tenant(tenant_id)
+        except (Unavailable, OutcomeUnknown) as exc:  # leadership moved: the new leader redoes it
+            log.info("insight pass over %s interrupted (%s); retried on the next round", tenant_id, exc)
         except Exception:
             self.stats["errors"] += 1
             log.exception("insight pass over %s failed; it is retried on the next round", tenant_id)

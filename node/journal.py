@@ -5,19 +5,21 @@ is possible, but the next write into a page that is under writeback then blocks 
 fault *while holding the GIL*, which froze whole node processes for seconds under load
 (docs/replication.md). Here every record is written with ``os.write`` (which releases the
 GIL) and made durable with ``os.fsync`` when the node asks (``sync``), before it tells
-anyone about the entries. Term and vote are written and fsynced before ``setCurrentTerm``
-returns, as Raft requires.
+anyone about the entries.
 
 Format: ``MRJ1`` then records ``[u32 length][u64 index][u64 term][command][u32 crc32]``. A
 torn or corrupt tail (power loss mid-write) is cut off at load. Compaction rewrites the
-file to a temporary name and renames it over the journal.
+file to a temporary name, fsyncs it and renames it over the journal.
 
-PySyncObj truncates a follower's log whenever a leader re-sends entries the follower
-already has (it happens under load: a late reply moves the leader's next index back), then
-appends the very same entries again. Truncating the file there would, for a moment, remove
-entries this node has already acknowledged as durable. So a truncation is only recorded;
-re-appended identical entries are matched against the records still on disk and cost
-nothing, and the file is cut only when a different entry arrives or before the next sync.
+Truncation (``deleteEntriesFrom``) cuts the file at once: the node only asks for it where
+Raft's rules allow, i.e. for uncommitted entries that conflict with the leader's (the
+follower logic in node/pysyncobj_fixes.py), or to reset the log under a snapshot.
+
+Term and vote live in their own small file, replaced atomically (temp file, fsync, rename,
+fsync of the directory) before ``setCurrentTerm`` returns; a node that cannot read it
+refuses to start rather than forget a vote. The commit index is only a restart hint and
+is kept in a separate file written without fsync, so rewriting it never puts the vote at
+risk.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pysyncobj.journal import FileJournal, Journal
+
+from node.failstop import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,34 +60,63 @@ def _encode(command: bytes, idx: int, term: int) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+class JournalError(RuntimeError):
+    """The journal or its term/vote file cannot be trusted; the node must not start."""
+
+
 class DurableJournal(Journal):  # type: ignore[misc]
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
+        self.commit_path = self.path.with_name(self.path.name + ".commit")
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
-        # truncated in memory, still on disk right after the live entries: (entry, offset)
-        self._shadow: list[tuple[Entry, int]] = []
-        self.conflicts = 0  # entries replaced by different ones (normal for uncommitted ones)
-        self.on_conflict: Callable[[int], None] | None = None
-        self._meta: dict[str, Any] = {"term": 0, "voted_for": None, "commit_index": 1}
-        self._meta_dirty = False
+        self._term = 0
+        self._voted_for: Any = None
+        self._commit_index = 1
+        self._commit_dirty = False
         self._dirty = False
         self.syncs = 0
-        self._load_meta()
+        had_meta = self._load_meta()
         self._fd = self._open_and_load()
+        if not had_meta and any(term > 0 for _, _, term in self._entries[-1:]):
+            os.close(self._fd)
+            raise JournalError(
+                f"{self.path} holds entries of term {self._entries[-1][2]} but {self.meta_path} "
+                "(term and vote) is missing: refusing to start with term 0 "
+                "(this node could vote twice in a term). "
+                "Restore the file, or wipe this node's data dir and re-add it to the cluster."
+            )
         self._migrate_pysyncobj_journal()
 
     # -- loading -------------------------------------------------------------------------
-    def _load_meta(self) -> None:
+    def _load_meta(self) -> bool:
+        """Term and vote (refuse to guess them), then the commit-index hint (best effort)."""
+        try:
+            raw = self.meta_path.read_bytes()
+        except FileNotFoundError:
+            return False
+        try:
+            meta = json.loads(raw)
+            self._term = int(meta["term"])
+            self._voted_for = meta.get("voted_for")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalError(
+                f"cannot read term and vote from {self.meta_path} ({exc}); refusing to start. "
+                "Restore the file, or wipe this node's data dir and re-add it to the cluster."
+            ) from None
+        hint = meta.get("commit_index", 1)  # data dirs from before the commit file existed
         with contextlib.suppress(FileNotFoundError, ValueError):
-            self._meta.update(json.loads(self.meta_path.read_text()))
+            hint = int(self.commit_path.read_text())
+        self._commit_index = max(1, int(hint))
+        return True
 
     def _open_and_load(self) -> int:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        data = b""
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
+        chunks = []
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        data = b"".join(chunks)
         if not data:
             os.write(fd, MAGIC)
             os.fsync(fd)
@@ -92,7 +124,8 @@ class DurableJournal(Journal):  # type: ignore[misc]
             return fd
         if not data.startswith(MAGIC):
             os.close(fd)
-            raise RuntimeError(f"{self.path} is not a Memorose Raft journal")
+            raise JournalError(f"{self.path} is not a Memorose Raft journal")
+        view = memoryview(data)
         offset = len(MAGIC)
         while offset + _HEAD.size <= len(data):
             length, idx, term = _HEAD.unpack_from(data, offset)
@@ -100,9 +133,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
             if end + _CRC.size > len(data):
                 break
             (crc,) = _CRC.unpack_from(data, end)
-            if crc != zlib.crc32(data[offset:end]):
+            if crc != zlib.crc32(view[offset:end]):
                 break
-            self._entries.append((bytes(data[offset + _HEAD.size : end]), idx, term))
+            self._entries.append((bytes(view[offset + _HEAD.size : end]), idx, term))
             self._offsets.append(offset)
             offset = end + _CRC.size
         if offset != len(data):
@@ -120,59 +153,33 @@ class DurableJournal(Journal):  # type: ignore[misc]
         legacy = FileJournal(str(old))
         for i in range(len(legacy)):
             self.add(*legacy[i])
-        self._meta.update(
-            term=legacy.getCurrentTerm(),
-            voted_for=legacy.getVotedForNodeId(),
-            commit_index=legacy.getRaftCommitIndex(),
-        )
-        legacy._destroy()
+        self._commit_index = legacy.getRaftCommitIndex()
         self.sync()
-        self._store_meta(durable=True)
+        self.setCurrentTerm(legacy.getCurrentTerm(), legacy.getVotedForNodeId())
+        legacy._destroy()
         os.replace(old, old.with_name("journal.migrated"))
         log.info("migrated %d entries from PySyncObj's journal", len(self._entries))
 
     # -- Journal interface -----------------------------------------------------------------
     def add(self, command: bytes, idx: int, term: int) -> None:
-        entry = (bytes(command), idx, term)
-        if self._shadow:
-            (kept, offset) = self._shadow[0]
-            if kept == entry:  # the same entry re-sent: it is already on disk
-                self._shadow.pop(0)
-                self._entries.append(kept)
-                self._offsets.append(offset)
-                return
-            if kept[1] == idx:
-                self.conflicts += 1
-                if self.on_conflict is not None:
-                    self.on_conflict(idx)
-            self._cut_shadow()
-        record = _encode(entry[0], idx, term)
+        record = _encode(bytes(command), idx, term)
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
         os.write(self._fd, record)
-        self._entries.append(entry)
+        self._entries.append((bytes(command), idx, term))
         self._offsets.append(offset)
         self._dirty = True
 
     def clear(self) -> None:
         self.deleteEntriesFrom(0)
-        self._cut_shadow()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        """Truncate in memory now; on disk lazily (see the module docstring)."""
+        """Drop entries from position ``entryFrom`` on, in memory and on disk."""
         position = max(0, entryFrom)
         if position >= len(self._entries):
             return
-        removed = list(zip(self._entries[position:], self._offsets[position:], strict=True))
-        self._shadow = removed + self._shadow
+        offset = self._offsets[position]
         del self._entries[position:]
         del self._offsets[position:]
-
-    def _cut_shadow(self) -> None:
-        """Really drop the truncated records from the file."""
-        if not self._shadow:
-            return
-        offset = self._shadow[0][1]
-        self._shadow = []
         os.ftruncate(self._fd, offset)
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._dirty = True
@@ -181,7 +188,6 @@ class DurableJournal(Journal):  # type: ignore[misc]
         """Drop entries before ``entryTo`` (after a snapshot): rewrite and rename. The last
         entry is always kept: PySyncObj cannot run with an empty log, and keeping more of the
         log than a snapshot covers is always safe."""
-        self._cut_shadow()
         if entryTo >= len(self._entries) and self._entries:
             log.error(
                 "compaction asked to drop %d of %d entries (first index %d); keeping the last one",
@@ -190,6 +196,8 @@ class DurableJournal(Journal):  # type: ignore[misc]
                 self._entries[0][1],
             )
             entryTo = len(self._entries) - 1
+        if entryTo <= 0:
+            return
         keep = self._entries[entryTo:]
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -201,6 +209,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             offset += len(record)
         os.write(fd, b"".join(chunks))
         os.fsync(fd)
+        failpoint("journal.compact.written")
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
         os.close(self._fd)
@@ -218,39 +227,39 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
     def _destroy(self) -> None:
         with contextlib.suppress(OSError):
-            self._cut_shadow()
-            self._store_meta(durable=False)
+            self._store_commit_hint()
             os.close(self._fd)
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
-        if self._meta["commit_index"] != raftCommitIndex:
-            self._meta["commit_index"] = raftCommitIndex
-            self._meta_dirty = True
+        if self._commit_index != raftCommitIndex:
+            self._commit_index = raftCommitIndex
+            self._commit_dirty = True
 
     def getRaftCommitIndex(self) -> int:
-        return int(self._meta["commit_index"])
+        return self._commit_index
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         """Durable before returning: a vote must never be forgotten by a restart."""
-        self._meta["term"] = term
-        self._meta["voted_for"] = votedForNodeId
-        self._store_meta(durable=True)
+        if (term, votedForNodeId) == (self._term, self._voted_for) and self.meta_path.exists():
+            return
+        self._term = term
+        self._voted_for = votedForNodeId
+        _atomic_write(self.meta_path, json.dumps({"term": term, "voted_for": votedForNodeId}).encode())
 
     def getCurrentTerm(self) -> int:
-        return int(self._meta["term"])
+        return self._term
 
     def getVotedForNodeId(self) -> Any:
-        return self._meta["voted_for"]
+        return self._voted_for
 
     def onOneSecondTimer(self) -> None:
-        if self._meta_dirty:
-            self._store_meta(durable=False)  # the commit index is only a restart hint
+        if self._commit_dirty:
+            self._store_commit_hint()
 
     # -- durability ------------------------------------------------------------------------
     def sync(self, fsync: bool = True) -> bool:
-        """Settle pending truncations and fsync new records (``fsync``); returns True if
-        there was anything to sync. Called before this node vouches for its log."""
-        self._cut_shadow()
+        """fsync new records (``fsync``); returns True if there was anything to sync.
+        Called before this node vouches for its log."""
         if not self._dirty or not fsync:
             return False
         os.fsync(self._fd)
@@ -258,16 +267,22 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self.syncs += 1
         return True
 
-    def _store_meta(self, durable: bool) -> None:
-        tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(self._meta).encode())
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.meta_path)
-        if durable:
-            _fsync_dir(self.path.parent)
-        self._meta_dirty = False
+    def _store_commit_hint(self) -> None:
+        """The commit index only shortens a restart's wait for the leader: no fsync."""
+        tmp = self.commit_path.with_name(self.commit_path.name + ".tmp")
+        tmp.write_text(str(self._commit_index))
+        os.replace(tmp, self.commit_path)
+        self._commit_dirty = False
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` so that a crash leaves either the old or the new content, on disk."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)

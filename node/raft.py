@@ -3,13 +3,15 @@
 One ``@replicated`` method takes opaque bytes (a versioned command) so that adding command
 types never renumbers PySyncObj's method ids.
 
-Snapshots are a RocksDB checkpoint packed in a tar file by the custom serializer. Taking the
+Snapshots are a RocksDB checkpoint packed in a tar file (node/snapshot.py). Taking the
 checkpoint is quick (a flush and hard links) and happens on the tick thread, so it is
 consistent with the applied index; packing the tar (a full copy of the database) happens on
 a background thread reported through PySyncObj's ``serializeChecker``, so log compaction
-never stalls heartbeats. The deserializer installs a snapshot only when it is ahead of the
-live database (snapshot install from the leader), so a local restart keeps RocksDB and just
-replays the journal tail, which the state machine skips up to its applied index.
+never stalls heartbeats. A snapshot received from the leader is verified whole before
+anything changes, unpacked and checked, switched in atomically, and installed only when it
+is ahead of this node; a local restart keeps RocksDB and replays the journal tail, which
+the state machine skips up to its applied index. PySyncObj's transfer, truncation and
+dump-loading logic is replaced where it was unsafe (node/pysyncobj_fixes.py).
 
 PySyncObj's own journal is an mmap'd file it never fsyncs; the node uses ``DurableJournal``
 (node/journal.py) instead. With ``fsync_journal`` the transport below fsyncs new entries
@@ -20,12 +22,10 @@ decision: an acknowledged write is then on disk on a majority (docs/durability.m
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
 import os
 import shutil
-import tarfile
+import sys
 import tempfile
 import threading
 import time
@@ -41,9 +41,11 @@ from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
-from memorose.storage.rocks import RocksStore
+from memorose.storage.rocks import RocksStore, StorageFailure, StoreError
+from node import snapshot
+from node.failstop import fail_stop, failpoint
 from node.journal import DurableJournal
-from node.pysyncobj_fixes import AppendEntriesFix
+from node.pysyncobj_fixes import AppendEntriesFix, DumpPoint, FollowerRules
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +63,13 @@ def _create_journal(path: str | None) -> Any:
 
 _pysyncobj_module.createJournal = _create_journal
 
-# PySyncObj logs CRITICAL whenever a leader re-sends entries a follower already applied,
-# although it then appends the very same entries; DurableJournal detects the case that
-# matters (an applied entry replaced by a DIFFERENT one) and RaftNode reports that instead.
-logging.getLogger("pysyncobj.syncobj").addFilter(
-    lambda record: not str(record.msg).startswith("truncating already-applied")
-)
-
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 LEADER = 2
 CANDIDATE = 1
-_META = "snapshot-meta.json"
-_DB_DIR = "db"
+DUMP_NAME = "dump"
+INCOMING_DUMP = "dump.incoming"
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+SWITCH_INTERVAL_S = 0.001
 
 
 def build_conf(
@@ -89,7 +86,7 @@ def build_conf(
         password=password,
         bindAddress=bind_address,  # never 0.0.0.0 (PySyncObj's default for a host:port self node)
         journalFile=str(raft_dir / JOURNAL_NAME),
-        fullDumpFile=str(raft_dir / "dump"),
+        fullDumpFile=str(raft_dir / DUMP_NAME),
         serializer=serializer,
         deserializer=deserializer,
         serializeChecker=serialize_checker,
@@ -103,7 +100,7 @@ def build_conf(
         leaderFallbackTimeout=max(tuning.leader_fallback_timeout, tuning.append_entries_period * 2),
         logCompactionMinEntries=tuning.log_compaction_min_entries,
         logCompactionMinTime=tuning.log_compaction_min_time,
-        logCompactionBatchSize=1 << 20,
+        logCompactionBatchSize=SNAPSHOT_CHUNK_BYTES,
         dynamicMembershipChange=True,
         commandsWaitLeader=False,
         onStateChanged=on_state_changed,
@@ -126,7 +123,7 @@ class SyncingTransport(TCPTransport):  # type: ignore[misc]
         return bool(super().send(node, message))
 
 
-class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
+class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
     def __init__(
         self,
         self_address: str,
@@ -142,6 +139,10 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         on_state_changed: Callable[[int, int], None] | None = None,
     ) -> None:
         raft_dir.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(raft_dir)
+        # The tick thread shares the GIL with the HTTP event loop; with CPython's default
+        # 5 ms switch interval a ready tick could wait that long for every hop of a commit.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self.store = store
         self.machine = StateMachine(store)
         self.raft_dir = raft_dir
@@ -159,7 +160,11 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
             "installed": 0,
             "last_tick_block_ms": 0.0,
             "last_pack_ms": 0.0,
+            "last_install_ms": 0.0,
         }
+        self.snapshot_describer = snapshot.Describer(raft_dir / DUMP_NAME)
+        self.snapshot_sender = snapshot.Sender(self.snapshot_describer, SNAPSHOT_CHUNK_BYTES)
+        self.snapshot_receiver = snapshot.Receiver(raft_dir / INCOMING_DUMP)
         #: Pack the snapshot on the tick thread, as a plain serializer would (benchmarks only).
         self.pack_inline = False
         # durability
@@ -178,23 +183,23 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
             bind_address or self_address,
             password,
             self._serialize,
-            self._deserialize,
+            _not_used,
             self._serialize_checker,
             self._state_changed,
         )
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
-        self._SyncObj__raftLog.on_conflict = self._on_log_conflict
         self.addOnTickCallback(self._on_tick)
-
-    def _on_log_conflict(self, index: int) -> None:
-        if index <= self.raftLastApplied:
-            log.critical("applied Raft entry %d replaced by a different one: this replica diverged", index)
 
     def _on_tick(self) -> None:
         """After every tick: make new entries durable, and watch for tick-thread stalls
-        (a stall longer than the election timeout costs an election)."""
-        self.sync_journal()
+        (a stall longer than the election timeout costs an election). When something was
+        synced the tick loop runs again at once instead of sleeping in its poll: a leader's
+        commit decision (and so the acknowledgement) waits for nothing but the fsync."""
+        if self.sync_journal():
+            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
         now = time.perf_counter()
         gap = now - self._last_tick
         self._last_tick = now
@@ -206,20 +211,28 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
-        """The single replicated entry point. Runs on PySyncObj's tick thread."""
-        return self.machine.apply(payload, self.raftLastApplied + 1)
+        """The single replicated entry point. Runs on PySyncObj's tick thread. A RocksDB
+        failure stops the node: acknowledging the entry, or applying the next one over
+        the hole, would leave this replica silently different from the others."""
+        index = self.raftLastApplied + 1
+        try:
+            return self.machine.apply(payload, index)
+        except StorageFailure as exc:
+            fail_stop(f"RocksDB failed while applying Raft entry {index}: {exc}")
 
     # -- durability ----------------------------------------------------------------------
-    def sync_journal(self) -> None:
+    def sync_journal(self) -> bool:
         """fsync entries appended since the last sync. Tick thread; free when nothing is new.
         (Term and vote are synced by the journal itself before they are used.)"""
         started = time.perf_counter()
-        if self._SyncObj__raftLog.sync(fsync=self._fsync):
-            took = time.perf_counter() - started
-            self.fsync_max_s = max(self.fsync_max_s, took)
-            if took > 0.2:
-                log.warning("journal fsync took %.0f ms: the disk is stalling heartbeats", took * 1000)
-            self.fsyncs += 1
+        if not self._SyncObj__raftLog.sync(fsync=self._fsync):
+            return False
+        took = time.perf_counter() - started
+        self.fsync_max_s = max(self.fsync_max_s, took)
+        if took > 0.2:
+            log.warning("journal fsync took %.0f ms: the disk is stalling heartbeats", took * 1000)
+        self.fsyncs += 1
+        return True
 
     # -- snapshots -----------------------------------------------------------------------
     def _serialize(self, filename: str, data: Any) -> None:
@@ -238,7 +251,7 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         with self._snapshot_lock:
             stage = Path(tempfile.mkdtemp(prefix="snapshot-", dir=self.raft_dir))
             try:
-                self.store.checkpoint(stage / _DB_DIR)
+                self.store.checkpoint(stage / snapshot.DB_DIR)
             except Exception:
                 shutil.rmtree(stage, ignore_errors=True)
                 log.exception("RocksDB checkpoint failed; log compaction skipped")
@@ -257,22 +270,22 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         # previous dump in place until the background thread has a complete one.
 
     def _pack(self, stage: Path, meta: dict[str, Any], gen: int) -> None:
-        dump = self.raft_dir / "dump"
+        """Background thread: tar the checkpoint, then put it in place as the dump (unless
+        a snapshot was installed meanwhile). PySyncObj compacts the journal only after it
+        sees SUCCESS, and loading a dump keeps the log after it, so a crash anywhere here
+        loses nothing."""
+        dump = self.raft_dir / DUMP_NAME
         partial = self.raft_dir / "dump.packing"
         state = SERIALIZER_STATE.FAILED
         started = time.perf_counter()
         try:
-            with tarfile.open(partial, "w") as tar:
-                encoded = json.dumps(meta).encode()
-                info = tarfile.TarInfo(_META)
-                info.size = len(encoded)
-                tar.addfile(info, io.BytesIO(encoded))
-                tar.add(stage / _DB_DIR, arcname=_DB_DIR)
-            _fsync_file(partial)
+            info = snapshot.write_dump(partial, meta, stage / snapshot.DB_DIR)
             with self._snapshot_lock:
                 if gen == self._snapshot_gen:
                     os.replace(partial, dump)
                     _fsync_dir(self.raft_dir)
+                    self.snapshot_describer.remember(info)
+                    failpoint("snapshot.pack.replaced")
                     state = SERIALIZER_STATE.SUCCESS
                     self.snapshot_stats["taken"] += 1
                     self.snapshot_stats["last_pack_ms"] = (time.perf_counter() - started) * 1000
@@ -294,32 +307,83 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
                 self._serialize_state = SERIALIZER_STATE.NOT_SERIALIZING
             return state
 
-    def _deserialize(self, filename: str) -> tuple[Any, Any, Any]:
-        """Load the dump (at start) or a snapshot received from the leader. Tick thread."""
-        with self._snapshot_lock, tarfile.open(filename, "r") as tar:
+    def _load_local_dump(self) -> DumpPoint | None:
+        """At start: read our own dump; install it only if RocksDB is behind it (a crash
+        in the middle of an install, or a database lost with the dump intact)."""
+        path = self.raft_dir / DUMP_NAME
+        if not path.exists():
+            return None
+        with self._snapshot_lock:
             self._snapshot_gen += 1  # a dump being packed is now stale
-            member = tar.extractfile(_META)
-            assert member is not None
-            meta = json.loads(member.read())
-            if meta["applied_index"] > self.store.applied_index():
-                self._install(tar, Path(filename).parent)
-        last = (bytes.fromhex(meta["last"][0]), meta["last"][1], meta["last"][2])
-        prev = (bytes.fromhex(meta["prev"][0]), meta["prev"][1], meta["prev"][2])
-        cluster = [_node(item) for item in meta["cluster"]]
+            try:
+                meta = snapshot.read_meta(path)
+                if meta["applied_index"] > self.store.applied_index():
+                    self._install(path, meta, received=False)
+            except snapshot.SnapshotError as exc:
+                fail_stop(
+                    f"this node's own snapshot {path} cannot be used ({exc}); wipe the node's "
+                    "data dir and let it rejoin (docs/replication.md)"
+                )
+        return _dump_point(meta)
+
+    def _install_received_dump(self, header: dict[str, Any]) -> DumpPoint | None:
+        """A dump from the leader arrived whole and matches its SHA-256: install it if it
+        is ahead of this node. None when it was not installed."""
+        path = self.raft_dir / INCOMING_DUMP
+        with self._snapshot_lock:
+            self._snapshot_gen += 1
+            try:
+                meta = snapshot.read_meta(path)
+                last_index = int(meta["last"][1])
+                if last_index <= self.raftLastApplied or meta["applied_index"] < self.store.applied_index():
+                    log.info(
+                        "snapshot up to Raft index %d is not ahead of this node (applied %d): not installed",
+                        last_index,
+                        self.raftLastApplied,
+                    )
+                    path.unlink()
+                    return None
+                self._install(path, meta, received=True)
+            except snapshot.SnapshotError as exc:
+                log.error("received snapshot refused, the live database is untouched: %s", exc)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                return None
+            self.snapshot_describer.remember(
+                snapshot.DumpInfo(size=header["size"], sha256=header["sha256"], index=last_index)
+            )
         # Installing can take longer than an election timeout: do not let the time spent
         # here start an election as soon as the tick loop resumes.
         self._SyncObj__raftElectionDeadline = time.monotonic() + self.tuning.max_timeout
-        return last, prev, cluster
+        return _dump_point(meta)
 
-    def _install(self, tar: tarfile.TarFile, work_dir: Path) -> None:
-        target = Path(tempfile.mkdtemp(dir=work_dir))
+    def _install(self, path: Path, meta: dict[str, Any], *, received: bool) -> None:
+        """Unpack, check and fsync into a new directory, then switch it in atomically.
+        A received dump replaces our dump file first, so a crash at any step ends in a
+        restart that finishes the install from it (``_load_local_dump``)."""
+        started = time.perf_counter()
+        _, stage = snapshot.unpack(path, self.raft_dir)
         try:
-            tar.extractall(target, filter="data")
-            self.store.swap(target / _DB_DIR)
+            failpoint("snapshot.install.unpacked")
+            if received:
+                os.replace(path, self.raft_dir / DUMP_NAME)
+                _fsync_dir(self.raft_dir)
+            try:
+                self.store.swap(stage / snapshot.DB_DIR)
+            except StoreError as exc:
+                fail_stop(f"switching in the verified snapshot database failed: {exc}")
+            failpoint("snapshot.install.switched")
         finally:
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(stage, ignore_errors=True)
+        took = time.perf_counter() - started
         self.snapshot_stats["installed"] += 1
-        log.info("installed snapshot at applied index %d", self.store.applied_index())
+        self.snapshot_stats["last_install_ms"] = took * 1000
+        log.info(
+            "installed snapshot at applied index %d (Raft index %d) in %.1f s",
+            self.store.applied_index(),
+            meta["last"][1],
+            took,
+        )
         if self._on_snapshot_installed is not None:
             self._on_snapshot_installed()
 
@@ -351,14 +415,34 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         return ROLE_NAMES.get(self.getStatus()["state"], "unknown")
 
     def is_leader(self) -> bool:
-        return bool(self._isLeader())
+        """Leader AND heard from a majority within ``leader_fallback_timeout``. PySyncObj
+        steps down only inside its tick, which a stalled or just-resumed (SIGCONT) process
+        has not run yet; this check bounds how stale a "leader" read can be either way."""
+        return bool(self._isLeader()) and self.has_quorum_contact()
+
+    def has_quorum_contact(self) -> bool:
+        others = list(self._SyncObj__otherNodes)
+        if not others:
+            return True
+        deadline = time.monotonic() - self._SyncObj__conf.leaderFallbackTimeout
+        responses = self._SyncObj__lastResponseTime
+        fresh = 1 + sum(1 for node in others if responses.get(node, 0.0) > deadline)
+        return fresh > (len(others) + 1) / 2
 
     def leader_address(self) -> str | None:
-        leader = self._getLeader()
+        leader = self._known_leader()
         return str(leader) if leader is not None else None
 
-    def leader_url(self) -> str | None:
+    def _known_leader(self) -> Any:
+        """The leader to send clients to; None while we would point at ourselves but
+        cannot reach a majority (clients then get 503 and retry, not a redirect loop)."""
         leader = self._getLeader()
+        if leader is not None and str(leader) == self._self_address and not self.is_leader():
+            return None
+        return leader
+
+    def leader_url(self) -> str | None:
+        leader = self._known_leader()
         if leader is None:
             return None
         if str(leader) == self._self_address:
@@ -379,6 +463,27 @@ class RaftNode(AppendEntriesFix, SyncObj):  # type: ignore[misc]
         }
 
 
+def _dump_point(meta: dict[str, Any]) -> DumpPoint:
+    last = (bytes.fromhex(meta["last"][0]), meta["last"][1], meta["last"][2])
+    prev = (bytes.fromhex(meta["prev"][0]), meta["prev"][1], meta["prev"][2])
+    return last, prev, [_node(item) for item in meta["cluster"]]
+
+
+def _not_used(filename: str) -> Any:
+    """PySyncObj's deserializer hook: dumps are loaded by ``FollowerRules`` instead."""
+    raise NotImplementedError("dumps are loaded by node.pysyncobj_fixes.FollowerRules")
+
+
+def _remove_leftovers(raft_dir: Path) -> None:
+    """Partial files of a pack, transfer or install that a crash interrupted."""
+    for pattern in ("install-*", "snapshot-*", "dump.packing", INCOMING_DUMP, "dump.tmp", "dump.1.tmp"):
+        for path in raft_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def _node(item: Any) -> TCPNode:
     if isinstance(item, list):
         address, url = item
@@ -386,14 +491,10 @@ def _node(item: Any) -> TCPNode:
     return TCPNode(str(item))
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
-        _fsync_file(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -142,23 +142,26 @@ class NodeService:
         self.insights.start()
 
     async def stop(self) -> None:
-        await self.insights.stop()
-        for task in (self.touch_flusher, self.forgetting):
-            if task is not None:
-                await task.stop()
-        if self.worker is not None:
-            await self.worker.stop()
-        if self.batcher is not None:
-            await self.batcher.stop()
+        """Graceful stop, bounded (about a second and a half): Raft goes first so that the
+        peers see this node leave at once and elect a new leader without waiting out a
+        timeout; background work is cancelled, not awaited to completion. Everything it
+        abandons is either replicated already or derived (rebuilt at the next start)."""
         if self.raft is not None:
             self.raft.destroy()
-            await asyncio.to_thread(self._wait_raft_stopped)
-        self.indexer.stop()
-        self.executor.shutdown(wait=True)
+            await asyncio.to_thread(self._wait_raft_stopped, 1.0)
+        stopping = [self.insights.stop()]
+        stopping += [task.stop() for task in (self.touch_flusher, self.forgetting) if task is not None]
+        stopping += [part.stop() for part in (self.worker, self.batcher) if part is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*stopping, return_exceptions=True), 0.5)
+        except TimeoutError:
+            log.warning("background work did not stop within 0.5 s; abandoned")
+        await asyncio.to_thread(self.indexer.stop, 0.5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
-    def _wait_raft_stopped(self) -> None:
-        deadline = time.monotonic() + 5
+    def _wait_raft_stopped(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self.raft is not None and self.raft.tick_thread_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
 
@@ -176,9 +179,7 @@ class NodeService:
             self.worker.on_leadership_lost()
 
     def ready(self) -> bool:
-        return (
-            self.raft is not None and self.raft.leader_address() is not None and not self.raft.machine.failed
-        )
+        return self.raft is not None and self.raft.leader_address() is not None
 
     def _require_raft(self) -> tuple[RaftNode, Proposer, IngestBatcher, ConsolidationWorker]:
         if self.raft is None or self.proposer is None or self.batcher is None or self.worker is None:

@@ -80,10 +80,15 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="memorose-indexer", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop following; a rebuild still running after ``timeout`` is abandoned (the
+        indexes are derived: the next start resumes or rebuilds them)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                log.warning("the indexer did not stop within %.1f s; abandoned", timeout)
+                return
         self.fulltext.close()
 
     def request_rebuild(self) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pysyncobj.journal import FileJournal
 
-from node.journal import DurableJournal
+from node.journal import DurableJournal, JournalError
 
 
 def _fill(journal: DurableJournal, n: int, term: int = 1, start: int = 1) -> None:
+    if journal.getCurrentTerm() < term:
+        journal.setCurrentTerm(term, None)  # as Raft does before accepting entries of a term
     for idx in range(start, start + n):
         journal.add(f"cmd-{idx}".encode(), idx, term)
 
@@ -78,33 +81,52 @@ def test_pysyncobj_journal_is_migrated(tmp_path: Path) -> None:
     assert not (tmp_path / "journal").exists() and (tmp_path / "journal.migrated").exists()
 
 
-def test_a_resent_suffix_is_matched_not_rewritten(tmp_path: Path) -> None:
+def test_truncation_cuts_the_file_at_once(tmp_path: Path) -> None:
+    """Only conflicting (uncommitted) entries are ever truncated (node/pysyncobj_fixes.py),
+    so the journal drops them from disk immediately."""
     path = tmp_path / "raft-log"
     j = DurableJournal(str(path))
     _fill(j, 6)
     j.sync()
-    size = path.stat().st_size
-    j.deleteEntriesFrom(2)  # PySyncObj truncates after prev index 2 ...
-    assert len(j) == 2
-    _fill(j, 4, start=3)  # ... and appends the very same entries again
-    assert path.stat().st_size == size and not j.sync() and j.conflicts == 0
-    j._destroy()
-    assert [e[1] for e in DurableJournal(str(path))[0:]] == [1, 2, 3, 4, 5, 6]
-
-
-def test_a_conflicting_entry_cuts_the_old_suffix(tmp_path: Path) -> None:
-    path = tmp_path / "raft-log"
-    j = DurableJournal(str(path))
-    _fill(j, 6)
-    seen: list[int] = []
-    j.on_conflict = seen.append
     j.deleteEntriesFrom(3)
     j.add(b"other", 4, 2)
-    assert seen == [4] and len(j) == 4
-    j.deleteEntriesFrom(2)  # a truncation with nothing appended is settled by the next sync
     j.sync()
     j._destroy()
-    assert [(e[1], e[2]) for e in DurableJournal(str(path))[0:]] == [(1, 1), (2, 1)]
+    assert [(e[1], e[2]) for e in DurableJournal(str(path))[0:]] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+
+
+def test_a_missing_or_damaged_vote_file_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path))
+    _fill(j, 3, term=4)
+    j.sync()
+    j._destroy()
+    meta = tmp_path / "raft-log.meta.json"
+    meta.write_text('{"term": 4, "vo')  # torn
+    with pytest.raises(JournalError, match="cannot read term and vote"):
+        DurableJournal(str(path))
+    meta.unlink()
+    with pytest.raises(JournalError, match="missing"):
+        DurableJournal(str(path))
+
+
+def test_a_fresh_log_needs_no_vote_file(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    j.add(b"\x00", 1, 0)  # PySyncObj's first entry, written before any term exists
+    j.sync()
+    j._destroy()
+    assert len(DurableJournal(str(tmp_path / "raft-log"))) == 1
+
+
+def test_the_commit_hint_never_rewrites_the_vote_file(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    j.setCurrentTerm(3, "n2")
+    before = (tmp_path / "raft-log.meta.json").stat().st_mtime_ns
+    j.setRaftCommitIndex(42)
+    j.onOneSecondTimer()
+    assert (tmp_path / "raft-log.meta.json").stat().st_mtime_ns == before
+    again = DurableJournal(str(tmp_path / "raft-log"))
+    assert again.getRaftCommitIndex() == 42 and again.getVotedForNodeId() == "n2"
 
 
 def test_compaction_never_empties_the_log(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from memorose import commands
 from memorose.statemachine import StateMachine
 from memorose.storage.reader import StateReader
-from memorose.storage.rocks import RocksStore
+from memorose.storage.rocks import RocksStore, StorageFailure
 
 
 @pytest.fixture
@@ -113,3 +113,19 @@ def test_digest_is_a_function_of_replicated_state_only(tmp_path: Path) -> None:
     machine.apply(ingest(ev("a"), ev("b", "changed")), 1)
     assert StateReader(store).tenant_digest("t1") != digests[0]
     store.close()
+
+
+def test_a_storage_failure_is_raised_never_recorded_as_applied(tmp_path: Path) -> None:
+    """A RocksDB failure says nothing about the command: it must not become an ordinary
+    error result that advances the applied index over a write that did not happen (the
+    node turns it into a fail-stop, node/raft.py)."""
+    store = RocksStore(tmp_path / "db")
+    machine = StateMachine(store)
+    assert machine.apply(ingest(ev("a")), 1)["ok"]
+    store.close()  # the real database now fails every read and write
+    with pytest.raises(StorageFailure):
+        machine.apply(ingest(ev("b")), 2)
+    reopened = RocksStore(tmp_path / "db")
+    assert reopened.applied_index() == 1
+    assert [e.event_id for e in StateReader(reopened).events("t1")] == ["a"]
+    reopened.close()
