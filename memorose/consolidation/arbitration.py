@@ -129,7 +129,7 @@ def adds_specifics(fact: str, memory: str) -> bool:
     return bool(specifics(fact) - known)
 
 
-def same_subject(fact: str, memory: str, similarity: float, limits: Thresholds) -> bool:
+def same_subject(fact: str, memory: str, similarity: float) -> bool:
     """Both about the same someone; two statements with no named subject ("The standup is
     at 9:30") count as one subject only when they say nearly the same thing."""
     about = subject(fact)
@@ -164,7 +164,7 @@ def arbitrate(fact: str, candidates: Sequence[Candidate], limits: Thresholds) ->
     about = subject(fact)
     for c in candidates:
         related = max(c.similarity, c.overlap)
-        if related < limits.supersede or not same_subject(fact, c.content, c.similarity, limits):
+        if related < limits.supersede or not same_subject(fact, c.content, c.similarity):
             continue
         who = about or "it"
         same_state = family is not None and state_family(c.content) == family and not is_question(c.content)
