@@ -27,16 +27,17 @@ from memorose.bench.locomo import (
 )
 from memorose.config import load_settings
 from memorose.providers.factory import build_embedder
-from memorose.retrieval.rerank import DEFAULT_WEIGHTS, RankWeights
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, RankWeights, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader
 from memorose.storage.rocks import RocksStore
 
 
-def parse_variant(text: str) -> tuple[RankWeights, bool]:
-    """'cosine=2,episode=0.3' -> weights; 'rerank=0' turns the re-ranker off."""
-    weights, rerank = DEFAULT_WEIGHTS, True
+def parse_variant(text: str, model: str) -> tuple[RankWeights, bool]:
+    """'cosine=2,episode=0.3' -> weights; 'rerank=0' turns the re-ranker off. Unnamed
+    weights are the node's defaults for ``model``."""
+    weights, rerank = replace(DEFAULT_WEIGHTS, cosine=default_cosine_weight(model)), True
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
         if name == "rerank":
@@ -80,7 +81,7 @@ def main() -> int:
         indexer.open()
         samples = load_samples(args.locomo)
         for variant in args.variant or [""]:
-            weights, rerank = parse_variant(variant)
+            weights, rerank = parse_variant(variant, embedder.model)
             report = run(Retriever(reader, indexer, embedder, weights, rerank=rerank), samples)
             s = report["summary"]
             row = {

@@ -140,8 +140,9 @@ class EmbeddingSettings(_Section):
 class RetrievalSettings(_Section):
     """Ranking (docs/retrieval.md). The defaults are what the LoCoMo figures were measured with."""
 
-    #: Weight of the query-memory cosine in the re-ranker (BM25's weight is 1).
-    cosine_weight: float = Field(1.0, ge=0, le=100)
+    #: Weight of the query-memory cosine in the re-ranker (BM25's weight is 1). None: 1.0
+    #: for a sentence model, 0 for the hashing embedder (its cosine restates BM25 with noise).
+    cosine_weight: float | None = Field(None, ge=0, le=100)
     #: False: first-stage reciprocal rank fusion only (an ablation baseline, not for use).
     rerank: bool = True
 

@@ -24,7 +24,7 @@ from memorose.consolidation.planner import ConsolidationPlanner
 from memorose.errors import Conflict, InvalidInput, NotFound, TenantMoved, Unavailable
 from memorose.models import Event, Memory, iso
 from memorose.providers.factory import build_embedder, build_llm
-from memorose.retrieval.rerank import DEFAULT_WEIGHTS
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.statemachine import content_sha
 from memorose.storage.indexer import Indexer
@@ -79,7 +79,7 @@ class NodeService:
             self.reader,
             self.indexer,
             self.embedder,
-            replace(DEFAULT_WEIGHTS, cosine=settings.retrieval.cosine_weight),
+            replace(DEFAULT_WEIGHTS, cosine=self._cosine_weight()),
             rerank=settings.retrieval.rerank,
         )
         self.planner = ConsolidationPlanner(
@@ -103,6 +103,10 @@ class NodeService:
         self._consolidated = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.insights = Insights(self)
+
+    def _cosine_weight(self) -> float:
+        configured = self.settings.retrieval.cosine_weight
+        return configured if configured is not None else default_cosine_weight(self.embedder.model)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:

@@ -64,6 +64,12 @@ class RankWeights:
 DEFAULT_WEIGHTS = RankWeights()
 
 
+def default_cosine_weight(embedding_model: str) -> float:
+    """1.0 for a sentence model; 0 for the hashing embedder, whose vectors only restate the
+    words BM25 already scores (LoCoMo R@10 .776 with it at 1.0, .79 without: docs/retrieval.md)."""
+    return 0.0 if embedding_model.startswith("hashing") else DEFAULT_WEIGHTS.cosine
+
+
 @lru_cache(maxsize=100_000)
 def term_counts(content: str) -> Counter[str]:
     """Memories are re-ranked again and again: analyse each text once (callers never mutate)."""
