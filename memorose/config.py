@@ -164,7 +164,7 @@ class RaftSettings(_Section):
     tick_period: float = Field(0.005, gt=0)
     #: A leader that has heard from no majority for this long steps down (PySyncObj's
     #: default is 30 s, during which a cut-off leader would keep answering "leader" reads).
-    leader_fallback_timeout: float = Field(1.0, gt=0)
+    leader_fallback_timeout: float = Field(2.0, gt=0)
     #: Pause between reconnection attempts to a peer (PySyncObj's default is 5 s).
     connection_retry_time: float = Field(0.5, ge=0)
     log_compaction_min_entries: int = Field(20_000, ge=2)

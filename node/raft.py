@@ -70,6 +70,8 @@ DUMP_NAME = "dump"
 INCOMING_DUMP = "dump.incoming"
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 SWITCH_INTERVAL_S = 0.001
+#: A gap between two ticks longer than this is a stall (see ``_onTick``).
+STALL_S = 0.25
 
 
 def build_conf(
@@ -190,6 +192,16 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
         self.addOnTickCallback(self._on_tick)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        """PySyncObj judges "no heartbeat from the leader" (followers) and "no answer from a
+        majority" (leader) at the top of a tick, before it reads the sockets. After a stall
+        of the tick thread (CPU, GIL or disk) the heartbeats and answers that arrived in the
+        meantime are still unread, and a healthy leader looked dead: a spurious election,
+        or a leader stepping down. So after a stall, read what arrived first."""
+        if time.perf_counter() - self._last_tick > STALL_S and self._SyncObj__transport.ready:
+            self._poller.poll(0)
+        super()._onTick(timeToWait)
 
     def _on_tick(self) -> None:
         """After every tick: make new entries durable, and watch for tick-thread stalls

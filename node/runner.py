@@ -78,7 +78,7 @@ async def serve_forever(settings: Settings, on_ready: Callable[[RunningNode], No
 #: A graceful stop that takes longer than this ends in an immediate exit. Safe: an
 #: acknowledged write is already in the fsynced journal, and everything else is either in
 #: RocksDB's WAL or derived; an exit here is no worse than the crash every node survives.
-STOP_BUDGET_S = 1.8
+STOP_BUDGET_S = 1.4
 
 
 def _exit_now() -> None:

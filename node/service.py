@@ -146,21 +146,21 @@ class NodeService:
         self.insights.start()
 
     async def stop(self) -> None:
-        """Graceful stop, bounded (about a second and a half): Raft goes first so that the
+        """Graceful stop, bounded (about a second): Raft goes first so that the
         peers see this node leave at once and elect a new leader without waiting out a
         timeout; background work is cancelled, not awaited to completion. Everything it
         abandons is either replicated already or derived (rebuilt at the next start)."""
         if self.raft is not None:
             self.raft.destroy()
-            await asyncio.to_thread(self._wait_raft_stopped, 1.0)
+            await asyncio.to_thread(self._wait_raft_stopped, 0.6)
         stopping = [self.insights.stop()]
         stopping += [task.stop() for task in (self.touch_flusher, self.forgetting) if task is not None]
         stopping += [part.stop() for part in (self.worker, self.batcher) if part is not None]
         try:
-            await asyncio.wait_for(asyncio.gather(*stopping, return_exceptions=True), 0.5)
+            await asyncio.wait_for(asyncio.gather(*stopping, return_exceptions=True), 0.3)
         except TimeoutError:
-            log.warning("background work did not stop within 0.5 s; abandoned")
-        await asyncio.to_thread(self.indexer.stop, 0.5)
+            log.warning("background work did not stop within 0.3 s; abandoned")
+        await asyncio.to_thread(self.indexer.stop, 0.3)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
