@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from node.runner import free_port
-from tests.cluster.harness import Cluster
-from tests.conftest import ADMIN_KEY
+from node.testing.api import ADMIN_KEY
+from node.testing.cluster import Cluster
+from node.testing.workload import History, first_ack
 
 QUIET = {"MEMOROSE_CONSOLIDATION__INTERVAL_SECS": "86400", "MEMOROSE_CONSOLIDATION__BATCH_SIZE": "10000"}
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -156,36 +157,6 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def first_ack(cluster: Cluster, session: aiohttp.ClientSession, exclude: int, tag: str) -> float:
-    """Write until a node acknowledges; returns the time of the acknowledgement."""
-    n = 0
-    while True:
-        n += 1
-        node = random.choice([x for x in cluster.nodes if x.index != exclude])
-        url = node.url
-        for _ in range(3):
-            try:
-                async with session.post(
-                    url + "/api/v1/events",
-                    json={"tenant_id": "bench", **event(f"{tag}-{n}")},
-                    headers=HEADERS,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=1.0),
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 202:
-                        return time.perf_counter()
-                    if resp.status == 307 and resp.headers.get("X-Memorose-Leader"):
-                        url = resp.headers["X-Memorose-Leader"]
-                        if url == cluster.nodes[exclude].url:
-                            break  # a follower still believes in the dead leader
-                        continue
-                    break
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                break
-        await asyncio.sleep(0.01)
-
-
 async def _inject(cluster: Cluster, fault: str, leader: int) -> None:
     node = cluster.nodes[leader]
     if fault == "kill":
@@ -247,8 +218,10 @@ async def failover(rounds: int, faults: list[str]) -> dict[str, Any]:
                 await _inject(cluster, fault, leader)
                 if fault == "cut":
                     step_down = asyncio.create_task(_steps_down(cluster, leader, began))
-                acked_at = await asyncio.wait_for(first_ack(cluster, session, leader, f"r{k}"), 60)
-                times[fault].append(acked_at - began)
+                took = await first_ack(cluster, session, "bench", f"r{k}", History(), [leader], timeout=60)
+                if took is None:
+                    raise RuntimeError(f"{fault}: no other node took writes within 60 s")
+                times[fault].append(time.perf_counter() - began)
                 if fault == "cut":
                     step_downs.append(await asyncio.wait_for(step_down, 30))
                 stopped = await _heal(cluster, fault, leader)

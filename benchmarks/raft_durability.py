@@ -20,8 +20,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.cluster.checker import History, check, run_writers
-from tests.cluster.harness import Cluster
+from node.testing.checker import check
+from node.testing.cluster import Cluster
+from node.testing.workload import History, run_writers
 
 
 async def run(env: dict[str, str], rounds: int, all_nodes: bool, write_s: float) -> dict[str, Any]:

@@ -91,6 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     consolidation.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
     consolidation.add_argument("--out", default="benchmarks/results/consolidation.json")
     consolidation.set_defaults(func=cmd_bench_consolidation)
+    soak = bench_sub.add_parser(
+        "soak",
+        help="standing fault soak of a 3-node shard: kills, pauses, cuts, damaged snapshots",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from node.bench_soak import add_arguments as add_soak_arguments
+
+    add_soak_arguments(soak)
+    soak.set_defaults(func=cmd_bench_soak)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -240,6 +249,12 @@ def cmd_bench_consolidation(args: argparse.Namespace) -> int:
     from node.bench_consolidation import run_consolidation_bench
 
     return run_consolidation_bench(args)
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from node.bench_soak import run_soak_bench
+
+    return run_soak_bench(args)
 
 
 def cmd_bench_gateway(args: argparse.Namespace) -> int:

@@ -286,6 +286,10 @@ class FollowerRules:
         failpoint("snapshot.receive.chunk")
         if verdict == snapshot.Verdict.RESTART:
             self._request_snapshot_restart(node)
+        elif verdict in (snapshot.Verdict.CONTINUE, snapshot.Verdict.IGNORE):
+            # An answer per chunk: without it a leader with no other live follower hears
+            # nothing for the whole transfer, steps down, and the new term restarts it.
+            self._reply(node, None, success=False, reset=False)
         elif verdict == snapshot.Verdict.COMPLETE:
             point = self._install_received_dump(header)
             if point is None:  # not installed (already applied, or damaged): probe from our log

@@ -104,6 +104,8 @@ class Indexer:
                 worked = self.cycle()
                 self.vectors.maintain()
             except Exception:
+                if self._stop.is_set():  # the node is closing the stores under us
+                    return
                 log.exception("indexer cycle failed; retrying")
                 worked = False
                 self._stop.wait(0.5)

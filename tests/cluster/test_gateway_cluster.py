@@ -17,7 +17,7 @@ from gateway.app import GATEWAY, build_gateway_app
 from gateway.config import GatewaySettings
 from memorose.client import AsyncMemoroseClient, MemoroseClientError, RetryPolicy
 from node.runner import free_port
-from tests.cluster.harness import Cluster
+from node.testing.cluster import Cluster
 from tests.conftest import ADMIN_KEY, Api
 
 pytestmark = pytest.mark.timeout(300)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster, poll
+from node.testing.cluster import Cluster, poll
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pysyncobj.utility import TcpUtility, UtilityException
 
-from tests.cluster.harness import PASSWORD, Cluster, poll
+from node.testing.cluster import PASSWORD, Cluster, poll
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -16,6 +16,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.node import TCPNode
 
 import node.raft  # noqa: F401  (installs DurableJournal for files named raft-log)
+from node import snapshot
 from node.journal import DurableJournal
 from node.pysyncobj_fixes import FollowerRules
 from node.runner import free_port
@@ -177,3 +178,18 @@ def test_a_conflict_at_or_below_the_commit_index_stops_the_node(tmp_path: Path) 
     assert "still running" not in proc.stdout
     assert "FATAL" in proc.stderr and "log entry 5" in proc.stderr
     assert on_disk(tmp_path)[-1] == (10, 1)  # nothing was cut
+
+
+def test_every_snapshot_chunk_is_answered(tmp_path: Path) -> None:
+    """A leader whose only live follower is receiving a snapshot must keep hearing from it,
+    or it steps down and the next term restarts the transfer (a livelock the soak found)."""
+    f = Follower(tmp_path)
+    f.snapshot_receiver = snapshot.Receiver(tmp_path / "incoming")
+    header = {"v": 1, "offset": 0, "size": 3, "sha256": "0" * 64, "index": 9, "term": 1}
+    reply = f.receive({"term": 1, "commit_index": 1, "serialized": (b"ab", True, False, header)})
+    assert reply["type"] == "next_node_idx" and not reply["success"] and not reply["reset"]
+    # a chunk out of order: the answer asks the leader to start the transfer over
+    reply = f.receive(
+        {"term": 1, "commit_index": 1, "serialized": (b"c", False, True, {**header, "offset": 5})}
+    )
+    assert reply.get("snapshot_restart") is True

@@ -1,39 +1,34 @@
-"""A real shard on loopback for cluster tests (rqlite ``system_test`` style).
+"""A real shard on loopback for cluster tests and the fault soak (rqlite ``system_test`` style).
 
-Every node is a subprocess (``python -m memorose.cli node ...``) with its own data dir.
-Each node's Raft port sits behind a small TCP proxy (``RaftNetwork``) and peers know each
-other by the proxy addresses (``--raft-advertise``), so a test can cut one node off: the
-proxy then black-holes every Raft connection to or from that node (bytes are dropped, the
-sockets stay open, as in a real partition) and resets them when the cut heals. The proxy
-learns who opened a connection by decrypting the PySyncObj handshake with the shard's
-password. Every wait is a poll with a deadline.
+Every node is a subprocess (``python -m memorose.cli node ...``) with its own data dir and
+log file. Each node's Raft port sits behind a TCP proxy (``node.testing.network``) and peers
+know each other by the proxy addresses, so a caller can cut a node off or damage a snapshot
+chunk in flight. Every wait is a poll with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import pickle
 import signal
-import struct
 import subprocess
 import sys
-import threading
 import time
-import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from node.runner import free_port
-from tests.conftest import ADMIN_KEY, Api
+from node.testing.api import ADMIN_KEY, Api
+from node.testing.network import RaftNetwork
 
 PASSWORD = "test-raft-password"
-REPO = Path(__file__).resolve().parents[2]
+#: The checkout (or site-packages) that holds ``memorose`` and ``node``: the nodes import
+#: the same code as the caller.
+CODE_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def poll(
@@ -56,139 +51,6 @@ async def poll(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
 
 
-# -- the network ---------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Link:
-    target: str  # advertised address of the node behind the proxy
-    initiator: str | None = None  # advertised address of the node that connected, once known
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-
-    def involves(self, node: str) -> bool:
-        return node in (self.target, self.initiator)
-
-
-class RaftNetwork:
-    """TCP proxies in front of every node's Raft port, on their own thread and event loop."""
-
-    def __init__(self, password: str) -> None:
-        from pysyncobj.encryptor import getEncryptor
-
-        self._fernet = getEncryptor(password)
-        self.cut_nodes: set[str] = set()
-        self._links: set[_Link] = set()
-        self._loop = asyncio.new_event_loop()
-        self._servers: list[asyncio.base_events.Server] = []
-        self._thread = threading.Thread(target=self._loop.run_forever, name="raft-proxy", daemon=True)
-        self._thread.start()
-
-    def add_proxy(self, listen_port: int, target_port: int) -> str:
-        """Proxy 127.0.0.1:listen_port -> 127.0.0.1:target_port; returns the advertised address."""
-        advertised = f"127.0.0.1:{listen_port}"
-
-        async def start() -> None:
-            server = await asyncio.start_server(
-                lambda r, w: self._handle(r, w, advertised, target_port), "127.0.0.1", listen_port
-            )
-            self._servers.append(server)
-
-        asyncio.run_coroutine_threadsafe(start(), self._loop).result(5)
-        return advertised
-
-    def cut(self, node: str) -> None:
-        self._loop.call_soon_threadsafe(self.cut_nodes.add, node)
-
-    def heal(self, node: str) -> None:
-        def do() -> None:
-            self.cut_nodes.discard(node)
-            for link in list(self._links):
-                if link.involves(node):
-                    for writer in link.writers:
-                        writer.close()
-
-        self._loop.call_soon_threadsafe(do)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            for server in self._servers:
-                server.close()
-            for link in list(self._links):
-                for writer in link.writers:
-                    writer.close()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _dropped(self, link: _Link) -> bool:
-        return any(link.involves(node) for node in self.cut_nodes)
-
-    async def _handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, port: int
-    ) -> None:
-        link = _Link(target)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()
-            return
-        link.writers = [writer, up_writer]
-        self._links.add(link)
-        try:
-            await asyncio.gather(
-                self._pump(reader, up_writer, link, from_initiator=True),
-                self._pump(up_reader, writer, link, from_initiator=False),
-            )
-        finally:
-            self._links.discard(link)
-            for w in link.writers:
-                w.close()
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, from_initiator: bool
-    ) -> None:
-        frames_seen = 0
-        buffer = b""
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                if from_initiator and link.initiator is None and frames_seen < 2:
-                    buffer += data
-                    frames_seen = self._learn_initiator(buffer, link)
-                if self._dropped(link):
-                    continue
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    def _learn_initiator(self, buffer: bytes, link: _Link) -> int:
-        """PySyncObj's handshake: [random key], then [(key, self address)], each a length-
-        prefixed Fernet token of zlib-compressed pickle. Returns how many frames were seen."""
-        offset, frames = 0, 0
-        while len(buffer) - offset >= 4:
-            (size,) = struct.unpack("i", buffer[offset : offset + 4])
-            if len(buffer) - offset - 4 < size:
-                break
-            frames += 1
-            if frames == 2:
-                try:
-                    message = pickle.loads(
-                        zlib.decompress(self._fernet.decrypt(buffer[offset + 4 : offset + 4 + size]))
-                    )
-                    if isinstance(message, tuple) and isinstance(message[1], str):
-                        link.initiator = message[1]
-                except Exception:
-                    link.initiator = "?"
-                return 2
-            offset += 4 + size
-        return frames
-
-
 # -- the nodes -----------------------------------------------------------------------------------
 @dataclass
 class NodeProc:
@@ -201,6 +63,7 @@ class NodeProc:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    expected_down: bool = False  # stopped or killed on purpose (vs. died by itself)
 
     @property
     def url(self) -> str:
@@ -280,23 +143,32 @@ class Cluster:
                 argv += ["--peer", f"{other.raft}={other.url}"]
         return argv
 
-    def start(self, i: int, members: list[NodeProc] | None = None, password: str | None = None) -> NodeProc:
+    def start(
+        self,
+        i: int,
+        members: list[NodeProc] | None = None,
+        password: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> NodeProc:
+        """Start node i; ``extra_env`` applies to this start only (e.g. failpoints)."""
         node = self.nodes[i]
         env = dict(os.environ)
         env.update(
             {
                 "MEMOROSE_ADMIN_KEY": ADMIN_KEY,
                 "MEMOROSE_RAFT_PASSWORD": password or self.password,
-                "PYTHONPATH": str(REPO),
+                "PYTHONPATH": str(CODE_ROOT),
             }
         )
         env.update(self.env)
-        log = node.log_path.open("ab")
-        node.proc = subprocess.Popen(
-            self.argv(node, members), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-        log.close()
+        env.update(extra_env or {})
+        self.root.mkdir(parents=True, exist_ok=True)
+        with node.log_path.open("ab") as log:
+            node.proc = subprocess.Popen(
+                self.argv(node, members), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            )
         node.paused = False
+        node.expected_down = False
         return node
 
     def start_all(self) -> None:
@@ -315,23 +187,40 @@ class Cluster:
             node.paused = True
         elif sig == signal.SIGCONT:
             node.paused = False
+        if sig == signal.SIGKILL:
+            node.expected_down = True
+            node.paused = False  # SIGKILL ends a stopped process too
         node.proc.send_signal(sig)
         if sig == signal.SIGKILL:
             node.proc.wait(10)
 
-    def stop(self, i: int) -> None:
-        """Graceful stop (SIGTERM), falling back to SIGKILL."""
+    def stop(self, i: int, timeout: float = 20.0) -> float | None:
+        """Graceful stop (SIGTERM), falling back to SIGKILL after ``timeout``. Returns how
+        long the node took to exit, or None if it had to be killed."""
         node = self.nodes[i]
+        node.expected_down = True
         if node.proc is None or node.proc.poll() is not None:
-            return
+            return 0.0
+        started = time.monotonic()
         node.proc.terminate()
         try:
-            node.proc.wait(20)
+            node.proc.wait(timeout)
+            return time.monotonic() - started
         except subprocess.TimeoutExpired:
             node.proc.kill()
             node.proc.wait(10)
+            return None
+
+    async def stop_async(self, i: int, timeout: float = 20.0) -> float | None:
+        """``stop`` without blocking the event loop (other tasks keep writing meanwhile)."""
+        return await asyncio.to_thread(self.stop, i, timeout)
+
+    def died(self) -> list[NodeProc]:
+        """Nodes that exited without being stopped or killed by the caller."""
+        return [n for n in self.nodes if n.proc is not None and not n.alive and not n.expected_down]
 
     def _hard_stop(self, node: NodeProc) -> None:
+        node.expected_down = True
         if node.proc is not None and node.proc.poll() is None:
             if node.paused:
                 node.proc.send_signal(signal.SIGCONT)
