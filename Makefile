@@ -7,8 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 PORT ?= 8080
+# The dashboard's JavaScript libraries: pinned by dashboard/package-lock.json, installed by
+# `npm ci` (never committed), and the files the page loads copied into static/vendor/.
+DASH := dashboard
+VENDOR := $(DASH)/static/vendor
+VENDOR_STAMP := $(VENDOR)/.installed
+VENDOR_FILES := force-graph/dist/force-graph.min.js 3d-force-graph/dist/3d-force-graph.min.js \
+	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -17,21 +25,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(VENDOR_STAMP): $(DASH)/package.json $(DASH)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found (the dashboard's libraries come from npm)"; exit 1; }
+	cd $(DASH) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	mkdir -p $(VENDOR)
+	cp $(addprefix $(DASH)/node_modules/,$(VENDOR_FILES)) $(VENDOR)/
+	touch $@
+
+# The browser tests drive Debian's chromium (Playwright's own download cannot work here).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "warning: $(CHROMIUM) missing and not root: the browser tests will be skipped"; fi; \
+	fi
+
+run: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/memorose up --data-dir $(DATA_DIR) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check memorose node gateway tests benchmarks
-	$(BIN)/ruff format --check memorose node gateway tests benchmarks
+	$(BIN)/ruff check memorose node gateway dashboard tests benchmarks
+	$(BIN)/ruff format --check memorose node gateway dashboard tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(VENDOR_STAMP) browser lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
 	$(BIN)/memorose bench storage
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DASH)/node_modules $(VENDOR)

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from dashboard.server import DashboardConfig, add_dashboard, loopback_url
 from gateway.config import GatewaySettings
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
@@ -197,6 +198,58 @@ async def fan_out(request: web.Request) -> web.Response:
     return web.json_response({"shards": results})
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """What the bearer key is: the admin key, or a tenant key found on one of the shards."""
+    gateway = request.app[GATEWAY]
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return _error(401, "unauthorized", "missing or malformed Authorization: Bearer <key>")
+    subject = await authenticate(gateway, secret.strip())
+    if subject is None:
+        return _error(401, "unauthorized", "unknown API key")
+    admin = subject == "*"
+    return web.json_response(
+        {"role": "admin" if admin else "tenant", "tenant_id": None if admin else subject}
+    )
+
+
+async def authenticate(gateway: Gateway, key: str) -> str | None:
+    """'*' for the admin key; else the tenant a shard binds the key to (tenant keys live in
+    the replicated state of the tenant's shard, so each shard is asked until one knows it)."""
+    admin = gateway.settings.admin_key
+    if admin and secrets.compare_digest(key.encode(), admin.encode()):
+        return "*"
+    assert gateway.session is not None
+    headers = {"Authorization": f"Bearer {key}"}
+    for shard in gateway.shards.values():
+        for url in shard.urls:
+            try:
+                async with gateway.session.get(
+                    url + "/api/v1/whoami", headers=headers, timeout=aiohttp.ClientTimeout(total=3)
+                ) as resp:
+                    if resp.status == 200:
+                        body = await resp.json()
+                        return str(body["tenant_id"]) if body.get("tenant_id") else None
+                    if resp.status == 401:
+                        break  # this shard does not know the key; ask the next shard
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError):
+                continue  # node down: ask another node of the same shard
+    return None
+
+
+def _dashboard_config(gateway: Gateway) -> DashboardConfig:
+    own = loopback_url(gateway.settings.http)
+
+    def targets() -> dict[str, str]:
+        nodes = {f"{name} {url}": url.rstrip("/") for name, s in gateway.shards.items() for url in s.urls}
+        return {**nodes, "gateway": own}  # a node first: the gateway's own metrics have no node series
+
+    async def auth(key: str) -> str | None:
+        return await authenticate(gateway, key)
+
+    return DashboardConfig(upstream=own, authenticate=auth, metrics_targets=targets)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "role": "gateway"})
 
@@ -225,9 +278,12 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/cluster/status", cluster_status)
+    app.router.add_get("/api/v1/cluster/overview", cluster_status)  # the same shape as a node's
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
+    app.router.add_get("/api/v1/whoami", whoami)
     app.router.add_post("/api/v1/admin/reindex", fan_out)
     app.router.add_route("*", "/api/v1/tenants/{tenant_id}", route_tenant_request)
     app.router.add_route("*", "/api/v1/admin/tenants/{tenant_id}/{action:.*}", route_tenant_request)
     app.router.add_route("*", "/api/v1/{tail:.*}", route_tenant_request)
+    add_dashboard(app, _dashboard_config(app[GATEWAY]))
     return app

@@ -72,6 +72,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, settings.host, settings.port).start()
         print(f"Memorose gateway listening on http://{settings.http}", flush=True)
         print(f"  shards: {json.dumps(settings.shards)}", flush=True)
+        print(f"  dashboard: http://{settings.http}/dashboard  (sign in with the admin key)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -110,6 +110,7 @@ def _print_ready(node: RunningNode) -> None:
         print(f"  admin key: {service.admin_key}  (stored in {service.data_dir / 'admin_key'})", flush=True)
     else:
         print("  admin key: from configuration", flush=True)
+    print(f"  dashboard: {node.url}/dashboard  (sign in with the admin key)", flush=True)
     print(f"  try: curl -H 'Authorization: Bearer <admin key>' {node.url}/api/v1/cluster/status", flush=True)
 
 

@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +49,7 @@ RETRIEVE_FIELDS = {
     "include_insights",
     "passages",
     "min_score",
+    "explain",
 }
 
 
@@ -225,6 +225,7 @@ async def retrieve(request: web.Request) -> web.Response:
         include_insights=v.bool_field(body, "include_insights", False),
         passages=v.bool_field(body, "passages", True),
         min_score=_min_score(body.get("min_score", 0.0)),
+        explain=v.bool_field(body, "explain", False),
     )
     await service.read_barrier(consistency)
     if consistency == "linearizable":
@@ -487,20 +488,11 @@ def _pipeline():  # type: ignore[no-untyped-def]
     return http_pipeline
 
 
-DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
-
-
 def _add_dashboard(app: web.Application) -> None:
-    """The ops dashboard: static files, no build step; it calls the API with the admin key."""
-    if not (DASHBOARD_DIR / "index.html").is_file():
-        return
+    """The ops dashboard and its session routes live in node.http_dashboard (imports this module)."""
+    from node import http_dashboard
 
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(DASHBOARD_DIR / "index.html")
-
-    app.router.add_get("/dashboard", index)
-    app.router.add_get("/dashboard/", index)
-    app.router.add_static("/dashboard/", DASHBOARD_DIR)
+    http_dashboard.register(app, app[SERVICE])
 
 
 async def _start_service(app: web.Application) -> None:

@@ -108,6 +108,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         print(f"  admin key: {admin_key}  (stored in {data_dir / 'admin_key'})", flush=True)
         entry = gateway_url or nodes[0][1]
         print(f"  try: curl -H 'Authorization: Bearer {admin_key}' {entry}/api/v1/cluster/status", flush=True)
+        print(f"  dashboard: {entry}/dashboard  (sign in with the admin key)", flush=True)
         print("  Ctrl-C stops every node.", flush=True)
     reported: set[int] = set()
     while not stopping:

@@ -59,6 +59,8 @@ class NodeService:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.admin_key = settings.admin_key or _secret_file(self.data_dir / "admin_key", "adm_")
         self.admin_key_generated = settings.admin_key is None
+        #: When this node last changed Raft role (wall clock): the dashboard's "last election".
+        self.role_since = time.time()
         # Config validation already requires a shared password whenever the node has peers;
         # a lone node generates its own so that its Raft port is never unauthenticated.
         self.raft_password = settings.raft_password or _secret_file(self.data_dir / "raft_password", "")
@@ -174,6 +176,7 @@ class NodeService:
 
     def _on_raft_state_changed(self, old: int, new: int) -> None:
         """PySyncObj's tick thread: hand the change to the event loop."""
+        self.role_since = time.time()
         if old == LEADER and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._leadership_lost)
 
@@ -354,6 +357,7 @@ class NodeService:
         return {
             **base,
             "role": raft.role(),
+            "role_since": round(self.role_since, 3),
             "term": status.get("raft_term", 0),
             "leader": raft.leader_address(),
             "leader_id": raft.leader_address(),

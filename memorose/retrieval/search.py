@@ -74,6 +74,7 @@ class RetrieveRequest:
     #: Results scoring below this are left out; a result with score 0 (no feature matched:
     #: no query word, no meaning, no context) is never returned, whatever ``top_k`` asks.
     min_score: float = 0.0
+    explain: bool = False  # each result carries the ranking features that scored it (dashboard)
 
 
 class Retriever:
@@ -149,7 +150,7 @@ class Retriever:
     def _results(self, req: RetrieveRequest, ranked: list[Candidate]) -> list[dict[str, Any]]:
         """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
         if not req.passages:
-            return [{**c.result, "score": round(c.score, 6)} for c in ranked[: req.top_k]]
+            return [{**c.result, "score": round(c.score, 6), **_explain(req, c)} for c in ranked[: req.top_k]]
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
@@ -158,7 +159,7 @@ class Retriever:
 
         found = passages.group(ranked, req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
         passages.fill(found, lambda memory_id: self._load(req, KIND_MEMORY, memory_id))
-        return [passages.result(p) for p in found]
+        return [{**passages.result(p), **_explain(req, p.best)} for p in found]
 
     def _feedback(
         self,
@@ -291,3 +292,8 @@ def bm25_rank(events: list[Event], terms: list[str], k1: float = 1.2, b: float =
             scored.append((score, event.seq, event))
     scored.sort(key=lambda s: (-s[0], s[1]))
     return [e for _, _, e in scored]
+
+
+def _explain(req: RetrieveRequest, c: Candidate) -> dict[str, Any]:
+    """With ``explain``: the feature values that produced the score (rerank.py), rounded."""
+    return {"features": {k: round(v, 4) for k, v in c.features.items()}} if req.explain else {}

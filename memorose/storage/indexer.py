@@ -258,14 +258,16 @@ class Indexer:
         # Pending events first, memories second: a consolidation that lands in between then
         # leaves both in the index (briefly), never neither.
         record = self.reader.tenant_or_empty(tenant_id)
-        for event in self.reader.events(tenant_id, after_seq=record["cursor"]):
+        for n, event in enumerate(self.reader.events(tenant_id, after_seq=record["cursor"])):
             self.fulltext.upsert(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
+            _breathe(n)
         self._indexed_seq[tenant_id] = record["next_seq"] - 1
         memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
-        for m in memories:
+        for n, m in enumerate(memories):
             self.fulltext.upsert(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
+            _breathe(n)
         self._load_vectors(tenant_id, memories)
 
     def _load_vectors(self, tenant_id: str, memories: list[Memory], *, bulk: bool = True) -> None:
@@ -297,3 +299,11 @@ class Indexer:
                 self._load_vectors(
                     tenant_id, [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
                 )
+
+
+def _breathe(n: int, every: int = 256) -> None:
+    """A rebuild after a snapshot install is minutes of Python on the node's GIL; sleeping
+    a moment every few hundred documents lets the Raft tick thread run, so the rebuild
+    does not cost heartbeats (tick stalls of seconds, then elections, were seen)."""
+    if n % every == every - 1:
+        time.sleep(0.002)

@@ -97,3 +97,35 @@ async def test_ingest_without_event_id_gets_one_from_the_gateway(
         "/api/v1/events/batch", {"tenant_id": "t", "events": [{"stream_id": "s", "content": "y"}]}
     )
     assert status == 202 and body["event_ids"][0].startswith("ev-")
+
+
+async def test_dashboard_sign_in_at_the_gateway_finds_a_tenant_key_on_its_shard(
+    gateway: tuple[Api, dict[str, Api], web.Application],
+) -> None:
+    gw, _, app = gateway
+    ring = app[GATEWAY].ring
+    tenants = {ring.shard_for(f"t{i}"): f"t{i}" for i in range(20)}
+    assert set(tenants) == {"s1", "s2"}  # one tenant on each shard
+    for tenant in tenants.values():
+        await gw.ingest(tenant, f"notes of {tenant}")
+    page = await gw.get("/dashboard")
+    assert page[0] == 200 and "<title>Memorose dashboard</title>" in page[1]
+    status, body = await gw.get("/api/v1/whoami")
+    assert status == 200 and body == {"role": "admin", "tenant_id": None}
+    status, body = await gw.with_key("mk_unknown").get("/api/v1/whoami")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    for shard, tenant in tenants.items():
+        key = await gw.tenant_key(tenant)
+        status, body = await gw.with_key(key).get("/api/v1/whoami")
+        assert body == {"role": "tenant", "tenant_id": tenant}, shard
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+            async with browser.post(gw.url + "/dashboard/session", json={"key": key}) as resp:
+                assert resp.status == 200 and (await resp.json())["tenant_id"] == tenant
+            other = next(t for t in tenants.values() if t != tenant)
+            async with browser.get(gw.url + f"/dashboard/api/status?tenant_id={tenant}") as resp:
+                assert resp.status == 200 and (await resp.json())["l0_events"] == 1
+            async with browser.get(gw.url + f"/dashboard/api/status?tenant_id={other}") as resp:
+                assert resp.status == 403
+            async with browser.get(gw.url + "/dashboard/metrics") as resp:
+                assert resp.status == 403  # metrics carry every tenant's labels

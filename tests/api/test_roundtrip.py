@@ -94,8 +94,8 @@ async def test_dashboard_and_tenant_overview(api: Api) -> None:
     await api.ingest("acme", "hello dashboard", event_id="d1")
     status, page = await api.get("/dashboard")
     assert status == 200 and "<title>Memorose dashboard</title>" in page
-    status, script = await api.get("/dashboard/app.js")
-    assert status == 200 and "/api/v1/cluster/status" in script
+    status, script = await api.get("/dashboard/static/js/cluster.js")
+    assert status == 200 and '"cluster/overview"' in script
     status, body = await api.get("/api/v1/admin/tenants")
     assert status == 200
     assert [t["tenant_id"] for t in body["tenants"]] == ["acme"]

@@ -124,6 +124,7 @@ def _imports(package: str) -> set[tuple[str, str]]:
 def test_imports_flow_one_way() -> None:
     bad = [(f, m) for f, m in _imports("memorose") if m in ("node", "gateway", "pysyncobj")]
     bad += [(f, m) for f, m in _imports("gateway") if m in ("node", "pysyncobj")]
+    bad += [(f, m) for f, m in _imports("dashboard") if m in ("memorose", "node", "gateway", "pysyncobj")]
     assert not bad, f"forbidden imports: {bad}"
 
 
