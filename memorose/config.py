@@ -42,7 +42,7 @@ class ConsolidationSettings(_Section):
     #: Cosine at or above which a fact only reinforces the memory it repeats.
     reinforce_threshold: float = Field(0.92, ge=0, le=1)
     #: Cosine at or above which a fact is merged into a related memory.
-    merge_threshold: float = Field(0.8, ge=0, le=1)
+    merge_threshold: float = Field(0.9, ge=0, le=1)
     #: Minimal similarity between a correction ("moved to", "actually") and the memory it replaces.
     supersede_threshold: float = Field(0.3, ge=0, le=1)
     #: Candidates below this similarity are unrelated: the fact is created without arbitration.
@@ -121,15 +121,30 @@ class LLMSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
-    """``auto``: Gemini embeddings when a Google API key is set, else the offline hashing
-    embedder. ``openai_compat`` talks to any /v1/embeddings endpoint (a local Ollama)."""
+    """``auto``: Gemini embeddings when a Google API key is set, else the ``local`` model
+    (all-MiniLM-L6-v2 int8 ONNX from a pinned data package, docs/retrieval.md). ``hashing``
+    is the lightweight offline option (no model, words not meaning). ``openai_compat`` talks
+    to any /v1/embeddings endpoint (a local Ollama)."""
 
-    provider: Literal["auto", "hashing", "gemini", "openai_compat"] = "auto"
+    provider: Literal["auto", "local", "hashing", "gemini", "openai_compat"] = "auto"
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
     batch_size: int = Field(64, ge=1, le=2048)
     timeout_secs: float = Field(60.0, gt=0)
+    #: onnxruntime intra-op threads of the ``local`` model (parallelism belongs across
+    #: requests on a small machine, as with BLAS).
+    local_threads: int = Field(1, ge=1, le=64)
+
+
+class RetrievalSettings(_Section):
+    """Ranking (docs/retrieval.md). The defaults are what the LoCoMo figures were measured with."""
+
+    #: Weight of the query-memory cosine in the re-ranker (BM25's weight is 1). None: 1.0
+    #: for a sentence model, 0 for the hashing embedder (its cosine restates BM25 with noise).
+    cosine_weight: float | None = Field(None, ge=0, le=100)
+    #: False: first-stage reciprocal rank fusion only (an ablation baseline, not for use).
+    rerank: bool = True
 
 
 class IndexSettings(_Section):
@@ -209,6 +224,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     embeddings: EmbeddingSettings = Field(default_factory=lambda: EmbeddingSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
+    retrieval: RetrievalSettings = Field(default_factory=lambda: RetrievalSettings())
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())

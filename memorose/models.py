@@ -166,6 +166,11 @@ class Memory:
     def vector(self) -> np.ndarray:
         return np.frombuffer(self.embedding, dtype=np.float32)
 
+    def in_space(self, model: str | None, dim: int) -> bool:
+        """Embedded by ``model`` (None: any) at ``dim``: comparable with that model's vectors.
+        Two models of one dimension (hashing and MiniLM are both 384) are different spaces."""
+        return len(self.embedding) == 4 * dim and (model is None or self.embedding_model == model)
+
     @property
     def is_current(self) -> bool:
         """Not superseded: part of what is believed true now."""

@@ -204,16 +204,35 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     if not key:
         print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required", file=sys.stderr)
         return 2
-    body: dict[str, Any] = {"dry_run": bool(args.dry_run)}
+    url = args.url.rstrip("/") + "/api/v1/admin/reembed"
+    body: dict[str, Any] = {"dry_run": True}
     if args.tenant:
         body["tenant_id"] = args.tenant
-    print(json.dumps(_post(args.url.rstrip("/") + "/api/v1/admin/reembed", key, body)))
+    report = _post(url, key, body)
+    if args.dry_run:
+        print(json.dumps(report))
+        return 0
+    for tenant, counts in report["tenants"].items():
+        _reembed_tenant(url, key, tenant, int(counts["stale"]), report["model"])
+    print(json.dumps({**report, "done": True}))
     return 0
+
+
+def _reembed_tenant(url: str, key: str, tenant: str, total: int, model: str, step: int = 512) -> None:
+    """Re-embed one tenant in bounded steps, printing progress (the node stays online)."""
+    done = 0
+    while done < total:
+        answer = _post(url, key, {"tenant_id": tenant, "limit": step})["tenants"][tenant]
+        done += int(answer["updated"])
+        print(f"{tenant}: {done}/{total} memories re-embedded with {model}", file=sys.stderr, flush=True)
+        if int(answer["updated"]) == 0:
+            break
 
 
 def _reindex_offline(data_dir: str) -> int:
     from pathlib import Path
 
+    from memorose.providers.factory import build_embedder
     from memorose.storage.indexer import Indexer
     from memorose.storage.reader import StateReader
     from memorose.storage.rocks import RocksStore
@@ -230,6 +249,7 @@ def _reindex_offline(data_dir: str) -> int:
             Path(data_dir) / "index",
             dim=settings.index.embedding_dim,
             ann_threshold=settings.index.ann_threshold,
+            model=build_embedder(settings).model,  # lazy: names the model, loads nothing
         )
         indexer.rebuild()
         print(json.dumps({"rebuilt": True, "position": indexer.position}))

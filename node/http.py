@@ -48,6 +48,7 @@ RETRIEVE_FIELDS = {
     "as_of",
     "include_insights",
     "passages",
+    "min_score",
     "explain",
 }
 
@@ -206,6 +207,12 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 # -- retrieval ------------------------------------------------------------------------------
+def _min_score(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1000:
+        raise InvalidInput("min_score must be a number from 0 to 1000")
+    return float(value)
+
+
 async def retrieve(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     body = await _body(request, RETRIEVE_FIELDS)
@@ -222,6 +229,7 @@ async def retrieve(request: web.Request) -> web.Response:
         as_of=_pipeline().parse_as_of(body),
         include_insights=v.bool_field(body, "include_insights", False),
         passages=v.bool_field(body, "passages", True),
+        min_score=_min_score(body.get("min_score", 0.0)),
         explain=v.bool_field(body, "explain", False),
     )
     await service.read_barrier(consistency)
@@ -521,6 +529,16 @@ def node_metrics(service: NodeService) -> NodeMetrics:
         "memorose_index_lag_entries",
         "applied Raft entries not yet searchable (LanceDB/Tantivy behind RocksDB)",
         lambda: max(0.0, float(service.store.applied_index() - service.indexer.searchable_index())),
+    )
+    m.gauge(
+        "memorose_embeddings_stale_memories",
+        "memories whose vector is of another embedding model (BM25 only until admin reembed)",
+        lambda: float(service.indexer.stale_vector_count()),
+    )
+    m.counter(
+        "memorose_embedder_texts",
+        "texts embedded by this node",
+        lambda: float(getattr(service.embedder, "texts_embedded", 0)),
     )
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)

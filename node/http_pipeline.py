@@ -60,12 +60,14 @@ async def rejections(request: web.Request) -> web.Response:
 async def reembed(request: web.Request) -> web.Response:
     _require_admin(request)
     raw = await request.read()
-    body = v.require_object(v.parse_json(raw), {"tenant_id", "dry_run"}) if raw.strip() else {}
+    body = v.require_object(v.parse_json(raw), {"tenant_id", "dry_run", "limit"}) if raw.strip() else {}
     tenant_id = body.get("tenant_id")
     if tenant_id is not None:
         tenant_id = validate_tenant_id(tenant_id)
     dry_run = v.bool_field(body, "dry_run", False)
-    return web.json_response(await request.app[SERVICE].reembed(tenant_id, dry_run))
+    # A bounded step lets `memorose admin reembed` report progress between requests.
+    limit = v.int_field(body, "limit", 0, 0, 10_000_000)
+    return web.json_response(await request.app[SERVICE].reembed(tenant_id, dry_run, limit=limit or None))
 
 
 def parse_as_of(body: dict[str, Any]) -> float | None:

@@ -13,6 +13,7 @@ import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from memorose.consolidation.planner import ConsolidationPlanner
 from memorose.errors import Conflict, InvalidInput, NotFound, TenantMoved, Unavailable
 from memorose.models import Event, Memory, iso
 from memorose.providers.factory import build_embedder, build_llm
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.statemachine import content_sha
 from memorose.storage.indexer import Indexer
@@ -73,8 +75,15 @@ class NodeService:
             self.data_dir / "index",
             dim=self.embedder.dim,
             ann_threshold=settings.index.ann_threshold,
+            model=self.embedder.model,
         )
-        self.retriever = Retriever(self.reader, self.indexer, self.embedder)
+        self.retriever = Retriever(
+            self.reader,
+            self.indexer,
+            self.embedder,
+            replace(DEFAULT_WEIGHTS, cosine=self._cosine_weight()),
+            rerank=settings.retrieval.rerank,
+        )
         self.planner = ConsolidationPlanner(
             self.embedder,
             settings.consolidation,
@@ -97,8 +106,15 @@ class NodeService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.insights = Insights(self)
 
+    def _cosine_weight(self) -> float:
+        configured = self.settings.retrieval.cosine_weight
+        return configured if configured is not None else default_cosine_weight(self.embedder.model)
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        load = getattr(self.embedder, "load", None)
+        if load is not None:  # a missing or altered model stops the node now, not mid-batch
+            await asyncio.to_thread(load)
         await asyncio.to_thread(self.indexer.open)
         self.indexer.start()
         self._loop = asyncio.get_running_loop()
@@ -257,7 +273,13 @@ class NodeService:
         if not wait:
             worker.trigger()
             return {"tenant_id": tenant_id, "target_seq": target, "done": False}
-        await asyncio.wait_for(worker.consolidate_tenant(tenant_id, upto_seq=target), timeout)
+        try:
+            await asyncio.wait_for(worker.consolidate_tenant(tenant_id, upto_seq=target), timeout)
+        except TimeoutError:
+            # Not an error: a slow embedder on a busy machine needs more than one call.
+            # The answer says how far it got; the caller asks again.
+            record = self.reader.tenant_or_empty(tenant_id)
+            return {"tenant_id": tenant_id, "target_seq": target, "cursor": record["cursor"], "done": False}
         await self._await_indexed()
         record = self.reader.tenant_or_empty(tenant_id)
         return {"tenant_id": tenant_id, "target_seq": target, "cursor": record["cursor"], "done": True}
@@ -307,6 +329,7 @@ class NodeService:
             "l0_events": record["events"],
             "l1_memories": record["memories"],
             "pending_events": total - record["cursor"],
+            "stale_vectors": self.indexer.stale_vector_count(tenant_id),
             "consolidation_cursor": record["cursor"],
             "state": record.get("state", "active"),
         }
@@ -345,6 +368,8 @@ class NodeService:
             "raft_applied_index": raft.raftLastApplied,
             "applied_index": self.store.applied_index(),
             "indexed_index": self.indexer.searchable_index(),
+            "embedding_model": self.embedder.model,
+            "stale_vectors": self.indexer.stale_vector_count(),
             "log_entries": status.get("log_len", 0),
             "elections": raft.elections,
             "leader_changes": raft.leader_changes,
@@ -561,18 +586,26 @@ class NodeService:
         return [
             m
             for m in self.reader.memories(tenant_id)
-            if m.embedding_model != self.embedder.model or len(m.embedding) != 4 * self.embedder.dim
+            if not m.in_space(self.embedder.model, self.embedder.dim)
         ]
 
-    async def reembed(self, tenant_id: str | None, dry_run: bool, chunk: int = 64) -> dict[str, Any]:
-        """Re-derive embeddings made by another model or dimension (``memorose admin reembed``)."""
+    async def reembed(
+        self, tenant_id: str | None, dry_run: bool, chunk: int = 64, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Re-derive embeddings made by another model or dimension (``memorose admin reembed``),
+        online: batches of ``chunk`` memories, one command each. ``limit`` bounds the memories
+        re-embedded by this call (the CLI steps through a tenant to show progress); ``stale``
+        in the report is the count before this call."""
         tenants = [tenant_id] if tenant_id else self.reader.tenant_ids()
         report: dict[str, Any] = {"model": self.embedder.model, "dim": self.embedder.dim, "tenants": {}}
+        budget = limit if limit is not None else float("inf")
         for tenant in tenants:
             stale = await asyncio.to_thread(self._stale_embeddings, tenant)
+            todo = 0 if dry_run else int(min(len(stale), budget))
+            budget -= todo
             updated = 0
-            for start in range(0, 0 if dry_run else len(stale), chunk):
-                part = stale[start : start + chunk]
+            for start in range(0, todo, chunk):
+                part = stale[start : min(start + chunk, todo)]
                 vectors = await asyncio.to_thread(self.embedder.embed, [m.content for m in part])
                 items = [
                     {

@@ -269,10 +269,15 @@ def ingest_conversation(api: NodeApi, tenant: str, events: list[dict[str, Any]])
 
 def consolidate(api: NodeApi, tenant: str) -> tuple[float, int]:
     started = time.perf_counter()
-    result = api.call("POST", "/api/v1/consolidate", {"tenant_id": tenant, "wait": True})
+    result: dict[str, Any] = {"cursor": -1}
+    while True:  # one call may end before consolidation does (slow embedder, busy machine)
+        previous = result.get("cursor")
+        result = api.call("POST", "/api/v1/consolidate", {"tenant_id": tenant, "wait": True})
+        if result.get("done"):
+            break
+        if result.get("cursor") == previous:
+            raise RuntimeError(f"consolidation of {tenant} makes no progress: {result}")
     elapsed = time.perf_counter() - started
-    if not result.get("done"):
-        raise RuntimeError(f"consolidation of {tenant} did not finish: {result}")
     status = api.call("GET", "/api/v1/status", tenant_id=tenant)
     return elapsed, int(status["l1_memories"])
 

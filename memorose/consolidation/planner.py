@@ -234,7 +234,8 @@ class ConsolidationPlanner:
         pool: dict[str, tuple[str, np.ndarray]] = {}
         if self.candidates is not None:
             for m in self.candidates.similar(batch.tenant_id, fact.content, vector, self.settings.candidates):
-                pool[m.memory_id] = (m.content, m.vector())
+                same_space = m.in_space(self.embedder.model, self.embedder.dim)
+                pool[m.memory_id] = (m.content, m.vector() if same_space else np.zeros(0, np.float32))
         for memory_id, w in batch.working.items():
             pool.pop(memory_id, None)
             if w.current:

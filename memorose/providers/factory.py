@@ -9,6 +9,7 @@ from memorose.providers.embeddings import Embedder, load_embedder
 from memorose.providers.llm import LLMProvider, load_llm
 
 DEFAULT_GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
+LOCAL_DIM = 384  # all-MiniLM-L6-v2 (providers/embeddings/local.py; not imported: it is lazy)
 
 
 def llm_provider_name(settings: Settings) -> str:
@@ -21,7 +22,7 @@ def llm_provider_name(settings: Settings) -> str:
 def embedder_name(settings: Settings) -> str:
     name = settings.embeddings.provider
     if name == "auto":
-        return "gemini" if settings.google_api_key() else "hashing"
+        return "gemini" if settings.google_api_key() else "local"
     return name
 
 
@@ -55,6 +56,13 @@ def build_embedder(settings: Settings) -> Embedder:
     name = embedder_name(settings)
     if name == "hashing":
         return load_embedder("hashing", dim=dim)
+    if name == "local":
+        if dim != LOCAL_DIM:
+            raise ConfigError(
+                f"[embeddings] provider = 'local' makes {LOCAL_DIM}-dimensional vectors; "
+                f"[index] embedding_dim is {dim}"
+            )
+        return load_embedder("local", threads=e.local_threads)
     retry = {
         "max_attempts": llm.max_attempts,
         "backoff_initial_secs": llm.backoff_initial_secs,

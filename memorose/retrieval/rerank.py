@@ -6,7 +6,8 @@ candidate gets:
 - ``bm25``: Okapi BM25 with *this tenant's* document frequencies (a shared index's global idf
   would inflate the terms that are rare overall but common in the tenant, such as its own
   people's names);
-- ``cosine``: similarity of the query embedding to the memory's embedding;
+- ``cosine``: similarity of the query embedding to the memory's embedding (raw, so that it
+  measures meaning across queries; the other features are normalised per query);
 - ``context``: how strongly its neighbours in the timeline (the memories just before and after
   it in the same stream) match: a reply is often only understood through what it answers;
 - ``episode``: how strongly the rest of its episode (memories of the same stream close in time,
@@ -15,7 +16,8 @@ candidate gets:
 - ``dated``: it carries a time expression, when the query asks *when*;
 - ``speaker``: who said it is named in the query.
 
-Scores are normalised per query so the weights stay meaningful across tenants and queries.
+Features other than ``cosine`` are normalised per query so the weights stay meaningful
+across tenants and queries.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ EPISODE_GAP_S = 1800.0
 class RankWeights:
     """Weights of the features; bm25 is the unit."""
 
-    cosine: float = 0.15
+    cosine: float = 1.0
     context: float = 0.5
     episode: float = 0.3
     time: float = 0.3
@@ -50,6 +52,9 @@ class RankWeights:
     #: Context from the memory before counts fully, from the one after by this factor;
     #: each further step away halves it.
     context_after: float = 0.5
+    #: Share of the cosine in the match that timeline context and episodes propagate
+    #: (0: BM25 only, as measured before the local model).
+    dense_context: float = 0.0
     #: Weight of each pseudo-relevance feedback term relative to a query term (0: off).
     feedback: float = 0.3
     k1: float = 1.2
@@ -57,6 +62,12 @@ class RankWeights:
 
 
 DEFAULT_WEIGHTS = RankWeights()
+
+
+def default_cosine_weight(embedding_model: str) -> float:
+    """1.0 for a sentence model; 0 for the hashing embedder, whose vectors only restate the
+    words BM25 already scores (LoCoMo R@10 .776 with it at 1.0, .79 without: docs/retrieval.md)."""
+    return 0.0 if embedding_model.startswith("hashing") else DEFAULT_WEIGHTS.cosine
 
 
 @lru_cache(maxsize=100_000)
@@ -193,6 +204,9 @@ def speaker_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list
 
 
 def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> list[float]:
+    """Raw cosine (negative clipped to 0), *not* normalised per query: with a sentence model
+    it is an absolute measure of meaning (~.4 for a paraphrase, ~0 for unrelated text), so a
+    query nothing answers does not lift its least bad candidate to 1."""
     if query_vec is None:
         return [0.0] * len(candidates)
     out = []
@@ -219,12 +233,16 @@ def rank(
         return []
     terms = analysis.terms + [t for t in term_weights or {} if t not in analysis.terms]
     bm25 = _normalised(bm25_scores(candidates, terms, stats, weights.k1, weights.b, term_weights))
+    cosine = cosine_scores(candidates, query_vec)
+    base = bm25
+    if weights.dense_context > 0:
+        base = _normalised([b + weights.dense_context * c for b, c in zip(bm25, cosine, strict=True)])
     episode_of = episodes(candidates)
     features = {
         "bm25": bm25,
-        "cosine": _normalised(cosine_scores(candidates, query_vec)),
-        "context": context_scores(candidates, bm25, weights.context_after),
-        "episode": _normalised(episode_scores(episode_of, bm25, weights.episode_decay)),
+        "cosine": cosine,
+        "context": context_scores(candidates, base, weights.context_after),
+        "episode": _normalised(episode_scores(episode_of, base, weights.episode_decay)),
         "time": time_scores(candidates, analysis),
         "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
         "speaker": speaker_scores(candidates, analysis),

@@ -41,6 +41,10 @@ from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import StateReader
 
 MAX_TAIL_SCAN = 5000
+#: Vector hits below this cosine are not candidates: for a sentence model, unrelated.
+VECTOR_FLOOR = 0.05
+#: Reciprocal rank fusion constant (first-stage-only mode, ``[retrieval] rerank = false``).
+RRF_K = 60
 #: Candidates gathered from each first-stage source before re-ranking (see rerank.py).
 CANDIDATE_POOL = 100
 #: Neighbours looked at on each side of a memory, and how many of the best BM25 candidates
@@ -67,6 +71,9 @@ class RetrieveRequest:
     as_of: float | None = None  # valid time (epoch seconds): what was true then
     passages: bool = True  # adjacent hits of one episode as one result (retrieval/passages.py)
     include_insights: bool = False  # lead with relevant L2 insights (retrieval/insights.py)
+    #: Results scoring below this are left out; a result with score 0 (no feature matched:
+    #: no query word, no meaning, no context) is never returned, whatever ``top_k`` asks.
+    min_score: float = 0.0
     explain: bool = False  # each result carries the ranking features that scored it (dashboard)
 
 
@@ -77,11 +84,15 @@ class Retriever:
         indexer: Indexer,
         embedder: Embedder,
         weights: RankWeights = DEFAULT_WEIGHTS,
+        rerank: bool = True,
     ) -> None:
         self.reader = reader
         self.indexer = indexer
         self.embedder = embedder
         self.weights = weights
+        #: False: first-stage fusion only (reciprocal rank of BM25, vector and tail), the
+        #: ablation baseline of docs/retrieval.md.
+        self.rerank = rerank
         self.timeline = Timeline(reader)
         self.insights_per_query = 2
 
@@ -91,19 +102,21 @@ class Retriever:
         reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
         analysis = analyze_query(req.query, reference)
         query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
-        keys: dict[Hashable, None] = {}
-        for ranking in (
+        rankings = [
             self._bm25_ranking(req, analysis.terms, pool),
             self._vector_ranking(req, query_vec, pool // 2),
             self._tail_ranking(req, analysis.terms, pool),
-        ):
+        ]
+        keys: dict[Hashable, None] = {}
+        for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
         candidates = [c for c in (self._load(req, *cast(tuple[str, str], k)) for k in keys) if c]
-        stats = tenant_stats(self.indexer.fulltext, req.tenant_id, analysis.terms, req.stream_id)
-        candidates += self._neighbours(req, candidates, analysis.terms, stats)
-        ranked = rank(candidates, analysis, stats, query_vec, self.weights)
-        if self.weights.feedback > 0 and ranked:
-            ranked = self._feedback(req, analysis, ranked, stats, query_vec)
+        if self.rerank:
+            ranked = self._rerank(req, analysis, candidates, query_vec)
+        else:
+            ranked = fuse(candidates, rankings)
+        floor = max(req.min_score, 0.0)
+        ranked = [c for c in ranked if c.score > 0 and c.score >= floor]
         results = self._results(req, ranked)
         if req.graph_depth > 0:
             results = graph.expand(
@@ -118,6 +131,21 @@ class Retriever:
             n = self.insights_per_query
             results = insights.attach(self.reader, req.tenant_id, req.query, results, req.stream_id, n)
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _rerank(
+        self,
+        req: RetrieveRequest,
+        analysis: QueryAnalysis,
+        candidates: list[Candidate],
+        query_vec: np.ndarray | None,
+    ) -> list[Candidate]:
+        """Second stage: timeline neighbours join, every candidate is scored (rerank.py)."""
+        stats = tenant_stats(self.indexer.fulltext, req.tenant_id, analysis.terms, req.stream_id)
+        candidates += self._neighbours(req, candidates, analysis.terms, stats)
+        ranked = rank(candidates, analysis, stats, query_vec, self.weights)
+        if self.weights.feedback > 0 and ranked:
+            ranked = self._feedback(req, analysis, ranked, stats, query_vec)
+        return ranked
 
     def _results(self, req: RetrieveRequest, ranked: list[Candidate]) -> list[dict[str, Any]]:
         """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
@@ -186,7 +214,7 @@ class Retriever:
         if query_vec is None:
             return []
         hits = self.indexer.vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id)
-        return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score > 0]
+        return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score >= VECTOR_FLOOR]
 
     def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
         """BM25 over events not yet visible in Tantivy (normally a handful, often none)."""
@@ -207,12 +235,24 @@ class Retriever:
             memory = self.reader.memory(req.tenant_id, ref)
             if memory is None or not is_searchable(memory) or not temporal.admit_memory(memory, req):
                 return None
-            vector = memory.vector() if memory.embedding else None
+            space = memory.in_space(self.embedder.model, self.embedder.dim)
+            vector = memory.vector() if space else None
             return Candidate((kind, ref), memory.public(), memory.stream_id, memory.valid_from, vector)
         event = self.reader.event(req.tenant_id, int(ref))
         if event is None or not temporal.admit_event(event, req):
             return None
         return Candidate((kind, ref), event_result(event), event.stream_id, event.timestamp)
+
+
+def fuse(candidates: list[Candidate], rankings: list[list[Hashable]]) -> list[Candidate]:
+    """Reciprocal rank fusion of the first-stage rankings: the no-re-ranker baseline."""
+    score: dict[Hashable, float] = {}
+    for ranking in rankings:
+        for position, key in enumerate(ranking):
+            score[key] = score.get(key, 0.0) + 1.0 / (RRF_K + position + 1)
+    for c in candidates:
+        c.score = score.get(c.key, 0.0)
+    return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))
 
 
 def event_result(event: Event) -> dict[str, Any]:

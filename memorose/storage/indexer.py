@@ -40,8 +40,15 @@ def is_searchable(memory: Memory) -> bool:
 
 
 class Indexer:
-    def __init__(self, reader: StateReader, root: Path, *, dim: int, ann_threshold: int) -> None:
+    def __init__(
+        self, reader: StateReader, root: Path, *, dim: int, ann_threshold: int, model: str | None = None
+    ) -> None:
         self.reader = reader
+        #: The embedding model whose vectors the vector index holds (None: any of ``dim``).
+        self.model = model
+        #: Per tenant, searchable memories whose vector is of another model or dimension:
+        #: kept out of the vector index (BM25 still finds them) until ``admin reembed``.
+        self.stale_vectors: dict[str, set[str]] = {}
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.fulltext = FullTextIndex(root / "tantivy")
@@ -120,6 +127,12 @@ class Indexer:
         )
         os.replace(tmp, self._state_path)
 
+    def stale_vector_count(self, tenant_id: str | None = None) -> int:
+        """Memories waiting for a vector of the current model (all tenants when None)."""
+        if tenant_id is not None:
+            return len(self.stale_vectors.get(tenant_id, ()))
+        return sum(len(ids) for ids in list(self.stale_vectors.values()))
+
     def indexed_seq(self, tenant_id: str) -> int:
         """Events of this tenant up to this seq are in Tantivy (or consolidated)."""
         return self._indexed_seq.get(tenant_id, 0)
@@ -169,6 +182,7 @@ class Indexer:
         elif kind == "tenant-":
             self.fulltext.delete_tenant(tenant_id)
             self.vectors.drop_tenant(tenant_id)
+            self.stale_vectors.pop(tenant_id, None)
             self._indexed_seq.pop(tenant_id, None)
             indexed.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
@@ -193,6 +207,7 @@ class Indexer:
             else:
                 self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
                 self.vectors.remove(tenant_id, memory_id)
+                self.stale_vectors.get(tenant_id, set()).discard(memory_id)
         for tenant_id, memories in by_tenant.items():
             self._load_vectors(tenant_id, memories, bulk=False)
 
@@ -227,6 +242,7 @@ class Indexer:
         position = self.reader.store.applied_index()
         self.fulltext.clear()
         self.vectors.clear()
+        self.stale_vectors = {}
         self._indexed_seq = {}
         for tenant_id in self.reader.tenant_ids():
             self._rebuild_tenant(tenant_id)
@@ -255,11 +271,16 @@ class Indexer:
         self._load_vectors(tenant_id, memories)
 
     def _load_vectors(self, tenant_id: str, memories: list[Memory], *, bulk: bool = True) -> None:
-        # A vector of another dimension (embedding model changed, not yet re-embedded) cannot
-        # join the matrix: that memory stays findable through BM25 until `admin reembed`.
-        fitting = [m for m in memories if len(m.embedding) == 4 * self.vectors.dim]
+        # A vector of another model or dimension (embedding model changed, not yet
+        # re-embedded) never joins the index: one index, one vector space. That memory stays
+        # findable through BM25 until `admin reembed`.
+        fitting = [m for m in memories if m.in_space(self.model, self.vectors.dim)]
+        stale = self.stale_vectors.setdefault(tenant_id, set())
         for m in memories:
-            if len(m.embedding) != 4 * self.vectors.dim:
+            if m.in_space(self.model, self.vectors.dim):
+                stale.discard(m.memory_id)
+            else:
+                stale.add(m.memory_id)
                 self.vectors.remove(tenant_id, m.memory_id)
         if not fitting:
             return

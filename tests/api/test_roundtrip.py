@@ -35,6 +35,7 @@ async def test_ingest_consolidate_retrieve_carries_source_event_ids(api: Api) ->
         "l1_memories": 3,
         "pending_events": 0,
         "consolidation_cursor": 3,
+        "stale_vectors": 0,
         "state": "active",
     }
 

@@ -78,7 +78,7 @@ def test_offline_arbitration() -> None:
         "m0",
     )
     assert decide("Alice moved to Berlin", ("Bob lives in Paris", 0.6)) == ("create", None)
-    assert decide("Bob likes jazz and blues", ("Bob likes jazz", 0.85)) == ("merge", "m0")
+    assert decide("Bob likes jazz and blues", ("Bob likes jazz", 0.91)) == ("merge", "m0")
     assert decide("Bob likes jazz", ("Carol paints", 0.1)) == ("create", None)
     assert decide("Bob likes jazz") == ("create", None)
     # Conversational chatter must not replace anything (LoCoMo false positives).

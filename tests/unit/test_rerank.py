@@ -113,3 +113,11 @@ def test_feedback_ignores_candidates_that_do_not_match_the_query() -> None:
     q = analyze_query("router firmware", T0)
     ranked = rank(cands, q, stats_for(cands), None, RankWeights(**{**OFF.__dict__, "episode": 0.3}))
     assert feedback_terms(ranked, q.terms, 2, n_docs=2, n_terms=5) == []
+
+
+def test_cosine_weight_follows_the_embedder() -> None:
+    from memorose.retrieval.rerank import default_cosine_weight
+
+    assert default_cosine_weight("local:all-MiniLM-L6-v2-int8:384") == 1.0
+    assert default_cosine_weight("gemini:gemini-embedding-001:768") == 1.0
+    assert default_cosine_weight("hashing-v1-384") == 0.0

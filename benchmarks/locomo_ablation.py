@@ -1,0 +1,105 @@
+"""Ranking ablations over a data directory that `memorose bench locomo --url` filled.
+
+Stop the node first (RocksDB is opened here). The same retrieval code as the node runs
+in-process, so variants differ only in their weights; no HTTP. Query embeddings are cached
+by the local embedder, so every variant after the first costs only the ranking.
+
+    .venv/bin/python benchmarks/locomo_ablation.py --data-dir /tmp/lm-local \
+        --locomo ../shared/data/locomo/locomo10.json --variant cosine=1 --variant cosine=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from memorose.bench.locomo import (
+    TOP_K,
+    Tally,
+    conversation_events,
+    load_samples,
+    scorable_questions,
+    score_results,
+)
+from memorose.config import load_settings
+from memorose.providers.factory import build_embedder
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, RankWeights, default_cosine_weight
+from memorose.retrieval.search import Retriever, RetrieveRequest
+from memorose.storage.indexer import Indexer
+from memorose.storage.reader import StateReader
+from memorose.storage.rocks import RocksStore
+
+
+def parse_variant(text: str, model: str) -> tuple[RankWeights, bool]:
+    """'cosine=2,episode=0.3' -> weights; 'rerank=0' turns the re-ranker off. Unnamed
+    weights are the node's defaults for ``model``."""
+    weights, rerank = replace(DEFAULT_WEIGHTS, cosine=default_cosine_weight(model)), True
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        if name == "rerank":
+            rerank = value not in ("0", "false")
+        else:
+            weights = replace(weights, **{name: float(value)})
+    return weights, rerank
+
+
+def run(retriever: Retriever, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    tally, took = Tally(), []
+    for sample in samples:
+        events = conversation_events(sample)
+        for q in scorable_questions(sample, {e["event_id"] for e in events}):
+            started = time.perf_counter()
+            answer = retriever.retrieve(RetrieveRequest(sample["sample_id"], q.text, top_k=TOP_K))
+            took.append((time.perf_counter() - started) * 1000)
+            tally.add(q.category, score_results(answer["results"], q.gold))
+    took.sort()
+    return {"summary": tally.summary(), "p50_ms": took[len(took) // 2], "p95_ms": took[int(0.95 * len(took))]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--locomo", required=True, help="locomo10.json, read in place")
+    parser.add_argument("--variant", action="append", default=[], help="e.g. cosine=2 or rerank=0")
+    args = parser.parse_args()
+    settings = load_settings(data_dir=args.data_dir)
+    embedder = build_embedder(settings)
+    store = RocksStore(Path(args.data_dir) / "rocks")
+    try:
+        reader = StateReader(store)
+        indexer = Indexer(
+            reader,
+            Path(args.data_dir) / "index",
+            dim=embedder.dim,
+            ann_threshold=settings.index.ann_threshold,
+            model=embedder.model,
+        )
+        indexer.open()
+        samples = load_samples(args.locomo)
+        for variant in args.variant or [""]:
+            weights, rerank = parse_variant(variant, embedder.model)
+            report = run(Retriever(reader, indexer, embedder, weights, rerank=rerank), samples)
+            s = report["summary"]
+            row = {
+                "variant": variant or "default",
+                "model": embedder.model,
+                "R@5": s["1-4"]["recall@5"],
+                "R@10": s["1-4"]["recall@10"],
+                "R@500w": s["1-4"]["recall@500w"],
+                "fp@10": s["1-4"]["footprint@10"],
+                "multi-hop R@10": s["1"]["recall@10"],
+                "p50_ms": round(report["p50_ms"], 1),
+                "p95_ms": round(report["p95_ms"], 1),
+            }
+            print(json.dumps(row), flush=True)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

