@@ -145,10 +145,14 @@ def _commit_latency_metrics(metrics: NodeMetrics, service: NodeService) -> None:
 
     def quantile(q: float) -> float:
         recent = sorted(service.proposer.latencies[-1000:]) if service.proposer is not None else []
-        return recent[min(len(recent) - 1, int(len(recent) * q))] * 1000 if recent else 0.0
+        return recent[min(len(recent) - 1, int(len(recent) * q))] if recent else 0.0
 
-    metrics.gauge("memorose_raft_commit_latency_p50_ms", "p50 of recent commits, ms", lambda: quantile(0.5))
-    metrics.gauge("memorose_raft_commit_latency_p99_ms", "p99 of recent commits, ms", lambda: quantile(0.99))
+    metrics.gauge(
+        "memorose_raft_recent_commit_p50_seconds", "p50 of the last 1,000 commits", lambda: quantile(0.5)
+    )
+    metrics.gauge(
+        "memorose_raft_recent_commit_p99_seconds", "p99 of the last 1,000 commits", lambda: quantile(0.99)
+    )
 
 
 def _config(service: NodeService) -> DashboardConfig:

@@ -207,7 +207,7 @@ async def test_retrieve_explain_returns_the_features_behind_each_score(api: Api)
 async def test_metrics_of_known_targets_only(browser: Browser) -> None:
     await browser.sign_in(ADMIN_KEY)
     status, body = await browser.call("GET", "/dashboard/metrics")
-    assert status == 200 and "memorose_raft_commit_latency_p50_ms" in body["text"]
+    assert status == 200 and "memorose_raft_recent_commit_p50_seconds" in body["text"]
     status, body = await browser.call("GET", "/dashboard/metrics?target=http://169.254.169.254")
     assert status == 400 and body["error"]["code"] == "invalid_input"
 

@@ -71,12 +71,16 @@ function sample(text) {
     push("p50", percentile(previous.buckets, cur.buckets, 0.5));
     push("p95", percentile(previous.buckets, cur.buckets, 0.95));
     push("p99", percentile(previous.buckets, cur.buckets, 0.99));
-    push("c50", one(samples, "memorose_raft_commit_latency_p50_ms"));
-    push("c99", one(samples, "memorose_raft_commit_latency_p99_ms"));
+    push("c50", ms(one(samples, "memorose_raft_recent_commit_p50_seconds")));
+    push("c99", ms(one(samples, "memorose_raft_recent_commit_p99_seconds")));
     push("pending", sum(samples, "memorose_consolidation_pending_events"));
     push("lag", max(samples, "memorose_consolidation_lag_seconds"));
   }
   previous = cur;
+}
+
+function ms(seconds) {
+  return seconds === null || seconds === undefined ? seconds : seconds * 1000;
 }
 
 function push(key, value) {
