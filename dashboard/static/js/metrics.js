@@ -34,7 +34,7 @@ const one = (samples, name) => { const s = samples.find((x) => x.name === name);
 
 function buckets(samples) {
   const route = (l) => l.route === "/api/v1/retrieve";
-  return samples.filter((s) => s.name === "memorose_http_request_seconds_bucket" && route(s.labels))
+  return samples.filter((s) => s.name === "memorose_http_request_duration_seconds_bucket" && route(s.labels))
     .map((s) => ({ le: s.labels.le === "+Inf" ? Infinity : Number(s.labels.le), count: s.value }))
     .sort((a, b) => a.le - b.le);
 }
