@@ -35,6 +35,7 @@ from typing import Any
 
 from pysyncobj.journal import FileJournal, Journal
 
+from memorose.storage.rocks import fsync_dir
 from node.failstop import failpoint
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,6 @@ _HEAD = struct.Struct("<IQQ")  # length of (index, term, command), index, term
 _CRC = struct.Struct("<I")
 
 Entry = tuple[bytes, int, int]
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _encode(command: bytes, idx: int, term: int) -> bytes:
@@ -120,7 +112,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         if not data:
             os.write(fd, MAGIC)
             os.fsync(fd)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             return fd
         if not data.startswith(MAGIC):
             os.close(fd)
@@ -211,7 +203,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         os.fsync(fd)
         failpoint("journal.compact.written")
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         os.close(self._fd)
         self._fd = fd
         os.lseek(fd, offset, os.SEEK_SET)
@@ -285,4 +277,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -41,7 +41,7 @@ from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
 from memorose.statemachine import StateMachine
-from memorose.storage.rocks import RocksStore, StorageFailure, StoreError
+from memorose.storage.rocks import RocksStore, StorageFailure, StoreError, fsync_dir
 from node import snapshot
 from node.failstop import fail_stop, failpoint
 from node.journal import DurableJournal
@@ -295,7 +295,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             with self._snapshot_lock:
                 if gen == self._snapshot_gen:
                     os.replace(partial, dump)
-                    _fsync_dir(self.raft_dir)
+                    fsync_dir(self.raft_dir)
                     self.snapshot_describer.remember(info)
                     failpoint("snapshot.pack.replaced")
                     state = SERIALIZER_STATE.SUCCESS
@@ -379,7 +379,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             failpoint("snapshot.install.unpacked")
             if received:
                 os.replace(path, self.raft_dir / DUMP_NAME)
-                _fsync_dir(self.raft_dir)
+                fsync_dir(self.raft_dir)
             try:
                 self.store.swap(stage / snapshot.DB_DIR)
             except StoreError as exc:
@@ -501,12 +501,3 @@ def _node(item: Any) -> TCPNode:
         address, url = item
         return TCPNode(address, url=url) if url else TCPNode(address)
     return TCPNode(str(item))
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -74,7 +74,7 @@ class RocksStore:
                 self.incoming_path.rename(self.path)
             elif old.exists():
                 old.rename(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         for leftover in (old, self.incoming_path):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -159,7 +159,7 @@ class RocksStore:
             if staged.exists():
                 shutil.rmtree(staged)
             Path(source).rename(staged)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         backup = self.path.with_name(self.path.name + ".old")
         with self._lock:
             self._db.close()
@@ -167,13 +167,13 @@ class RocksStore:
                 shutil.rmtree(backup)
             self.path.rename(backup)
             staged.rename(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             try:
                 self._db = Rdict(str(self.path), _options(create=False))
             except Exception as exc:  # roll back: the old database is still whole
                 self.path.rename(staged)
                 backup.rename(self.path)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
                 self._db = Rdict(str(self.path), _options())
                 shutil.rmtree(staged, ignore_errors=True)
                 raise StoreError(f"the snapshot database does not open: {exc}") from exc
@@ -230,10 +230,11 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(directory))
+        fsync_dir(Path(directory))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and new files in it survive a power loss."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
