@@ -78,7 +78,9 @@ class Gateway:
         if not urls:
             return None
         known = next((s for s in self.shards.values() if set(s.urls) & set(urls)), None)
-        self.moved[tenant_id] = known or Shard(f"moved:{tenant_id}", urls)
+        # One fixed name for every unconfigured shard: it is a metric label, and a tenant id
+        # there would leak tenant names into /metrics and grow series with every move.
+        self.moved[tenant_id] = known or Shard("moved", urls)
         return self.moved[tenant_id]
 
     async def forward(
@@ -106,7 +108,7 @@ class Gateway:
 
 class ShardCollector:
     """Per-shard leader knowledge and routing counters, read at scrape time. Shards found
-    through a tenant move (``moved:<tenant>``) are not configured shards and not listed."""
+    through a tenant move (named ``moved``) are not configured shards and not listed."""
 
     def __init__(self, shards: dict[str, Shard]) -> None:
         self._shards = shards

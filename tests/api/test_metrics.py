@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +22,7 @@ from node.runner import free_port
 from tests.conftest import ADMIN_KEY, Api, NodeStarter
 
 ROOT = Path(__file__).resolve().parents[2]
+TENANTS = ("acme", "globex")
 METRIC = re.compile(r"\b((?:memorose|process|python)_[a-z0-9_]+)\b")
 #: The series names a family of each type exposes (even before its first observation).
 SERIES_SUFFIXES = {
@@ -45,7 +46,10 @@ def series_names(text: str) -> set[str]:
     }
 
 
-def check_conventions(text: str) -> None:
+def check_conventions(text: str, tenants: Iterable[str] = ()) -> None:
+    """Prometheus naming rules, and no tenant id anywhere in a label: not as a ``tenant``
+    label, nor inside another label's value (a shard or route named after a tenant)."""
+    tenants = set(tenants)
     for family in text_string_to_metric_families(text):
         names = {s.name for s in family.samples}
         if family.type == "counter":
@@ -57,6 +61,8 @@ def check_conventions(text: str) -> None:
         assert not family.name.endswith("_ms"), family.name
         for sample in family.samples:
             assert "tenant" not in sample.labels, f"{sample.name} has a tenant label by default"
+            leaked = {t for t in tenants for v in sample.labels.values() if t in v}
+            assert not leaked, f"{sample.name}{sample.labels} names tenant(s) {leaked}"
 
 
 @pytest.fixture
@@ -77,13 +83,13 @@ async def test_node_and_gateway_metrics_follow_conventions_and_cover_dashboards(
     gateway_over: tuple[Api, Api],
 ) -> None:
     gw, node = gateway_over
-    for tenant in ("acme", "globex"):
+    for tenant in TENANTS:
         await gw.ingest(tenant, f"{tenant} signed the renewal contract on Friday")
         assert (await gw.consolidate(tenant))["done"]
     _, node_text = await node.get("/metrics")
     _, gw_text = await gw.get("/metrics")
-    check_conventions(node_text)
-    check_conventions(gw_text)
+    check_conventions(node_text, TENANTS)
+    check_conventions(gw_text, TENANTS)
 
     node_families = families(node_text)
     for name in ("memorose_raft_commit_duration_seconds", "memorose_raft_apply_duration_seconds"):
@@ -96,6 +102,9 @@ async def test_node_and_gateway_metrics_follow_conventions_and_cover_dashboards(
     assert node_families["memorose_raft_elections"].type == "counter"  # type: ignore[attr-defined]
     assert samples["process_resident_memory_bytes"] > 0
     assert "memorose_build_info" in samples
+    # disk metrics for the disk alert come from the node itself (no node_exporter)
+    assert 0 < samples["memorose_data_dir_available_bytes"] <= samples["memorose_data_dir_size_bytes"]
+    assert samples["memorose_raft_journal_bytes"] > 0
     requests = [
         s
         for s in node_families["memorose_http_requests"].samples  # type: ignore[attr-defined]
@@ -150,3 +159,35 @@ async def test_advertised_url_is_what_status_reports(start: NodeStarter) -> None
     _, status = await api.get("/api/v1/cluster/status")
     assert status["url"] == "http://memorose.example:18081"
     assert status["leader_url"] == "http://memorose.example:18081"
+
+
+async def test_a_tenant_moved_to_an_unconfigured_shard_stays_out_of_gateway_labels(
+    start: NodeStarter, tmp_path: Path
+) -> None:
+    """A gateway still on the old ring follows a 409 tenant_moved to a shard it has no name
+    for; its metrics label that shard ``moved``, not with the tenant's id."""
+    _, old = await start(data_dir=tmp_path / "old")
+    _, new = await start(data_dir=tmp_path / "new")
+    tenant = "initech-moving"
+    port = free_port()
+    settings = GatewaySettings(http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards={"s1": [old.url]})
+    runner = web.AppRunner(build_gateway_app(settings), shutdown_timeout=5.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    session = aiohttp.ClientSession()
+    try:
+        gw = Api(f"http://127.0.0.1:{port}", session)
+        await gw.ingest(tenant, "filed before the move")
+        await new.ingest(tenant, "filed on the new shard")
+        state = f"/api/v1/admin/tenants/{tenant}/state"
+        status, _ = await old.post(state, {"state": "moved", "moved_to": [new.url]})
+        assert status == 200
+        status, body = await gw.get(f"/api/v1/status?tenant_id={tenant}")
+        assert status == 200 and body["l0_events"] == 1, "the gateway did not follow the move"
+        _, text = await gw.get("/metrics")
+    finally:
+        await session.close()
+        await runner.cleanup()
+    check_conventions(text, [tenant])
+    shards = {s.labels.get("shard") for f in text_string_to_metric_families(text) for s in f.samples}
+    assert {"s1", "moved"} <= shards
