@@ -27,8 +27,9 @@ from memorose.errors import (
 from memorose.models import event_public, validate_memory_id, validate_stream_id
 from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
-from node.metrics import NodeMetrics
+from node.metrics import DataDirCollector, NodeMetrics
 from node.proposer import NotLeader
+from node.raft import JOURNAL_NAME
 from node.raft_metrics import add_raft_metrics, instrument_raft
 from node.service import NodeService
 
@@ -542,6 +543,7 @@ def node_metrics(service: NodeService) -> NodeMetrics:
     )
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
+    m.registry.register(DataDirCollector(service.data_dir, service.data_dir / "raft" / JOURNAL_NAME))
     _pipeline().install_metrics(service, m)
     _insights().install_metrics(service, m)
     return m

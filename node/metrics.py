@@ -10,7 +10,9 @@ afresh at every scrape, so the number of tenant series never exceeds N.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -141,3 +143,42 @@ class ConsolidationLagCollector:
             lag.add_metric([tenant], age)
         yield events
         yield lag
+
+
+class DataDirCollector:
+    """Disk space of the data directory's filesystem and the Raft journal's size, read at
+    scrape time. The disk alert uses these rather than node_exporter's filesystem metrics,
+    which a compose or Kubernetes deployment of Memorose does not ship."""
+
+    def __init__(self, data_dir: Path, journal: Path) -> None:
+        self._data_dir = data_dir
+        self._journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            fs = os.statvfs(self._data_dir)
+        except OSError:  # the directory is gone: the node is failing anyway; export nothing
+            fs = None
+        if fs is not None:
+            yield GaugeMetricFamily(
+                "memorose_data_dir_available_bytes",
+                "bytes free for this node on the filesystem holding the data directory",
+                value=fs.f_bavail * fs.f_frsize,
+            )
+            yield GaugeMetricFamily(
+                "memorose_data_dir_size_bytes",
+                "total size of the filesystem holding the data directory",
+                value=fs.f_blocks * fs.f_frsize,
+            )
+        yield GaugeMetricFamily(
+            "memorose_raft_journal_bytes",
+            "size of the Raft journal file (entries since the last snapshot)",
+            value=_file_size(self._journal),
+        )
+
+
+def _file_size(path: Path) -> float:
+    try:
+        return float(path.stat().st_size)
+    except OSError:  # not created yet (before the first Raft start)
+        return 0.0
