@@ -7,16 +7,20 @@ TOML::
     [shards]
     s1 = ["http://10.0.0.11:8080", "http://10.0.0.12:8080", "http://10.0.0.13:8080"]
     s2 = ["http://10.0.1.11:8080", "http://10.0.1.12:8080", "http://10.0.1.13:8080"]
+    [url_aliases]              # or JSON in MEMOROSE_URL_ALIASES, which wins
+    "http://203.0.113.5:18011" = "http://10.0.0.11:8080"
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from memorose.config import validate_url_aliases
 from memorose.errors import ConfigError
 
 
@@ -35,10 +39,7 @@ class GatewaySettings(BaseModel):
     @field_validator("url_aliases")
     @classmethod
     def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
-        for public, internal in value.items():
-            if not all(u.startswith(("http://", "https://")) for u in (public, internal)):
-                raise ValueError("url_aliases maps http(s) base URLs to http(s) base URLs")
-        return {p.rstrip("/"): i.rstrip("/") for p, i in value.items()}
+        return validate_url_aliases(value)
 
     @field_validator("shards")
     @classmethod
@@ -68,6 +69,15 @@ def parse_shard_flag(flag: str) -> tuple[str, list[str]]:
     return name, [u for u in urls.split(",") if u]
 
 
+def _aliases_from_env(raw: str) -> Any:
+    """MEMOROSE_URL_ALIASES is JSON (as for a node), so compose can build it from the public
+    host setting instead of a TOML file with a hard-coded host."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MEMOROSE_URL_ALIASES is not a JSON object: {exc}") from exc
+
+
 def load_gateway_settings(config_file: str | None, **overrides: Any) -> GatewaySettings:
     import os
 
@@ -82,6 +92,8 @@ def load_gateway_settings(config_file: str | None, **overrides: Any) -> GatewayS
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     if os.environ.get("MEMOROSE_ADMIN_KEY"):
         data["admin_key"] = os.environ["MEMOROSE_ADMIN_KEY"]
+    if os.environ.get("MEMOROSE_URL_ALIASES"):
+        data["url_aliases"] = _aliases_from_env(os.environ["MEMOROSE_URL_ALIASES"])
     data.update({k: v for k, v in overrides.items() if v})
     try:
         return GatewaySettings(**data)

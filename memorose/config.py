@@ -198,6 +198,14 @@ def _parse_hostport(value: str, name: str) -> str:
     return value
 
 
+def validate_url_aliases(value: dict[str, str]) -> dict[str, str]:
+    """http(s) base URL -> http(s) base URL, without trailing slashes (node and gateway)."""
+    for public, internal in value.items():
+        if not all(u.startswith(("http://", "https://")) for u in (public, internal)):
+            raise ValueError("url_aliases maps http(s) base URLs to http(s) base URLs")
+    return {p.rstrip("/"): i.rstrip("/") for p, i in value.items()}
+
+
 class Settings(BaseSettings):
     """Everything a node needs to start. See docs/configuration.md."""
 
@@ -231,6 +239,15 @@ class Settings(BaseSettings):
     #: The HTTP base URL clients and peers reach this node at (``http`` may be 0.0.0.0
     #: or a container-internal name); shown in cluster status. Default: http://{http}.
     http_advertise: str | None = None
+    #: Advertised peer URL -> URL this node opens for it, where the advertised one only works
+    #: from outside its network (compose: host ports). Used when the ops dashboard reads
+    #: peers; Raft and redirects keep the advertised URLs. MEMOROSE_URL_ALIASES takes JSON.
+    url_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url_aliases")
+    @classmethod
+    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_url_aliases(value)
 
     @field_validator("http", "raft", "raft_advertise")
     @classmethod

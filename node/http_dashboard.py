@@ -107,11 +107,12 @@ async def cluster_overview(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     own = {**service.cluster_status(), "reachable": True}
     raft = service.raft
-    urls = [m["url"] for m in raft.members() if m.get("url")] if raft is not None else []
+    urls = [m["url"].rstrip("/") for m in raft.members() if m.get("url")] if raft is not None else []
     client = request.app[DASHBOARD].client
     assert client is not None
     auth = {"Authorization": request.headers["Authorization"]}
-    peers = await asyncio.gather(*(_member_status(client, url.rstrip("/"), auth) for url in urls))
+    aliases = service.settings.url_aliases
+    peers = await asyncio.gather(*(_member_status(client, url, aliases.get(url, url), auth) for url in urls))
     nodes = [own, *peers]
     leader = next((n for n in nodes if n.get("role") == "leader"), None)
     commit = leader["commit_index"] if leader else None
@@ -122,10 +123,13 @@ async def cluster_overview(request: web.Request) -> web.Response:
     return web.json_response({"role": own["role"], "shards": [shard]})
 
 
-async def _member_status(client: aiohttp.ClientSession, url: str, auth: dict[str, str]) -> dict[str, Any]:
+async def _member_status(
+    client: aiohttp.ClientSession, url: str, fetch_url: str, auth: dict[str, str]
+) -> dict[str, Any]:
+    """A peer's status, read at ``fetch_url`` (its alias, if any) and reported under ``url``."""
     try:
         timeout = aiohttp.ClientTimeout(total=2)
-        async with client.get(url + "/api/v1/cluster/status", headers=auth, timeout=timeout) as resp:
+        async with client.get(fetch_url + "/api/v1/cluster/status", headers=auth, timeout=timeout) as resp:
             return {"url": url, "reachable": resp.status == 200, **(await resp.json())}
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return {"url": url, "reachable": False, "role": "unreachable"}
@@ -163,8 +167,10 @@ def _config(service: NodeService) -> DashboardConfig:
         return service.authenticate(key)
 
     def targets() -> dict[str, str]:
-        """This node and its Raft peers (URLs from the node's own configuration)."""
-        peers = {f"peer {address}": url.rstrip("/") for address, url in settings.peer_map().items()}
+        """This node and its Raft peers (URLs from the node's own configuration, through
+        ``url_aliases`` where the advertised URL is not reachable from here)."""
+        urls = {address: url.rstrip("/") for address, url in settings.peer_map().items()}
+        peers = {f"peer {a}": settings.url_aliases.get(u, u) for a, u in urls.items()}
         return {f"this node ({settings.node_id})": own, **peers}
 
     return DashboardConfig(upstream=own, authenticate=authenticate, metrics_targets=targets)
