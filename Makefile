@@ -54,7 +54,8 @@ test: $(STAMP) $(VENDOR_STAMP) browser tools lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # promtool (Debian's `prometheus` package) checks and unit-tests the alert rules. Installed
-# only when missing and running as root with apt-get; otherwise those tests skip (CI fails).
+# only when missing and running as root with apt-get; otherwise those tests skip, or fail
+# under CI=1 (.ci/run exports it).
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
