@@ -17,6 +17,7 @@ the node and the gateway enforce tenancy exactly as for any other client (docs/d
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,9 @@ from aiohttp import web
 from dashboard.sessions import DEFAULT_TTL_SECS, Session, SessionStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+#: The npm files the page loads (the Makefile's VENDOR_FILES, by name; a unit test compares).
+VENDOR_FILES = ("force-graph.min.js", "3d-force-graph.min.js", "uPlot.iife.min.js", "uPlot.min.css")
 COOKIE = "memorose_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD"}
@@ -49,6 +53,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+log = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], Awaitable[str | None]]
 
@@ -98,7 +104,25 @@ def add_dashboard(app: web.Application, config: DashboardConfig) -> None:
 
 
 async def _open(app: web.Application) -> None:
+    warn_if_vendor_missing()
     app[DASHBOARD].client = aiohttp.ClientSession(auto_decompress=True)
+
+
+def missing_vendor_files() -> list[str]:
+    return [name for name in VENDOR_FILES if not (VENDOR_DIR / name).is_file()]
+
+
+def warn_if_vendor_missing() -> None:
+    """Say so at start-up: without its npm libraries the page loads but draws no graph and no
+    chart, which an operator would otherwise only find in the browser's console."""
+    missing = missing_vendor_files()
+    if missing:
+        log.warning(
+            "dashboard: %s missing from %s; the graph and metrics views will not work "
+            "(run `make` in a checkout, or install a wheel built by `make`)",
+            ", ".join(missing),
+            VENDOR_DIR,
+        )
 
 
 async def _close(app: web.Application) -> None:
@@ -265,17 +289,41 @@ async def _forward(dashboard: Dashboard, method: str, url: str, body: bytes, key
                 if resp.status in (307, 308) and location and location.startswith(("http://", "https://")):
                     url = location
                     continue
-                payload = await resp.read()
                 ctype = resp.content_type or "application/json"
+                payload = _redact(await resp.read(), ctype)
                 return web.Response(status=resp.status, body=payload, content_type=ctype)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return error(502, "upstream_unavailable", f"the API did not answer: {type(exc).__name__}")
     return error(502, "too_many_redirects", "the API kept redirecting")
 
 
+#: Fields the page never needs and must never hold: a key's hash is enough to copy the key
+#: to another cluster (``keys/import``), so it stays between the API and its admin clients.
+REDACTED_FIELDS = frozenset({"key_hash"})
+
+
+def _redact(payload: bytes, content_type: str) -> bytes:
+    """``payload`` without any REDACTED_FIELDS (at any depth) when it is JSON that has one."""
+    if content_type != "application/json" or not any(f.encode() in payload for f in REDACTED_FIELDS):
+        return payload
+    try:
+        return json.dumps(_without_redacted(json.loads(payload))).encode()
+    except (ValueError, UnicodeDecodeError):  # fail closed: unparseable, so not shown at all
+        return json.dumps({"error": {"code": "redacted", "message": "unreadable API answer"}}).encode()
+
+
+def _without_redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_redacted(v) for k, v in value.items() if k not in REDACTED_FIELDS}
+    if isinstance(value, list):
+        return [_without_redacted(v) for v in value]
+    return value
+
+
 async def node_metrics(request: web.Request) -> web.Response:
     """Prometheus text of one node (admin only; only URLs this process was configured with).
-    Without ``target``, the first target that answers: a dead node is not a good default."""
+    Without ``target``, the first target that answers: a dead node is not a good default.
+    ``urls`` (label -> URL) lets the page find the shard leader's label (metrics.js)."""
     session = _session(request)
     if session is None:
         return error(401, "unauthorized", "not signed in")
@@ -290,7 +338,9 @@ async def node_metrics(request: web.Request) -> web.Response:
     for label in [wanted] if wanted else list(targets):
         text, last = await _scrape(dashboard, label, targets[label])
         if text is not None:
-            return web.json_response({"target": label, "targets": list(targets), "text": text})
+            return web.json_response(
+                {"target": label, "targets": list(targets), "urls": targets, "text": text}
+            )
     return error(502, "upstream_unavailable", last)
 
 

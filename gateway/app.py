@@ -205,9 +205,11 @@ async def cluster_status(request: web.Request) -> web.Response:
             async with gateway.session.get(  # type: ignore[union-attr]
                 url + "/api/v1/cluster/status", headers=headers, timeout=aiohttp.ClientTimeout(total=2)
             ) as resp:
-                return {"url": url, "reachable": True, **(await resp.json())}
+                # ``url`` becomes the node's advertised URL; ``gateway_url`` is how this gateway
+                # reaches it (they differ behind url_aliases), which names its metrics target.
+                return {"url": url, "reachable": True, **(await resp.json()), "gateway_url": url}
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-            return {"url": url, "reachable": False, "role": "unreachable"}
+            return {"url": url, "reachable": False, "role": "unreachable", "gateway_url": url}
 
     shards = []
     for name, shard in gateway.shards.items():

@@ -20,6 +20,7 @@ CONSOLIDATE = "consolidate"
 DELETE_MEMORY = "delete_memory"
 DELETE_TENANT = "delete_tenant"
 ISSUE_KEY = "issue_key"
+REVOKE_KEY = "revoke_key"
 NOOP = "noop"
 TOUCH = "touch"
 FORGET = "forget"
@@ -35,6 +36,7 @@ KNOWN_TYPES = frozenset(
         DELETE_MEMORY,
         DELETE_TENANT,
         ISSUE_KEY,
+        REVOKE_KEY,
         NOOP,
         TOUCH,
         FORGET,
@@ -211,6 +213,12 @@ def issue_key(tenant_id: str, key_hash: str, key_id: str, created_at: float) -> 
         "key_id": key_id,
         "created_at": created_at,
     }
+
+
+def revoke_key(tenant_id: str, key_id: str) -> dict[str, Any]:
+    """Delete the tenant's key named ``key_id``. By id, not hash: the id is what an admin
+    sees, and a key id of another tenant must not be revocable through this one."""
+    return {"type": REVOKE_KEY, "tenant_id": tenant_id, "key_id": key_id}
 
 
 def noop() -> dict[str, Any]:

@@ -168,6 +168,8 @@ class StateMachine:
             return self._delete_tenant(tx, command)
         if kind == commands.ISSUE_KEY:
             return self._issue_key(tx, command)
+        if kind == commands.REVOKE_KEY:
+            return self._revoke_key(tx, command)
         if kind == commands.TOUCH:
             return self._touch(tx, command)
         if kind == commands.FORGET:
@@ -581,3 +583,17 @@ class StateMachine:
             },
         )
         return {"ok": True, "key_id": command["key_id"]}
+
+    def _revoke_key(self, tx: _Tx, command: dict[str, Any]) -> Result:
+        """Delete every key record of this tenant with this id (ids are unique per issue, but
+        an import may repeat one). Reads only RocksDB, so every replica deletes the same."""
+        tenant_id, key_id = command["tenant_id"], command["key_id"]
+        revoked = 0
+        for key, raw in self.store.scan(keys.API_KEY):
+            record = codec.unpack(raw)
+            if record.get("tenant_id") == tenant_id and record.get("key_id") == key_id:
+                tx.batch.delete(key)
+                revoked += 1
+        if not revoked:
+            return {"ok": False, "error": {"code": "not_found", "message": "no such key for this tenant"}}
+        return {"ok": True, "key_id": key_id, "revoked": revoked}

@@ -262,8 +262,10 @@ async def list_memories(request: web.Request) -> web.Response:
     cursor = q.get("cursor") or None
     if cursor is not None:
         validate_memory_id(cursor)
+    admit = _pipeline().memory_filter(q)
     await _read_barrier(request)
-    memories = request.app[SERVICE].memories(tenant_id, stream_id, limit, cursor)
+    service = request.app[SERVICE]
+    memories = await service.run_read(service.memories, tenant_id, stream_id, limit, cursor, admit)
     next_cursor = memories[-1].memory_id if len(memories) == limit else None
     return web.json_response({"memories": [m.public() for m in memories], "next_cursor": next_cursor})
 

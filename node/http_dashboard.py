@@ -6,6 +6,8 @@ app and adds the three read endpoints the dashboard needs that the API lacked:
 - ``GET /api/v1/status/detail?tenant_id=``: the tenant status plus memories counted by state
   (current / superseded / archived) and the consolidation lag in seconds.
 - ``GET /api/v1/events/lookup?tenant_id=&ids=a,b``: L0 events by id (what a memory cites).
+- ``DELETE /api/v1/admin/tenants/{tenant_id}/keys/{key_id}``: revoke one tenant key (a
+  replicated command; the Tenants view's keys dialog).
 
 Registered by ``node.http.build_app``.
 """
@@ -13,6 +15,7 @@ Registered by ``node.http.build_app``.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aiohttp
@@ -21,11 +24,14 @@ from aiohttp import web
 from dashboard.server import DASHBOARD, DashboardConfig, add_dashboard, loopback_url
 from memorose.errors import InvalidInput
 from memorose.models import event_public, validate_event_id
+from node import validation as v
 from node.http import METRICS, SERVICE, _authorize, _caller, _read_barrier, _require_admin
 from node.metrics import NodeMetrics
 from node.service import NodeService
 
 MAX_LOOKUP_IDS = 100
+#: Key ids are ``key-<12 hex>`` when issued here; an import may carry any short id.
+_KEY_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 #: Counting memories by state reads each one; past this many the counts say "at least".
 MAX_COUNTED_MEMORIES = 200_000
 
@@ -100,6 +106,16 @@ def _events_by_id(
     return found, missing
 
 
+async def revoke_key(request: web.Request) -> web.Response:
+    """(admin) Revoke one key of a tenant; 404 if that tenant has no key with this id."""
+    _require_admin(request)
+    tenant_id = v.tenant(request.match_info["tenant_id"])
+    key_id = request.match_info["key_id"]
+    if not _KEY_ID.fullmatch(key_id):
+        raise InvalidInput("key_id must be 1 to 64 letters, digits or ._:-")
+    return web.json_response(await request.app[SERVICE].revoke_key(tenant_id, key_id))
+
+
 async def cluster_overview(request: web.Request) -> web.Response:
     """(admin) This node's status and every member's, as the gateway reports a shard: what
     the dashboard shows when it is opened on a node rather than on a gateway."""
@@ -117,10 +133,18 @@ async def cluster_overview(request: web.Request) -> web.Response:
     leader = next((n for n in nodes if n.get("role") == "leader"), None)
     commit = leader["commit_index"] if leader else None
     for n in nodes:
-        reachable = commit is not None and n.get("reachable") and "applied_index" in n
-        n["lag"] = commit - n["applied_index"] if reachable else None
+        n["lag"] = _lag(n, commit)
     shard = {"shard": "this shard", "leader": leader["url"] if leader else None, "nodes": nodes}
     return web.json_response({"role": own["role"], "shards": [shard]})
+
+
+def _lag(node: dict[str, Any], commit: int | None) -> int | None:
+    """Commit index minus Raft's applied index (as gateway/app.py and ``memorose status``): the
+    store's applied index never sees the leader's no-op entries and would read as lag forever."""
+    applied = node.get("raft_applied_index", node.get("applied_index"))
+    if commit is None or not node.get("reachable") or applied is None:
+        return None
+    return max(0, commit - applied)
 
 
 async def _member_status(
@@ -140,6 +164,7 @@ def register(app: web.Application, service: NodeService) -> None:
     app.router.add_get("/api/v1/cluster/overview", cluster_overview)
     app.router.add_get("/api/v1/status/detail", tenant_detail)
     app.router.add_get("/api/v1/events/lookup", lookup_events)
+    app.router.add_delete("/api/v1/admin/tenants/{tenant_id}/keys/{key_id}", revoke_key)
     _commit_latency_metrics(app[METRICS], service)
     add_dashboard(app, _config(service))
 

@@ -4,13 +4,15 @@ pipeline's per-tenant metrics. Registered by ``node.http.build_app``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from memorose.consolidation.planner import Plan
 from memorose.errors import InvalidInput
-from memorose.models import validate_event_id, validate_tenant_id
+from memorose.models import Memory, validate_event_id, validate_tenant_id
+from memorose.retrieval.temporal import admit_listed
 from node import validation as v
 from node.http import METRICS, SERVICE, _authorize, _body, _memory_id, _require_admin
 from node.metrics import ConsolidationLagCollector, NodeMetrics
@@ -80,6 +82,31 @@ def parse_as_of(body: dict[str, Any]) -> float | None:
         raise InvalidInput(f"as_of: {exc.message}") from None
 
 
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def memory_filter(query: Mapping[str, str]) -> Callable[[Memory], bool]:
+    """``include_superseded`` (default true) and ``as_of`` of ``GET /api/v1/memories``,
+    applied on the server so a filtered page is a full page, not what is left of one."""
+    raw = query.get("include_superseded", "true").lower()
+    if raw not in _TRUE + _FALSE:
+        raise InvalidInput("include_superseded must be true or false")
+    include = raw in _TRUE
+    as_of = _query_time(query.get("as_of"))
+    return lambda memory: admit_listed(memory, as_of, include)
+
+
+def _query_time(raw: str | None) -> float | None:
+    """ISO 8601 (naive: UTC) or epoch seconds, as in a body's ``as_of``."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value: str | float = float(raw)
+    except ValueError:
+        value = raw
+    return parse_as_of({"as_of": value})
+
+
 def register(app: web.Application) -> None:
     app.router.add_get("/api/v1/memories/{memory_id}/history", memory_history)
     app.router.add_post("/api/v1/memories/{memory_id}/restore", restore_memory)
@@ -134,4 +161,4 @@ def pending_by_tenant(service: NodeService) -> list[tuple[str, int, float]]:
     return out
 
 
-__all__ = ["METRICS", "attach_workers", "install_metrics", "parse_as_of", "register"]
+__all__ = ["METRICS", "attach_workers", "install_metrics", "memory_filter", "parse_as_of", "register"]

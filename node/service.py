@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -266,6 +267,13 @@ class NodeService:
         await self.propose(commands.issue_key(tenant_id, hash_key(secret), key_id, time.time()))
         return {"tenant_id": tenant_id, "key_id": key_id, "api_key": secret}
 
+    async def revoke_key(self, tenant_id: str, key_id: str) -> dict[str, Any]:
+        """Replicated, so the key stops authenticating on every replica once applied there."""
+        result = await self.propose(commands.revoke_key(tenant_id, key_id))
+        if not result.get("ok"):
+            raise NotFound(f"tenant {tenant_id!r} has no key {key_id!r}")
+        return {"tenant_id": tenant_id, "key_id": key_id, "revoked": True}
+
     async def consolidate(self, tenant_id: str, wait: bool, timeout: float = 120.0) -> dict[str, Any]:
         """Consolidate everything of this tenant acknowledged before the call."""
         _, _, _, worker = self._require_raft()
@@ -303,10 +311,18 @@ class NodeService:
             raise NotFound(f"memory {memory_id!r} not found")
         return memory
 
-    def memories(self, tenant_id: str, stream_id: str | None, limit: int, after: str | None) -> list[Memory]:
+    def memories(
+        self,
+        tenant_id: str,
+        stream_id: str | None,
+        limit: int,
+        after: str | None,
+        admit: Callable[[Memory], bool] | None = None,
+    ) -> list[Memory]:
+        """Up to ``limit`` memories after ``after`` (by id) that pass the filters; may read many."""
         out: list[Memory] = []
         for memory in self.reader.memories(tenant_id, after_id=after):
-            if stream_id is None or memory.stream_id == stream_id:
+            if (stream_id is None or memory.stream_id == stream_id) and (admit is None or admit(memory)):
                 out.append(memory)
                 if len(out) >= limit:
                     break

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from dashboard.sessions import SessionStore
+from memorose.storage.reader import hash_key
 from tests.conftest import ADMIN_KEY, Api
 
 
@@ -242,8 +243,71 @@ async def test_cluster_overview_on_a_node_is_admin_only(api: Api) -> None:
     assert status == 200 and body["role"] == "leader"
     [shard] = body["shards"]
     [node] = shard["nodes"]
-    assert node["reachable"] and node["lag"] >= 0 and shard["leader"] == node["url"]
+    assert node["reachable"] and shard["leader"] == node["url"]
+    # Lag is against Raft's applied index: the new leader's no-op entry never reaches the
+    # store, so commit minus the store's applied index would show a fresh leader as lagging.
+    assert node["applied_index"] < node["commit_index"] == node["raft_applied_index"]
+    assert node["lag"] == 0
     await api.ingest("acme", "hello")
     key = await api.tenant_key("acme")
     status, body = await api.with_key(key).get("/api/v1/cluster/overview")
     assert status == 403 and body["error"]["code"] == "forbidden"
+
+
+async def test_revoking_a_key_admin_only_and_only_the_tenants_own(api: Api, browser: Browser) -> None:
+    await api.ingest("acme", "Acme's launch is on Friday")
+    await api.ingest("globex", "Globex secret plan")
+    revoked, kept, other = [await api.tenant_key(t) for t in ("acme", "acme", "globex")]
+    _, body = await api.get("/api/v1/admin/tenants/acme/keys")
+    revoked_id = next(k["key_id"] for k in body["keys"] if k["key_hash"] == hash_key(revoked))
+    _, body = await api.get("/api/v1/admin/tenants/globex/keys")
+    [other_id] = [k["key_id"] for k in body["keys"]]
+
+    status, body = await api.with_key(kept).delete(f"/api/v1/admin/tenants/acme/keys/{revoked_id}")
+    assert status == 403 and body["error"]["code"] == "forbidden"  # admin only
+    status, body = await api.delete(f"/api/v1/admin/tenants/acme/keys/{other_id}")
+    assert status == 404 and body["error"]["code"] == "not_found"  # another tenant's key id
+    status, body = await api.delete("/api/v1/admin/tenants/acme/keys/key-unknown")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body = await api.delete("/api/v1/admin/tenants/acme/keys/bad%20id")
+    assert status == 400 and body["error"]["code"] == "invalid_input"
+
+    status, body = await api.delete(f"/api/v1/admin/tenants/acme/keys/{revoked_id}")
+    assert status == 200 and body == {"tenant_id": "acme", "key_id": revoked_id, "revoked": True}
+    status, body = await api.with_key(revoked).get("/api/v1/status?tenant_id=acme")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    for key, tenant in ((kept, "acme"), (other, "globex")):
+        status, _ = await api.with_key(key).get(f"/api/v1/status?tenant_id={tenant}")
+        assert status == 200
+    status, _ = await api.delete(f"/api/v1/admin/tenants/acme/keys/{revoked_id}")
+    assert status == 404  # already revoked
+
+    # the keys list the dashboard shows: ids and times, never a key's hash
+    await browser.sign_in(ADMIN_KEY)
+    status, body = await browser.call("GET", "/dashboard/api/admin/tenants/acme/keys")
+    assert status == 200 and [k["key_id"] for k in body["keys"]] != [revoked_id]
+    assert len(body["keys"]) == 1 and "key_hash" not in str(body) and hash_key(kept) not in str(body)
+
+
+async def test_memory_listing_filters_superseded_and_as_of_on_the_server(api: Api) -> None:
+    await api.ingest("acme", "Alice lives in Paris", event_id="paris", timestamp="2023-01-10T00:00:00Z")
+    await api.consolidate("acme")
+    await api.ingest("acme", "Alice moved to Berlin", event_id="berlin", timestamp="2023-06-01T00:00:00Z")
+    await api.consolidate("acme")
+
+    async def listed(query: str) -> list[str]:
+        status, body = await api.get("/api/v1/memories?tenant_id=acme&limit=1&" + query)
+        assert status == 200, body
+        return [m["content"] for m in body["memories"]]
+
+    assert len(await listed("")) == 1  # the default lists everything, a page at a time
+    assert await listed("include_superseded=false") == ["Alice moved to Berlin"]  # a full page
+    # as_of compares times, not text: "+00:00", "Z", a naive time and epoch seconds agree
+    for as_of in ("2023-03-01T00:00:00%2B00:00", "2023-03-01T00:00:00Z", "2023-03-01T00:00:00", "1677628800"):
+        assert await listed(f"include_superseded=false&as_of={as_of}") == ["Alice lives in Paris"], as_of
+    assert await listed("include_superseded=0&as_of=2022-01-01T00:00:00Z") == []
+    status, body = await api.get("/api/v1/memories?tenant_id=acme&include_superseded=true&as_of=2023-03-01")
+    assert [m["content"] for m in body["memories"]] == ["Alice lives in Paris"]  # nothing newer than as_of
+    for query in ("include_superseded=maybe", "as_of=yesterday", "as_of=99999999999999", "as_of=nan"):
+        status, body = await api.get("/api/v1/memories?tenant_id=acme&" + query)
+        assert status == 400 and body["error"]["code"] == "invalid_input", query

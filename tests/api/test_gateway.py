@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,8 +109,13 @@ async def test_dashboard_sign_in_at_the_gateway_finds_a_tenant_key_on_its_shard(
     assert set(tenants) == {"s1", "s2"}  # one tenant on each shard
     for tenant in tenants.values():
         await gw.ingest(tenant, f"notes of {tenant}")
-    page = await gw.get("/dashboard")
-    assert page[0] == 200 and "<title>Memorose dashboard</title>" in page[1]
+    for path in ("/dashboard", "/dashboard/"):  # with and without the slash, and what it loads
+        status, page = await gw.get(path)
+        assert status == 200 and "<title>Memorose dashboard</title>" in page, path
+        assets = re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', page)
+        assert len(assets) >= 5, assets
+        for asset in assets:
+            assert (await gw.get(asset))[0] == 200, asset
     status, body = await gw.get("/api/v1/whoami")
     assert status == 200 and body == {"role": "admin", "tenant_id": None}
     status, body = await gw.with_key("mk_unknown").get("/api/v1/whoami")
@@ -129,3 +135,25 @@ async def test_dashboard_sign_in_at_the_gateway_finds_a_tenant_key_on_its_shard(
                 assert resp.status == 403
             async with browser.get(gw.url + "/dashboard/metrics") as resp:
                 assert resp.status == 403  # metrics carry every tenant's labels
+
+
+async def test_a_key_is_revoked_through_the_gateway_on_the_tenants_shard(
+    gateway: tuple[Api, dict[str, Api], web.Application],
+) -> None:
+    gw, shards, app = gateway
+    tenant = "revoke-me"
+    await gw.ingest(tenant, "a fact")
+    key = await gw.tenant_key(tenant)
+    _, body = await gw.get(f"/api/v1/admin/tenants/{tenant}/keys")
+    [key_id] = [k["key_id"] for k in body["keys"]]
+    status, body = await gw.with_key(key).delete(f"/api/v1/admin/tenants/{tenant}/keys/{key_id}")
+    assert status == 403, body
+    status, body = await gw.delete(f"/api/v1/admin/tenants/{tenant}/keys/{key_id}")
+    assert status == 200 and body["revoked"] is True, body
+    status, _ = await gw.with_key(key).get(f"/api/v1/status?tenant_id={tenant}")
+    assert status == 401
+    owner = shards[app[GATEWAY].ring.shard_for(tenant)]
+    status, _ = await owner.with_key(key).get("/api/v1/whoami")
+    assert status == 401
+    status, body = await gw.delete(f"/api/v1/admin/tenants/{tenant}/keys/{key_id}")
+    assert status == 404 and body["error"]["code"] == "not_found"

@@ -1,7 +1,8 @@
 """The dashboard in a real browser, served by a gateway in front of a 3-node shard of
 subprocess nodes: sign in, the cluster with a killed follower marked down, an admin action,
-search and a memory's history, the graph (a click on a node opens it), an insight, metrics,
-a tenant key that sees only its tenant, and a phone-sized layout."""
+search and a memory's history, the graph (a click on a node opens it), an insight, metrics
+(of the shard leader, by default), a tenant key that sees only its tenant, a revoked key that
+no live replica accepts, and a phone-sized layout of the Cluster, Tenants and Explorer views."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from aiohttp import web
 
 from gateway.app import build_gateway_app
 from gateway.config import GatewaySettings
+from memorose.storage.reader import hash_key
 from node.runner import free_port
 from node.testing.cluster import Cluster
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, Api, wait_until
 from tests.e2e.conftest import Tab
 
 pytestmark = pytest.mark.timeout(240)
@@ -84,6 +86,46 @@ async def sign_in(tab: Tab, url: str, key: str) -> None:
     await page.wait_for_selector("#who:not([hidden])")
 
 
+async def issue_key(tab: Tab) -> str:
+    """Issue a key from the open keys dialog (behind its confirmation); the new secret."""
+    page: Any = tab.page
+    previous = await page.locator("#new-key").all_inner_texts()
+    await page.click("#issue-key")
+    await page.click("#confirm-ok")
+    await page.wait_for_function(
+        "(old) => { const el = document.querySelector('#new-key'); return el && el.textContent !== old; }",
+        arg=previous[0] if previous else None,
+    )
+    key = (await page.locator("#new-key").inner_text()).strip()
+    assert key and key != ADMIN_KEY
+    return key
+
+
+async def revoked_everywhere(api: Api, urls: list[str], key: str) -> None:
+    """The revoked key gets 401 from the gateway and from every live replica (each applies
+    the revoke entry on its own, so a follower may need a moment)."""
+    for url in urls:
+        client = Api(url, api.session, key)
+
+        async def refused(client: Api = client) -> bool:
+            return (await client.get("/api/v1/status?tenant_id=ada"))[0] == 401
+
+        await wait_until(refused, timeout=10, what=f"the revoked key refused by {url}")
+
+
+async def phone_views(tab: Tab) -> None:
+    """Cluster and Tenants (the admin's views) at a phone's width: nothing scrolls sideways."""
+    page: Any = tab.page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    for view, ready in (("cluster", "tr[data-node]"), ("tenants", 'tr[data-tenant="ada"] td[data-count]')):
+        await page.click(f"#tab-{view}")
+        await page.locator(f"#view-{view} {ready}").first.wait_for()
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the {view} view scrolls sideways on a phone ({width}px)"
+        await tab.shot(f"phone-{view}")
+    await page.set_viewport_size({"width": 1280, "height": 800})
+
+
 async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     page: Any = tab.page
     cluster: Cluster = shard["cluster"]
@@ -107,6 +149,7 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     leader_url = cluster.nodes[shard["leader"]].url
     node_tab = await page.context.new_page()
     node_tab.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
+    node_tab.on("pageerror", lambda exc: tab.errors.append(f"uncaught in the node's tab: {exc}"))
     await node_tab.goto(leader_url + "/dashboard/")
     await node_tab.fill("#key", ADMIN_KEY)
     await node_tab.click("#sign-in-form button[type=submit]")
@@ -125,14 +168,23 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     await row.locator("td[data-count=current]").wait_for()
     assert int(await row.locator("td[data-count=current]").inner_text()) >= 1
     await row.get_by_role("button", name="Keys…").click()
-    await page.click("#issue-key")
-    await page.click("#confirm-ok")
-    tenant_key = (await page.locator("#new-key").inner_text()).strip()
-    assert tenant_key and tenant_key != ADMIN_KEY
+    tenant_key = await issue_key(tab)
     await tab.shot("tenants-key-issued")
-    await page.click("#keys-dialog [data-close]")
+    doomed = await issue_key(tab)  # a second key, revoked from the same dialog
     status, body = await shard["gw"].get("/api/v1/admin/tenants/ada/keys")
-    assert status == 200 and len(body["keys"]) == 1  # the action really happened
+    assert status == 200 and len(body["keys"]) == 2  # the action really happened
+    doomed_id = next(k["key_id"] for k in body["keys"] if k["key_hash"] == hash_key(doomed))
+    await page.click(f'#keys-dialog tr[data-key-id="{doomed_id}"] button.revoke')
+    assert doomed_id in await page.inner_text("#confirm-text")
+    await page.click("#confirm-ok")
+    await page.locator(f'#keys-dialog tr[data-key-id="{doomed_id}"]').wait_for(state="detached")
+    assert await page.locator("#keys-dialog tbody tr[data-key-id]").count() == 1
+    listed = await page.evaluate("fetch('/dashboard/api/admin/tenants/ada/keys').then((r) => r.text())")
+    assert '"key_id"' in listed and "key_hash" not in listed  # what the browser gets: ids, no hashes
+    await tab.shot("tenants-key-revoked")
+    await page.click("#keys-dialog [data-close]")
+    live = [n.url for i, n in enumerate(cluster.nodes) if i != follower]
+    await revoked_everywhere(shard["gw"], [shard["url"], *live], doomed)
 
     # -- explorer: search with scores and features, a memory's history and cited events --------
     await page.click("#tab-explorer")
@@ -191,8 +243,9 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     # -- metrics: charts from the node's own /metrics ------------------------------------------
     await page.click("#tab-metrics")
     await page.wait_for_function("() => parseInt(document.querySelector('#metrics-status').textContent) >= 2")
-    assert "s1 http://" in await page.inner_text("#metrics-status")  # a node's metrics, not the gateway's
-    await page.select_option("#m-target", f"s1 {leader_url}")  # writes and reads land on the leader
+    # by default the shard leader's (writes and reads land there), not the first node configured
+    assert f"of s1 {leader_url}" in await page.inner_text("#metrics-status")
+    assert await page.input_value("#m-target") == f"s1 {leader_url}"
     stop = asyncio.Event()
     load = asyncio.create_task(_traffic(shard["gw"], stop))
     await page.wait_for_function(
@@ -203,6 +256,7 @@ async def test_dashboard_end_to_end(shard: dict[str, Any], tab: Tab) -> None:
     await load
     assert await page.locator("#view-metrics .uplot").count() == 4
     await tab.shot("metrics")
+    await phone_views(tab)
 
     # -- a tenant key sees only its tenant -----------------------------------------------------
     await page.click("#sign-out")

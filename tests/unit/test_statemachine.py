@@ -8,7 +8,7 @@ import pytest
 
 from memorose import commands
 from memorose.statemachine import StateMachine
-from memorose.storage.reader import StateReader
+from memorose.storage.reader import StateReader, hash_key
 from memorose.storage.rocks import RocksStore, StorageFailure
 
 
@@ -129,3 +129,29 @@ def test_a_storage_failure_is_raised_never_recorded_as_applied(tmp_path: Path) -
     assert reopened.applied_index() == 1
     assert [e.event_id for e in StateReader(reopened).events("t1")] == ["a"]
     reopened.close()
+
+
+def test_a_revoked_key_stops_authenticating_on_every_replica(tmp_path: Path) -> None:
+    """Revoke is by (tenant, key id): the same entries give the same keys on each replica, a
+    key id of another tenant or an unknown id is a not_found result (never an exception)."""
+    entries = [
+        commands.issue_key("t1", hash_key("mk_one"), "key-1", 1.0),
+        commands.issue_key("t1", hash_key("mk_two"), "key-2", 1.0),
+        commands.issue_key("t2", hash_key("mk_other"), "key-3", 1.0),
+        commands.revoke_key("t1", "key-1"),
+        commands.revoke_key("t1", "key-3"),  # t2's key, named through t1
+        commands.revoke_key("t1", "key-1"),  # already gone
+        {"type": commands.REVOKE_KEY, "tenant_id": "t1"},  # malformed
+    ]
+    for name in ("a", "b"):
+        store = RocksStore(tmp_path / name)
+        machine = StateMachine(store)
+        results = [machine.apply(commands.encode(c), i) for i, c in enumerate(entries, start=1)]
+        assert [r["ok"] for r in results] == [True, True, True, True, False, False, False]
+        assert results[4]["error"]["code"] == results[5]["error"]["code"] == "not_found"
+        reader = StateReader(store)
+        assert reader.api_key("mk_one") is None
+        assert reader.api_key("mk_two") is not None and reader.api_key("mk_other") is not None
+        assert [k["key_id"] for k in reader.api_keys("t1")] == ["key-2"]
+        assert store.applied_index() == len(entries)
+        store.close()

@@ -71,12 +71,6 @@ async function searchResults(f) {
   return { rows, more, note: `${all.length} result(s) in ${data.took_ms} ms` };
 }
 
-function admitted(m, f) {
-  if (!f.superseded && (m.superseded || m.archived)) return false;
-  if (f.asOf && (m.valid_from > f.asOf || (m.valid_to && m.valid_to <= f.asOf))) return false;
-  return true;
-}
-
 async function listing(f) {
   const tenant = state.tenant;
   if (f.layer === "L2") {
@@ -90,11 +84,14 @@ async function listing(f) {
     const rows = data.events.map((e) => ({ id: e.event_id, layer: "L0", content: e.content, stream_id: e.stream_id, valid_from: e.timestamp }));
     return { rows, more: data.next_after !== null, note: `L0 events, page ${page + 1}` };
   }
-  const data = await api("memories?" + qs({ tenant_id: tenant, stream_id: f.stream, cursor: cursors[page], limit: f.size }));
+  // Filtered by the server, so every page is full (a page filtered here came back short or empty).
+  const data = await api("memories?" + qs({
+    tenant_id: tenant, stream_id: f.stream, cursor: cursors[page], limit: f.size,
+    include_superseded: f.superseded ? "true" : "false", as_of: f.asOf,
+  }));
   cursors[page + 1] = data.next_cursor;
-  const rows = data.memories.filter((m) => admitted(m, f));
-  const hidden = data.memories.length - rows.length;
-  return { rows, more: data.next_cursor !== null, note: `L1 memories, page ${page + 1}${hidden ? `; ${hidden} superseded, archived or outside as-of hidden` : ""}` };
+  const which = f.superseded ? "L1 memories, superseded and archived included" : "current L1 memories";
+  return { rows: data.memories, more: data.next_cursor !== null, note: `${which}${f.asOf ? ` as of ${fmt.time(f.asOf)}` : ""}, page ${page + 1}` };
 }
 
 async function search() {

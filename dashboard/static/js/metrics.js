@@ -1,10 +1,11 @@
 // Metrics: the node's own Prometheus text, sampled every 2 s, rates and percentiles as uPlot charts.
-import { $, own } from "./core.js";
+import { $, api, own } from "./core.js";
 
 const POLL_MS = 2000;
 const KEEP = 180; // samples: 6 minutes
 let timer = null;
-let target = null; // null: the server picks the first node that answers
+let target = null; // null: the shard leader, else the server's pick (the first node that answers)
+let urls = {}; // label -> base URL of each target, as the server reports them
 let previous = null; // last parsed sample
 let series = fresh();
 const charts = {};
@@ -119,16 +120,40 @@ function render() {
   chart("c-lag", ["pending events", "lag (s)"], ["pending", "lag"]);
 }
 
+const sameUrl = (a, b) => Boolean(a && b) && a.replace(/\/+$/, "") === b.replace(/\/+$/, "");
+
+/** The label of the shard leader's metrics, or null if the overview cannot tell. Ingest,
+ * retrieve and commits all land on the leader: a follower's charts would read ~0. */
+async function leaderTarget(labels) {
+  try {
+    const overview = await api("cluster/overview");
+    const shard = (overview.shards || []).find((s) => s.leader);
+    if (!shard) return null;
+    const node = (shard.nodes || []).find((n) => n.role === "leader") || {};
+    const known = [shard.leader, node.gateway_url]; // advertised URL, or the gateway's own name for it
+    const byUrl = labels.find((label) => known.some((u) => sameUrl(urls[label], u)));
+    if (byUrl) return byUrl;
+    return overview.role === "leader" ? labels[0] : null; // on a node: itself, listed first
+  } catch {
+    return null;
+  }
+}
+
 async function poll() {
   try {
     const data = await own("metrics" + (target ? "?target=" + encodeURIComponent(target) : ""));
+    urls = data.urls || {};
+    if (!target && !chosen) {
+      const leader = await leaderTarget(data.targets);
+      if (leader && leader !== data.target) { fillTargets(data.targets, leader); return; }
+    }
     if (target !== data.target) fillTargets(data.targets, data.target);
     sample(data.text);
     render();
     $("metrics-status").textContent = `${series.t.length} samples of ${data.target}`;
   } catch (err) {
     $("metrics-status").textContent = err.message;
-    if (!chosen) target = null; // an automatic choice that died: let the server pick another
+    if (!chosen) target = null; // an automatic choice that died: find the leader again
   }
 }
 

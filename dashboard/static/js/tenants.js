@@ -103,29 +103,49 @@ async function reindex() {
   }
 }
 
+function keyRow(k, revoke) {
+  return h("tr", { dataset: { keyId: k.key_id } },
+    h("td", {}, k.key_id),
+    h("td", {}, new Date(k.created_at * 1000).toISOString()),
+    h("td", {}, actionButton("Revoke", () => revoke(k.key_id), "danger revoke")));
+}
+
 async function keys(id) {
   const dialog = $("keys-dialog");
   const bodyEl = $("keys-body");
+  const path = `admin/tenants/${encodeURIComponent(id)}/keys`;
   $("keys-title").textContent = `Keys of ${id}`;
+  const reopen = () => { if (!dialog.open) dialog.showModal(); };
   const render = async (fresh) => {
-    const data = await api(`admin/tenants/${encodeURIComponent(id)}/keys`);
-    const rows = data.keys.map((k) => h("tr", {}, h("td", {}, k.key_id), h("td", {}, new Date(k.created_at * 1000).toISOString())));
+    const data = await api(path);
+    const rows = data.keys.map((k) => keyRow(k, revoke));
     bodyEl.replaceChildren(
       fresh ? h("p", { class: "secret", role: "alert" }, "New key (shown once, copy it now): ", h("code", { id: "new-key" }, fresh)) : "",
-      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "key id"), h("th", {}, "issued"))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 2, class: "muted" }, "no keys")))),
-      h("p", { class: "muted small" }, "Revoking a key needs a replicated revoke command, which the API does not have yet."),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "key id"), h("th", {}, "issued"), h("th", {}, "action"))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "no keys")))),
       h("button", { type: "button", id: "issue-key", onclick: issue }, "Issue a new key"));
   };
   const issue = async () => {
-    if (!(await confirmAction(`Issue a new API key for ${id}?`, { ok: "Issue key" }))) { dialog.showModal(); return; }
+    if (!(await confirmAction(`Issue a new API key for ${id}?`, { ok: "Issue key" }))) { reopen(); return; }
     try {
-      const created = await api(`admin/tenants/${encodeURIComponent(id)}/keys`, { method: "POST", body: {} });
+      const created = await api(path, { method: "POST", body: {} });
       await render(created.api_key);
     } catch (err) {
       toast(err.message, "error");
     }
-    if (!dialog.open) dialog.showModal();
+    reopen();
+  };
+  const revoke = async (keyId) => {
+    const question = `Revoke key ${keyId} of ${id}? Every client using it gets 401 from now on, on every node.`;
+    if (!(await confirmAction(question, { ok: "Revoke key" }))) { reopen(); return; }
+    try {
+      await api(`${path}/${encodeURIComponent(keyId)}`, { method: "DELETE" });
+      toast(`revoked ${keyId}`, "ok");
+      await render(null);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+    reopen();
   };
   try {
     await render(null);
