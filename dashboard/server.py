@@ -336,7 +336,7 @@ async def node_metrics(request: web.Request) -> web.Response:
         return error(400, "invalid_input", f"target must be one of: {', '.join(sorted(targets))}")
     last = "no targets"
     for label in [wanted] if wanted else list(targets):
-        text, last = await _scrape(dashboard, label, targets[label])
+        text, last = await _scrape(dashboard, label, targets[label], session.key)
         if text is not None:
             return web.json_response(
                 {"target": label, "targets": list(targets), "urls": targets, "text": text}
@@ -344,11 +344,14 @@ async def node_metrics(request: web.Request) -> web.Response:
     return error(502, "upstream_unavailable", last)
 
 
-async def _scrape(dashboard: Dashboard, label: str, url: str) -> tuple[str | None, str]:
-    """(the metrics text, "") or (None, why not)."""
+async def _scrape(dashboard: Dashboard, label: str, url: str, key: str) -> tuple[str | None, str]:
+    """(the metrics text, "") or (None, why not). Sends the session's admin key: a node with
+    a metrics token accepts the admin key too."""
     assert dashboard.client is not None
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = aiohttp.ClientTimeout(total=2)
     try:
-        async with dashboard.client.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        async with dashboard.client.get(url + "/metrics", headers=headers, timeout=timeout) as resp:
             if resp.status != 200:
                 return None, f"{label} answered {resp.status}"
             return await resp.text(), ""

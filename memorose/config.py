@@ -183,12 +183,39 @@ class MetricsSettings(_Section):
     then only the ``tenant_top_n`` worst-lagging tenants at each scrape (bounded series)."""
 
     tenant_top_n: int = Field(0, ge=0, le=100)
+    #: When set, /metrics needs ``Authorization: Bearer <token>`` (the admin key also works).
+    token: str | None = Field(None, min_length=16)
 
 
 class LimitSettings(_Section):
+    """What one client can cost a node (docs/security.md says what each protects). A rate
+    or quota of 0 means unlimited. Rates and ingest volume apply to tenant keys; the admin
+    key (the operator) is exempt from them but not from quotas or the caps."""
+
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_top_k: int = Field(200, ge=1)
     max_batch_events: int = Field(5_000, ge=1)
+    #: Requests per second per tenant (token bucket refill) and the burst above it.
+    tenant_requests_per_sec: float = Field(100.0, ge=0)
+    tenant_request_burst: int = Field(200, ge=1)
+    #: Ingest body bytes per second per tenant, and the burst (at least one largest body).
+    tenant_ingest_bytes_per_sec: int = Field(2 * 1024 * 1024, ge=0)
+    tenant_ingest_burst_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: Storage quota per tenant: L0 events, L1 memories, L0 bytes (content + metadata).
+    tenant_max_events: int = Field(0, ge=0)
+    tenant_max_memories: int = Field(0, ge=0)
+    tenant_max_bytes: int = Field(0, ge=0)
+    #: Requests handled at once (past it: 503 ``overloaded``), and open connections
+    #: (past it a new connection gets a 503 and is closed). 0 = no cap.
+    max_concurrent_requests: int = Field(256, ge=0)
+    max_connections: int = Field(1024, ge=0)
+    #: A new connection must finish its request headers within this (else it is closed);
+    #: a request body must arrive within ``body_timeout_secs`` (else 408); an idle
+    #: keep-alive connection (or one sending its next headers) is closed after
+    #: ``keepalive_timeout_secs``.
+    header_timeout_secs: float = Field(10.0, gt=0, le=3600)
+    body_timeout_secs: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout_secs: float = Field(15.0, gt=0, le=3600)
 
 
 def _parse_hostport(value: str, name: str) -> str:

@@ -6,6 +6,7 @@ is pickled.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -20,8 +21,10 @@ from memorose.errors import InvalidInput
 # Tenant, stream and event ids become parts of RocksDB keys, Tantivy terms and LanceDB
 # filters, so they are restricted to a small alphabet with no separators, quotes or
 # query syntax. ':' is allowed (LoCoMo dia ids such as "D1:3") but never leads.
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
-_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+# Matched with fullmatch (and anchored with \Z, not $, which also matches before a final
+# newline: "t1\n" used to pass).
+_TENANT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
+_EVENT_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}\Z")
 MAX_CONTENT_CHARS = 32_000
 MAX_METADATA_BYTES = 16_000
 
@@ -29,7 +32,7 @@ MAX_METADATA_BYTES = 16_000
 def _check_id(kind: str, value: object, pattern: re.Pattern[str]) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{kind} must be a string")
-    if not pattern.match(value) or ".." in value:
+    if not pattern.fullmatch(value) or ".." in value:
         raise InvalidInput(
             f"{kind} {value[:40]!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
             "(not starting with . or -, no '..')"
@@ -77,7 +80,10 @@ def parse_timestamp(value: object, *, default: float | None = None) -> float:
     if isinstance(value, bool):
         raise InvalidInput("timestamp must be ISO 8601 text or epoch seconds")
     if isinstance(value, int | float):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            raise InvalidInput("timestamp is out of range (1970..9999)") from None
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -85,7 +91,10 @@ def parse_timestamp(value: object, *, default: float | None = None) -> float:
             raise InvalidInput(f"timestamp {value[:40]!r} is not ISO 8601") from exc
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        ts = parsed.timestamp()
+        try:
+            ts = parsed.timestamp()
+        except (OverflowError, ValueError):
+            raise InvalidInput("timestamp is out of range (1970..9999)") from None
     else:
         raise InvalidInput("timestamp must be ISO 8601 text or epoch seconds")
     if not math.isfinite(ts) or not (0 <= ts < 253402300800):  # year 1970..9999
@@ -242,6 +251,14 @@ class Edge:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+def event_bytes(event: dict[str, Any]) -> int:
+    """What an event weighs against a tenant's byte quota: its content and metadata, as
+    UTF-8 JSON. Computed the same way at the HTTP check and at apply (deterministic)."""
+    metadata = event.get("metadata") or {}
+    size = len(event["content"].encode("utf-8"))
+    return size + (len(json.dumps(metadata, separators=(",", ":"))) if metadata else 0)
 
 
 def event_public(event: Event) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from rocksdict import WriteBatch
 
 from memorose import codec, commands
 from memorose.consolidation.forgetting import should_archive, strengthen
+from memorose.models import event_bytes
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore, StorageFailure
 
@@ -207,6 +208,7 @@ class StateMachine:
             seq = record["next_seq"]
             record["next_seq"] = seq + 1
             record["events"] += 1
+            record["bytes"] = record.get("bytes", 0) + event_bytes(ev)
             stored = {
                 "tenant_id": tenant_id,
                 "stream_id": ev["stream_id"],

@@ -112,6 +112,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     add_soak_arguments(soak)
     soak.set_defaults(func=cmd_bench_soak)
+    abuse = bench_sub.add_parser(
+        "abuse",
+        help="a normal client's latency alone and under slow-header clients and rate-limit bursts",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from node.bench_abuse import add_arguments as add_abuse_arguments
+
+    add_abuse_arguments(abuse)
+    abuse.set_defaults(func=cmd_bench_abuse)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -297,6 +306,12 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     from node.bench_soak import run_soak_bench
 
     return run_soak_bench(args)
+
+
+def cmd_bench_abuse(args: argparse.Namespace) -> int:
+    from node.bench_abuse import run_abuse_bench
+
+    return run_abuse_bench(args)
 
 
 def cmd_bench_gateway(args: argparse.Namespace) -> int:

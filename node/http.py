@@ -7,6 +7,7 @@ Paths and field names follow the original Memorose public API (docs/api.md).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,11 +23,12 @@ from memorose.errors import (
     NotFound,
     TenantMoved,
     Unauthorized,
-    Unavailable,
 )
-from memorose.models import event_public, validate_memory_id, validate_stream_id
+from memorose.limits import Overloaded, retry_after_header
+from memorose.models import event_bytes, event_public, validate_memory_id, validate_stream_id
 from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
+from node.http_limits import LIMITS, BodyTimeout, NodeLimits, check_content_type, check_quota, read_body
 from node.metrics import DataDirCollector, NodeMetrics
 from node.proposer import NotLeader
 from node.raft import JOURNAL_NAME
@@ -86,16 +88,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except NotLeader as exc:
         response = _leader_redirect(request, exc)
-    except Unavailable as exc:
-        response = error_response(
-            exc.status, exc.code, exc.message, {"Retry-After": str(max(1, round(exc.retry_after)))}
-        )
+    except BodyTimeout as exc:
+        response = error_response(exc.status, exc.code, exc.message, {"Connection": "close"})
+        response.force_close()
     except TenantMoved as exc:
         response = error_response(
             exc.status, exc.code, exc.message, {"X-Memorose-Moved-To": ",".join(exc.moved_to)}
         )
     except MemoroseError as exc:
-        response = error_response(exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": retry_after_header(retry_after)} if retry_after is not None else None
+        response = error_response(exc.status, exc.code, exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -112,6 +115,54 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+#: Paths outside the limits and the API-key check: probes (load balancers must reach them
+#: under any load), /metrics (its own token), the dashboard (its own session; its API calls
+#: come back through the API with the session's key).
+_UNGUARDED = ("/healthz", "/readyz", "/metrics", "/dashboard")
+#: Ingest routes: their body bytes count against the tenant's ingest volume.
+_INGEST_PATHS = ("/api/v1/events", "/api/v1/events/batch")
+CALLER = web.RequestKey("caller", str)
+
+
+def _is_admin_route(request: web.Request) -> bool:
+    path = request.path
+    return path.startswith("/api/v1/admin/") or (
+        request.method == "DELETE" and path.startswith("/api/v1/tenants/")
+    )
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before any handler reads a byte of the body: the concurrency cap, the API key (401),
+    admin-only routes (403), the tenant's request rate (429), the Content-Type (415), then
+    the body within its deadline (408) and the tenant's ingest volume (429)."""
+    if request.match_info.http_exception is not None or request.path.startswith(_UNGUARDED):
+        return await handler(request)
+    limits = request.app[LIMITS]
+    if not limits.gate.enter():
+        raise Overloaded(f"the node is handling {limits.gate.limit} requests; retry shortly")
+    try:
+        await _admit(request, limits)
+        return await handler(request)
+    finally:
+        limits.gate.leave()
+
+
+async def _admit(request: web.Request, limits: NodeLimits) -> None:
+    caller = _caller(request)
+    if _is_admin_route(request) and caller != "*":
+        raise Forbidden("an admin key is required")
+    tenant_key = caller != "*"
+    if tenant_key:
+        limits.charge_request(caller)
+    if not request.body_exists:
+        return
+    check_content_type(request)
+    body = await read_body(request, limits.settings.body_timeout_secs)
+    if tenant_key and request.method == "POST" and request.path in _INGEST_PATHS:
+        limits.charge_ingest(caller, len(body))
+
+
 # -- helpers -------------------------------------------------------------------------------
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     return v.require_object(v.parse_json(await request.read()), allowed)
@@ -119,6 +170,9 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
 
 def _caller(request: web.Request) -> str:
     """The tenant the bearer key is bound to, or '*' for the admin key."""
+    known = request.get(CALLER)
+    if known is not None:
+        return str(known)
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -126,6 +180,7 @@ def _caller(request: web.Request) -> str:
     subject = request.app[SERVICE].authenticate(secret.strip())
     if subject is None:
         raise Unauthorized("unknown API key")
+    request[CALLER] = subject
     return subject
 
 
@@ -156,6 +211,7 @@ async def ingest_event(request: web.Request) -> web.Response:
     body = await _body(request, v.EVENT_FIELDS | {"tenant_id"})
     tenant_id = _authorize(request, body.get("tenant_id"))
     event = v.event({k: body[k] for k in body if k != "tenant_id"}, _new_event_id())
+    _check_quota(request, tenant_id, [event])
     service = request.app[SERVICE]
     [answer] = await service.ingest(tenant_id, [event])
     _count_ingest(request, [answer])
@@ -183,9 +239,19 @@ async def ingest_batch(request: web.Request) -> web.Response:
     ids = [e["event_id"] for e in events]
     if len(set(ids)) != len(ids):
         raise InvalidInput("event_id values must be unique within a batch")
+    _check_quota(request, tenant_id, events)
     answers = await request.app[SERVICE].ingest(tenant_id, events)
     _count_ingest(request, answers)
     return web.json_response({"event_ids": [a["event_id"] for a in answers]}, status=202)
+
+
+def _check_quota(request: web.Request, tenant_id: str, events: list[dict[str, Any]]) -> None:
+    """Refuse before proposing (a refused write costs no Raft entry); counts are the node's."""
+    limits = request.app[LIMITS]
+    if not limits.quota.enabled:
+        return
+    record = request.app[SERVICE].reader.tenant_or_empty(tenant_id)
+    check_quota(limits, record, len(events), sum(event_bytes(e) for e in events))
 
 
 def _count_ingest(request: web.Request, answers: list[dict[str, Any]]) -> None:
@@ -424,8 +490,17 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 
 async def reindex(request: web.Request) -> web.Response:
+    """Rebuild the derived indexes: ``{}`` (or no body) for all tenants, ``{"tenant_id": T}``
+    for one. Anything else is a 400: a stray request must not rebuild everything."""
     _require_admin(request)
-    return web.json_response(await request.app[SERVICE].reindex())
+    raw = await request.read()
+    body = v.require_object(v.parse_json(raw), {"tenant_id"}) if raw.strip() else {}
+    tenant_id = body.get("tenant_id")
+    if tenant_id is not None:
+        tenant_id = v.tenant(tenant_id)
+        if request.app[SERVICE].reader.tenant(tenant_id) is None:
+            raise NotFound(f"no tenant {tenant_id!r} on this node")
+    return web.json_response(await request.app[SERVICE].reindex(tenant_id))
 
 
 # -- probes -----------------------------------------------------------------------------------
@@ -440,16 +515,32 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    _check_metrics_token(request)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _check_metrics_token(request: web.Request) -> None:
+    """With ``[metrics] token`` set, /metrics needs it (or the admin key) as a bearer token."""
+    service = request.app[SERVICE]
+    token = service.settings.metrics.token
+    if token is None:
+        return
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    given = secret.strip().encode()
+    candidates = [token.encode(), service.admin_key.encode()]
+    if scheme.lower() != "bearer" or not any(secrets.compare_digest(given, c) for c in candidates):
+        raise Unauthorized("/metrics requires Authorization: Bearer <metrics token>")
 
 
 def build_app(service: NodeService) -> web.Application:
     """The node's aiohttp application; starting it starts the node, cleanup stops it."""
     app = web.Application(
-        client_max_size=service.settings.limits.max_body_bytes, middlewares=[error_middleware]
+        client_max_size=service.settings.limits.max_body_bytes,
+        middlewares=[error_middleware, guard_middleware],
     )
     app[SERVICE] = service
+    app[LIMITS] = NodeLimits(service.settings.limits)
     app[METRICS] = node_metrics(service)
     app.on_startup.append(_start_service)
     app.on_cleanup.append(_stop_service)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from memorose.config import Settings
 from node.http import build_app
+from node.http_limits import ConnectionGuard, GuardedSite
 from node.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,17 @@ class RunningNode:
 async def start_node(settings: Settings) -> RunningNode:
     service = NodeService(settings)
     # In-flight requests get a moment on shutdown; clients retry (writes are idempotent).
-    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    limits = settings.limits
+    runner = web.AppRunner(
+        build_app(service),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=0.5,
+        keepalive_timeout=limits.keepalive_timeout_secs,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+    guard = ConnectionGuard(limits.max_connections, limits.header_timeout_secs)
+    site = GuardedSite(runner, settings.http_host, settings.http_port, guard, reuse_address=True)
     await site.start()
     return RunningNode(service, runner, f"http://{settings.http}")
 

@@ -460,10 +460,11 @@ class NodeService:
         record = self.reader.api_key(secret)
         return record["tenant_id"] if record else None
 
-    async def reindex(self) -> dict[str, Any]:
+    async def reindex(self, tenant_id: str | None = None) -> dict[str, Any]:
+        """Rebuild the derived indexes of every tenant, or of one (``tenant_id``)."""
         started = time.perf_counter()
         before = self.indexer.rebuilds
-        self.indexer.request_rebuild()
+        self.indexer.request_rebuild(tenant_id)
         deadline = time.monotonic() + 600
         while self.indexer.rebuilds == before and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

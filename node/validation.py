@@ -130,10 +130,18 @@ def event(obj: Any, default_event_id: str, where: str = "event") -> dict[str, An
     return {
         "stream_id": validate_stream_id(required(obj, "stream_id")),
         "event_id": validate_event_id(event_id) if event_id is not None else default_event_id,
-        "content": validate_text("content", required(obj, "content")),
+        "content": _content(required(obj, "content")),
         "metadata": metadata(obj.get("metadata")),
         "timestamp": parse_timestamp(obj.get("timestamp")),
     }
+
+
+def _content(value: Any) -> str:
+    """Event text: a non-blank string (an empty event is noise that still costs a Raft entry)."""
+    text = validate_text("content", value)
+    if not text.strip():
+        raise InvalidInput("content must not be empty or only whitespace")
+    return text
 
 
 def tenant(value: Any) -> str:

@@ -23,21 +23,24 @@ class Timeout:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter; 503/504 and connection errors are retried."""
+    """Exponential backoff with jitter; 429, 502-504 and connection errors are retried.
+    A server's Retry-After is honoured up to ``max_retry_after`` seconds (a 429 means
+    "not before then": coming back earlier only earns another 429)."""
 
     max_attempts: int = 8
     initial_backoff: float = 0.05
     max_backoff: float = 2.0
     multiplier: float = 2.0
     jitter: float = 0.2
-    retry_statuses: frozenset[int] = frozenset({502, 503, 504})
+    retry_statuses: frozenset[int] = frozenset({429, 502, 503, 504})
     max_redirects: int = 5
+    max_retry_after: float = 30.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
         base *= 1 + random.uniform(-self.jitter, self.jitter)
         if retry_after is not None:
-            base = max(base, min(retry_after, self.max_backoff))
+            base = max(base, min(retry_after, self.max_retry_after))
         return max(0.0, base)
 
 

@@ -10,6 +10,8 @@
         ├── PermissionDeniedError   403
         ├── NotFoundError           404
         ├── PayloadTooLargeError    413
+        ├── RateLimitedError        429 after retries (the tenant's rate or ingest volume)
+        ├── QuotaExceededError      507 (the tenant's storage quota; not retried)
         ├── UnavailableError        503 after retries (no leader, overloaded)
         └── OutcomeUnknownError     504: a write may or may not have committed
 
@@ -67,6 +69,14 @@ class PayloadTooLargeError(APIError):
     pass
 
 
+class RateLimitedError(APIError):
+    pass
+
+
+class QuotaExceededError(APIError):
+    pass
+
+
 class UnavailableError(APIError):
     pass
 
@@ -81,6 +91,8 @@ _BY_STATUS: dict[int, type[APIError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     413: PayloadTooLargeError,
+    429: RateLimitedError,
+    507: QuotaExceededError,
     503: UnavailableError,
     504: OutcomeUnknownError,
 }

@@ -58,6 +58,7 @@ class Indexer:
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
         self._rebuild_requested = threading.Event()
+        self._tenant_rebuilds: set[str] = set()
         self._progress = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,9 +92,14 @@ class Indexer:
                 return
         self.fulltext.close()
 
-    def request_rebuild(self) -> None:
-        """Called after a snapshot install replaced RocksDB wholesale."""
-        self._rebuild_requested.set()
+    def request_rebuild(self, tenant_id: str | None = None) -> None:
+        """Everything (after a snapshot install replaced RocksDB wholesale, or an operator's
+        reindex), or one tenant's indexes (a scoped ``admin reindex``); done by the indexer thread."""
+        if tenant_id is None:
+            self._rebuild_requested.set()
+        else:
+            with self._progress:
+                self._tenant_rebuilds.add(tenant_id)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -101,6 +107,7 @@ class Indexer:
                 if self._rebuild_requested.is_set():
                     self._rebuild_requested.clear()
                     self.rebuild()
+                self._rebuild_requested_tenants()
                 worked = self.cycle()
                 self.vectors.maintain()
             except Exception:
@@ -253,6 +260,21 @@ class Indexer:
         self._save_state()
         self.rebuilds += 1
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
+
+    def _rebuild_requested_tenants(self) -> None:
+        with self._progress:
+            tenants, self._tenant_rebuilds = self._tenant_rebuilds, set()
+        for tenant_id in sorted(tenants):
+            self.fulltext.delete_tenant(tenant_id)
+            self.vectors.drop_tenant(tenant_id)
+            self.stale_vectors.pop(tenant_id, None)
+            self._indexed_seq.pop(tenant_id, None)
+            self._rebuild_tenant(tenant_id)
+            self.fulltext.commit()
+            log.info("derived indexes of tenant %s rebuilt", tenant_id)
+        if tenants:
+            self._save_state()
+            self.rebuilds += 1
 
     def _rebuild_tenant(self, tenant_id: str) -> None:
         # Pending events first, memories second: a consolidation that lands in between then
