@@ -382,7 +382,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
                 fsync_dir(self.raft_dir)
             try:
                 self.store.swap(stage / snapshot.DB_DIR)
-            except StoreError as exc:
+            except (StoreError, StorageFailure, OSError) as exc:
+                # the dump is in place: a restart finishes the install from it
                 fail_stop(f"switching in the verified snapshot database failed: {exc}")
             failpoint("snapshot.install.switched")
         finally:

@@ -7,9 +7,17 @@ installed. Every access to the handle happens under one lock, and scans read in 
 handle under a running reader: a scan that spans a swap simply continues on the new
 database.
 
-The switch is two renames (``db`` -> ``db.old``, ``db.incoming`` -> ``db``); opening the
-store finishes or rolls back a switch that a crash interrupted (``_recover_switch``), so a
-node never comes back with no database, or with an empty one created in its place.
+Layout: ``path`` (``rocks``) is a symlink to a generation directory (``rocks-<n>``), and a
+switch opens the new generation where it lies, then flips the symlink atomically. No
+directory a RocksDB instance has opened is ever renamed or reused: an instance works on
+its files by path, and rocksdict's ``close`` leaves the instance running while anything
+still references it (an iterator, a checkpoint object), so renaming ``rocks`` under it
+(as an earlier two-rename switch did) let a closing instance delete or write files of
+the database that had taken its place (seen in the fault soak: SSTs missing from both
+the new and the old database). Opening the store removes every generation but the live
+one, so a crash at any point of a switch leaves either the old or the new database, and
+never an empty one created in its place. A plain ``rocks`` directory (the layout before
+generations) is adopted as a generation when the store opens.
 """
 
 from __future__ import annotations
@@ -58,24 +66,69 @@ class RocksStore:
         self._lock = threading.RLock()
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync_writes
-        self._recover_switch()
-        self._db = Rdict(str(self.path), _options())
+        self._recover_legacy_switch()
+        self._live = self._settle_generations()
+        self._db = Rdict(str(self._live), _options())
 
     @property
-    def incoming_path(self) -> Path:
-        """Where a snapshot install stages the database it is about to switch in."""
-        return self.path.with_name(self.path.name + ".incoming")
+    def live_path(self) -> Path:
+        """The generation directory the open database lives in."""
+        return self._live
 
-    def _recover_switch(self) -> None:
-        """Finish or undo a ``swap`` that a crash interrupted (see the module docstring)."""
+    def _generations(self) -> list[Path]:
+        prefix = self.path.name + "-"
+        return [
+            p
+            for p in self.path.parent.glob(prefix + "*")
+            if p.is_dir() and not p.is_symlink() and p.name[len(prefix) :].isdigit()
+        ]
+
+    def _next_generation(self) -> Path:
+        numbers = [int(p.name.rsplit("-", 1)[1]) for p in self._generations()]
+        return self.path.with_name(f"{self.path.name}-{max(numbers, default=-1) + 1}")
+
+    def _point_to(self, generation: Path) -> None:
+        """Make ``path`` name ``generation``: a new symlink renamed over the old one."""
+        pointer = self.path.with_name(self.path.name + ".next")
+        with contextlib.suppress(FileNotFoundError):
+            pointer.unlink()
+        pointer.symlink_to(generation.name)
+        os.replace(pointer, self.path)
+        fsync_dir(self.path.parent)
+
+    def _settle_generations(self) -> Path:
+        """At open (no instance of this store exists yet): find the live generation, adopt a
+        plain directory as one, and remove every other generation (a crash mid-switch)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_name(self.path.name + ".next").unlink()
+        if self.path.is_symlink():
+            live = self.path.parent / os.readlink(self.path)
+            if not live.is_dir():
+                raise StoreError(f"{self.path} points to {live}, which does not exist")
+        else:
+            live = self._next_generation()
+            if self.path.is_dir():
+                self.path.rename(live)
+            else:
+                live.mkdir()  # a new store
+            self._point_to(live)
+        for generation in self._generations():
+            if generation != live:
+                shutil.rmtree(generation, ignore_errors=True)
+        return live
+
+    def _recover_legacy_switch(self) -> None:
+        """Finish or undo a two-rename switch (``db`` -> ``db.old``, ``db.incoming`` ->
+        ``db``) that a crash interrupted in a version before generation directories."""
         old = self.path.with_name(self.path.name + ".old")
-        if not self.path.exists():
-            if self.incoming_path.exists():  # crashed between the two renames: finish
-                self.incoming_path.rename(self.path)
+        incoming = self.path.with_name(self.path.name + ".incoming")
+        if not self.path.exists() and not self.path.is_symlink():
+            if incoming.exists():  # crashed between the two renames: finish
+                incoming.rename(self.path)
             elif old.exists():
                 old.rename(self.path)
             fsync_dir(self.path.parent)
-        for leftover in (old, self.incoming_path):
+        for leftover in (old, incoming):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -151,33 +204,36 @@ class RocksStore:
             Checkpoint(self._db).create_checkpoint(str(target))
 
     def swap(self, source: Path) -> None:
-        """Switch the live database to ``source``, a complete, fsynced database directory
-        on the same filesystem (moved, not copied). It must open as is: a directory that
-        is not a database raises ``StoreError`` and the live database stays."""
-        staged = self.incoming_path
-        if Path(source) != staged:
-            if staged.exists():
-                shutil.rmtree(staged)
-            Path(source).rename(staged)
-            fsync_dir(self.path.parent)
-        backup = self.path.with_name(self.path.name + ".old")
+        """Switch the live database to ``source``, a complete, fsynced and closed database
+        directory on the same filesystem (moved, not copied). It must open as is: one that
+        does not raises ``StoreError`` and the live database stays open. If even the live
+        database cannot be reopened, ``StorageFailure`` (the caller must stop the node)."""
+        source = Path(source)
+        if source.is_symlink():  # another store's pointer: take its live generation
+            real = source.parent / os.readlink(source)
+            source.unlink()
+            source = real
+        target = self._next_generation()
+        source.rename(target)
+        fsync_dir(self.path.parent)
         with self._lock:
+            old = self._live
             self._db.close()
-            if backup.exists():
-                shutil.rmtree(backup)
-            self.path.rename(backup)
-            staged.rename(self.path)
-            fsync_dir(self.path.parent)
             try:
-                self._db = Rdict(str(self.path), _options(create=False))
-            except Exception as exc:  # roll back: the old database is still whole
-                self.path.rename(staged)
-                backup.rename(self.path)
-                fsync_dir(self.path.parent)
-                self._db = Rdict(str(self.path), _options())
-                shutil.rmtree(staged, ignore_errors=True)
+                self._db = Rdict(str(target), _options(create=False))
+            except Exception as exc:
+                self._reopen(old)
+                shutil.rmtree(target, ignore_errors=True)
                 raise StoreError(f"the snapshot database does not open: {exc}") from exc
-        shutil.rmtree(backup, ignore_errors=True)
+            self._live = target
+            self._point_to(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _reopen(self, generation: Path) -> None:
+        try:
+            self._db = Rdict(str(generation), _options(create=False))
+        except Exception as exc:
+            raise StorageFailure(f"the live database {generation} does not reopen: {exc}") from exc
 
     @contextlib.contextmanager
     def writes_paused(self) -> Iterator[None]:
@@ -194,7 +250,7 @@ class RocksStore:
             self._db.close()
 
     def disk_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return sum(f.stat().st_size for f in self._live.rglob("*") if f.is_file())
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ reproduction), and the switch is crash-safe."""
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import shutil
 import time
@@ -139,16 +141,61 @@ def test_a_truncated_archive_never_becomes_an_empty_database(tmp_path: Path) -> 
 
 
 def test_a_switch_interrupted_by_a_crash_is_finished_at_open(tmp_path: Path) -> None:
-    live = _store_with_rows(tmp_path / "db", 5, applied=5)
-    live.close()
-    newer = _store_with_rows(tmp_path / "newer", 7, applied=9)
-    newer.close()
+    """A data dir from before generation directories, left mid-switch by a crash."""
+    for name, rows, applied in (("db", 5, 5), ("newer", 7, 9)):
+        store = _store_with_rows(tmp_path / name, rows, applied=applied)
+        store.close()
+        _flatten(tmp_path / name)
     # the crash came after "db -> db.old" and before "db.incoming -> db"
     (tmp_path / "db").rename(tmp_path / "db.old")
     (tmp_path / "newer").rename(tmp_path / "db.incoming")
     store = RocksStore(tmp_path / "db")
     assert store.applied_index() == 9
     assert not (tmp_path / "db.old").exists() and not (tmp_path / "db.incoming").exists()
+    assert (tmp_path / "db").is_symlink() and store.live_path.parent == tmp_path
+
+
+def _flatten(pointer: Path) -> None:
+    """Turn a store's symlink + generation into the plain directory of the old layout."""
+    real = pointer.parent / os.readlink(pointer)
+    pointer.unlink()
+    real.rename(pointer)
+
+
+def test_a_crash_mid_switch_leaves_the_old_or_the_new_database(tmp_path: Path) -> None:
+    """Generation directories: a new generation that a crash left behind before the
+    pointer moved is removed at open, the live one kept (and vice versa)."""
+    live = _store_with_rows(tmp_path / "db", 5, applied=5)
+    live.close()
+    newer = _store_with_rows(tmp_path / "newer", 7, applied=9)
+    newer.close()
+    _flatten(tmp_path / "newer")
+    (tmp_path / "newer").rename(tmp_path / "db-7")  # renamed into place, pointer not moved
+    store = RocksStore(tmp_path / "db")
+    assert store.applied_index() == 5
+    assert not (tmp_path / "db-7").exists()
+    store.close()
+
+
+def test_a_swap_never_touches_the_directory_of_the_closed_instance(tmp_path: Path) -> None:
+    """rocksdict keeps a closed instance alive while an iterator references it; the switch
+    must not hand that instance's directory to the new database (the soak's corruption)."""
+    store = _store_with_rows(tmp_path / "db", 1000, applied=1)
+    other = _store_with_rows(tmp_path / "other", 2000, applied=2)
+    other.close()
+    old_generation = store.live_path
+    lingering = store._db.iter()
+    lingering.seek_to_first()
+    store.swap(tmp_path / "other")
+    assert store.live_path != old_generation
+    del lingering  # the old instance now really closes, deleting what it thinks obsolete
+    gc.collect()
+    assert store.applied_index() == 2 and len(list(store.scan(b"e/"))) == 2000
+    store.close()
+    reopened = RocksStore(tmp_path / "db")
+    assert reopened.applied_index() == 2 and len(list(reopened.scan(b"e/"))) == 2000
+    assert [p.name for p in tmp_path.glob("db-*")] == [reopened.live_path.name]
+    reopened.close()
 
 
 def test_scans_survive_a_swap_in_the_middle(tmp_path: Path) -> None:
