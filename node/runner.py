@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from memorose.cli_support import OperatorError
 from memorose.config import Settings
 from node.http import build_app
 from node.service import NodeService
@@ -47,7 +48,13 @@ async def start_node(settings: Settings) -> RunningNode:
     runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the CLI checked the port first; someone took it since
+        await runner.cleanup()
+        raise OperatorError(
+            f"HTTP address {settings.http}: {exc.strerror}: stop whatever listens there or pass another port"
+        ) from None
     return RunningNode(service, runner, f"http://{settings.http}")
 
 
