@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
 from memorose.bench.args import add_storage_arguments
 from memorose.cli_support import (
+    OperatorError,
     check_data_dir,
     check_port_free,
     port_number,
@@ -295,8 +297,26 @@ def _post(url: str, key: str, body: dict[str, Any] | None = None) -> Any:
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise OperatorError(
+            f"{url} answered {exc.code}: {_error_message(exc)}: check --url and --admin-key"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OperatorError(f"cannot reach {url} ({reason}): check --url and that the node runs") from None
+    except ValueError:
+        raise OperatorError(f"{url} did not answer JSON: check that --url is a Memorose node") from None
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The node's JSON error message, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.read())["error"]["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(exc.reason)
 
 
 def cmd_bench_storage(args: argparse.Namespace) -> int:
