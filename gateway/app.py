@@ -8,12 +8,11 @@ shard's replicated state; the admin key is the same everywhere). Gateway-level e
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -23,15 +22,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from dashboard.server import DashboardConfig, add_dashboard, loopback_url
 from gateway.config import GatewaySettings
+from gateway.fanout import SHARD_PARAM, decoded, gather, merge, merge_reembed, shards_for, without_shard_param
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
-from memorose.errors import InvalidInput
+from gateway.routing import dump_body, parse_body, tenant_of
+from memorose.errors import InvalidInput, MemoroseError
 from memorose.metrics import LATENCY_BUCKETS, standard_registry
-from memorose.models import validate_tenant_id
 
 log = logging.getLogger(__name__)
 
 INGEST_PATHS = {"/api/v1/events", "/api/v1/events/batch"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Gateway:
@@ -139,6 +140,30 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+#: aiohttp's own refusals, named as a node names them.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal in the node's JSON shape; an unexpected error is a logged 500, never a
+    traceback page (bad input is caught before it can get here)."""
+    try:
+        return await handler(request)
+    except MemoroseError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[GATEWAY].settings.max_body_bytes
+        return _error(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error")
+
+
 def _to_response(answer: Answer) -> web.Response:
     headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
     return web.Response(
@@ -162,35 +187,37 @@ def _with_event_ids(path: str, payload: Any) -> Any:
     return payload
 
 
-def _tenant_of(request: web.Request, payload: Any) -> str:
-    tenant = request.match_info.get("tenant_id") or request.query.get("tenant_id")
-    if tenant is None and isinstance(payload, dict):
-        tenant = payload.get("tenant_id")
-    if tenant is None:
-        raise InvalidInput("tenant_id is required (in the body or the query string)")
-    return validate_tenant_id(tenant)
-
-
 async def route_tenant_request(request: web.Request) -> web.Response:
+    """Forward to the shard of the one tenant the request names (path, query or body)."""
     gateway = request.app[GATEWAY]
     body = await request.read()
-    payload: Any = None
-    if body:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return _error(400, "invalid_input", "malformed JSON")
-    try:
-        tenant_id = _tenant_of(request, payload)
-    except InvalidInput as exc:
-        return _error(400, exc.code, exc.message)
+    payload = parse_body(body)
+    if SHARD_PARAM in request.query:
+        raise InvalidInput("?shard= is only for admin routes that name no tenant (docs/gateway.md)")
+    tenant_id = tenant_of(request, payload)
+    if tenant_id is None:
+        raise InvalidInput("tenant_id is required (in the body or the query string)")
     if request.path in INGEST_PATHS and request.method == "POST":
-        body = json.dumps(_with_event_ids(request.path, payload)).encode()
+        body = dump_body(_with_event_ids(request.path, payload))
+    return await _send_to_tenant(gateway, request, tenant_id, body)
+
+
+async def _send_to_tenant(
+    gateway: Gateway, request: web.Request, tenant_id: str, body: bytes
+) -> web.Response:
     answer = await gateway.forward(gateway.shard_for(tenant_id), request, body)
     new_home = gateway.learn_move(tenant_id, answer)
     if new_home is not None:
         answer = await gateway.forward(new_home, request, body)
     return _to_response(answer)
+
+
+async def _ask(request: web.Request, body: bytes, need_one: bool = False) -> dict[str, Answer]:
+    """Forward a tenant-less request to every shard (or the one ``?shard=`` names)."""
+    gateway = request.app[GATEWAY]
+    targets = shards_for(gateway.shards, request, need_one)
+    path_qs = without_shard_param(request)
+    return await gather(targets, lambda shard: gateway.forward(shard, request, body, path_qs))
 
 
 async def cluster_status(request: web.Request) -> web.Response:
@@ -224,28 +251,40 @@ async def cluster_status(request: web.Request) -> web.Response:
 
 
 async def list_tenants(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    tenants: list[dict[str, Any]] = []
-    for shard in gateway.shards.values():
-        answer = await gateway.forward(shard, request, b"")
-        if answer.status != 200:
-            return _to_response(answer)
-        for tenant in json.loads(answer.body)["tenants"]:
-            tenants.append({**tenant, "shard": shard.name})
+    """Every shard's tenants (or one shard's, with ``?shard=``), each tagged with its shard."""
+    answers = await _ask(request, b"")
+    if any(a.status != 200 for a in answers.values()):
+        return merge(answers)
+    tenants = [
+        {**tenant, "shard": name} for name, answer in answers.items() for tenant in decoded(answer)["tenants"]
+    ]
     return web.json_response({"tenants": tenants})
 
 
 async def fan_out(request: web.Request) -> web.Response:
-    """Admin operations without a tenant (reindex) go to every shard."""
-    gateway = request.app[GATEWAY]
+    """Tenant-less admin operations (reindex) go to every shard, or to ``?shard=``."""
     body = await request.read()
-    results = {}
-    for shard in gateway.shards.values():
-        answer = await gateway.forward(shard, request, body)
-        if answer.status >= 300:
-            return _to_response(answer)
-        results[shard.name] = json.loads(answer.body)
-    return web.json_response({"shards": results})
+    tenant_of(request, parse_body(body))  # the same 4xx for a bad body as on a tenant route
+    return merge(await _ask(request, body))
+
+
+async def reembed(request: web.Request) -> web.Response:
+    """With a tenant: its shard. Without: every shard (or ``?shard=``), merged."""
+    body = await request.read()
+    payload = parse_body(body)
+    tenant_id = tenant_of(request, payload)
+    if tenant_id is not None and SHARD_PARAM not in request.query:
+        return await _send_to_tenant(request.app[GATEWAY], request, tenant_id, body)
+    return merge_reembed(merge(await _ask(request, body)))
+
+
+async def one_shard(request: web.Request) -> web.Response:
+    """Membership changes act on one Raft group: ``?shard=`` names it (unless only one)."""
+    body = await request.read()
+    tenant_of(request, parse_body(body))
+    answers = await _ask(request, body, need_one=True)
+    [answer] = answers.values()
+    return _to_response(answer)
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -320,7 +359,7 @@ async def _close(app: web.Application) -> None:
 
 
 def build_gateway_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[GATEWAY] = Gateway(settings)
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)
@@ -331,7 +370,11 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/api/v1/cluster/overview", cluster_status)  # the same shape as a node's
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/api/v1/whoami", whoami)
+    # Node routes that name no tenant (node/http*.py): every shard, or the one ?shard= names.
     app.router.add_post("/api/v1/admin/reindex", fan_out)
+    app.router.add_post("/api/v1/admin/reembed", reembed)
+    app.router.add_post("/api/v1/admin/cluster/members", one_shard)
+    app.router.add_delete("/api/v1/admin/cluster/members/{raft_address}", one_shard)
     app.router.add_route("*", "/api/v1/tenants/{tenant_id}", route_tenant_request)
     app.router.add_route("*", "/api/v1/admin/tenants/{tenant_id}/{action:.*}", route_tenant_request)
     app.router.add_route("*", "/api/v1/{tail:.*}", route_tenant_request)

@@ -12,15 +12,21 @@ import sys
 from aiohttp import web
 
 from gateway.app import build_gateway_app
-from gateway.config import load_gateway_settings, parse_shard_flag
+from gateway.config import GatewaySettings, load_gateway_settings, parse_shard_flag
+from memorose.cli_support import OperatorError, check_port_free
 from memorose.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gw = sub.add_parser("gateway", help="run the sharding gateway")
-    gw.add_argument("--config", help="TOML file with http, admin_key and [shards]")
-    gw.add_argument("--http", help="HOST:PORT to listen on")
-    gw.add_argument("--shard", action="append", default=[], help="NAME=URL1,URL2,URL3 (repeat)")
+    gw.add_argument("--config", help="TOML file with http, admin_key, max_body_bytes and [shards]")
+    gw.add_argument("--http", help="HOST:PORT to listen on (default: 127.0.0.1:8000, or http in --config)")
+    gw.add_argument(
+        "--shard",
+        action="append",
+        default=[],
+        help="NAME=URL1,URL2,URL3, one per shard (repeat; or [shards])",
+    )
     gw.set_defaults(func=cmd_gateway)
     gw_sub = gw.add_subparsers(dest="gateway_command", metavar="ACTION")
     reb = gw_sub.add_parser(
@@ -56,20 +62,28 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+PORT_FIX = "stop whatever listens there or pass another --http HOST:PORT"
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
     shards = dict(parse_shard_flag(flag) for flag in args.shard) or None
     return load_gateway_settings(args.config, http=args.http, shards=shards)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    check_port_free(settings.host, settings.port, "gateway HTTP address", PORT_FIX)
 
     async def serve() -> None:
         runner = web.AppRunner(
             build_gateway_app(settings), access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        except OSError as exc:  # taken between the check and now
+            await runner.cleanup()
+            raise OperatorError(f"gateway HTTP address {settings.http}: {exc.strerror}: {PORT_FIX}") from None
         print(f"Memorose gateway listening on http://{settings.http}", flush=True)
         print(f"  shards: {json.dumps(settings.shards)}", flush=True)
         print(f"  dashboard: http://{settings.http}/dashboard  (sign in with the admin key)", flush=True)

@@ -4,6 +4,7 @@ TOML::
 
     http = "127.0.0.1:8000"
     admin_key = "..."          # or MEMOROSE_ADMIN_KEY; the same admin key as the nodes
+    max_body_bytes = 4194304   # larger request bodies get 413 (the node's default limit)
     [shards]
     s1 = ["http://10.0.0.11:8080", "http://10.0.0.12:8080", "http://10.0.0.13:8080"]
     s2 = ["http://10.0.1.11:8080", "http://10.0.1.12:8080", "http://10.0.1.13:8080"]
@@ -14,13 +15,12 @@ TOML::
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from memorose.config import validate_url_aliases
+from memorose.config import problem, read_toml, validate_url_aliases
 from memorose.errors import ConfigError
 
 
@@ -31,10 +31,21 @@ class GatewaySettings(BaseModel):
     admin_key: str | None = None
     vnodes: int = Field(160, ge=1, le=10_000)
     request_timeout_secs: float = Field(30.0, gt=0)
-    shards: dict[str, list[str]] = Field(default_factory=dict)
+    #: Larger bodies are refused with 413 before they are read whole; the node's default.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    #: Validated even when absent: a gateway without shards can route nothing.
+    shards: dict[str, list[str]] = Field(default_factory=dict, validate_default=True)
     #: Advertised node URL -> URL the gateway uses for that node, for redirects that name
     #: a URL only reachable from outside the gateway's network (docs/operations.md).
     url_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("http")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} must be HOST:PORT with a port from 1 to 65535")
+        return value
 
     @field_validator("url_aliases")
     @classmethod
@@ -45,7 +56,9 @@ class GatewaySettings(BaseModel):
     @classmethod
     def _shards(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         if not value:
-            raise ValueError("at least one shard is required (--shard NAME=URL1,URL2,...)")
+            raise ValueError(
+                "at least one shard is required: give --shard NAME=URL1,URL2,... or [shards] in --config"
+            )
         for name, urls in value.items():
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"shard name {name!r} must be alphanumeric")
@@ -81,15 +94,7 @@ def _aliases_from_env(raw: str) -> Any:
 def load_gateway_settings(config_file: str | None, **overrides: Any) -> GatewaySettings:
     import os
 
-    data: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data: dict[str, Any] = read_toml(Path(config_file)) if config_file else {}
     if os.environ.get("MEMOROSE_ADMIN_KEY"):
         data["admin_key"] = os.environ["MEMOROSE_ADMIN_KEY"]
     if os.environ.get("MEMOROSE_URL_ALIASES"):
@@ -99,6 +104,8 @@ def load_gateway_settings(config_file: str | None, **overrides: Any) -> GatewayS
         return GatewaySettings(**data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'gateway'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'gateway'}: {problem(e['msg'])}" for e in exc.errors()
         )
-        raise ConfigError(f"invalid gateway configuration: {problems}") from exc
+        raise ConfigError(
+            f"invalid gateway configuration: {problems} (fix the flags or the config file)"
+        ) from exc

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from memorose import __version__, status
+from memorose.cli_support import OperatorError, Parser
 from memorose.errors import ConfigError
 
 # One BLAS thread per search, set before anything imports numpy (the subcommands are loaded
@@ -26,9 +27,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memorose", description="Memorose memory database")
+    parser = Parser(prog="memorose", description="Memorose memory database")
     parser.add_argument("--version", action="version", version=f"memorose {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much the process logs to stderr",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in sorted(entry_points(group="memorose.commands"), key=lambda e: e.name):
         ep.load()(sub)
@@ -49,11 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"memorose: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, OperatorError) as exc:
+        return operator_error(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def operator_error(exc: Exception) -> int:
+    """One line on stderr, exit status 2: operators read the message, not a traceback."""
+    print("memorose: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+    return 2
 
 
 if __name__ == "__main__":

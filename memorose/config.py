@@ -18,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -366,20 +367,40 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     global _CURRENT_TOML
     path = Path(config_file) if config_file else None
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        read_toml(path)
     clean = {k: v for k, v in overrides.items() if v is not None}
     _CURRENT_TOML = path
     try:
         return Settings(**clean)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {problem(e['msg'])}" for e in exc.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        raise ConfigError(f"invalid configuration: {problems} ({CONFIG_FIX})") from exc
+    except SettingsError as exc:  # an environment value that is not valid JSON for a list or table
+        detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+        hint = f"a list or table takes JSON; {CONFIG_FIX}"
+        raise ConfigError(f"invalid environment: {detail} ({hint})") from exc
     finally:
         _CURRENT_TOML = None
+
+
+def problem(message: str) -> str:
+    """A validation message without pydantic's "Value error, " prefix."""
+    return message.removeprefix("Value error, ")
+
+
+#: Where a bad setting can come from, so the operator knows what to change.
+CONFIG_FIX = "fix the flag, the MEMOROSE_* environment variable or the config file"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's tables; ConfigError (not a traceback) when it is missing or unreadable."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a file: check --config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}: fix the file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}): check its permissions") from exc

@@ -6,30 +6,41 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
 from memorose.bench.args import add_storage_arguments
-from memorose.config import load_settings
+from memorose.cli_support import (
+    OperatorError,
+    check_data_dir,
+    check_port_free,
+    port_number,
+    positive_int,
+    split_hostport,
+)
+from memorose.config import Settings, load_settings
 from node.runner import RunningNode, serve_forever
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = sub.add_parser("up", help="start a local node (or a local N-node shard) in the foreground")
-    up.add_argument("--data-dir", default="./data")
-    up.add_argument("--port", type=int, default=8080, help="HTTP port (Raft uses PORT+1 unless --raft)")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--raft", default=None, help="Raft HOST:PORT")
-    up.add_argument("--config", default=None, help="TOML config file")
+    up.add_argument("--data-dir", default="./data", help="where the node (or each node) keeps its data")
+    up.add_argument(
+        "--port", type=port_number, default=8080, help="HTTP port (Raft uses PORT+1 unless --raft)"
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument("--raft", default=None, help="Raft HOST:PORT (default: HOST:PORT+1)")
+    up.add_argument("--config", default=None, help="TOML config file (docs/configuration.md)")
     up.add_argument(
         "--nodes",
-        type=int,
+        type=positive_int,
         default=1,
         help="start a local shard of N nodes as subprocesses (node i: HTTP PORT+2i, Raft PORT+2i+1)",
     )
     up.add_argument(
         "--shards",
-        type=int,
+        type=positive_int,
         default=1,
         help="with S > 1: S shards of --nodes nodes behind a gateway on PORT (nodes from PORT+1)",
     )
@@ -37,13 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     node = sub.add_parser("node", help="start a node from flags and/or a config file")
     node.add_argument("--config", default=None, help="TOML config file")
-    node.add_argument("--node-id")
-    node.add_argument("--data-dir")
-    node.add_argument("--http", help="HOST:PORT for the HTTP API")
-    node.add_argument("--raft", help="HOST:PORT for Raft (bind address)")
+    node.add_argument("--node-id", help="this node's name in the shard (default: n1, or node_id in --config)")
+    node.add_argument("--data-dir", help="where the node keeps its data (default: ./data, or data_dir)")
+    node.add_argument("--http", help="HOST:PORT for the HTTP API (default: 127.0.0.1:8080, or http)")
+    node.add_argument(
+        "--raft", help="HOST:PORT for Raft, the bind address (default: 127.0.0.1:8081, or raft)"
+    )
     node.add_argument("--raft-advertise", help="HOST:PORT peers know this node by, if not --raft")
     node.add_argument("--http-advertise", help="base URL clients reach this node at, if not http://HTTP")
-    node.add_argument("--peer", action="append", default=None, help="RAFTHOST:PORT=http://HOST:PORT (repeat)")
+    node.add_argument(
+        "--peer",
+        action="append",
+        default=None,
+        help="another member, RAFTHOST:PORT=http://HOST:PORT (repeat)",
+    )
     node.set_defaults(func=cmd_node)
 
     admin = sub.add_parser("admin", help="administration")
@@ -97,16 +115,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     consolidation = bench_sub.add_parser(
         "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
     )
-    consolidation.add_argument("--events", type=int, default=5000, help="events in the throughput run")
+    consolidation.add_argument(
+        "--events", type=positive_int, default=5000, help="events in the throughput run"
+    )
     consolidation.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
     consolidation.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
     consolidation.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
-    consolidation.add_argument("--out", default="benchmarks/results/consolidation.json")
+    consolidation.add_argument(
+        "--out", default="benchmarks/results/consolidation.json", help="JSON results file"
+    )
     consolidation.set_defaults(func=cmd_bench_consolidation)
     soak = bench_sub.add_parser(
         "soak",
         help="standing fault soak of a 3-node shard: kills, pauses, cuts, damaged snapshots",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     from node.bench_soak import add_arguments as add_soak_arguments
 
@@ -142,8 +163,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         return run_local_cluster(args)
     raft = args.raft or f"{args.host}:{args.port + 1}"
     settings = load_settings(args.config, data_dir=args.data_dir, http=f"{args.host}:{args.port}", raft=raft)
+    preflight(settings, "pass another --port (Raft uses PORT+1) or --raft HOST:PORT")
     asyncio.run(serve_forever(settings, _print_ready))
     return 0
+
+
+def preflight(settings: Settings, fix: str) -> None:
+    """Data dir and both ports checked before anything starts: one line, not a traceback."""
+    check_data_dir(settings.data_dir)
+    http_host, http_port = split_hostport(settings.http)
+    check_port_free(http_host, http_port, "HTTP address", f"stop whatever listens there or {fix}")
+    raft_host, raft_port = split_hostport(settings.raft)
+    check_port_free(raft_host, raft_port, "Raft address", f"stop whatever listens there or {fix}")
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -157,6 +188,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         http_advertise=args.http_advertise,
         peers=args.peer,
     )
+    preflight(settings, "pass another --http / --raft HOST:PORT")
     asyncio.run(serve_forever(settings, _print_ready))
     return 0
 
@@ -274,8 +306,26 @@ def _post(url: str, key: str, body: dict[str, Any] | None = None) -> Any:
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise OperatorError(
+            f"{url} answered {exc.code}: {_error_message(exc)}: check --url and --admin-key"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OperatorError(f"cannot reach {url} ({reason}): check --url and that the node runs") from None
+    except ValueError:
+        raise OperatorError(f"{url} did not answer JSON: check that --url is a Memorose node") from None
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The node's JSON error message, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.read())["error"]["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(exc.reason)
 
 
 def cmd_bench_storage(args: argparse.Namespace) -> int:

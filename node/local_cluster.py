@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from memorose.cli_support import OperatorError, check_data_dir, check_port_free, split_hostport
+
 
 def _secret(path: Path, prefix: str) -> str:
     if path.exists():
@@ -80,12 +82,26 @@ def cluster_commands(args: argparse.Namespace) -> tuple[list[tuple[str, str, lis
     return processes, gateway_url
 
 
+def _check_ports(processes: list[tuple[str, str, list[str]]]) -> None:
+    """Every port of every process checked before the first one starts (else some would
+    start and the others die with a traceback each)."""
+    for name, _, argv in processes:
+        for flag in ("--http", "--raft"):
+            if flag in argv:
+                host, port = split_hostport(argv[argv.index(flag) + 1])
+                if port > 65535:
+                    raise OperatorError(f"{name} would need port {port} (over 65535): pass a lower --port")
+                what = f"{name} {'HTTP' if flag == '--http' else 'Raft'} address"
+                check_port_free(host, port, what, "stop whatever listens there or pass another --port")
+
+
 def run_local_cluster(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir)
+    data_dir = check_data_dir(args.data_dir)
     env = dict(os.environ)
     env.setdefault("MEMOROSE_RAFT_PASSWORD", _secret(data_dir / "raft_password", ""))
     admin_key = env.setdefault("MEMOROSE_ADMIN_KEY", _secret(data_dir / "admin_key", "adm_"))
     nodes, gateway_url = cluster_commands(args)
+    _check_ports(nodes)
     procs = [subprocess.Popen(argv, env=env) for _, _, argv in nodes]
     stopping = False
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from memorose.cli_support import OperatorError
 from memorose.config import Settings
 from node.http import build_app
 from node.http_limits import ConnectionGuard, GuardedSite
@@ -56,7 +57,13 @@ async def start_node(settings: Settings) -> RunningNode:
     await runner.setup()
     guard = ConnectionGuard(limits.max_connections, limits.header_timeout_secs)
     site = GuardedSite(runner, settings.http_host, settings.http_port, guard, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the CLI checked the port first; someone took it since
+        await runner.cleanup()
+        raise OperatorError(
+            f"HTTP address {settings.http}: {exc.strerror}: stop whatever listens there or pass another port"
+        ) from None
     return RunningNode(service, runner, f"http://{settings.http}")
 
 

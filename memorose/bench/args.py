@@ -26,6 +26,6 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="node's index.ann_threshold (default: the node's own default, 200000)",
     )
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
     parser.add_argument("--workdir", default=None, help="where node data dirs go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the node data dirs afterwards")

@@ -24,7 +24,7 @@ import aiohttp
 def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=400, help="measured requests per case")
     parser.add_argument("--port", type=int, default=18700, help="gateway port; nodes use the next 12")
-    parser.add_argument("--out", default="benchmarks/results/gateway.json")
+    parser.add_argument("--out", default="benchmarks/results/gateway.json", help="JSON results file")
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -226,13 +226,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sizes", default="1000,10000,100000", help="memories in the tenant, comma-separated"
     )
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", default="benchmarks/results/insights.json")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic memories")
+    parser.add_argument("--out", default="benchmarks/results/insights.json", help="JSON results file")
     parser.add_argument(
         "--locomo", default=None, help="also run LoCoMo with insights (path to locomo10.json)"
     )
-    parser.add_argument("--locomo-out", default="benchmarks/results/insights_locomo.json")
-    parser.add_argument("--limit-conversations", type=int, default=0)
+    parser.add_argument(
+        "--locomo-out", default="benchmarks/results/insights_locomo.json", help="LoCoMo results file"
+    )
+    parser.add_argument(
+        "--limit-conversations", type=int, default=0, help="only the first N LoCoMo conversations (0: all)"
+    )
 
 
 if __name__ == "__main__":
