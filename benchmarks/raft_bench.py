@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/raft_bench.py ingest    # events/s and ack latency, beside raw PySyncObj
     .venv/bin/python benchmarks/raft_bench.py failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
     .venv/bin/python benchmarks/raft_bench.py latency   # one client, single-event ack, 1 and 3 nodes
+    .venv/bin/python benchmarks/raft_bench.py abuse     # one writer's acks with and without a Raft attack
 
 Figures go to benchmarks/results/raft_*.json and docs/benchmarks.md ("Replication").
 Consolidation is pushed out of the way (long interval, big batches) so that the numbers
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from node.runner import free_port
+from node.testing import raft_attack
 from node.testing.api import ADMIN_KEY
 from node.testing.cluster import Cluster
 from node.testing.workload import History, first_ack
@@ -293,6 +296,109 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {f"{size}_node": asyncio.run(ack_latency(size, args.seconds)) for size in (1, 3)}
 
 
+class Attacker:
+    """Issue 15's attack on one Raft port, repeated until stopped: the 2^31-1 frame with
+    44 MiB behind it (a new connection every ``every`` s) and a slow half-frame (a new one
+    as soon as the node closes the last)."""
+
+    def __init__(self, target: str, counts: dict[str, int], every: float = 0.2) -> None:
+        self.target = target
+        self.every = every
+        self.stop = threading.Event()
+        self.counts = counts
+        self.threads = [
+            threading.Thread(target=self._big, daemon=True),
+            threading.Thread(target=self._slow, daemon=True),
+        ]
+
+    def __enter__(self) -> Attacker:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _big(self) -> None:
+        while not self.stop.is_set():
+            self.counts["big_frames"] += 1
+            self.counts["big_frames_closed"] += raft_attack.big_frame(self.target, 44 << 20, timeout=30)
+            self.stop.wait(self.every)
+
+    def _slow(self) -> None:
+        while not self.stop.is_set():
+            self.counts["half_frames"] += 1
+            self.counts["half_frames_closed"] += raft_attack.slow_half_frame(self.target, timeout=30)
+
+
+async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
+    """One writer on a 3-node shard; phases without and with the attack on the leader's Raft
+    port alternate (``rounds`` of each), so drift in the machine's load hits both alike."""
+    latencies: dict[str, list[float]] = {"quiet": [], "attack": []}
+    errors = {"quiet": 0, "attack": 0}
+    with tempfile.TemporaryDirectory(prefix="raft-abuse-") as tmp:
+        async with Cluster(Path(tmp), env=QUIET, proxies=False) as cluster:
+            cluster.start_all()
+            leader = await cluster.wait_leader()
+            url = cluster.nodes[leader].url
+            await load(url, 1, 1.0, 1)  # warm up
+            before = await cluster.statuses()
+            counts = dict.fromkeys(
+                ("big_frames", "big_frames_closed", "half_frames", "half_frames_closed"), 0
+            )
+            for _ in range(rounds):
+                for phase in ("quiet", "attack"):
+                    if phase == "attack":
+                        with Attacker(cluster.nodes[leader].raft_bind, counts):
+                            run = await _timed_writes(url, seconds)
+                    else:
+                        run = await _timed_writes(url, seconds)
+                    latencies[phase] += run[0]
+                    errors[phase] += run[1]
+            after = await cluster.statuses()
+    out: dict[str, Any] = {
+        phase: {
+            "writes": len(values),
+            "errors": errors[phase],
+            "p50_ms": pct(values, 0.5),
+            "p99_ms": pct(values, 0.99),
+            "max_ms": round(max(values) * 1000, 1) if values else None,
+        }
+        for phase, values in latencies.items()
+    }
+    out["attack_connections"] = counts
+    out["leader_raft_transport"] = after[leader]["raft_transport"] if leader in after else None
+    out["leader_max_tick_gap_ms"] = after[leader]["max_tick_gap_ms"] if leader in after else None
+    out["elections_during_runs"] = sum(s["elections"] for s in after.values()) - sum(
+        s["elections"] for s in before.values()
+    )
+    out["phase_seconds"], out["rounds"] = seconds, rounds
+    return out
+
+
+async def _timed_writes(url: str, seconds: float) -> tuple[list[float], int]:
+    """One client, one event per request, for ``seconds``: (ack latencies, non-202 count)."""
+    latencies: list[float] = []
+    errors = 0
+    run = random.randrange(10**9)
+    stop_at = time.perf_counter() + seconds
+    async with aiohttp.ClientSession() as session:
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+            body = {"tenant_id": "bench", **event(f"abuse-{run}-{n}")}
+            started = time.perf_counter()
+            async with session.post(url + "/api/v1/events", json=body, headers=HEADERS) as resp:
+                await resp.read()
+            if resp.status == 202:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+    return latencies, errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -306,12 +412,18 @@ def main() -> int:
     lat = sub.add_parser("latency", help="single-event ack latency, one client, 1 and 3 nodes")
     lat.add_argument("--seconds", type=float, default=10.0)
     lat.add_argument("--out", default="benchmarks/results/raft_latency.json")
+    ab = sub.add_parser("abuse", help="one writer's ack latency without and with a Raft port attack")
+    ab.add_argument("--seconds", type=float, default=7.0, help="length of each phase (default 7)")
+    ab.add_argument("--rounds", type=int, default=2, help="quiet/attack phase pairs (default 2)")
+    ab.add_argument("--out", default="benchmarks/results/raft_abuse.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
     if args.mode == "ingest":
         result = cmd_ingest(args)
     elif args.mode == "latency":
         result = cmd_latency(args)
+    elif args.mode == "abuse":
+        result = asyncio.run(abuse(args.seconds, args.rounds))
     else:
         result = asyncio.run(failover(args.rounds, args.faults.split(",")))
     result["machine"] = {
