@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -22,8 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -296,46 +298,10 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {f"{size}_node": asyncio.run(ack_latency(size, args.seconds)) for size in (1, 3)}
 
 
-class Attacker:
-    """Issue 15's attack on one Raft port, repeated until stopped: the 2^31-1 frame with
-    44 MiB behind it (a new connection every ``every`` s) and a slow half-frame (a new one
-    as soon as the node closes the last)."""
-
-    def __init__(self, target: str, counts: dict[str, int], every: float = 0.2) -> None:
-        self.target = target
-        self.every = every
-        self.stop = threading.Event()
-        self.counts = counts
-        self.threads = [
-            threading.Thread(target=self._big, daemon=True),
-            threading.Thread(target=self._slow, daemon=True),
-        ]
-
-    def __enter__(self) -> Attacker:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def _big(self) -> None:
-        while not self.stop.is_set():
-            self.counts["big_frames"] += 1
-            self.counts["big_frames_closed"] += raft_attack.big_frame(self.target, 44 << 20, timeout=30)
-            self.stop.wait(self.every)
-
-    def _slow(self) -> None:
-        while not self.stop.is_set():
-            self.counts["half_frames"] += 1
-            self.counts["half_frames_closed"] += raft_attack.slow_half_frame(self.target, timeout=30)
-
-
 async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
     """One writer on a 3-node shard; phases without and with the attack on the leader's Raft
-    port alternate (``rounds`` of each), so drift in the machine's load hits both alike."""
+    port alternate (``rounds`` of each), so drift in the machine's load hits both alike. The
+    attacker is another process (``raft_attack.sustained``), as it would be in reality."""
     latencies: dict[str, list[float]] = {"quiet": [], "attack": []}
     errors = {"quiet": 0, "attack": 0}
     with tempfile.TemporaryDirectory(prefix="raft-abuse-") as tmp:
@@ -345,18 +311,26 @@ async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
             url = cluster.nodes[leader].url
             await load(url, 1, 1.0, 1)  # warm up
             before = await cluster.statuses()
-            counts = dict.fromkeys(
-                ("big_frames", "big_frames_closed", "half_frames", "half_frames_closed"), 0
-            )
-            for _ in range(rounds):
-                for phase in ("quiet", "attack"):
-                    if phase == "attack":
-                        with Attacker(cluster.nodes[leader].raft_bind, counts):
-                            run = await _timed_writes(url, seconds)
-                    else:
+            counts: Counter[str] = Counter()
+            target = cluster.nodes[leader].raft_bind
+            pid = cluster.nodes[leader].proc.pid  # type: ignore[union-attr]
+            cpu = {"quiet": 0.0, "attack": 0.0}
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
+                attacker.submit(time.sleep, 0).result()  # the attacker process is up before timing
+                for _ in range(rounds):
+                    for phase in ("quiet", "attack"):
+                        attack = None
+                        if phase == "attack":
+                            attack = asyncio.wrap_future(
+                                attacker.submit(raft_attack.sustained, target, seconds)
+                            )
+                        cpu_before = _cpu_seconds(pid)
                         run = await _timed_writes(url, seconds)
-                    latencies[phase] += run[0]
-                    errors[phase] += run[1]
+                        cpu[phase] += _cpu_seconds(pid) - cpu_before
+                        if attack is not None:
+                            counts.update(await attack)
+                        latencies[phase] += run[0]
+                        errors[phase] += run[1]
             after = await cluster.statuses()
     out: dict[str, Any] = {
         phase: {
@@ -365,10 +339,12 @@ async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
             "p50_ms": pct(values, 0.5),
             "p99_ms": pct(values, 0.99),
             "max_ms": round(max(values) * 1000, 1) if values else None,
+            "leader_cpu_s": round(cpu[phase], 2),
+            "leader_cpu_ms_per_write": round(cpu[phase] * 1000 / max(1, len(values)), 3),
         }
         for phase, values in latencies.items()
     }
-    out["attack_connections"] = counts
+    out["attack_connections"] = dict(counts)
     out["leader_raft_transport"] = after[leader]["raft_transport"] if leader in after else None
     out["leader_max_tick_gap_ms"] = after[leader]["max_tick_gap_ms"] if leader in after else None
     out["elections_during_runs"] = sum(s["elections"] for s in after.values()) - sum(
@@ -376,6 +352,12 @@ async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
     )
     out["phase_seconds"], out["rounds"] = seconds, rounds
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _timed_writes(url: str, seconds: float) -> tuple[list[float], int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -64,7 +65,7 @@ def big_frame(address: str, total_bytes: int = 44 << 20, timeout: float = 30.0) 
     sock = connect(address, timeout=timeout)
     try:
         sock.sendall(_HEADER.pack(HUGE_LENGTH))
-        filler = os.urandom(1 << 20)
+        filler = bytes(1 << 20)  # the node never decrypts it: its content does not matter
         sent = 0
         try:
             while sent < total_bytes:
@@ -96,6 +97,37 @@ def slow_half_frame(
         return False
     finally:
         sock.close()
+
+
+def sustained(address: str, seconds: float, every: float = 0.2) -> dict[str, int]:
+    """Both attacks for ``seconds``: a new big frame every ``every`` s, and a new slow
+    half-frame as soon as the node closes the last. Counts of connections made and closed
+    (the last half-frame may still be open when ``seconds`` are up). Run it in its own
+    process: in the measuring process its threads would compete for the GIL."""
+    counts = dict.fromkeys(
+        ("big_frames", "big_frames_closed", "half_frames_closed", "half_frames_open_at_end"), 0
+    )
+    deadline = time.monotonic() + seconds
+
+    def big() -> None:
+        while time.monotonic() < deadline:
+            counts["big_frames"] += 1
+            counts["big_frames_closed"] += big_frame(address, timeout=30)
+            time.sleep(every)
+
+    def slow() -> None:
+        while (left := deadline - time.monotonic()) > 0:
+            key = (
+                "half_frames_closed" if slow_half_frame(address, timeout=left) else "half_frames_open_at_end"
+            )
+            counts[key] += 1
+
+    threads = [threading.Thread(target=big), threading.Thread(target=slow)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return counts
 
 
 def handshake(sock: socket.socket, fernet: Any, as_node: str) -> None:
