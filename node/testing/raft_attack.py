@@ -15,7 +15,7 @@ from typing import Any
 
 from node.testing.network import decode_frame, encode_frame
 
-_HEADER = struct.Struct("<i")
+LENGTH_PREFIX = struct.Struct("<i")
 #: The issue's frame: the largest length a 4-byte signed prefix can announce.
 HUGE_LENGTH = 2**31 - 1
 
@@ -64,7 +64,7 @@ def big_frame(address: str, total_bytes: int = 44 << 20, timeout: float = 30.0) 
     the node closed the connection before all of it was sent (or within ``timeout``)."""
     sock = connect(address, timeout=timeout)
     try:
-        sock.sendall(_HEADER.pack(HUGE_LENGTH))
+        sock.sendall(LENGTH_PREFIX.pack(HUGE_LENGTH))
         filler = bytes(1 << 20)  # the node never decrypts it: its content does not matter
         sent = 0
         try:
@@ -85,7 +85,7 @@ def slow_half_frame(
     byte resets PySyncObj's own idle timeout). True if the node closed it within ``timeout``."""
     sock = sock or connect(address)
     try:
-        sock.sendall(_HEADER.pack(1000) + b"x" * 10)
+        sock.sendall(LENGTH_PREFIX.pack(1000) + b"x" * 10)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if closed_by_peer(sock, every):
@@ -141,8 +141,8 @@ def handshake(sock: socket.socket, fernet: Any, as_node: str) -> None:
 
 
 def _read_frame(sock: socket.socket) -> bytes:
-    header = _read_exactly(sock, _HEADER.size)
-    return header + _read_exactly(sock, _HEADER.unpack(header)[0])
+    header = _read_exactly(sock, LENGTH_PREFIX.size)
+    return header + _read_exactly(sock, LENGTH_PREFIX.unpack(header)[0])
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes:

@@ -8,7 +8,7 @@ import os
 import pickle
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -54,10 +54,10 @@ class GuardedNode(SyncObj):  # type: ignore[misc]
         return dict(self.transport.guard_stats.as_dict())
 
 
-def wait_until(predicate: object, timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.01)
     raise AssertionError("timed out")
@@ -86,7 +86,7 @@ def patient_node() -> Iterator[GuardedNode]:
 # -- frame size --------------------------------------------------------------------------------
 def test_a_huge_length_prefix_closes_the_connection_before_any_frame_byte(patient_node: GuardedNode) -> None:
     sock = raft_attack.connect(patient_node.address)
-    sock.sendall(raft_attack._HEADER.pack(raft_attack.HUGE_LENGTH))  # the prefix alone
+    sock.sendall(raft_attack.LENGTH_PREFIX.pack(raft_attack.HUGE_LENGTH))  # the prefix alone
     assert raft_attack.closed_by_peer(sock, 5.0), "the node waited for a 2 GiB frame"
     assert patient_node.stats()["oversize_frames"] == 1
 
@@ -100,7 +100,7 @@ def test_the_issue_attack_is_cut_short(patient_node: GuardedNode) -> None:
 def test_before_the_handshake_only_handshake_sized_frames_are_accepted(patient_node: GuardedNode) -> None:
     limit = patient_node.transport_limits.handshake_frame_bytes
     sock = raft_attack.connect(patient_node.address)
-    sock.sendall(raft_attack._HEADER.pack(limit + 1))
+    sock.sendall(raft_attack.LENGTH_PREFIX.pack(limit + 1))
     assert raft_attack.closed_by_peer(sock, 5.0)
 
 
@@ -109,7 +109,7 @@ def test_after_the_handshake_the_frame_limit_still_holds(patient_node: GuardedNo
     raft_attack.handshake(sock, getEncryptor(PASSWORD), PARTNER)
     wait_until(lambda: patient_node.isNodeConnected(TCPNode(PARTNER)))
     assert raft_attack.is_open(sock)
-    sock.sendall(raft_attack._HEADER.pack(patient_node.transport_limits.max_frame_bytes + 1))
+    sock.sendall(raft_attack.LENGTH_PREFIX.pack(patient_node.transport_limits.max_frame_bytes + 1))
     assert raft_attack.closed_by_peer(sock, 5.0)
     assert patient_node.stats()["oversize_frames"] == 1
 
