@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/raft_bench.py ingest    # events/s and ack latency, beside raw PySyncObj
     .venv/bin/python benchmarks/raft_bench.py failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
     .venv/bin/python benchmarks/raft_bench.py latency   # one client, single-event ack, 1 and 3 nodes
+    .venv/bin/python benchmarks/raft_bench.py abuse     # one writer's acks with and without a Raft attack
 
 Figures go to benchmarks/results/raft_*.json and docs/benchmarks.md ("Replication").
 Consolidation is pushed out of the way (long interval, big batches) so that the numbers
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from node.runner import free_port
+from node.testing import raft_attack
 from node.testing.api import ADMIN_KEY
 from node.testing.cluster import Cluster
 from node.testing.workload import History, first_ack
@@ -293,6 +298,89 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {f"{size}_node": asyncio.run(ack_latency(size, args.seconds)) for size in (1, 3)}
 
 
+async def abuse(seconds: float, rounds: int) -> dict[str, Any]:
+    """One writer on a 3-node shard; phases without and with the attack on the leader's Raft
+    port alternate (``rounds`` of each), so drift in the machine's load hits both alike. The
+    attacker is another process (``raft_attack.sustained``), as it would be in reality."""
+    latencies: dict[str, list[float]] = {"quiet": [], "attack": []}
+    errors = {"quiet": 0, "attack": 0}
+    with tempfile.TemporaryDirectory(prefix="raft-abuse-") as tmp:
+        async with Cluster(Path(tmp), env=QUIET, proxies=False) as cluster:
+            cluster.start_all()
+            leader = await cluster.wait_leader()
+            url = cluster.nodes[leader].url
+            await load(url, 1, 1.0, 1)  # warm up
+            before = await cluster.statuses()
+            counts: Counter[str] = Counter()
+            target = cluster.nodes[leader].raft_bind
+            pid = cluster.nodes[leader].proc.pid  # type: ignore[union-attr]
+            cpu = {"quiet": 0.0, "attack": 0.0}
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
+                attacker.submit(time.sleep, 0).result()  # the attacker process is up before timing
+                for _ in range(rounds):
+                    for phase in ("quiet", "attack"):
+                        attack = None
+                        if phase == "attack":
+                            attack = asyncio.wrap_future(
+                                attacker.submit(raft_attack.sustained, target, seconds)
+                            )
+                        cpu_before = _cpu_seconds(pid)
+                        run = await _timed_writes(url, seconds)
+                        cpu[phase] += _cpu_seconds(pid) - cpu_before
+                        if attack is not None:
+                            counts.update(await attack)
+                        latencies[phase] += run[0]
+                        errors[phase] += run[1]
+            after = await cluster.statuses()
+    out: dict[str, Any] = {
+        phase: {
+            "writes": len(values),
+            "errors": errors[phase],
+            "p50_ms": pct(values, 0.5),
+            "p99_ms": pct(values, 0.99),
+            "max_ms": round(max(values) * 1000, 1) if values else None,
+            "leader_cpu_s": round(cpu[phase], 2),
+            "leader_cpu_ms_per_write": round(cpu[phase] * 1000 / max(1, len(values)), 3),
+        }
+        for phase, values in latencies.items()
+    }
+    out["attack_connections"] = dict(counts)
+    out["leader_raft_transport"] = after[leader]["raft_transport"] if leader in after else None
+    out["leader_max_tick_gap_ms"] = after[leader]["max_tick_gap_ms"] if leader in after else None
+    out["elections_during_runs"] = sum(s["elections"] for s in after.values()) - sum(
+        s["elections"] for s in before.values()
+    )
+    out["phase_seconds"], out["rounds"] = seconds, rounds
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _timed_writes(url: str, seconds: float) -> tuple[list[float], int]:
+    """One client, one event per request, for ``seconds``: (ack latencies, non-202 count)."""
+    latencies: list[float] = []
+    errors = 0
+    run = random.randrange(10**9)
+    stop_at = time.perf_counter() + seconds
+    async with aiohttp.ClientSession() as session:
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+            body = {"tenant_id": "bench", **event(f"abuse-{run}-{n}")}
+            started = time.perf_counter()
+            async with session.post(url + "/api/v1/events", json=body, headers=HEADERS) as resp:
+                await resp.read()
+            if resp.status == 202:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+    return latencies, errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -306,12 +394,18 @@ def main() -> int:
     lat = sub.add_parser("latency", help="single-event ack latency, one client, 1 and 3 nodes")
     lat.add_argument("--seconds", type=float, default=10.0)
     lat.add_argument("--out", default="benchmarks/results/raft_latency.json")
+    ab = sub.add_parser("abuse", help="one writer's ack latency without and with a Raft port attack")
+    ab.add_argument("--seconds", type=float, default=7.0, help="length of each phase (default 7)")
+    ab.add_argument("--rounds", type=int, default=2, help="quiet/attack phase pairs (default 2)")
+    ab.add_argument("--out", default="benchmarks/results/raft_abuse.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
     if args.mode == "ingest":
         result = cmd_ingest(args)
     elif args.mode == "latency":
         result = cmd_latency(args)
+    elif args.mode == "abuse":
+        result = asyncio.run(abuse(args.seconds, args.rounds))
     else:
         result = asyncio.run(failover(args.rounds, args.faults.split(",")))
     result["machine"] = {

@@ -177,6 +177,18 @@ class RaftSettings(_Section):
     #: fsync every RocksDB write at apply (the journal already makes acks durable; this
     #: only shortens the replay after a power loss). See docs/durability.md.
     sync_apply: bool = False
+    # -- the Raft port against peers without the password (docs/security-raft.md) --
+    #: Longest frame accepted from an authenticated peer. The largest legitimate frame is a
+    #: 1 MiB snapshot chunk, about 1.4 MiB encrypted; below 2 MiB replication could stall.
+    max_frame_bytes: int = Field(16 << 20, ge=2 << 20, le=1 << 30)
+    #: Longest frame accepted before the handshake completes (its frames are ~200 bytes).
+    handshake_frame_bytes: int = Field(64 << 10, ge=1024, le=16 << 20)
+    #: A connection that has not completed the encrypted handshake by then is closed.
+    handshake_timeout: float = Field(5.0, gt=0, le=3600)
+    #: A connection whose pending frame started arriving longer ago than this is closed.
+    frame_read_timeout: float = Field(10.0, gt=0, le=3600)
+    #: Incoming Raft connections accepted at once from one IP address.
+    max_connections_per_ip: int = Field(16, ge=1, le=65535)
 
 
 class MetricsSettings(_Section):

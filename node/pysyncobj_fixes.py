@@ -32,6 +32,15 @@ without it (tests/unit/test_raft_rules.py, tests/unit/test_snapshot_transfer.py)
 6. **Fast failover** (``_SyncObj__onNodeDisconnected``). When the connection to the
    leader drops (its process died: the kernel closes its sockets), a follower starts an
    election after a short random delay instead of waiting out the full election timeout.
+7. **Bounded append_entries frames** (``_batch_entries``). PySyncObj's batch takes entries
+   until their total reaches ``appendEntriesBatchSizeBytes``, *including* the entry that
+   crosses it: a small entry followed by a 10 MiB one went out as one 10 MiB frame (only
+   a big entry at the head of a batch is sent in parts). Now a batch stops before the
+   crossing entry, which then heads the next batch and is sent in parts, so no legitimate
+   frame is bigger than a snapshot chunk, and a frame-size limit can be enforced.
+8. **The Raft port against peers without the password** (node/transport_guard.py,
+   ``TransportGuard``): frame size checked on the length prefix, a handshake deadline, a
+   read deadline for half-sent frames, a cap on connections per address.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ from pysyncobj.syncobj import _RAFT_STATE, SyncObjExceptionWrongVer
 
 from node import snapshot
 from node.failstop import fail_stop, failpoint
+from node.transport_guard import GuardStats, TransportGuard, TransportLimits
+
+__all__ = ["AppendEntriesFix", "FollowerRules", "GuardStats", "TransportGuard", "TransportLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +87,9 @@ class AppendEntriesFix:
                     prev_idx, prev_term = self._SyncObj__getPrevLogIndexTerm(next_index)
                     entries = []
                     if next_index <= self._SyncObj__getCurrentLogIndex():
-                        entries = self._SyncObj__getEntries(next_index, None, batch_size)
+                        entries = _batch_entries(
+                            self._SyncObj__getEntries(next_index, None, batch_size), batch_size
+                        )
                         self._SyncObj__raftNextIndex[node] = entries[-1][1] + 1
 
                     if len(entries) == 1 and len(entries[0][0]) >= batch_size:
@@ -144,6 +158,17 @@ class AppendEntriesFix:
 
 
 Entry = tuple[bytes, int, int]
+
+
+def _batch_entries(entries: list[Entry], batch_size: int) -> list[Entry]:
+    """Fix 7: PySyncObj's batch includes the entry that crosses ``batch_size``. Drop it
+    (unless it is alone): the batch stays under ``batch_size``, and a big entry always
+    heads its own batch, where it is sent in parts."""
+    if len(entries) > 1 and sum(len(entry[0]) for entry in entries) >= batch_size:
+        return entries[:-1]
+    return entries
+
+
 DumpPoint = tuple[Entry, Entry, list[Any]]  # (last entry, the one before, cluster members)
 
 

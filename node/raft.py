@@ -45,7 +45,7 @@ from memorose.storage.rocks import RocksStore, StorageFailure, StoreError, fsync
 from node import snapshot
 from node.failstop import fail_stop, failpoint
 from node.journal import DurableJournal
-from node.pysyncobj_fixes import AppendEntriesFix, DumpPoint, FollowerRules
+from node.pysyncobj_fixes import AppendEntriesFix, DumpPoint, FollowerRules, TransportGuard, TransportLimits
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ def build_conf(
     )
 
 
-class SyncingTransport(TCPTransport):  # type: ignore[misc]
-    """TCP transport that makes new journal entries durable before this node vouches for
+class SyncingTransport(TransportGuard, TCPTransport):  # type: ignore[misc]
+    """TCP transport, guarded against peers without the password (node/transport_guard.py),
+    that makes new journal entries durable before this node vouches for
     them. A follower's acknowledgement (``next_node_idx``) leaves only after the fsync. The
     leader ships ``append_entries`` first and fsyncs right after, so its own fsync overlaps
     the followers'; it always completes before the leader's next commit decision, which
@@ -176,6 +177,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self._last_tick = time.perf_counter()
         self.max_tick_gap_s = 0.0
         self.long_ticks = 0
+        # the Raft port's limits, read by SyncingTransport while PySyncObj builds it
+        self.transport_limits = transport_limits(tuning)
         # observability
         self.elections = 0
         self.leader_changes = 0
@@ -424,6 +427,10 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if self._on_state_changed is not None:
             self._on_state_changed(old, new)
 
+    def transport_stats(self) -> dict[str, int]:
+        """What the Raft port refused (frames too big, deadlines missed, connections capped)."""
+        return dict(self._SyncObj__transport.guard_stats.as_dict())
+
     def role(self) -> str:
         return ROLE_NAMES.get(self.getStatus()["state"], "unknown")
 
@@ -474,6 +481,16 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             for k, v in status.items()
             if k.startswith("match_idx_server_")
         }
+
+
+def transport_limits(tuning: RaftSettings) -> TransportLimits:
+    return TransportLimits(
+        max_frame_bytes=tuning.max_frame_bytes,
+        handshake_frame_bytes=tuning.handshake_frame_bytes,
+        handshake_timeout=tuning.handshake_timeout,
+        frame_read_timeout=tuning.frame_read_timeout,
+        max_connections_per_ip=tuning.max_connections_per_ip,
+    )
 
 
 def _dump_point(meta: dict[str, Any]) -> DumpPoint:

@@ -394,6 +394,7 @@ class NodeService:
             "journal_fsync_max_ms": round(raft.fsync_max_s * 1000, 1),
             "max_tick_gap_ms": round(raft.max_tick_gap_s * 1000, 1),
             "tick_stalls_over_500ms": raft.long_ticks,
+            "raft_transport": raft.transport_stats(),
             "commit_latency_ms": self._commit_latency(),
             "peers": peers,
         }
