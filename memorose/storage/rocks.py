@@ -11,13 +11,13 @@ Layout: ``path`` (``rocks``) is a symlink to a generation directory (``rocks-<n>
 switch opens the new generation where it lies, then flips the symlink atomically. No
 directory a RocksDB instance has opened is ever renamed or reused: an instance works on
 its files by path, and rocksdict's ``close`` leaves the instance running while anything
-still references it (an iterator, a checkpoint object), so renaming ``rocks`` under it
-(as an earlier two-rename switch did) let a closing instance delete or write files of
-the database that had taken its place (seen in the fault soak: SSTs missing from both
-the new and the old database). Opening the store removes every generation but the live
-one, so a crash at any point of a switch leaves either the old or the new database, and
-never an empty one created in its place. A plain ``rocks`` directory (the layout before
-generations) is adopted as a generation when the store opens.
+still references it (an iterator, a checkpoint object): an earlier two-rename switch then
+failed to open the new database (the old instance still held its lock path), failed the
+rollback the same way and left the node with a closed handle; and a closing instance
+purges "obsolete" files of whatever directory has its path by then. Opening the store
+removes every generation but the live one, so a crash at any point of a switch leaves
+either the old or the new database, and never an empty one created in its place. A plain
+``rocks`` directory (the layout before generations) is adopted as a generation at open.
 """
 
 from __future__ import annotations

@@ -29,6 +29,18 @@ PASSWORD = "test-raft-password"
 #: The checkout (or site-packages) that holds ``memorose`` and ``node``: the nodes import
 #: the same code as the caller.
 CODE_ROOT = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL this node when the harness process dies. A
+    harness killed without cleanup (SIGKILL, or a SIGINT that skips ``__aexit__``) once
+    left its nodes running; a new run in the same directories then shared data dirs with
+    them and corrupted both."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 async def poll(
@@ -165,7 +177,12 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         with node.log_path.open("ab") as log:
             node.proc = subprocess.Popen(
-                self.argv(node, members), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+                self.argv(node, members),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                preexec_fn=_die_with_parent,  # prctl only, called from the event loop's thread
             )
         node.paused = False
         node.expected_down = False
