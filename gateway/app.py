@@ -25,7 +25,7 @@ from gateway.config import GatewaySettings
 from gateway.fanout import SHARD_PARAM, decoded, gather, merge, merge_reembed, shards_for, without_shard_param
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
-from gateway.routing import dump_body, parse_body, tenant_of
+from gateway.routing import dump_body, parse_body, request_key, tenant_of
 from memorose.errors import InvalidInput, MemoroseError
 from memorose.metrics import LATENCY_BUCKETS, standard_registry
 
@@ -199,6 +199,23 @@ async def route_tenant_request(request: web.Request) -> web.Response:
         raise InvalidInput("tenant_id is required (in the body or the query string)")
     if request.path in INGEST_PATHS and request.method == "POST":
         body = dump_body(_with_event_ids(request.path, payload))
+    return await _send_to_tenant(gateway, request, tenant_id, body)
+
+
+async def route_mem0(request: web.Request) -> web.Response:
+    """mem0-compatible routes (docs/mem0.md): the tenant in the path (``/mem0/<tenant>/v1/...``),
+    else the one the key is bound to, found on its shard like the dashboard's sign-in."""
+    gateway = request.app[GATEWAY]
+    body = await request.read()
+    parse_body(body)  # the node's 4xx for a bad body, before any shard is asked
+    tenant_id = tenant_of(request, None)
+    if tenant_id is None:
+        subject = await authenticate(gateway, request_key(request))
+        if subject is None:
+            return _error(401, "unauthorized", "unknown API key")
+        if subject == "*":
+            raise InvalidInput("the admin key needs the tenant in the URL: host=<gateway>/mem0/<tenant_id>")
+        tenant_id = subject
     return await _send_to_tenant(gateway, request, tenant_id, body)
 
 
@@ -378,5 +395,7 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_route("*", "/api/v1/tenants/{tenant_id}", route_tenant_request)
     app.router.add_route("*", "/api/v1/admin/tenants/{tenant_id}/{action:.*}", route_tenant_request)
     app.router.add_route("*", "/api/v1/{tail:.*}", route_tenant_request)
+    app.router.add_route("*", r"/mem0/{tenant_id}/{version:v\d+}/{tail:.*}", route_mem0)
+    app.router.add_route("*", r"/mem0/{version:v\d+}/{tail:.*}", route_mem0)
     add_dashboard(app, _dashboard_config(app[GATEWAY]))
     return app

@@ -4,6 +4,8 @@ as a node parses it, so bad input is a 4xx here and never a 500) and its tenant.
 The node stores a write under the body's ``tenant_id`` and reads under the query's; the
 gateway must route by the same tenant the node will act on, so it considers every place a
 tenant can be named (the path, the query, the body) and refuses a request naming two.
+The mem0-compatible routes (docs/mem0.md) name their tenant in the path or not at all; then
+it is the one the key is bound to (``request_key`` gives the key to look up).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memorose.errors import InvalidInput
+from memorose.errors import InvalidInput, Unauthorized
 from memorose.models import validate_tenant_id
 
 #: Deeper than any valid request (a batch event's metadata is at most 8 levels, so a valid
@@ -89,3 +91,11 @@ def tenant_of(request: web.Request, payload: Any) -> str | None:
             f"({', '.join(sorted(tenants))}); name one tenant"
         )
     return next(iter(tenants), None)
+
+
+def request_key(request: web.Request) -> str:
+    """The API key of ``Authorization: Bearer <key>`` or mem0's ``Token <key>``."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not secret.strip():
+        raise Unauthorized("missing or malformed Authorization: Token <key>")
+    return secret.strip()

@@ -27,6 +27,7 @@ from memorose.errors import (
 from memorose.limits import Overloaded, retry_after_header
 from memorose.models import event_bytes, event_public, validate_memory_id, validate_stream_id
 from memorose.retrieval.search import RetrieveRequest
+from node import http_mem0
 from node import validation as v
 from node.http_limits import LIMITS, BodyTimeout, NodeLimits, check_content_type, check_quota, read_body
 from node.metrics import DataDirCollector, NodeMetrics
@@ -570,6 +571,7 @@ def build_app(service: NodeService) -> web.Application:
     _pipeline().register(app)
     _insights().register(app)
     _add_dashboard(app)
+    http_mem0.register(app, service)
     return app
 
 
