@@ -115,6 +115,31 @@ async def test_bad_input_is_a_4xx_in_the_nodes_error_shape(api: Api) -> None:
         ("POST", "/mem0/v3/memories/?page=0", {}),
         ("PUT", "/mem0/v1/memories/m-nope/", {"text": "x"}),
         ("GET", "/mem0/v1/memories/..%2f/", None),
+        ("POST", "/mem0/v3/memories/add/", {"messages": [{"content": 5}], "user_id": "u"}),
+        ("POST", "/mem0/v3/memories/add/", {"messages": [{"content": "x"}], "user_id": 7}),
+        (
+            "POST",
+            "/mem0/v3/memories/add/",
+            {"messages": [{"content": "x"}], "user_id": "u", "timestamp": "nope"},
+        ),
+        (
+            "POST",
+            "/mem0/v3/memories/add/",
+            {"messages": [{"content": "x"}], "user_id": "u", "metadata": {"mem0": 1}},
+        ),
+        (
+            "POST",
+            "/mem0/v3/memories/add/",
+            {"messages": [{"content": "x"}], "filters": {"user_id": "a"}, "user_id": "b"},
+        ),
+        ("POST", "/mem0/v3/memories/search/", {"query": "x", "filters": {"AND": "x"}}),
+        ("POST", "/mem0/v3/memories/search/", {"query": "x", "top_k": True}),
+        ("POST", "/mem0/v3/memories/?page_size=abc", {}),
+        ("POST", "/mem0/v3/memories/", [1, 2]),
+        ("PUT", "/mem0/v1/memories/m-nope/", {}),
+        ("DELETE", "/mem0/v1/memories/m-nope/?delete_linked=maybe", None),
+        ("GET", "/mem0/v1/memories/m-nope/history/", None),
+        ("POST", "/mem0/v9/memories/", {}),
     ]
     for method, path, body in cases:
         status, answer = await api.request(method, path, json=body, headers=headers)
