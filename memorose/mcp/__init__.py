@@ -20,6 +20,7 @@ from memorose.cli_support import OperatorError, port_number
 TRANSPORTS = ("stdio", "streamable-http")
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_STREAM = "mcp"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class McpSettings:
     port: int = 8765
     path: str = "/mcp"
     timeout: float = 30.0
+    http_token: str | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmd.add_argument("--host", default="127.0.0.1", help="streamable HTTP: address to listen on")
     cmd.add_argument("--port", type=port_number, default=8765, help="streamable HTTP: port")
     cmd.add_argument("--path", default="/mcp", help="streamable HTTP: endpoint path")
+    cmd.add_argument(
+        "--http-token", help="streamable HTTP: bearer token clients must send (default: $MEMOROSE_MCP_TOKEN)"
+    )
     cmd.add_argument("--timeout", type=float, default=30.0, help="seconds per Memorose request attempt")
     cmd.set_defaults(func=cmd_mcp)
 
@@ -75,6 +80,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         raise OperatorError(f"MEMOROSE_MCP_TRANSPORT={transport!r}: use one of {', '.join(TRANSPORTS)}")
     if args.timeout <= 0:
         raise OperatorError(f"--timeout {args.timeout}: use a number of seconds above 0")
+    http_token = args.http_token or env.get("MEMOROSE_MCP_TOKEN") or None
+    if transport == "streamable-http" and not http_token and args.host not in LOOPBACK:
+        raise OperatorError(
+            f"--host {args.host} without --http-token would let anyone who reaches it use the API key:"
+            " set MEMOROSE_MCP_TOKEN (clients send it as a bearer token) or listen on 127.0.0.1"
+        )
     return McpSettings(
         urls=urls,
         api_key=args.api_key or env.get("MEMOROSE_API_KEY") or None,
@@ -85,6 +96,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         port=args.port,
         path="/" + args.path.strip("/"),
         timeout=args.timeout,
+        http_token=http_token,
     )
 
 

@@ -8,6 +8,7 @@ reads why and the server keeps serving.
 from __future__ import annotations
 
 import functools
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -17,6 +18,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memorose import __version__
 from memorose.client import AsyncMemoroseClient, MemoroseClientError
@@ -208,9 +211,39 @@ async def serve(settings: McpSettings) -> None:
         if settings.transport == "stdio":
             await server.run_stdio_async()
         else:
-            await server.run_streamable_http_async(
-                host=settings.host, port=settings.port, streamable_http_path=settings.path
-            )
+            await serve_http(server, settings)
+
+
+async def serve_http(server: MCPServer, settings: McpSettings) -> None:
+    """The SDK's streamable HTTP app (DNS-rebinding checks on loopback), behind the bearer
+    token when there is one, on uvicorn as ``MCPServer.run`` would."""
+    import uvicorn
+
+    app: ASGIApp = server.streamable_http_app(streamable_http_path=settings.path, host=settings.host)
+    if settings.http_token:
+        app = BearerToken(app, settings.http_token)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
+class BearerToken:
+    """Refuses HTTP requests without ``Authorization: Bearer <token>``: whoever reaches the
+    endpoint acts with the server's Memorose key."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            response = JSONResponse({"error": "unauthorized"}, 401, {"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        return hmac.compare_digest(given, self.expected)
 
 
 def run(settings: McpSettings) -> None:

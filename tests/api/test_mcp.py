@@ -18,8 +18,10 @@ import pytest
 
 pytest.importorskip("mcp", reason="the [mcp] extra is not installed")
 
+import httpx2  # the mcp SDK's HTTP client
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextResourceContents
 
@@ -40,6 +42,7 @@ TOOLS = {
 }
 #: Each MCP request, and the whole conversation, are bounded: a hung server fails the test.
 REQUEST_TIMEOUT = 60.0
+HTTP_TOKEN = "tok_for_mcp_clients"
 SESSION_TIMEOUT = 150.0
 
 
@@ -193,7 +196,11 @@ async def http_server(url: str, port: int, log: Path) -> AsyncIterator[str]:
     )
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            command, *argv, stdout=out, stderr=out, env={**os.environ, "MEMOROSE_API_KEY": ADMIN_KEY}
+            command,
+            *argv,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "MEMOROSE_API_KEY": ADMIN_KEY, "MEMOROSE_MCP_TOKEN": HTTP_TOKEN},
         )
         try:
             try:
@@ -211,18 +218,22 @@ async def http_server(url: str, port: int, log: Path) -> AsyncIterator[str]:
                 await process.wait()
 
 
-async def test_streamable_http(api: Api, tmp_path: Path) -> None:
+async def test_streamable_http_behind_a_bearer_token(api: Api, tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "mcp.log"
+    headers = {"Authorization": f"Bearer {HTTP_TOKEN}"}
     async with (
         asyncio.timeout(SESSION_TIMEOUT),
-        http_server(api.url, port, log) as endpoint,
-        Client(endpoint, read_timeout_seconds=REQUEST_TIMEOUT) as client,
+        http_server(api.url, port, tmp_path / "mcp.log") as endpoint,
+        httpx2.AsyncClient(headers=headers, timeout=REQUEST_TIMEOUT) as http,
     ):
-        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
-        added = await call(client, "add_memory", content="User plays the cello on Sundays")
-        assert added["tenant_id"] == "web"
-        found = await call(client, "search_memories", query="cello")
-        assert found["results"][0]["content"] == "User plays the cello on Sundays"
-        assert (await read_json(client, "memorose://insights/web"))["tenant_id"] == "web"
-        assert "404" in await failing(client, "memory_history", memory_id="m-missing")
+        async with httpx2.AsyncClient(timeout=REQUEST_TIMEOUT) as anonymous:
+            assert (await anonymous.post(endpoint, json={})).status_code == 401
+        transport = streamable_http_client(endpoint, http_client=http)
+        async with Client(transport, read_timeout_seconds=REQUEST_TIMEOUT) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+            added = await call(client, "add_memory", content="User plays the cello on Sundays")
+            assert added["tenant_id"] == "web"
+            found = await call(client, "search_memories", query="cello")
+            assert found["results"][0]["content"] == "User plays the cello on Sundays"
+            assert (await read_json(client, "memorose://insights/web"))["tenant_id"] == "web"
+            assert "404" in await failing(client, "memory_history", memory_id="m-missing")
