@@ -19,14 +19,18 @@ import pytest
 pytest.importorskip("mcp", reason="the [mcp] extra is not installed")
 
 import httpx2  # the mcp SDK's HTTP client
+from aiohttp import web
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextResourceContents
 
+from gateway.app import GATEWAY, build_gateway_app
+from gateway.config import GatewaySettings
+from memorose.client import AsyncMemoroseClient
 from node.runner import free_port
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, Api, NodeStarter
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -237,3 +241,45 @@ async def test_streamable_http_behind_a_bearer_token(api: Api, tmp_path: Path) -
             assert found["results"][0]["content"] == "User plays the cello on Sundays"
             assert (await read_json(client, "memorose://insights/web"))["tenant_id"] == "web"
             assert "404" in await failing(client, "memory_history", memory_id="m-missing")
+
+
+@asynccontextmanager
+async def two_shard_gateway(start: NodeStarter, tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
+    """Two one-node shards behind an in-process gateway, as tests/api/test_gateway.py builds them."""
+    shards = {name: [(await start(data_dir=tmp_path / name))[1].url] for name in ("s1", "s2")}
+    port = free_port()
+    app = build_gateway_app(GatewaySettings(http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards=shards))
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+async def test_through_a_gateway_each_tenant_reaches_its_shard(start: NodeStarter, tmp_path: Path) -> None:
+    async with (
+        asyncio.timeout(SESSION_TIMEOUT),
+        two_shard_gateway(start, tmp_path) as (url, app),
+        stdio_server(url, ADMIN_KEY) as client,
+    ):
+        ring = app[GATEWAY].ring
+        tenants = {ring.shard_for(f"tenant-{i}"): f"tenant-{i}" for i in range(20)}
+        assert set(tenants) == {"s1", "s2"}
+        for shard, tenant in tenants.items():
+            await call(
+                client, "add_memory", content=f"The launch code of {shard} is {tenant}", tenant_id=tenant
+            )
+        async with AsyncMemoroseClient(url, api_key=ADMIN_KEY) as sdk:
+            for tenant in tenants.values():
+                assert (await sdk.consolidate(tenant)).done
+        for shard, tenant in tenants.items():
+            found = await call(client, "search_memories", query="launch code", tenant_id=tenant)
+            assert [r["content"] for r in found["results"]] == [f"The launch code of {shard} is {tenant}"]
+            (memory,) = (await call(client, "list_memories", tenant_id=tenant))["memories"]
+            assert (await call(client, "get_memory", memory_id=memory["id"], tenant_id=tenant))[
+                "id"
+            ] == memory["id"]
+            await call(client, "delete_memory", memory_id=memory["id"], tenant_id=tenant)
+            assert (await call(client, "list_memories", tenant_id=tenant))["memories"] == []
