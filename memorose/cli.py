@@ -2,7 +2,8 @@
 
 Subcommands are contributed by the packages that implement them through the
 ``memorose.commands`` entry-point group (``node`` registers ``up``, ``node``, ``admin`` and
-``bench``), so this library never imports the node or the gateway.
+``bench``), so this library never imports the node or the gateway. ``status`` and ``mcp``
+are the library's own: they only talk HTTP.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from memorose import __version__, status
+from memorose import mcp as mcp_command
 from memorose.cli_support import OperatorError, Parser
 from memorose.errors import ConfigError
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in sorted(entry_points(group="memorose.commands"), key=lambda e: e.name):
         ep.load()(sub)
     status.register(sub)  # the library's own: it only talks HTTP
+    mcp_command.register(sub)  # imports the `mcp` package only when it runs
     return parser
 
 
