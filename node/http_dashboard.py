@@ -164,7 +164,8 @@ def register(app: web.Application, service: NodeService) -> None:
     app.router.add_get("/api/v1/cluster/overview", cluster_overview)
     app.router.add_get("/api/v1/status/detail", tenant_detail)
     app.router.add_get("/api/v1/events/lookup", lookup_events)
-    app.router.add_delete("/api/v1/admin/tenants/{tenant_id}/keys/{key_id}", revoke_key)
+    # ``import`` is the key-import route's own path segment (POST), never a key id
+    app.router.add_delete("/api/v1/admin/tenants/{tenant_id}/keys/{key_id:(?!import$)[^/]+}", revoke_key)
     _commit_latency_metrics(app[METRICS], service)
     add_dashboard(app, _config(service))
 
