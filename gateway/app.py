@@ -370,7 +370,7 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/api/v1/cluster/overview", cluster_status)  # the same shape as a node's
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/api/v1/whoami", whoami)
-    # Node routes that name no tenant (node/http*.py): every shard, or the one ?shard= names.
+    # Node routes that name no tenant (node/routes/): every shard, or the one ?shard= names.
     app.router.add_post("/api/v1/admin/reindex", fan_out)
     app.router.add_post("/api/v1/admin/reembed", reembed)
     app.router.add_post("/api/v1/admin/cluster/members", one_shard)
