@@ -46,6 +46,7 @@ run: $(STAMP) $(VENDOR_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check memorose node gateway dashboard tests benchmarks
 	$(BIN)/ruff format --check memorose node gateway dashboard tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
