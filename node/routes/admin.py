@@ -8,17 +8,24 @@ from typing import Any
 
 from aiohttp import web
 
+from memorose.api.models import (
+    AddMemberRequest,
+    EmptyRequest,
+    ImportKeysRequest,
+    OptionalTenantRequest,
+    ReembedRequest,
+    TenantStateRequest,
+)
 from memorose.errors import InvalidInput, NotFound
-from memorose.models import validate_tenant_id
 from node import validation as v
-from node.routes.common import SERVICE, json_body, read_barrier, require_admin
+from node.routes.common import SERVICE, body_model, read_barrier, require_admin
 
 
 async def issue_key(request: web.Request) -> web.Response:
     require_admin(request)
     tenant_id = v.tenant(request.match_info["tenant_id"])
     if await request.read():
-        v.require_object(v.parse_json(await request.read()), set())
+        await body_model(request, EmptyRequest)
     return web.json_response(await request.app[SERVICE].issue_key(tenant_id), status=201)
 
 
@@ -41,12 +48,9 @@ async def digest(request: web.Request) -> web.Response:
 async def add_member(request: web.Request) -> web.Response:
     """Add a voting member (on the leader; one change at a time). docs/replication.md."""
     require_admin(request)
-    body = await json_body(request, {"raft_address", "url"})
-    address = _hostport(v.required(body, "raft_address"))
-    url = v.required(body, "url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 300:
-        raise InvalidInput("url must be the member's http(s):// base URL")
-    return web.json_response(await request.app[SERVICE].add_member(address, url.rstrip("/")))
+    body = await body_model(request, AddMemberRequest)
+    address = _hostport(body.raft_address)
+    return web.json_response(await request.app[SERVICE].add_member(address, body.url.rstrip("/")))
 
 
 async def remove_member(request: web.Request) -> web.Response:
@@ -56,6 +60,7 @@ async def remove_member(request: web.Request) -> web.Response:
 
 
 def _hostport(value: Any) -> str:
+    """Hand-written: a host's alphabet (brackets for IPv6) and a port range in one string."""
     host, sep, port = str(value).rpartition(":") if isinstance(value, str) else ("", "", "")
     if not sep or not host or len(value) > 255 or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInput("raft_address must be HOST:PORT")
@@ -68,19 +73,9 @@ async def set_tenant_state(request: web.Request) -> web.Response:
     """Admin: freeze / mark moved (and purge) / reactivate a tenant (used by tenant moves)."""
     require_admin(request)
     tenant_id = v.tenant(request.match_info["tenant_id"])
-    body = await json_body(request, {"state", "moved_to", "purge"})
-    state = v.required(body, "state")
-    if state not in ("active", "frozen", "moved"):
-        raise InvalidInput("state must be active, frozen or moved")
-    moved_to = body.get("moved_to") or []
-    if not isinstance(moved_to, list) or not all(
-        isinstance(u, str) and u.startswith(("http://", "https://")) and len(u) < 300 for u in moved_to
-    ):
-        raise InvalidInput("moved_to must be a list of http(s) URLs")
-    if state == "moved" and not moved_to:
-        raise InvalidInput("moved_to is required when state is moved")
-    purge = v.bool_field(body, "purge", False)
-    return web.json_response(await request.app[SERVICE].set_tenant_state(tenant_id, state, moved_to, purge))
+    body = await body_model(request, TenantStateRequest)
+    answer = await request.app[SERVICE].set_tenant_state(tenant_id, body.state, body.moved_to, body.purge)
+    return web.json_response(answer)
 
 
 async def export_keys(request: web.Request) -> web.Response:
@@ -93,29 +88,9 @@ async def export_keys(request: web.Request) -> web.Response:
 async def import_keys(request: web.Request) -> web.Response:
     require_admin(request)
     tenant_id = v.tenant(request.match_info["tenant_id"])
-    body = await json_body(request, {"keys"})
-    records = v.required(body, "keys")
-    if not isinstance(records, list) or len(records) > 10_000:
-        raise InvalidInput("keys must be a list")
-    clean = [_key_record(record) for record in records]
+    body = await body_model(request, ImportKeysRequest)
+    clean = [{"key_hash": k.key_hash, "key_id": k.key_id, "created_at": k.created_at} for k in body.keys]
     return web.json_response({"imported": await request.app[SERVICE].import_keys(tenant_id, clean)})
-
-
-def _key_record(record: Any) -> dict[str, Any]:
-    record = v.require_object(record, {"key_hash", "key_id", "created_at", "tenant_id"}, "key")
-    key_hash, key_id = record.get("key_hash"), record.get("key_id")
-    if (
-        not isinstance(key_hash, str)
-        or len(key_hash) != 64
-        or not all(c in "0123456789abcdef" for c in key_hash)
-    ):
-        raise InvalidInput("key_hash must be a SHA-256 hex digest")
-    if not isinstance(key_id, str) or len(key_id) > 64:
-        raise InvalidInput("key_id must be a short string")
-    created = record.get("created_at")
-    if isinstance(created, bool) or not isinstance(created, int | float):
-        raise InvalidInput("created_at must be epoch seconds")
-    return {"key_hash": key_hash, "key_id": key_id, "created_at": float(created)}
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -128,27 +103,18 @@ async def reindex(request: web.Request) -> web.Response:
     """Rebuild the derived indexes: ``{}`` (or no body) for all tenants, ``{"tenant_id": T}``
     for one. Anything else is a 400: a stray request must not rebuild everything."""
     require_admin(request)
-    raw = await request.read()
-    body = v.require_object(v.parse_json(raw), {"tenant_id"}) if raw.strip() else {}
-    tenant_id = body.get("tenant_id")
-    if tenant_id is not None:
-        tenant_id = v.tenant(tenant_id)
-        if request.app[SERVICE].reader.tenant(tenant_id) is None:
-            raise NotFound(f"no tenant {tenant_id!r} on this node")
+    tenant_id = (await body_model(request, OptionalTenantRequest, empty_ok=True)).tenant_id
+    if tenant_id is not None and request.app[SERVICE].reader.tenant(tenant_id) is None:
+        raise NotFound(f"no tenant {tenant_id!r} on this node")
     return web.json_response(await request.app[SERVICE].reindex(tenant_id))
 
 
 async def reembed(request: web.Request) -> web.Response:
     require_admin(request)
-    raw = await request.read()
-    body = v.require_object(v.parse_json(raw), {"tenant_id", "dry_run", "limit"}) if raw.strip() else {}
-    tenant_id = body.get("tenant_id")
-    if tenant_id is not None:
-        tenant_id = validate_tenant_id(tenant_id)
-    dry_run = v.bool_field(body, "dry_run", False)
+    body = await body_model(request, ReembedRequest, empty_ok=True)
     # A bounded step lets `memorose admin reembed` report progress between requests.
-    limit = v.int_field(body, "limit", 0, 0, 10_000_000)
-    return web.json_response(await request.app[SERVICE].reembed(tenant_id, dry_run, limit=limit or None))
+    answer = await request.app[SERVICE].reembed(body.tenant_id, body.dry_run, limit=body.limit or None)
+    return web.json_response(answer)
 
 
 def register(app: web.Application) -> None:

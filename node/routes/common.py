@@ -8,12 +8,14 @@ HTTP layer has one direction: ``node.http`` -> ``node.routes.<resource>`` -> thi
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from memorose.api.models import parse
 from memorose.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from memorose.models import validate_memory_id, validate_stream_id
+from memorose.models import parse_timestamp, validate_memory_id
 from node import validation as v
 from node.metrics import NodeMetrics
 from node.service import NodeService
@@ -22,6 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", NodeService)
 METRICS = web.AppKey("metrics", NodeMetrics)
 CALLER = web.RequestKey("caller", str)
+M = TypeVar("M", bound=BaseModel)
 
 
 def error_response(
@@ -30,9 +33,17 @@ def error_response(
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
-async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    """The body as a JSON object with only ``allowed`` fields (else a 400)."""
-    return v.require_object(v.parse_json(await request.read()), allowed)
+async def body_model(request: web.Request, model: type[M], *, empty_ok: bool = False) -> M:
+    """The body as ``model`` (memorose.api.models); ``empty_ok``: no body reads as ``{}``."""
+    raw = await request.read()
+    if empty_ok and not raw.strip():
+        return parse(model, {})
+    return parse(model, v.parse_json(raw))
+
+
+def query_model(request: web.Request, model: type[M]) -> M:
+    """The query string as ``model`` (the first value of a repeated parameter)."""
+    return parse(model, {key: request.query[key] for key in request.query}, "query")
 
 
 def caller(request: web.Request) -> str:
@@ -66,10 +77,6 @@ def require_admin(request: web.Request) -> None:
         raise Forbidden("an admin key is required")
 
 
-def optional_stream(value: Any) -> str | None:
-    return None if value is None or value == "" else validate_stream_id(value)
-
-
 def path_memory_id(request: web.Request) -> str:
     """A malformed id in the path is a 404, as a missing memory is (nothing to learn)."""
     try:
@@ -97,6 +104,6 @@ def parse_as_of(body: dict[str, Any]) -> float | None:
     if value is None:
         return None
     try:
-        return v.parse_timestamp(value)
+        return parse_timestamp(value)
     except InvalidInput as exc:
         raise InvalidInput(f"as_of: {exc.message}") from None

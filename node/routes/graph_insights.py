@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from memorose.models import validate_stream_id
-from node import validation as v
+from memorose.api.models import GraphQuery, InsightsQuery, LimitQuery, TenantWaitRequest
 from node.insight_worker import Insights
-from node.routes.common import SERVICE, authorize, json_body
+from node.routes.common import SERVICE, authorize, body_model, query_model
 
 
 def _insights(request: web.Request) -> Insights:
@@ -22,36 +21,30 @@ def _insights(request: web.Request) -> Insights:
 
 
 async def graph(request: web.Request) -> web.Response:
-    q = request.query
-    tenant_id = authorize(request, q.get("tenant_id"))
-    limit = v.int_param(q.get("limit"), "limit", 500, 1, 5000)
-    return web.json_response(request.app[SERVICE].graph(tenant_id, limit))
+    q = query_model(request, GraphQuery)
+    tenant_id = authorize(request, q.tenant_id)
+    return web.json_response(request.app[SERVICE].graph(tenant_id, q.limit))
 
 
 async def list_insights(request: web.Request) -> web.Response:
-    q = request.query
-    tenant_id = authorize(request, q.get("tenant_id"))
-    stream = q.get("stream_id") or None
-    stream_id = validate_stream_id(stream) if stream is not None else None
-    limit = v.int_param(q.get("limit"), "limit", 100, 1, 10_000)
+    q = query_model(request, InsightsQuery)
+    tenant_id = authorize(request, q.tenant_id)
     service = request.app[SERVICE]
-    return web.json_response(await service._read(_insights(request).list, tenant_id, stream_id, limit))
+    return web.json_response(await service._read(_insights(request).list, tenant_id, q.stream_id, q.limit))
 
 
 async def refresh_insights(request: web.Request) -> web.Response:
-    body = await json_body(request, {"tenant_id", "wait"})
-    tenant_id = authorize(request, body.get("tenant_id"))
-    wait = v.bool_field(body, "wait", True)
-    answer = await _insights(request).refresh(tenant_id, wait)
-    return web.json_response(answer, status=200 if wait else 202)
+    body = await body_model(request, TenantWaitRequest)
+    tenant_id = authorize(request, body.tenant_id)
+    answer = await _insights(request).refresh(tenant_id, body.wait)
+    return web.json_response(answer, status=200 if body.wait else 202)
 
 
 async def graph_analysis(request: web.Request) -> web.Response:
-    q = request.query
-    tenant_id = authorize(request, q.get("tenant_id"))
-    limit = v.int_param(q.get("limit"), "limit", 100, 1, 5000)
+    q = query_model(request, LimitQuery)
+    tenant_id = authorize(request, q.tenant_id)
     service = request.app[SERVICE]
-    return web.json_response(await service._read(_insights(request).analysis, tenant_id, limit))
+    return web.json_response(await service._read(_insights(request).analysis, tenant_id, q.limit))
 
 
 def register(app: web.Application) -> None:

@@ -3,51 +3,47 @@ demand, forgetting (preview and run) and the events the pipeline rejected."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from aiohttp import web
 
-from memorose.errors import InvalidInput
-from memorose.models import Memory, validate_event_id, validate_memory_id
+from memorose.api.models import (
+    DeleteMemoryQuery,
+    ListMemoriesQuery,
+    RejectionsQuery,
+    TenantRequest,
+    TenantWaitRequest,
+    flag,
+)
+from memorose.models import Memory
 from memorose.retrieval.temporal import admit_listed
-from node import validation as v
 from node.routes.common import (
     SERVICE,
     authorize,
-    json_body,
-    optional_stream,
+    body_model,
     parse_as_of,
     path_memory_id,
+    query_model,
     read_barrier,
 )
 
-_TRUE, _FALSE = ("true", "1"), ("false", "0")
-
 
 async def list_memories(request: web.Request) -> web.Response:
-    q = request.query
-    tenant_id = authorize(request, q.get("tenant_id"))
-    stream_id = optional_stream(q.get("stream_id"))
-    limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
-    cursor = q.get("cursor") or None
-    if cursor is not None:
-        validate_memory_id(cursor)
+    q = query_model(request, ListMemoriesQuery)
+    tenant_id = authorize(request, q.tenant_id)
     admit = memory_filter(q)
     await read_barrier(request)
     service = request.app[SERVICE]
-    memories = await service.run_read(service.memories, tenant_id, stream_id, limit, cursor, admit)
-    next_cursor = memories[-1].memory_id if len(memories) == limit else None
+    memories = await service.run_read(service.memories, tenant_id, q.stream_id, q.limit, q.cursor, admit)
+    next_cursor = memories[-1].memory_id if len(memories) == q.limit else None
     return web.json_response({"memories": [m.public() for m in memories], "next_cursor": next_cursor})
 
 
-def memory_filter(query: Mapping[str, str]) -> Callable[[Memory], bool]:
+def memory_filter(q: ListMemoriesQuery) -> Callable[[Memory], bool]:
     """``include_superseded`` (default true) and ``as_of`` of ``GET /api/v1/memories``,
     applied on the server so a filtered page is a full page, not what is left of one."""
-    raw = query.get("include_superseded", "true").lower()
-    if raw not in _TRUE + _FALSE:
-        raise InvalidInput("include_superseded must be true or false")
-    include = raw in _TRUE
-    as_of = _query_time(query.get("as_of"))
+    include = flag(q.include_superseded)
+    as_of = _query_time(q.as_of)
     return lambda memory: admit_listed(memory, as_of, include)
 
 
@@ -73,10 +69,8 @@ async def get_memory(request: web.Request) -> web.Response:
 async def delete_memory(request: web.Request) -> web.Response:
     tenant_id = authorize(request, request.query.get("tenant_id"))
     memory_id = path_memory_id(request)
-    purge = request.query.get("purge_events", "false").lower()
-    if purge not in ("true", "false", "1", "0"):
-        raise InvalidInput("purge_events must be true or false")
-    purged = await request.app[SERVICE].delete_memory(tenant_id, memory_id, purge in ("true", "1"))
+    purge = flag(query_model(request, DeleteMemoryQuery).purge_events)
+    purged = await request.app[SERVICE].delete_memory(tenant_id, memory_id, purge)
     return web.json_response({"deleted": True, "id": memory_id, "purged_events": purged})
 
 
@@ -91,10 +85,9 @@ async def restore_memory(request: web.Request) -> web.Response:
 
 
 async def consolidate(request: web.Request) -> web.Response:
-    body = await json_body(request, {"tenant_id", "wait"})
-    tenant_id = authorize(request, body.get("tenant_id"))
-    wait = v.bool_field(body, "wait", True)
-    return web.json_response(await request.app[SERVICE].consolidate(tenant_id, wait))
+    body = await body_model(request, TenantWaitRequest)
+    tenant_id = authorize(request, body.tenant_id)
+    return web.json_response(await request.app[SERVICE].consolidate(tenant_id, body.wait))
 
 
 async def forgetting_preview(request: web.Request) -> web.Response:
@@ -103,20 +96,16 @@ async def forgetting_preview(request: web.Request) -> web.Response:
 
 
 async def forgetting_run(request: web.Request) -> web.Response:
-    body = await json_body(request, {"tenant_id"})
-    tenant_id = authorize(request, body.get("tenant_id"))
+    body = await body_model(request, TenantRequest)
+    tenant_id = authorize(request, body.tenant_id)
     return web.json_response(await request.app[SERVICE].forget_run(tenant_id))
 
 
 async def rejections(request: web.Request) -> web.Response:
-    q = request.query
-    tenant_id = authorize(request, q.get("tenant_id"))
-    limit = v.int_param(q.get("limit"), "limit", 100, 1, 1000)
-    after = q.get("after") or None
-    if after is not None:
-        validate_event_id(after)
-    items = request.app[SERVICE].rejections(tenant_id, after, limit)
-    next_after = items[-1]["event_id"] if len(items) == limit else None
+    q = query_model(request, RejectionsQuery)
+    tenant_id = authorize(request, q.tenant_id)
+    items = request.app[SERVICE].rejections(tenant_id, q.after, q.limit)
+    next_after = items[-1]["event_id"] if len(items) == q.limit else None
     return web.json_response({"rejected": items, "next_after": next_after})
 
 

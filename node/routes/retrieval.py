@@ -2,60 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from memorose.api.models import RetrieveRequest as RetrieveBody
 from memorose.errors import InvalidInput
 from memorose.retrieval.search import RetrieveRequest
-from node import validation as v
-from node.routes.common import SERVICE, authorize, consistency, json_body, optional_stream, parse_as_of
-
-RETRIEVE_FIELDS = {
-    "tenant_id",
-    "query",
-    "stream_id",
-    "top_k",
-    "graph_depth",
-    "enable_arbitration",
-    "consistency",
-    "as_of",
-    "include_insights",
-    "passages",
-    "min_score",
-    "explain",
-}
-
-
-def _min_score(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1000:
-        raise InvalidInput("min_score must be a number from 0 to 1000")
-    return float(value)
+from node.routes.common import SERVICE, authorize, body_model
 
 
 async def retrieve(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body = await json_body(request, RETRIEVE_FIELDS)
-    tenant_id = authorize(request, body.get("tenant_id"))
-    query = v.validate_text("query", v.required(body, "query"), max_chars=4000)
-    level = consistency(body.get("consistency"))
+    body = await body_model(request, RetrieveBody)
+    tenant_id = authorize(request, body.tenant_id)
+    _check_top_k(body.top_k, service.settings.limits.max_top_k)
     req = RetrieveRequest(
         tenant_id=tenant_id,
-        query=query,
-        stream_id=optional_stream(body.get("stream_id")),
-        top_k=v.int_field(body, "top_k", 10, 1, service.settings.limits.max_top_k),
-        graph_depth=v.int_field(body, "graph_depth", 0, 0, 3),
-        enable_arbitration=v.bool_field(body, "enable_arbitration", True),
-        as_of=parse_as_of(body),
-        include_insights=v.bool_field(body, "include_insights", False),
-        passages=v.bool_field(body, "passages", True),
-        min_score=_min_score(body.get("min_score", 0.0)),
-        explain=v.bool_field(body, "explain", False),
+        query=body.query,
+        stream_id=body.stream_id,
+        top_k=body.top_k,
+        graph_depth=body.graph_depth,
+        enable_arbitration=body.enable_arbitration,
+        as_of=body.as_of,
+        include_insights=body.include_insights,
+        passages=body.passages,
+        min_score=body.min_score,
+        explain=body.explain,
     )
-    await service.read_barrier(level)
-    if level == "linearizable":
+    await service.read_barrier(body.consistency)
+    if body.consistency == "linearizable":
         await service.wait_indexed()
     return web.json_response(await service.retrieve(req))
+
+
+def _check_top_k(top_k: int, limit: int) -> None:
+    """The ceiling is a setting (``limits.max_top_k``), so the model cannot hold it."""
+    if top_k > limit:
+        raise InvalidInput(f"top_k must be between 1 and {limit}")
 
 
 def register(app: web.Application) -> None:
