@@ -13,7 +13,8 @@ DASH := dashboard
 VENDOR := $(DASH)/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 VENDOR_FILES := force-graph/dist/force-graph.min.js 3d-force-graph/dist/3d-force-graph.min.js \
-	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
+	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css \
+	redoc/bundles/redoc.standalone.js
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test lint typecheck unit bench clean browser tools lock

@@ -12,6 +12,7 @@ import time
 
 from aiohttp import web
 
+from dashboard.apidocs import PUBLIC_PATHS
 from memorose.errors import Forbidden, MemoroseError, TenantMoved
 from memorose.limits import Overloaded, retry_after_header
 from node import instrumentation, routes
@@ -80,8 +81,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 #: Paths outside the limits and the API-key check: probes (load balancers must reach them
 #: under any load), /metrics (its own token), the dashboard (its own session; its API calls
-#: come back through the API with the session's key).
-_UNGUARDED = ("/healthz", "/readyz", "/metrics", "/dashboard")
+#: come back through the API with the session's key), the API's description (no data).
+_UNGUARDED = ("/healthz", "/readyz", "/metrics", "/dashboard", *PUBLIC_PATHS)
 #: Ingest routes: their body bytes count against the tenant's ingest volume.
 _INGEST_PATHS = ("/api/v1/events", "/api/v1/events/batch")
 

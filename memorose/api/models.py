@@ -351,7 +351,10 @@ class RejectionsQuery(TenantQuery):
 
 
 class LookupQuery(ReadQuery):
-    ids: str = Field(description="1 to 100 event ids, comma-separated")
+    ids: str = Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}(,[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}){0,99}$",
+        description="1 to 100 event ids, comma-separated",
+    )
 
 
 # -- responses -----------------------------------------------------------------------------

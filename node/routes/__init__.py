@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dashboard.apidocs import add_api_docs
+from memorose.api.openapi import document
 from node.routes import admin, cluster, dashboard, events, graph_insights, memories, retrieval
 
 
@@ -12,4 +14,5 @@ def register(app: web.Application) -> None:
     """Every route of the node (the dashboard last: it mounts its static files)."""
     for module in (events, retrieval, memories, cluster, admin, graph_insights):
         module.register(app)
+    add_api_docs(app, document())
     dashboard.register(app, app[dashboard.SERVICE])
