@@ -456,6 +456,8 @@ class TenantStatusResponse(Response):
 class ConsolidateResponse(Response):
     tenant_id: str
     done: bool
+    target_seq: int | None = None
+    cursor: int | None = None
 
 
 class WhoAmIResponse(Response):
