@@ -13,7 +13,8 @@ DASH := dashboard
 VENDOR := $(DASH)/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 VENDOR_FILES := force-graph/dist/force-graph.min.js 3d-force-graph/dist/3d-force-graph.min.js \
-	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
+	uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css \
+	redoc/bundles/redoc.standalone.js
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test lint typecheck unit bench clean browser tools lock
@@ -46,6 +47,7 @@ run: $(STAMP) $(VENDOR_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check memorose node gateway dashboard tests benchmarks
 	$(BIN)/ruff format --check memorose node gateway dashboard tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

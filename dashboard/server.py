@@ -34,7 +34,13 @@ from dashboard.sessions import DEFAULT_TTL_SECS, Session, SessionStore
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
 #: The npm files the page loads (the Makefile's VENDOR_FILES, by name; a unit test compares).
-VENDOR_FILES = ("force-graph.min.js", "3d-force-graph.min.js", "uPlot.iife.min.js", "uPlot.min.css")
+VENDOR_FILES = (
+    "force-graph.min.js",
+    "3d-force-graph.min.js",
+    "uPlot.iife.min.js",
+    "uPlot.min.css",
+    "redoc.standalone.js",  # the /docs page (dashboard/apidocs.py)
+)
 COOKIE = "memorose_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD"}

@@ -20,12 +20,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from dashboard.apidocs import add_api_docs
 from dashboard.server import DashboardConfig, add_dashboard, loopback_url
 from gateway.config import GatewaySettings
 from gateway.fanout import SHARD_PARAM, decoded, gather, merge, merge_reembed, shards_for, without_shard_param
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
 from gateway.routing import dump_body, parse_body, request_key, tenant_of
+from memorose.api.openapi import document
 from memorose.errors import InvalidInput, MemoroseError
 from memorose.metrics import LATENCY_BUCKETS, standard_registry
 
@@ -383,11 +385,12 @@ def build_gateway_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_api_docs(app, document())  # the nodes' document: the gateway answers the same API
     app.router.add_get("/api/v1/cluster/status", cluster_status)
     app.router.add_get("/api/v1/cluster/overview", cluster_status)  # the same shape as a node's
     app.router.add_get("/api/v1/admin/tenants", list_tenants)
     app.router.add_get("/api/v1/whoami", whoami)
-    # Node routes that name no tenant (node/http*.py): every shard, or the one ?shard= names.
+    # Node routes that name no tenant (node/routes/): every shard, or the one ?shard= names.
     app.router.add_post("/api/v1/admin/reindex", fan_out)
     app.router.add_post("/api/v1/admin/reembed", reembed)
     app.router.add_post("/api/v1/admin/cluster/members", one_shard)

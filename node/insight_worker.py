@@ -17,9 +17,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from memorose.config import InsightSettings
+from memorose.config import InsightSettings, Settings
 from memorose.errors import OutcomeUnknown, Unavailable
 from memorose.insights.communities import analyze
 from memorose.insights.planner import insight_id, plan_insights
@@ -27,14 +27,26 @@ from memorose.insights.projection import ProjectionCache
 from memorose.models import iso
 from memorose.providers.llm.base import LLMProvider
 from memorose.retrieval.insights import public
+from memorose.retrieval.search import Retriever
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
 from node.tasks import BackgroundTask
 
-if TYPE_CHECKING:
-    from node.service import NodeService
-
 log = logging.getLogger(__name__)
+
+
+class InsightHost(Protocol):
+    """What ``Insights`` needs of the node (``node.service.NodeService`` is one). A protocol,
+    not an import: the service builds ``Insights``, so importing it back would be a cycle."""
+
+    settings: Settings
+    reader: StateReader
+    retriever: Retriever
+    proposer: Proposer | None
+    llm: LLMProvider
+    clock: Any
+
+    def is_leader(self) -> bool: ...
 
 
 def is_due(record: dict[str, Any] | None, settings: InsightSettings, scheduled: bool) -> bool:
@@ -170,7 +182,7 @@ class InsightWorker(BackgroundTask):
 class Insights:
     """The node's insight side: projection cache, worker, read views."""
 
-    def __init__(self, service: NodeService) -> None:
+    def __init__(self, service: InsightHost) -> None:
         self.service = service
         self.settings = service.settings.insights
         self.cache = ProjectionCache(service.reader)

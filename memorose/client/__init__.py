@@ -8,8 +8,12 @@ share all request, retry and leader-tracking logic (``_core.py``); only the I/O 
     client.ingest("user_123", "session_1", "User loves hiking")
     client.retrieve(tenant_id="user_123", stream_id="session_1", query="outdoor activities",
                     top_k=5, graph_depth=1)
+
+``memorose.client.api`` holds the request and response models the node validates with (and
+the OpenAPI document is built from); results convert to them with ``to_model()``.
 """
 
+from memorose.api import models as api
 from memorose.client._async import AsyncMemoroseClient
 from memorose.client._core import RetryPolicy, Timeout
 from memorose.client._sync import MemoroseClient
@@ -55,4 +59,5 @@ __all__ = [
     "Timeout",
     "TransportError",
     "UnavailableError",
+    "api",
 ]

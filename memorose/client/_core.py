@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from memorose.api.models import EventIn
 from memorose.client.errors import APIError, AuthenticationError, error_for
 
 
@@ -168,10 +169,11 @@ def ingest(
     return Request("POST", "/api/v1/events", body)
 
 
-def ingest_batch(tenant_id: str, events: list[dict[str, Any]]) -> Request:
+def ingest_batch(tenant_id: str, events: list[dict[str, Any]] | list[EventIn]) -> Request:
+    """Events as dicts or as ``memorose.api.models.EventIn`` (validated as the node will)."""
     prepared = []
-    for event in events:
-        event = dict(event)
+    for item in events:
+        event = item.model_dump(exclude_none=True) if isinstance(item, EventIn) else dict(item)
         event.setdefault("event_id", new_event_id())
         ts = event.get("timestamp")
         if ts is not None and hasattr(ts, "isoformat"):

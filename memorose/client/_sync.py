@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from memorose.api.models import EventIn
 from memorose.client import _core as core
 from memorose.client.errors import ConnectError, RequestTimeout
 from memorose.client.models import ConsolidateResult, IngestResult, MemoryItem, RetrieveResult, TenantStatus
@@ -72,7 +73,7 @@ class MemoroseClient:
         request = core.ingest(tenant_id, stream_id, content, metadata, timestamp, event_id)
         return IngestResult.from_dict(self._send(request))
 
-    def ingest_batch(self, tenant_id: str, events: list[dict[str, Any]]) -> list[str]:
+    def ingest_batch(self, tenant_id: str, events: list[dict[str, Any]] | list[EventIn]) -> list[str]:
         return list(self._send(core.ingest_batch(tenant_id, events))["event_ids"])
 
     def retrieve(

@@ -1,11 +1,39 @@
-"""Typed results returned by the SDK. Unknown fields from newer servers are kept in ``extra``."""
+"""Typed results returned by the SDK. Unknown fields from newer servers are kept in ``extra``.
+
+The results stay dataclasses (existing code relies on them); each one's ``to_model()`` gives
+the pydantic response model of ``memorose.api.models``, the definitions the node validates
+and the OpenAPI document is built from (a unit test keeps the field names in step).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
+from memorose.api import models as api
+
 T = TypeVar("T")
+
+
+def _plain(value: Any) -> Any:
+    """A result back as the JSON it came from (its ``extra`` fields included)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name != "extra"}
+        return {**out, **getattr(value, "extra", {})}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Typed:
+    """``to_model()``: the result as its ``memorose.api.models`` response model."""
+
+    api_model: type[BaseModel]
+
+    def to_model(self) -> BaseModel:
+        return self.api_model.model_validate(_plain(self))
 
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:
@@ -17,7 +45,9 @@ def _build(cls: type[T], data: dict[str, Any]) -> T:
 
 
 @dataclass
-class IngestResult:
+class IngestResult(_Typed):
+    api_model = api.IngestResponse
+
     event_id: str
     tenant_id: str = ""
     stream_id: str = ""
@@ -30,8 +60,10 @@ class IngestResult:
 
 
 @dataclass
-class MemoryItem:
+class MemoryItem(_Typed):
     """A retrieval result or a listed memory (``layer`` L1), or a pending event (``layer`` L0)."""
+
+    api_model = api.RetrieveItem
 
     id: str
     content: str
@@ -53,7 +85,9 @@ class MemoryItem:
 
 
 @dataclass
-class RetrieveResult:
+class RetrieveResult(_Typed):
+    api_model = api.RetrieveResponse
+
     results: list[MemoryItem]
     took_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +106,9 @@ class RetrieveResult:
 
 
 @dataclass
-class TenantStatus:
+class TenantStatus(_Typed):
+    api_model = api.TenantStatusResponse
+
     tenant_id: str
     l0_events: int = 0
     l1_memories: int = 0
@@ -85,7 +121,9 @@ class TenantStatus:
 
 
 @dataclass
-class ConsolidateResult:
+class ConsolidateResult(_Typed):
+    api_model = api.ConsolidateResponse
+
     tenant_id: str
     done: bool = False
     target_seq: int = 0

@@ -24,8 +24,9 @@ from memorose.models import parse_timestamp, validate_event_id, validate_tenant_
 from node.runner import RunningNode, free_port
 from tests.conftest import ADMIN_KEY, Api, NodeStarter, wait_until
 
-#: Not API routes: their own auth (dashboard session, metrics token) or deliberately open.
-EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/dashboard")
+#: Not API routes: their own auth (dashboard session, metrics token) or deliberately open
+#: (probes, and the API's OpenAPI document and its docs page).
+EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/dashboard", "/openapi.json", "/docs")
 PATH_VALUES = {"tenant_id": "victim", "memory_id": "m-1", "raft_address": "127.0.0.1:1"}
 
 #: Routes that act on no tenant (or on the body's): a bad ``?tenant_id=`` is not read.

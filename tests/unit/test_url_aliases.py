@@ -13,7 +13,7 @@ import pytest
 from gateway.config import load_gateway_settings
 from memorose.config import load_settings
 from memorose.errors import ConfigError
-from node.http_dashboard import _config
+from node.routes.dashboard import _config
 
 ALIASES = {"http://mem.example:18012/": "http://s1n2:8080", "http://mem.example:18013": "http://s1n3:8080"}
 

@@ -9,7 +9,7 @@ app and adds the three read endpoints the dashboard needs that the API lacked:
 - ``DELETE /api/v1/admin/tenants/{tenant_id}/keys/{key_id}``: revoke one tenant key (a
   replicated command; the Tenants view's keys dialog).
 
-Registered by ``node.http.build_app``.
+Registered by ``node.routes.register``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dashboard.server import DASHBOARD, DashboardConfig, add_dashboard, loopback
 from memorose.errors import InvalidInput
 from memorose.models import event_public, validate_event_id
 from node import validation as v
-from node.http import METRICS, SERVICE, _authorize, _caller, _read_barrier, _require_admin
 from node.metrics import NodeMetrics
+from node.routes.common import METRICS, SERVICE, authorize, caller, read_barrier, require_admin
 from node.service import NodeService
 
 MAX_LOOKUP_IDS = 100
@@ -37,7 +37,7 @@ MAX_COUNTED_MEMORIES = 200_000
 
 
 async def whoami(request: web.Request) -> web.Response:
-    subject = _caller(request)
+    subject = caller(request)
     admin = subject == "*"
     return web.json_response(
         {"role": "admin" if admin else "tenant", "tenant_id": None if admin else subject}
@@ -45,8 +45,8 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def tenant_detail(request: web.Request) -> web.Response:
-    tenant_id = _authorize(request, request.query.get("tenant_id"))
-    await _read_barrier(request)
+    tenant_id = authorize(request, request.query.get("tenant_id"))
+    await read_barrier(request)
     service = request.app[SERVICE]
     return web.json_response(await service.run_read(detail, service, tenant_id))
 
@@ -79,14 +79,14 @@ def _lag_seconds(service: NodeService, tenant_id: str, pending: int) -> float:
 
 
 async def lookup_events(request: web.Request) -> web.Response:
-    tenant_id = _authorize(request, request.query.get("tenant_id"))
+    tenant_id = authorize(request, request.query.get("tenant_id"))
     raw = request.query.get("ids", "")
     ids = [i for i in raw.split(",") if i]
     if not ids or len(ids) > MAX_LOOKUP_IDS:
         raise InvalidInput(f"ids must list 1 to {MAX_LOOKUP_IDS} event ids, comma-separated")
     for event_id in ids:
         validate_event_id(event_id)
-    await _read_barrier(request)
+    await read_barrier(request)
     service = request.app[SERVICE]
     found, missing = await service.run_read(_events_by_id, service, tenant_id, ids)
     return web.json_response({"events": found, "missing": missing})
@@ -108,7 +108,7 @@ def _events_by_id(
 
 async def revoke_key(request: web.Request) -> web.Response:
     """(admin) Revoke one key of a tenant; 404 if that tenant has no key with this id."""
-    _require_admin(request)
+    require_admin(request)
     tenant_id = v.tenant(request.match_info["tenant_id"])
     key_id = request.match_info["key_id"]
     if not _KEY_ID.fullmatch(key_id):
@@ -119,7 +119,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def cluster_overview(request: web.Request) -> web.Response:
     """(admin) This node's status and every member's, as the gateway reports a shard: what
     the dashboard shows when it is opened on a node rather than on a gateway."""
-    _require_admin(request)
+    require_admin(request)
     service = request.app[SERVICE]
     own = {**service.cluster_status(), "reachable": True}
     raft = service.raft
@@ -164,7 +164,7 @@ def register(app: web.Application, service: NodeService) -> None:
     app.router.add_get("/api/v1/cluster/overview", cluster_overview)
     app.router.add_get("/api/v1/status/detail", tenant_detail)
     app.router.add_get("/api/v1/events/lookup", lookup_events)
-    # ``import`` is the key-import route's own path segment (POST), never a key id
+    # Not ``import``: that path is the key import route, and another method on it is a 405.
     app.router.add_delete("/api/v1/admin/tenants/{tenant_id}/keys/{key_id:(?!import$)[^/]+}", revoke_key)
     _commit_latency_metrics(app[METRICS], service)
     add_dashboard(app, _config(service))
