@@ -27,6 +27,7 @@ from gateway.fanout import SHARD_PARAM, decoded, gather, merge, merge_reembed, s
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
 from gateway.routing import dump_body, parse_body, request_key, tenant_of
+from gateway.validation import check_body
 from memorose.api.openapi import document
 from memorose.errors import InvalidInput, MemoroseError
 from memorose.metrics import LATENCY_BUCKETS, standard_registry
@@ -194,6 +195,7 @@ async def route_tenant_request(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     body = await request.read()
     payload = parse_body(body)
+    check_body(request.method, request.path, payload)
     if SHARD_PARAM in request.query:
         raise InvalidInput("?shard= is only for admin routes that name no tenant (docs/gateway.md)")
     tenant_id = tenant_of(request, payload)
@@ -283,7 +285,9 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def fan_out(request: web.Request) -> web.Response:
     """Tenant-less admin operations (reindex) go to every shard, or to ``?shard=``."""
     body = await request.read()
-    tenant_of(request, parse_body(body))  # the same 4xx for a bad body as on a tenant route
+    payload = parse_body(body)
+    check_body(request.method, request.path, payload)
+    tenant_of(request, payload)  # the same 4xx for a bad body as on a tenant route
     return merge(await _ask(request, body))
 
 
@@ -291,6 +295,7 @@ async def reembed(request: web.Request) -> web.Response:
     """With a tenant: its shard. Without: every shard (or ``?shard=``), merged."""
     body = await request.read()
     payload = parse_body(body)
+    check_body(request.method, request.path, payload)
     tenant_id = tenant_of(request, payload)
     if tenant_id is not None and SHARD_PARAM not in request.query:
         return await _send_to_tenant(request.app[GATEWAY], request, tenant_id, body)
@@ -300,7 +305,9 @@ async def reembed(request: web.Request) -> web.Response:
 async def one_shard(request: web.Request) -> web.Response:
     """Membership changes act on one Raft group: ``?shard=`` names it (unless only one)."""
     body = await request.read()
-    tenant_of(request, parse_body(body))
+    payload = parse_body(body)
+    check_body(request.method, request.path, payload)
+    tenant_of(request, payload)
     answers = await _ask(request, body, need_one=True)
     [answer] = answers.values()
     return _to_response(answer)

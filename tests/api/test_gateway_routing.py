@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from gateway.app import GATEWAY
+from gateway.app import GATEWAY, build_gateway_app
+from gateway.config import GatewaySettings
+from node.runner import free_port
 from tests.api.test_gateway import gateway  # noqa: F401  (the two-shard fixture)
-from tests.conftest import Api
+from tests.conftest import ADMIN_KEY, Api
 
 Gw = tuple[Api, dict[str, Api], web.Application]
 JSON = {"Content-Type": "application/json"}
@@ -159,3 +162,35 @@ async def test_deep_malformed_and_huge_bodies_get_a_4xx_json_error(gateway: Gw) 
     # Still serving.
     status, body = await gw.post("/api/v1/events", {"tenant_id": "t", "stream_id": "s", "content": "ok"})
     assert status == 202, body
+
+
+async def test_the_gateway_refuses_what_the_models_refuse_without_asking_a_shard() -> None:
+    """The gateway checks bodies against the shared API models: with its only shard
+    unreachable, a bad body is still a 400 with the node's message (decided locally), while
+    a good one is forwarded and fails as unavailable."""
+    port, dead = free_port(), free_port()
+    settings = GatewaySettings(
+        http=f"127.0.0.1:{port}", admin_key=ADMIN_KEY, shards={"s1": [f"http://127.0.0.1:{dead}"]}
+    )
+    runner = web.AppRunner(build_gateway_app(settings), shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(f"http://127.0.0.1:{port}", session).with_key(ADMIN_KEY)
+            good = {"tenant_id": "t1", "stream_id": "s", "content": "fine"}
+            bad_bodies = [
+                ({**good, "zz_unknown": 1}, "unknown field"),
+                ({**good, "content": 5}, "content"),
+                ({**good, "timestamp": 10**300}, "timestamp"),
+            ]
+            for body, words in bad_bodies:
+                status, answer = await api.post("/api/v1/events", body)
+                _assert_error(status, answer, 400, "invalid_input")
+                assert words in answer["error"]["message"], answer
+            status, answer = await api.post("/api/v1/retrieve", {"tenant_id": "t1", "query": "x", "top_k": 0})
+            _assert_error(status, answer, 400, "invalid_input")
+            status, answer = await api.post("/api/v1/events", good)
+            assert status >= 500, (status, answer)  # forwarded: the shard is down
+    finally:
+        await runner.cleanup()
