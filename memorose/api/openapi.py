@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic.json_schema import models_json_schema
 
+from memorose.api import mem0_models as mm
 from memorose.api import models as m
 
-Auth = Literal["tenant", "admin", "any", "none", "metrics", "session"]
+Auth = Literal["tenant", "admin", "any", "none", "metrics", "session", "mem0"]
 REF = "#/components/schemas/{model}"
 
 
@@ -45,6 +46,99 @@ def _r(method: str, path: str, summary: str, tag: str, **kw: Any) -> Route:
 
 
 V1 = "/api/v1"
+#: mem0's own paths (docs/mem0.md), each served under ``/mem0`` (the key's tenant) and
+#: ``/mem0/{tenant_id}``: (method, path, summary, request, query, response, body optional).
+_MEM0: tuple[
+    tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, type[BaseModel], bool], ...
+] = (
+    ("GET", "/v1/ping/", "mem0: check the key; project_id names the tenant", None, None, mm.Mem0Ping, False),
+    ("POST", "/v3/memories/add/", "mem0: add messages", mm.Mem0AddRequest, None, mm.Mem0AddResponse, False),
+    ("POST", "/v1/memories/", "mem0: add messages (v1)", mm.Mem0AddRequest, None, mm.Mem0AddResponse, False),
+    (
+        "POST",
+        "/v3/memories/search/",
+        "mem0: search",
+        mm.Mem0SearchRequest,
+        None,
+        mm.Mem0SearchResponse,
+        False,
+    ),
+    (
+        "POST",
+        "/v2/memories/search/",
+        "mem0: search (v2)",
+        mm.Mem0SearchRequest,
+        None,
+        mm.Mem0SearchResponse,
+        False,
+    ),
+    (
+        "POST",
+        "/v3/memories/",
+        "mem0: list memories",
+        mm.Mem0ListRequest,
+        mm.Mem0ListQuery,
+        mm.Mem0Page,
+        True,
+    ),
+    (
+        "POST",
+        "/v2/memories/",
+        "mem0: list memories (v2)",
+        mm.Mem0ListRequest,
+        mm.Mem0ListQuery,
+        mm.Mem0Page,
+        True,
+    ),
+    (
+        "GET",
+        "/v1/memories/{memory_id}/",
+        "mem0: one memory (its current version)",
+        None,
+        None,
+        mm.Mem0Memory,
+        False,
+    ),
+    (
+        "PUT",
+        "/v1/memories/{memory_id}/",
+        "mem0: update (a replicated supersession)",
+        mm.Mem0UpdateRequest,
+        None,
+        mm.Mem0Memory,
+        False,
+    ),
+    (
+        "DELETE",
+        "/v1/memories/{memory_id}/",
+        "mem0: delete",
+        None,
+        mm.Mem0DeleteQuery,
+        mm.Mem0Deleted,
+        False,
+    ),
+    (
+        "GET",
+        "/v1/memories/{memory_id}/history/",
+        "mem0: a memory's versions",
+        None,
+        None,
+        mm.Mem0History,
+        False,
+    ),
+)
+
+
+def _mem0_routes() -> tuple[Route, ...]:
+    return tuple(
+        Route(
+            method, base + path, summary, "mem0", response, request, query, auth="mem0", body_optional=empty
+        )
+        for base in ("/mem0", "/mem0/{tenant_id}")
+        for method, path, summary, request, query, response, empty in _MEM0
+    )
+
+
 ROUTES: tuple[Route, ...] = (
     # events
     _r(
@@ -298,6 +392,8 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/dashboard/api/{path}", "The API with the session's key", "dashboard", auth="session"),
     _r("POST", "/dashboard/api/{path}", "The API with the session's key", "dashboard", auth="session"),
     _r("DELETE", "/dashboard/api/{path}", "The API with the session's key", "dashboard", auth="session"),
+    # the mem0-compatible API (docs/mem0.md)
+    *_mem0_routes(),
 )
 
 #: Path parameters: where a model field says what they are.
@@ -327,17 +423,21 @@ _ERRORS = {
 
 def _errors(route: Route) -> list[int]:
     codes = [404, 405]
-    if route.auth in ("tenant", "admin", "any", "metrics"):
+    if route.auth in ("tenant", "admin", "any", "metrics", "mem0"):
         codes.append(401)
-    if route.auth in ("tenant", "admin"):
+    if route.auth in ("tenant", "admin", "mem0"):
         codes += [403, 429, 503]
+    if route.auth == "mem0":
+        codes += [400, 409]  # 400: the admin key names no tenant in the path
     if route.request is not None or route.query is not None or "{" in route.path:
         codes.append(400)
     if route.request is not None:
         codes += [408, 413, 415]
     if route.auth == "tenant":
         codes.append(409)
-    if route.path.endswith(("/events", "/events/batch")) and route.method == "POST":
+    if route.request is mm.Mem0AddRequest or (
+        route.path.endswith(("/events", "/events/batch")) and route.method == "POST"
+    ):
         codes += [504, 507]
     return sorted(set(codes))
 
@@ -377,6 +477,8 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
 def _security(auth: Auth) -> list[dict[str, list[str]]]:
     if auth in ("none", "session"):
         return []
+    if auth == "mem0":
+        return [{"mem0Token": []}, {"bearer": []}]  # mem0's client sends Token <key>
     if auth == "metrics":
         return [{}, {"bearer": []}]  # open unless metrics.token is set
     return [{"bearer": []}]
@@ -431,10 +533,18 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "mem0Token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "mem0's dialect, `Token <key>`: the same keys as bearer",
+                },
+            },
         },
     }
 
 
 def _mode(model: type[BaseModel]) -> Literal["validation", "serialization"]:
-    return "serialization" if issubclass(model, m.Response) else "validation"
+    return "serialization" if issubclass(model, m.Response | RootModel) else "validation"

@@ -15,5 +15,5 @@ def register(app: web.Application) -> None:
     for module in (events, retrieval, memories, cluster, admin, graph_insights):
         module.register(app)
     add_api_docs(app, document())
-    mem0.register(app, app[dashboard.SERVICE])
+    mem0.register(app)
     dashboard.register(app, app[dashboard.SERVICE])

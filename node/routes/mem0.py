@@ -6,82 +6,42 @@ that tenant, or the admin key).
 Mapping: the tenant comes from the URL or the key; mem0's ``user_id`` (else ``agent_id``,
 ``run_id``, ``app_id``) is the stream; the entity ids ride in the memory's metadata under
 ``mem0`` so reads can filter on them. Messages are events; ``update`` is a replicated
-supersession; ``history`` is the memory's lineage. Only node/service calls, no imports of
-node.http (its routes are being split into a package).
+supersession; ``history`` is the memory's lineage. Bodies and query strings are the strict
+models of ``memorose.api.mem0_models``; ``memorose.api.openapi`` documents every route here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from memorose import commands
-from memorose.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
-from memorose.models import (
-    Memory,
-    event_bytes,
-    iso,
-    parse_timestamp,
-    validate_memory_id,
-    validate_stream_id,
-    validate_tenant_id,
-    validate_text,
+from memorose.api.mem0_models import (
+    ENTITIES,
+    Mem0AddRequest,
+    Mem0DeleteQuery,
+    Mem0ListQuery,
+    Mem0ListRequest,
+    Mem0SearchRequest,
+    Mem0UpdateRequest,
 )
+from memorose.api.models import flag, parse
+from memorose.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from memorose.models import Memory, event_bytes, iso, validate_stream_id, validate_tenant_id
 from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
 from node.http_limits import LIMITS, check_quota
+from node.routes.common import SERVICE, Handler, body_model, caller, path_memory_id, query_model
 from node.service import NodeService
 
 PREFIX = "/mem0"
 TENANT = r"{tenant_id:[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}}"
-ENTITIES = ("user_id", "agent_id", "run_id", "app_id")
-#: mem0 options accepted and ignored: Memorose's own pipeline extracts, categorises and
-#: decays (docs/mem0.md lists them).
-_IGNORED_ADD = {
-    "infer",
-    "custom_categories",
-    "custom_instructions",
-    "agent_custom_instructions",
-    "expiration_date",
-    "structured_data_schema",
-    "version",
-    "output_format",
-    "enable_graph",
-    "immutable",
-    "includes",
-    "excludes",
-    "org_id",
-    "project_id",
-}
-_IGNORED_READ = {
-    "rerank",
-    "threshold",
-    "fields",
-    "categories",
-    "reference_date",
-    "latest_only",
-    "keyword_search",
-    "metadata",
-    "version",
-    "output_format",
-    "enable_graph",
-    "org_id",
-    "project_id",
-    "start_date",
-    "end_date",
-}
-ADD_FIELDS = {"messages", "filters", "metadata", "timestamp", "async_mode", *ENTITIES} | _IGNORED_ADD
-SEARCH_FIELDS = {"query", "filters", "top_k", "show_expired", *ENTITIES} | _IGNORED_READ
-LIST_FIELDS = {"filters", "show_expired", "page", "page_size", *ENTITIES} | _IGNORED_READ
-UPDATE_FIELDS = {"text", "metadata", "timestamp", "expiration_date"}
-SERVICE = web.AppKey("mem0_service", NodeService)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- auth and tenant ------------------------------------------------------------------------
@@ -112,67 +72,20 @@ def _with_detail(body: bytes) -> bytes:
     return json.dumps(payload).encode()
 
 
-def _caller(request: web.Request) -> str:
-    """The tenant the key is bound to, or '*' for the admin key (the guard checked it too)."""
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not secret.strip():
-        raise Unauthorized("missing or malformed Authorization: Token <key>")
-    subject = request.app[SERVICE].authenticate(secret.strip())
-    if subject is None:
-        raise Unauthorized("unknown API key")
-    return subject
-
-
 def _tenant(request: web.Request) -> str:
     """The URL's tenant (``/mem0/<tenant_id>/...``), else the tenant the key is bound to."""
-    caller = _caller(request)
+    subject = caller(request)
     named = request.match_info.get("tenant_id")
-    if named is None and caller == "*":
+    if named is None and subject == "*":
         raise InvalidInput("the admin key needs the tenant in the URL: host=<node>/mem0/<tenant_id>")
-    tenant_id = validate_tenant_id(named) if named is not None else caller
-    if caller not in ("*", tenant_id):
+    tenant_id = validate_tenant_id(named) if named is not None else subject
+    if subject not in ("*", tenant_id):
         raise Forbidden("this key does not give access to that tenant")
     request.app[SERVICE].check_tenant_here(tenant_id)
     return tenant_id
 
 
-async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.read()
-    return v.require_object(v.parse_json(raw), allowed) if raw.strip() else {}
-
-
 # -- entities (user_id / agent_id / run_id / app_id) ----------------------------------------
-def _entity_ids(body: dict[str, Any]) -> dict[str, str]:
-    """Entity ids from the body's top level or its ``filters`` (flat, or one ``AND`` list)."""
-    found: dict[str, str] = {}
-    for source in (body, *_filter_terms(body.get("filters"))):
-        for name in ENTITIES:
-            value = source.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not 0 < len(value) <= 256:
-                raise InvalidInput(f"{name} must be a non-empty string (at most 256 characters)")
-            if found.setdefault(name, value) != value:
-                raise InvalidInput(f"{name} is given twice with different values")
-    return found
-
-
-def _filter_terms(filters: Any) -> list[dict[str, Any]]:
-    """Equality on entity ids only; other mem0 filter operators are a 400 (not silently ignored)."""
-    if filters is None:
-        return []
-    if not isinstance(filters, dict):
-        raise InvalidInput("filters must be an object")
-    terms = filters.get("AND", [filters]) if set(filters) <= {"AND"} else [filters]
-    if not isinstance(terms, list) or not all(isinstance(t, dict) for t in terms):
-        raise InvalidInput("filters.AND must be a list of objects")
-    for term in terms:
-        unsupported = sorted(set(term) - set(ENTITIES))
-        if unsupported:
-            raise InvalidInput(f"unsupported filters: {', '.join(unsupported)} (only {', '.join(ENTITIES)})")
-    return terms
-
-
 def _stream_for(entities: dict[str, str]) -> str | None:
     """The stream: user_id, else agent_id, run_id, app_id. An id outside the stream-id
     alphabet is hashed (e-mail addresses are common user ids)."""
@@ -237,17 +150,20 @@ async def add(request: web.Request) -> web.Response:
     """Messages become events of the entity's stream; consolidation turns them into memories
     (``async_mode: false`` waits for it and lists the memories made)."""
     tenant_id = _tenant(request)
-    body = await _body(request, ADD_FIELDS)
-    entities = _entity_ids(body)
+    raw = await request.read()
+    data = v.parse_json(raw) if raw.strip() else {}
+    _check_messages(request, data)
+    body = parse(Mem0AddRequest, data)
+    entities = body.entity_ids()
     stream_id = _stream_for(entities)
     if stream_id is None:
         raise InvalidInput("one of user_id, agent_id, run_id or app_id is required")
-    events = _events(request, body, stream_id, entities)
+    events = _events(body, stream_id, entities)
     _charge(request, tenant_id, events)
     service = request.app[SERVICE]
     answers = await service.ingest(tenant_id, events)
     event_ids = [a["event_id"] for a in answers]
-    if v.bool_field(body, "async_mode", True):
+    if body.async_mode:
         return web.json_response(
             {
                 "message": "Memory processing has been queued for background execution",
@@ -259,30 +175,29 @@ async def add(request: web.Request) -> web.Response:
     return web.json_response({"results": await _consolidated(service, tenant_id, stream_id, event_ids)})
 
 
-def _events(
-    request: web.Request, body: dict[str, Any], stream_id: str, entities: dict[str, str]
-) -> list[dict[str, Any]]:
-    messages = v.required(body, "messages")
+def _check_messages(request: web.Request, data: Any) -> None:
+    """Before validating each message: the limit is a setting (``limits.max_batch_events``),
+    which a static model cannot know, and a huge list should cost no per-message work."""
+    messages = data.get("messages") if isinstance(data, dict) else None
     limit = request.app[SERVICE].settings.limits.max_batch_events
-    if not isinstance(messages, list) or not 0 < len(messages) <= limit:
+    if isinstance(messages, list) and len(messages) > limit:
         raise InvalidInput(f"messages must be a list of 1 to {limit} messages")
-    user_metadata = v.metadata(body.get("metadata"))
-    if "mem0" in user_metadata:
-        raise InvalidInput("metadata.mem0 is reserved (it holds the entity ids)")
-    timestamp = parse_timestamp(body.get("timestamp"))
-    events = []
-    for i, message in enumerate(messages):
-        message = v.require_object(message, {"role", "content", "name"}, f"messages[{i}]")
-        role = message.get("role", "user")
-        if role not in ("user", "assistant", "system"):
-            raise InvalidInput(f"messages[{i}].role must be user, assistant or system")
-        if role == "system":
-            continue  # instructions to the model, not facts about the user
-        meta = {**user_metadata, "mem0": {**entities, "role": role}}
-        raw = {"stream_id": stream_id, "content": message.get("content"), "metadata": meta}
-        event = v.event(raw, "ev-" + uuid.uuid4().hex, f"messages[{i}]")
-        event["timestamp"] = timestamp
-        events.append(event)
+
+
+def _events(body: Mem0AddRequest, stream_id: str, entities: dict[str, str]) -> list[dict[str, Any]]:
+    """One event per user or assistant message (``system`` ones are instructions, not facts)."""
+    timestamp = body.timestamp if body.timestamp is not None else time.time()
+    events = [
+        {
+            "stream_id": stream_id,
+            "event_id": "ev-" + uuid.uuid4().hex,
+            "content": message.content,
+            "metadata": {**body.metadata, "mem0": {**entities, "role": message.role}},
+            "timestamp": timestamp,
+        }
+        for message in body.messages
+        if message.role != "system"
+    ]
     if not events:
         raise InvalidInput("messages holds no user or assistant message")
     return events
@@ -292,7 +207,7 @@ def _charge(request: web.Request, tenant_id: str, events: list[dict[str, Any]]) 
     """The native ingest routes' quota and ingest-volume limits apply here too."""
     limits = request.app[LIMITS]
     nbytes = sum(event_bytes(e) for e in events)
-    if _caller(request) != "*":
+    if caller(request) != "*":
         limits.charge_ingest(tenant_id, nbytes)
     if limits.quota.enabled:
         record = request.app[SERVICE].reader.tenant_or_empty(tenant_id)
@@ -316,25 +231,25 @@ async def _consolidated(
 
 async def search(request: web.Request) -> web.Response:
     tenant_id = _tenant(request)
-    body = await _body(request, SEARCH_FIELDS)
+    body = await body_model(request, Mem0SearchRequest, empty_ok=True)
     service = request.app[SERVICE]
-    query = validate_text("query", v.required(body, "query"), max_chars=4000)
-    wanted = _entity_ids(body)
-    top_k = v.int_field(body, "top_k", 10, 1, service.settings.limits.max_top_k)
-    show_expired = v.bool_field(body, "show_expired", False)
+    wanted = body.entity_ids()
+    top_k, max_top_k = body.top_k, service.settings.limits.max_top_k
+    if top_k > max_top_k:
+        raise InvalidInput(f"top_k must be between 1 and {max_top_k}")
     req = RetrieveRequest(
         tenant_id=tenant_id,
-        query=query,
+        query=body.query,
         stream_id=_stream_for(wanted),
         # Extra entity filters apply after ranking: ask for more so top_k survive them.
-        top_k=min(service.settings.limits.max_top_k, top_k * (3 if len(wanted) > 1 else 1)),
+        top_k=min(max_top_k, top_k * (3 if len(wanted) > 1 else 1)),
         passages=False,
     )
     answer = await service.retrieve(req)
     results = []
     for hit in answer["results"]:
         memory = service.reader.memory(tenant_id, hit["id"]) if hit.get("layer") == "L1" else None
-        if memory is not None and _matches(memory, wanted, show_expired):
+        if memory is not None and _matches(memory, wanted, body.show_expired):
             results.append(_view(memory, hit.get("score")))
     return web.json_response({"results": results[:top_k]})
 
@@ -342,15 +257,14 @@ async def search(request: web.Request) -> web.Response:
 async def get_all(request: web.Request) -> web.Response:
     """Paginated as mem0 v3 (``page``, ``page_size`` in the query)."""
     tenant_id = _tenant(request)
-    body = await _body(request, LIST_FIELDS)
-    page = v.int_param(request.query.get("page"), "page", 1, 1, 1_000_000)
-    size = v.int_param(request.query.get("page_size"), "page_size", 100, 1, 1000)
-    wanted = _entity_ids(body)
-    show_expired = v.bool_field(body, "show_expired", False)
+    q = query_model(request, Mem0ListQuery)
+    page, size = q.page, q.page_size
+    body = await body_model(request, Mem0ListRequest, empty_ok=True)
+    wanted = body.entity_ids()
     service = request.app[SERVICE]
 
     def admit(memory: Memory) -> bool:
-        return _matches(memory, wanted, show_expired)
+        return _matches(memory, wanted, body.show_expired)
 
     # A full scan of the stream for the count mem0 reports (docs/mem0.md).
     found = await service.run_read(service.memories, tenant_id, _stream_for(wanted), 10**9, None, admit)
@@ -372,51 +286,30 @@ def _current(service: NodeService, tenant_id: str, memory_id: str) -> Memory:
     raise NotFound(f"memory {memory_id!r} has too long a chain of versions")
 
 
-def _memory_id(request: web.Request) -> str:
-    try:
-        return validate_memory_id(request.match_info["memory_id"])
-    except InvalidInput:
-        raise NotFound("memory not found") from None
-
-
 async def get_one(request: web.Request) -> web.Response:
     tenant_id = _tenant(request)
-    return web.json_response(_view(_current(request.app[SERVICE], tenant_id, _memory_id(request))))
+    return web.json_response(_view(_current(request.app[SERVICE], tenant_id, path_memory_id(request))))
 
 
 async def update(request: web.Request) -> web.Response:
     """A new version superseding the current one (Raft-replicated; the old one stays in the
     history and in as_of reads). The answer is the new version; the old id resolves to it."""
     tenant_id = _tenant(request)
-    memory_id = _memory_id(request)
-    body = await _body(request, UPDATE_FIELDS)
-    if body.get("expiration_date") is not None:
-        raise InvalidInput("expiration_date is not supported (Memorose forgets by decayed importance)")
-    text, metadata = body.get("text"), body.get("metadata")
-    if text is None and metadata is None:
-        raise InvalidInput("text or metadata is required")
+    memory_id = path_memory_id(request)
+    body = await body_model(request, Mem0UpdateRequest, empty_ok=True)
     service = request.app[SERVICE]
     old = _current(service, tenant_id, memory_id)
-    content = old.content if text is None else _text(text)
-    meta = old.metadata if metadata is None else _merged_metadata(old, metadata)
-    valid_from = parse_timestamp(body.get("timestamp"), default=service.clock())
+    content = old.content if body.text is None else body.text
+    meta = old.metadata if body.metadata is None else _merged_metadata(old, body.metadata)
+    valid_from = body.timestamp if body.timestamp is not None else service.clock()
     new = await _supersede(service, old, content, meta, valid_from)
     return web.json_response(_view(new))
 
 
-def _text(value: Any) -> str:
-    text = validate_text("text", value)
-    if not text.strip():
-        raise InvalidInput("text must not be empty or only whitespace")
-    return text
-
-
-def _merged_metadata(old: Memory, metadata: Any) -> dict[str, Any]:
-    clean = v.metadata(metadata)
-    if "mem0" in clean:
-        raise InvalidInput("metadata.mem0 is reserved (it holds the entity ids)")
+def _merged_metadata(old: Memory, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The new metadata keeps the memory's entity ids (``mem0``)."""
     tagged = old.metadata.get("mem0")
-    return {**clean, "mem0": tagged} if tagged is not None else clean
+    return {**metadata, "mem0": tagged} if tagged is not None else metadata
 
 
 async def _supersede(
@@ -460,13 +353,11 @@ async def _supersede(
 async def delete(request: web.Request) -> web.Response:
     """Deletes the current version; ``delete_linked=true`` also the versions it superseded."""
     tenant_id = _tenant(request)
+    q = query_model(request, Mem0DeleteQuery)
     service = request.app[SERVICE]
-    memory = _current(service, tenant_id, _memory_id(request))
-    linked = request.query.get("delete_linked", "false").lower()
-    if linked not in ("true", "false", "1", "0"):
-        raise InvalidInput("delete_linked must be true or false")
+    memory = _current(service, tenant_id, path_memory_id(request))
     targets = [memory.memory_id]
-    if linked in ("true", "1"):
+    if flag(q.delete_linked):
         targets += service.memory_history(tenant_id, memory.memory_id)["lineage"]
     for target in dict.fromkeys(targets):
         await service.delete_memory(tenant_id, target)
@@ -476,7 +367,7 @@ async def delete(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     """The lineage's versions as mem0 history entries (ADD, then UPDATE per change)."""
     tenant_id = _tenant(request)
-    memory_id = _memory_id(request)
+    memory_id = path_memory_id(request)
     service = request.app[SERVICE]
     lineage = service.memory_history(tenant_id, memory_id)
     entities = _entities_of(service.memory(tenant_id, memory_id))
@@ -506,9 +397,9 @@ async def history(request: web.Request) -> web.Response:
     return web.json_response(entries)
 
 
-def register(app: web.Application, service: NodeService) -> None:
-    """Routes with and without the tenant in the path (the client joins its paths to host)."""
-    app[SERVICE] = service
+def register(app: web.Application) -> None:
+    """Routes with and without the tenant in the path (the client joins its paths to host);
+    ``memorose.api.openapi`` documents each of them."""
     app.middlewares.insert(0, mem0_dialect)
     for base in (PREFIX, f"{PREFIX}/{TENANT}"):
         app.router.add_get(base + "/v1/ping/", ping)
