@@ -136,7 +136,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     abuse = bench_sub.add_parser(
         "abuse",
         help="a normal client's latency alone and under slow-header clients and rate-limit bursts",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     from node.bench_abuse import add_arguments as add_abuse_arguments
 
