@@ -80,7 +80,8 @@ def _timestamp(value: Any) -> float:
     return parse_timestamp(value)
 
 
-def _as_of(value: Any) -> float | None:
+def as_of_time(value: Any) -> float | None:
+    """``as_of`` as epoch seconds (None: now); a bad value is a 400 naming the field."""
     if value is None:
         return None
     try:
@@ -129,7 +130,7 @@ QueryText = Annotated[
     str, BeforeValidator(_query), WithJsonSchema({"type": "string", "maxLength": MAX_QUERY_CHARS})
 ]
 Timestamp = Annotated[float, BeforeValidator(_timestamp), WithJsonSchema(_TIME_SCHEMA)]
-AsOf = Annotated[float | None, BeforeValidator(_as_of), WithJsonSchema(_TIME_SCHEMA)]
+AsOf = Annotated[float | None, BeforeValidator(as_of_time), WithJsonSchema(_TIME_SCHEMA)]
 Metadata = Annotated[
     dict[str, Any],
     BeforeValidator(_metadata),

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from memorose.api.models import parse
+from memorose.api.models import as_of_time, parse
 from memorose.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from memorose.models import parse_timestamp, validate_memory_id
+from memorose.models import validate_memory_id
 from node import validation as v
 from node.metrics import NodeMetrics
 from node.service import NodeService
@@ -94,16 +94,20 @@ def consistency(value: Any) -> str:
     return str(value)
 
 
+def check_list_size(request: web.Request, raw: Any, field: str, message: str) -> None:
+    """Before validating each item of ``raw[field]``: the limit is a setting
+    (``limits.max_batch_events``), which a static model cannot know, and a huge list should
+    cost no per-item work. ``message`` may name the limit as ``{limit}``."""
+    items = raw.get(field) if isinstance(raw, dict) else None
+    limit = request.app[SERVICE].settings.limits.max_batch_events
+    if isinstance(items, list) and len(items) > limit:
+        raise InvalidInput(message.format(limit=limit))
+
+
 async def read_barrier(request: web.Request) -> None:
     """Honour ``?consistency=`` on GET reads."""
     await request.app[SERVICE].read_barrier(consistency(request.query.get("consistency")))
 
 
 def parse_as_of(body: dict[str, Any]) -> float | None:
-    value = body.get("as_of")
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except InvalidInput as exc:
-        raise InvalidInput(f"as_of: {exc.message}") from None
+    return as_of_time(body.get("as_of"))

@@ -21,7 +21,15 @@ from memorose.errors import InvalidInput
 from memorose.models import event_bytes, event_public
 from node import validation as v
 from node.http_limits import LIMITS, check_quota
-from node.routes.common import METRICS, SERVICE, authorize, body_model, query_model, read_barrier
+from node.routes.common import (
+    METRICS,
+    SERVICE,
+    authorize,
+    body_model,
+    check_list_size,
+    query_model,
+    read_barrier,
+)
 
 
 def _new_event_id() -> str:
@@ -55,7 +63,7 @@ async def ingest_event(request: web.Request) -> web.Response:
 
 async def ingest_batch(request: web.Request) -> web.Response:
     raw = v.parse_json(await request.read())
-    _check_batch_size(request, raw)
+    check_list_size(request, raw, "events", "a batch holds at most {limit} events")
     body = parse(IngestBatchRequest, raw)
     tenant_id = authorize(request, body.tenant_id)
     events = [_event(e) for e in body.events]
@@ -68,15 +76,6 @@ async def ingest_batch(request: web.Request) -> web.Response:
     return web.json_response(
         BatchResponse(event_ids=[a["event_id"] for a in answers]).model_dump(), status=202
     )
-
-
-def _check_batch_size(request: web.Request, raw: Any) -> None:
-    """Before validating each event: the limit is a setting (``limits.max_batch_events``),
-    which a static model cannot know, and a huge batch should cost no per-event work."""
-    events = raw.get("events") if isinstance(raw, dict) else None
-    limit = request.app[SERVICE].settings.limits.max_batch_events
-    if isinstance(events, list) and len(events) > limit:
-        raise InvalidInput(f"a batch holds at most {limit} events")
 
 
 def _check_quota(request: web.Request, tenant_id: str, events: list[dict[str, Any]]) -> None:

@@ -37,7 +37,15 @@ from memorose.models import Memory, event_bytes, iso, validate_stream_id, valida
 from memorose.retrieval.search import RetrieveRequest
 from node import validation as v
 from node.http_limits import LIMITS, check_quota
-from node.routes.common import SERVICE, Handler, body_model, caller, path_memory_id, query_model
+from node.routes.common import (
+    SERVICE,
+    Handler,
+    body_model,
+    caller,
+    check_list_size,
+    path_memory_id,
+    query_model,
+)
 from node.service import NodeService
 
 PREFIX = "/mem0"
@@ -152,7 +160,7 @@ async def add(request: web.Request) -> web.Response:
     tenant_id = _tenant(request)
     raw = await request.read()
     data = v.parse_json(raw) if raw.strip() else {}
-    _check_messages(request, data)
+    check_list_size(request, data, "messages", "messages must be a list of 1 to {limit} messages")
     body = parse(Mem0AddRequest, data)
     entities = body.entity_ids()
     stream_id = _stream_for(entities)
@@ -173,15 +181,6 @@ async def add(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"results": await _consolidated(service, tenant_id, stream_id, event_ids)})
-
-
-def _check_messages(request: web.Request, data: Any) -> None:
-    """Before validating each message: the limit is a setting (``limits.max_batch_events``),
-    which a static model cannot know, and a huge list should cost no per-message work."""
-    messages = data.get("messages") if isinstance(data, dict) else None
-    limit = request.app[SERVICE].settings.limits.max_batch_events
-    if isinstance(messages, list) and len(messages) > limit:
-        raise InvalidInput(f"messages must be a list of 1 to {limit} messages")
 
 
 def _events(body: Mem0AddRequest, stream_id: str, entities: dict[str, str]) -> list[dict[str, Any]]:
