@@ -24,12 +24,14 @@ from dashboard.apidocs import add_api_docs
 from dashboard.server import DashboardConfig, add_dashboard, loopback_url
 from gateway.config import GatewaySettings
 from gateway.fanout import SHARD_PARAM, decoded, gather, merge, merge_reembed, shards_for, without_shard_param
+from gateway.limits import BodyTimeout, GatewayLimits
 from gateway.proxy import HOP_HEADERS, Answer, Shard
 from gateway.ring import HashRing
 from gateway.routing import dump_body, parse_body, request_key, tenant_of
 from gateway.validation import check_body
 from memorose.api.openapi import document
 from memorose.errors import InvalidInput, MemoroseError
+from memorose.limits import Overloaded, retry_after_header
 from memorose.metrics import LATENCY_BUCKETS, standard_registry
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class Gateway:
             name: Shard(name, urls, settings.url_aliases) for name, urls in settings.shards.items()
         }
         self.ring = HashRing(self.shards, settings.vnodes)
+        self.limits = GatewayLimits(settings.limits)
         #: Tenants that a shard reported as moved (409 tenant_moved) before this gateway's
         #: ring was updated: tenant -> the shard that now holds it.
         self.moved: dict[str, Shard] = {}
@@ -153,8 +156,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     traceback page (bad input is caught before it can get here)."""
     try:
         return await handler(request)
+    except BodyTimeout as exc:
+        response = _error(exc.status, exc.code, exc.message)
+        response.force_close()
+        return response
     except MemoroseError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        response = _error(exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after_header(retry_after)
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[GATEWAY].settings.max_body_bytes
         return _error(413, "payload_too_large", f"the body is larger than {limit} bytes")
@@ -165,6 +176,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error(500, "internal", "internal error")
+
+
+#: Probes, metrics and the dashboard's static files are never refused for load.
+_UNGATED = ("/healthz", "/readyz", "/metrics", "/dashboard")
+
+
+@web.middleware
+async def concurrency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests in flight past ``limits.max_concurrent_requests``: 503 at once, no queue."""
+    if request.path.startswith(_UNGATED):
+        return await handler(request)
+    gate = request.app[GATEWAY].limits.gate
+    if not gate.enter():
+        raise Overloaded(f"the gateway is handling {gate.limit} requests; retry shortly")
+    try:
+        return await handler(request)
+    finally:
+        gate.leave()
 
 
 def _to_response(answer: Answer) -> web.Response:
@@ -193,7 +222,7 @@ def _with_event_ids(path: str, payload: Any) -> Any:
 async def route_tenant_request(request: web.Request) -> web.Response:
     """Forward to the shard of the one tenant the request names (path, query or body)."""
     gateway = request.app[GATEWAY]
-    body = await request.read()
+    body = await gateway_body(request)
     payload = parse_body(body)
     check_body(request.method, request.path, payload)
     if SHARD_PARAM in request.query:
@@ -210,7 +239,7 @@ async def route_mem0(request: web.Request) -> web.Response:
     """mem0-compatible routes (docs/mem0.md): the tenant in the path (``/mem0/<tenant>/v1/...``),
     else the one the key is bound to, found on its shard like the dashboard's sign-in."""
     gateway = request.app[GATEWAY]
-    body = await request.read()
+    body = await gateway_body(request)
     parse_body(body)  # the node's 4xx for a bad body, before any shard is asked
     tenant_id = tenant_of(request, None)
     if tenant_id is None:
@@ -223,9 +252,15 @@ async def route_mem0(request: web.Request) -> web.Response:
     return await _send_to_tenant(gateway, request, tenant_id, body)
 
 
+async def gateway_body(request: web.Request) -> bytes:
+    return await request.app[GATEWAY].limits.read_body(request)
+
+
 async def _send_to_tenant(
     gateway: Gateway, request: web.Request, tenant_id: str, body: bytes
 ) -> web.Response:
+    if not gateway.is_admin(request):  # the operator is exempt from tenant rates, as on a node
+        gateway.limits.charge(tenant_id, request.method, request.path, body)
     answer = await gateway.forward(gateway.shard_for(tenant_id), request, body)
     new_home = gateway.learn_move(tenant_id, answer)
     if new_home is not None:
@@ -284,7 +319,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 async def fan_out(request: web.Request) -> web.Response:
     """Tenant-less admin operations (reindex) go to every shard, or to ``?shard=``."""
-    body = await request.read()
+    body = await gateway_body(request)
     payload = parse_body(body)
     check_body(request.method, request.path, payload)
     tenant_of(request, payload)  # the same 4xx for a bad body as on a tenant route
@@ -293,7 +328,7 @@ async def fan_out(request: web.Request) -> web.Response:
 
 async def reembed(request: web.Request) -> web.Response:
     """With a tenant: its shard. Without: every shard (or ``?shard=``), merged."""
-    body = await request.read()
+    body = await gateway_body(request)
     payload = parse_body(body)
     check_body(request.method, request.path, payload)
     tenant_id = tenant_of(request, payload)
@@ -304,7 +339,7 @@ async def reembed(request: web.Request) -> web.Response:
 
 async def one_shard(request: web.Request) -> web.Response:
     """Membership changes act on one Raft group: ``?shard=`` names it (unless only one)."""
-    body = await request.read()
+    body = await gateway_body(request)
     payload = parse_body(body)
     check_body(request.method, request.path, payload)
     tenant_of(request, payload)
@@ -385,7 +420,9 @@ async def _close(app: web.Application) -> None:
 
 
 def build_gateway_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, concurrency_middleware]
+    )
     app[GATEWAY] = Gateway(settings)
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)

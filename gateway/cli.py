@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.app import build_gateway_app
 from gateway.config import GatewaySettings, load_gateway_settings, parse_shard_flag
+from gateway.limits import guarded_site
 from memorose.cli_support import OperatorError, check_port_free
 from memorose.errors import ConfigError
 
@@ -76,11 +77,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         runner = web.AppRunner(
-            build_gateway_app(settings), access_log=None, handle_signals=False, shutdown_timeout=5.0
+            build_gateway_app(settings),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=settings.limits.keepalive_timeout_secs,
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
+            await guarded_site(runner, settings.host, settings.port, settings.limits).start()
         except OSError as exc:  # taken between the check and now
             await runner.cleanup()
             raise OperatorError(f"gateway HTTP address {settings.http}: {exc.strerror}: {PORT_FIX}") from None

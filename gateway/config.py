@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from memorose.config import problem, read_toml, validate_url_aliases
+from memorose.config import LimitSettings, problem, read_toml, validate_url_aliases
 from memorose.errors import ConfigError
 
 
@@ -38,6 +38,9 @@ class GatewaySettings(BaseModel):
     #: Advertised node URL -> URL the gateway uses for that node, for redirects that name
     #: a URL only reachable from outside the gateway's network (docs/operations.md).
     url_aliases: dict[str, str] = Field(default_factory=dict)
+    #: Request rate, ingest volume, concurrency, connections and read deadlines, as on a
+    #: node (``[limits]``; quotas and the top_k/batch sizes are the nodes' to enforce).
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("http")
     @classmethod

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from memorose.cli_support import OperatorError
 from memorose.config import Settings
+from memorose.http_guard import ConnectionGuard, GuardedSite
 from node.http import build_app
-from node.http_limits import ConnectionGuard, GuardedSite
 from node.service import NodeService
 
 log = logging.getLogger(__name__)
