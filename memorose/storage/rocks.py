@@ -106,10 +106,14 @@ class RocksStore:
             if not live.is_dir():
                 raise StoreError(f"{self.path} points to {live}, which does not exist")
         else:
-            live = self._next_generation()
-            if self.path.is_dir():
+            existing = sorted(self._generations(), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+            if self.path.is_dir():  # the layout before generations: adopt it
+                live = self._next_generation()
                 self.path.rename(live)
+            elif existing:  # a crash between that rename (or a first mkdir) and the pointer
+                live = existing[-1]
             else:
+                live = self._next_generation()
                 live.mkdir()  # a new store
             self._point_to(live)
         for generation in self._generations():

@@ -177,6 +177,18 @@ def test_a_crash_mid_switch_leaves_the_old_or_the_new_database(tmp_path: Path) -
     store.close()
 
 
+def test_a_crash_while_adopting_the_old_layout_keeps_the_data(tmp_path: Path) -> None:
+    """The one-time adoption renames ``db`` to ``db-0`` and then creates the pointer; a
+    crash in between must not end in a new, empty database."""
+    store = _store_with_rows(tmp_path / "db", 5, applied=5)
+    store.close()
+    _flatten(tmp_path / "db")
+    (tmp_path / "db").rename(tmp_path / "db-0")  # renamed, pointer never written
+    reopened = RocksStore(tmp_path / "db")
+    assert reopened.applied_index() == 5 and reopened.live_path.name == "db-0"
+    reopened.close()
+
+
 def test_a_swap_never_touches_the_directory_of_the_closed_instance(tmp_path: Path) -> None:
     """rocksdict keeps a closed instance alive while an iterator references it; the switch
     must not hand that instance's directory to the new database (the soak's corruption)."""
