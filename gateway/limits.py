@@ -7,21 +7,15 @@ which only its shard has: the node enforces them and the gateway passes its 507 
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from memorose.config import LimitSettings
-from memorose.errors import MemoroseError
-from memorose.http_guard import ConnectionGuard, GuardedSite
+from memorose.http_guard import BodyTimeout, ConnectionGuard, GuardedSite, read_body
 from memorose.limits import ConcurrencyGate, KeyedBuckets, RateLimited
 
+__all__ = ["BodyTimeout", "GatewayLimits", "guarded_site"]
+
 INGEST_PATH_SUFFIXES = ("/events", "/events/batch", "/memories/add/", "/v1/memories/")
-
-
-class BodyTimeout(MemoroseError):
-    status = 408
-    code = "body_timeout"
 
 
 class GatewayLimits:
@@ -54,12 +48,7 @@ class GatewayLimits:
 
     async def read_body(self, request: web.Request) -> bytes:
         """The whole body within ``body_timeout_secs`` (408 and the connection closed after)."""
-        try:
-            return await asyncio.wait_for(request.read(), self.settings.body_timeout_secs)
-        except TimeoutError:
-            raise BodyTimeout(
-                f"the request body did not arrive within {self.settings.body_timeout_secs:g} s"
-            ) from None
+        return await read_body(request, self.settings.body_timeout_secs)
 
 
 def guarded_site(runner: web.BaseRunner, host: str, port: int, settings: LimitSettings) -> GuardedSite:

@@ -17,6 +17,23 @@ from typing import Any
 
 from aiohttp import web
 
+from memorose.errors import MemoroseError
+
+
+class BodyTimeout(MemoroseError):
+    status = 408
+    code = "body_timeout"
+
+
+async def read_body(request: web.Request, timeout: float) -> bytes:
+    """Read (and cache: handlers call ``request.read()`` again) the body within ``timeout``;
+    a body dribbled slower is a 408 (the caller closes the connection)."""
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
+
+
 _REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"

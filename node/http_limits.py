@@ -6,24 +6,21 @@ cap, header deadline) in ``memorose.http_guard``, both shared with the gateway.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from memorose.config import LimitSettings
 from memorose.errors import MemoroseError
+from memorose.http_guard import BodyTimeout, read_body
 from memorose.limits import ConcurrencyGate, KeyedBuckets, Quota, RateLimited
+
+__all__ = ["LIMITS", "BodyTimeout", "NodeLimits", "check_content_type", "check_quota", "read_body"]
 
 
 class UnsupportedMediaType(MemoroseError):
     status = 415
     code = "unsupported_media_type"
-
-
-class BodyTimeout(MemoroseError):
-    status = 408
-    code = "body_timeout"
 
 
 class NodeLimits:
@@ -71,14 +68,6 @@ def check_content_type(request: web.Request) -> None:
     if media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
         return
     raise UnsupportedMediaType(f"Content-Type must be application/json, not {media[:60]!r}")
-
-
-async def read_body(request: web.Request, timeout: float) -> bytes:
-    """Read (and cache: handlers call ``request.read()`` again) the body within ``timeout``."""
-    try:
-        return await asyncio.wait_for(request.read(), timeout)
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
 
 
 def check_quota(limits: NodeLimits, record: dict[str, Any], events: int, nbytes: int) -> None:
