@@ -22,10 +22,21 @@ from node.service import NodeService
 log = logging.getLogger(__name__)
 
 
+#: Ports this process has handed out: the kernel may offer a just-released port again, and
+#: callers (a cluster harness picking ports for several nodes before starting any) must not
+#: get the same one twice.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now and that this process has not handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class RunningNode:
