@@ -10,6 +10,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from memorose.config import load_settings
 from node.runner import RunningNode, free_port, start_node
@@ -80,3 +82,21 @@ async def start(tmp_path: Path) -> AsyncIterator[NodeStarter]:
 async def api(start: NodeStarter) -> Api:
     _, client = await start()
     return client
+
+
+@contextlib.asynccontextmanager
+async def scripted_server(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A throwaway HTTP server on 127.0.0.1 answering every path with ``handler``: for
+    scripting what a client sees (429s, 503s, redirects). Yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

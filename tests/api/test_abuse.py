@@ -21,8 +21,8 @@ from aiohttp import web
 from memorose.client import AsyncMemoroseClient, RateLimitedError, RetryPolicy
 from memorose.errors import InvalidInput
 from memorose.models import parse_timestamp, validate_event_id, validate_tenant_id
-from node.runner import RunningNode, free_port
-from tests.conftest import ADMIN_KEY, Api, NodeStarter, wait_until
+from node.runner import RunningNode
+from tests.conftest import ADMIN_KEY, Api, NodeStarter, scripted_server, wait_until
 
 #: Not API routes: their own auth (dashboard session, metrics token) or deliberately open
 #: (probes, and the API's OpenAPI document and its docs page).
@@ -422,14 +422,8 @@ async def limiter() -> AsyncIterator[tuple[str, dict[str, int]]]:
             {"tenant_id": "t", "l0_events": 0, "l1_memories": 0, "pending_events": 0, "state": "active"}
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", counts
-    await runner.cleanup()
+    async with scripted_server(handler) as url:
+        yield url, counts
 
 
 async def test_sdk_retries_429_honouring_retry_after(limiter: tuple[str, dict[str, int]]) -> None:

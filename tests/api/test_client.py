@@ -20,7 +20,7 @@ from memorose.client import (
     UnavailableError,
 )
 from node.runner import free_port
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, Api, scripted_server
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=4)
 
@@ -99,14 +99,8 @@ async def front(api: Api) -> AsyncIterator[tuple[str, dict[str, int]]]:
         counts["redirected"] += 1
         return web.Response(status=307, headers={"Location": api.url + request.path_qs})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", counts
-    await runner.cleanup()
+    async with scripted_server(handler) as url:
+        yield url, counts
 
 
 async def test_follows_redirects_keeping_the_body_and_retries_503(front: tuple[str, dict[str, int]]) -> None:
