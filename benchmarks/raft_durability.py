@@ -4,7 +4,7 @@ Writers run against a 3-node shard; the harness SIGKILLs one node (or all three 
 instant), restarts them, and the checker verifies that every acknowledged event is on
 every node exactly once. Run with the journal fsync on (default) and off.
 
-    .venv/bin/python benchmarks/raft_durability.py --rounds 5
+    memorose bench raft-durability --rounds 5
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.testing.checker import check
 from node.testing.cluster import Cluster
@@ -60,12 +58,13 @@ async def run(env: dict[str, str], rounds: int, all_nodes: bool, write_s: float)
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--write-seconds", type=float, default=3.0)
-    parser.add_argument("--out", default="benchmarks/results/raft_durability.json")
-    args = parser.parse_args()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=5, help="kill rounds per case")
+    parser.add_argument("--write-seconds", type=float, default=3.0, help="writing before each kill (s)")
+    parser.add_argument("--out", default="benchmarks/results/raft_durability.json", help="JSON results file")
+
+
+def run_durability_bench(args: argparse.Namespace) -> int:
     result = {}
     for name, env in (("fsync_journal", {}), ("no_fsync", {"MEMOROSE_RAFT_TUNING__FSYNC_JOURNAL": "false"})):
         for all_nodes in (False, True):
@@ -78,4 +77,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run_durability_bench(_parser.parse_args()))

@@ -1,7 +1,7 @@
 """Raw PySyncObj baseline: one process per node, a replicated method that does nothing.
 
 Same configuration as a Memorose node (file journal, password, no append batching, the
-same periods and timeouts), so the gap to ``raft_bench.py ingest`` is the project's own
+same periods and timeouts), so the gap to ``memorose bench raft ingest`` is the project's own
 overhead (HTTP, validation, group commit, msgpack, RocksDB apply, journal fsync). The
 process that becomes leader drives the load (``--concurrency`` commands kept in flight
 for ``--seconds``) and writes its figures to ``--out``.

@@ -1,4 +1,5 @@
-"""CLI subcommands owned by the node package: ``up``, ``node``, ``admin``, ``bench``."""
+"""CLI subcommands owned by the node package: ``up``, ``node`` and ``admin``
+(``bench`` belongs to the ``benchmarks`` package)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from memorose.bench.args import add_storage_arguments
 from memorose.cli_support import (
     OperatorError,
     check_data_dir,
@@ -91,56 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reembed.add_argument("--tenant", help="only this tenant")
     reembed.add_argument("--dry-run", action="store_true", help="only count the stale memories")
     reembed.set_defaults(func=cmd_reembed)
-
-    bench = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    storage = bench_sub.add_parser("storage", help="ingest and retrieve throughput/latency of one node")
-    add_storage_arguments(storage)
-    storage.set_defaults(func=cmd_bench_storage)
-    locomo = bench_sub.add_parser("locomo", help="LoCoMo retrieval recall through the HTTP API")
-    from memorose.bench.locomo import add_arguments as add_locomo_arguments
-
-    add_locomo_arguments(locomo)
-    locomo.set_defaults(func=cmd_bench_locomo)
-    insights = bench_sub.add_parser("insights", help="time and memory of an insight pass at 1K-100K memories")
-    from memorose.bench.insights import add_arguments as add_insights_arguments
-
-    add_insights_arguments(insights)
-    insights.set_defaults(func=cmd_bench_insights)
-    gateway_bench = bench_sub.add_parser("gateway", help="gateway overhead vs talking to the leader")
-    from memorose.bench.gateway import add_gateway_arguments
-
-    add_gateway_arguments(gateway_bench)
-    gateway_bench.set_defaults(func=cmd_bench_gateway)
-    consolidation = bench_sub.add_parser(
-        "consolidation", help="consolidation throughput, lag under load, LoCoMo memories and recall"
-    )
-    consolidation.add_argument(
-        "--events", type=positive_int, default=5000, help="events in the throughput run"
-    )
-    consolidation.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
-    consolidation.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
-    consolidation.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
-    consolidation.add_argument(
-        "--out", default="benchmarks/results/consolidation.json", help="JSON results file"
-    )
-    consolidation.set_defaults(func=cmd_bench_consolidation)
-    soak = bench_sub.add_parser(
-        "soak",
-        help="standing fault soak of a 3-node shard: kills, pauses, cuts, damaged snapshots",
-    )
-    from node.bench_soak import add_arguments as add_soak_arguments
-
-    add_soak_arguments(soak)
-    soak.set_defaults(func=cmd_bench_soak)
-    abuse = bench_sub.add_parser(
-        "abuse",
-        help="a normal client's latency alone and under slow-header clients and rate-limit bursts",
-    )
-    from node.bench_abuse import add_arguments as add_abuse_arguments
-
-    add_abuse_arguments(abuse)
-    abuse.set_defaults(func=cmd_bench_abuse)
 
 
 def _print_ready(node: RunningNode) -> None:
@@ -325,45 +275,3 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return str(json.loads(exc.read())["error"]["message"])
     except (ValueError, KeyError, TypeError, OSError):
         return str(exc.reason)
-
-
-def cmd_bench_storage(args: argparse.Namespace) -> int:
-    from memorose.bench.storage import run_storage_bench
-
-    return run_storage_bench(args)
-
-
-def cmd_bench_locomo(args: argparse.Namespace) -> int:
-    from memorose.bench.locomo import run_locomo
-
-    return run_locomo(args)
-
-
-def cmd_bench_insights(args: argparse.Namespace) -> int:
-    from memorose.bench.insights import run_insights_bench
-
-    return run_insights_bench(args)
-
-
-def cmd_bench_consolidation(args: argparse.Namespace) -> int:
-    from node.bench_consolidation import run_consolidation_bench
-
-    return run_consolidation_bench(args)
-
-
-def cmd_bench_soak(args: argparse.Namespace) -> int:
-    from node.bench_soak import run_soak_bench
-
-    return run_soak_bench(args)
-
-
-def cmd_bench_abuse(args: argparse.Namespace) -> int:
-    from node.bench_abuse import run_abuse_bench
-
-    return run_abuse_bench(args)
-
-
-def cmd_bench_gateway(args: argparse.Namespace) -> int:
-    from memorose.bench.gateway import run_gateway_bench
-
-    return run_gateway_bench(args)

@@ -1,4 +1,4 @@
-"""A hostile client of a node's Raft port (issue 15), for tests and ``raft_bench.py abuse``.
+"""A hostile client of a node's Raft port (issue 15), for tests and ``memorose bench raft abuse``.
 
 Blocking sockets, one attacker per thread. Every function is bounded by a deadline and
 returns whether the node closed the connection (EOF or reset) before it.

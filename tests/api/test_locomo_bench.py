@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from memorose.bench.locomo import run_locomo
+from benchmarks.locomo import run_locomo
 from tests.conftest import ADMIN_KEY, Api
 
 REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "locomo" / "locomo10.json"

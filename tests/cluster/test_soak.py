@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.bench_soak import print_report, summarize
+from benchmarks.soak import print_report, summarize
 from node.testing.soak import SoakConfig, run_soak
 
 pytestmark = pytest.mark.timeout(480)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memorose.bench.arbitration import HELD_OUT, evaluate, load_pairs
+from benchmarks.arbitration import HELD_OUT, evaluate, load_pairs
 from memorose.providers.embeddings import Embedder, load_embedder
 
 

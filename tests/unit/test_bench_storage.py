@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from memorose.bench.args import add_storage_arguments
-from memorose.bench.report import HEADING
-from memorose.bench.storage import run_storage_bench
+from benchmarks.args import add_storage_arguments
+from benchmarks.report import HEADING
+from benchmarks.storage import run_storage_bench
 
 
 def _args(*argv: str) -> argparse.Namespace:

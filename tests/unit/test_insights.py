@@ -302,7 +302,7 @@ def test_projection_cache_is_bounded_by_memories(tmp_path: Path) -> None:
 
 def test_the_insight_benchmark_runs_at_a_tiny_size() -> None:
     """``memorose bench insights`` cannot rot: a real build subprocess, a real pass."""
-    from memorose.bench.insights import run_size
+    from benchmarks.insights import run_size
 
     row = run_size(300, 1)
     assert row["memories"] == 300 and row["graph_edges"] == row["edges"] > 300

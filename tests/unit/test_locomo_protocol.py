@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from memorose.bench.locomo import (
+from benchmarks.locomo import (
     SECTION,
     conversation_events,
     markdown,

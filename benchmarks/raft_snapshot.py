@@ -5,7 +5,7 @@ twice: once with the snapshot packed on the tick thread (what a plain PySyncObj
 serializer does) and once with the project's background packing. Reports the longest gap
 between two ticks during each compaction, which is how long heartbeats could not be sent.
 
-    .venv/bin/python benchmarks/raft_snapshot_bench.py --events 200000
+    memorose bench raft-snapshot --events 200000
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from memorose.config import RaftSettings
@@ -82,11 +80,12 @@ def compaction_stall(node: RaftNode, inline: bool) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--out", default="benchmarks/results/raft_snapshot.json")
-    args = parser.parse_args()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=200_000, help="events written before the compactions")
+    parser.add_argument("--out", default="benchmarks/results/raft_snapshot.json", help="JSON results file")
+
+
+def run_snapshot_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="raft-snap-") as tmp:
         store = RocksStore(Path(tmp) / "rocks")
         address = f"127.0.0.1:{free_port()}"
@@ -120,4 +119,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run_snapshot_bench(_parser.parse_args()))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memorose.bench.locomo import (
+from benchmarks.locomo import (
     CATEGORIES,
     TOP_K,
     NodeApi,

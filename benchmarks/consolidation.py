@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from memorose.cli_support import positive_int
 from memorose.config import load_settings
 from node.runner import RunningNode, free_port, start_node
 
@@ -276,6 +277,14 @@ async def locomo(path: Path, mode: str, ks: tuple[int, ...] = (5, 10)) -> dict[s
         "consolidation_events_per_s": round(turns / consolidation_s, 1),
         **{f"recall@{k}": round(hits[k] / questions, 3) for k in ks},
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=positive_int, default=5000, help="events in the throughput run")
+    parser.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
+    parser.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
+    parser.add_argument("--out", default="benchmarks/results/consolidation.json", help="JSON results file")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Each pair runs through the real consolidation planner: the old text is consolida
 memory, then the new one is planned with that memory as its only candidate. The decision
 (supersede / reinforce / merge / create) is compared with the label: an update should
 supersede, a duplicate reinforce, a distinct fact about the same subject or a fact about
-another subject create. ``python -m memorose.bench.arbitration`` prints the table that
+another subject create. ``memorose bench arbitration`` prints the table that
 docs/consolidation.md quotes; tests/unit/test_arbitration_corpus.py holds the floor.
 """
 
@@ -23,7 +23,7 @@ from memorose.consolidation.planner import ConsolidationPlanner
 from memorose.models import Event, Memory
 from memorose.providers.embeddings import Embedder, load_embedder
 
-DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 #: The pairs the offline rules were shaped on, and pairs written afterwards, never tuned on.
 CORPUS = DATA / "arbitration_pairs.json"
 HELD_OUT = DATA / "arbitration_heldout.json"
@@ -129,12 +129,13 @@ def _f(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedder", default="local", help="local or hashing")
     parser.add_argument("--errors", action="store_true", help="list the pairs decided wrongly")
     parser.add_argument("--held-out", action="store_true", help="the held-out pairs instead")
-    args = parser.parse_args(argv)
+
+
+def run_arbitration_bench(args: argparse.Namespace) -> int:
     embedder = load_embedder(args.embedder)
     report = evaluate(embedder, load_pairs(HELD_OUT if args.held_out else CORPUS))
     print(markdown(report, embedder.model))
@@ -146,4 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(_parser)
+    raise SystemExit(run_arbitration_bench(_parser.parse_args()))

@@ -1,9 +1,9 @@
 """Replication benchmarks of a 3-node shard on loopback (subprocess nodes).
 
-    .venv/bin/python benchmarks/raft_bench.py ingest    # events/s and ack latency, beside raw PySyncObj
-    .venv/bin/python benchmarks/raft_bench.py failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
-    .venv/bin/python benchmarks/raft_bench.py latency   # one client, single-event ack, 1 and 3 nodes
-    .venv/bin/python benchmarks/raft_bench.py abuse     # one writer's acks with and without a Raft attack
+    memorose bench raft ingest    # events/s and ack latency, beside raw PySyncObj
+    memorose bench raft failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
+    memorose bench raft latency   # one client, single-event ack, 1 and 3 nodes
+    memorose bench raft abuse     # one writer's acks with and without a Raft attack
 
 Figures go to benchmarks/results/raft_*.json and docs/benchmarks.md ("Replication").
 Consolidation is pushed out of the way (long interval, big batches) so that the numbers
@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorose import commands
 from node.runner import free_port
@@ -127,7 +125,7 @@ def raw_syncobj(payload_bytes: int, seconds: float) -> list[dict[str, Any]]:
         out = Path(tmp) / "result.json"
         procs = []
         for i, address in enumerate(addresses):
-            argv = [sys.executable, str(Path(__file__).with_name("raw_syncobj.py")), "--self", address]
+            argv = [sys.executable, "-m", "benchmarks.raw_syncobj", "--self", address]
             for other in addresses:
                 if other != address:
                     argv += ["--partner", other]
@@ -381,24 +379,26 @@ async def _timed_writes(url: str, seconds: float) -> tuple[list[float], int]:
     return latencies, errors
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     ingest = sub.add_parser("ingest")
-    ingest.add_argument("--seconds", type=float, default=8.0)
-    ingest.add_argument("--out", default="benchmarks/results/raft_ingest.json")
+    ingest.add_argument("--seconds", type=float, default=8.0, help="length of each load (s)")
+    ingest.add_argument("--out", default="benchmarks/results/raft_ingest.json", help="JSON results file")
     fo = sub.add_parser("failover", help="time to the first ack on a new leader, per fault")
-    fo.add_argument("--rounds", type=int, default=20)
+    fo.add_argument("--rounds", type=int, default=20, help="faults in all, spread over --faults")
     fo.add_argument("--faults", default="kill,pause,cut,term", help="comma list of kill,pause,cut,term")
-    fo.add_argument("--out", default="benchmarks/results/raft_failover.json")
+    fo.add_argument("--out", default="benchmarks/results/raft_failover.json", help="JSON results file")
     lat = sub.add_parser("latency", help="single-event ack latency, one client, 1 and 3 nodes")
-    lat.add_argument("--seconds", type=float, default=10.0)
-    lat.add_argument("--out", default="benchmarks/results/raft_latency.json")
+    lat.add_argument("--seconds", type=float, default=10.0, help="length of each run (s)")
+    lat.add_argument("--out", default="benchmarks/results/raft_latency.json", help="JSON results file")
     ab = sub.add_parser("abuse", help="one writer's ack latency without and with a Raft port attack")
     ab.add_argument("--seconds", type=float, default=7.0, help="length of each phase (default 7)")
     ab.add_argument("--rounds", type=int, default=2, help="quiet/attack phase pairs (default 2)")
-    ab.add_argument("--out", default="benchmarks/results/raft_abuse.json")
-    args = parser.parse_args()
+    ab.add_argument("--out", default="benchmarks/results/raft_abuse.json", help="JSON results file")
+
+
+def run_raft_bench(args: argparse.Namespace) -> int:
+    """``memorose bench raft MODE``: ingest, failover, latency or abuse (module docstring)."""
     load_before = os.getloadavg()
     if args.mode == "ingest":
         result = cmd_ingest(args)
@@ -420,4 +420,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run_raft_bench(_parser.parse_args()))

@@ -145,7 +145,7 @@ def build_in(root: str, n: int, seed: int) -> dict[str, Any]:
 def run_size(n: int, seed: int) -> dict[str, Any]:
     settings = InsightSettings()
     with tempfile.TemporaryDirectory(prefix="memorose-insights-") as root:
-        cmd = [sys.executable, "-m", "memorose.bench.insights", "build", root, str(n), str(seed)]
+        cmd = [sys.executable, "-m", "benchmarks.insights", "build", root, str(n), str(seed)]
         built = subprocess.run(cmd, check=True, capture_output=True, text=True)
         shape = json.loads(built.stdout.strip().splitlines()[-1])
         store = RocksStore(Path(root) / "rocks")
@@ -203,13 +203,13 @@ def _rss() -> int:
 
 def run_insights_bench(args: argparse.Namespace) -> int:
     if args.locomo:
-        from memorose.bench.insights_locomo import main
+        from benchmarks.insights_locomo import main
 
         main(args.locomo, args.locomo_out, args.limit_conversations)
     results = []
     for n in [int(s) for s in args.sizes.split(",") if s]:  # --sizes '' skips the synthetic runs
         print(f"insight pass over {n:,} memories ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "memorose.bench.insights", str(n), str(args.seed)]
+        cmd = [sys.executable, "-m", "benchmarks.insights", str(n), str(args.seed)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)

@@ -4,7 +4,7 @@ Stop the node first (RocksDB is opened here). The same retrieval code as the nod
 in-process, so variants differ only in their weights; no HTTP. Query embeddings are cached
 by the local embedder, so every variant after the first costs only the ranking.
 
-    .venv/bin/python benchmarks/locomo_ablation.py --data-dir /tmp/lm-local \
+    memorose bench ablation --data-dir /tmp/lm-local \
         --locomo ../shared/data/locomo/locomo10.json --variant cosine=1 --variant cosine=2
 """
 
@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from memorose.bench.locomo import (
+from benchmarks.locomo import (
     TOP_K,
     Tally,
     conversation_events,
@@ -60,12 +60,13 @@ def run(retriever: Retriever, samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"summary": tally.summary(), "p50_ms": took[len(took) // 2], "p95_ms": took[int(0.95 * len(took))]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, help="data dir of the node `bench locomo` filled")
     parser.add_argument("--locomo", required=True, help="locomo10.json, read in place")
     parser.add_argument("--variant", action="append", default=[], help="e.g. cosine=2 or rerank=0")
-    args = parser.parse_args()
+
+
+def run_ablation(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
     embedder = build_embedder(settings)
     store = RocksStore(Path(args.data_dir) / "rocks")
@@ -102,4 +103,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(_parser)
+    raise SystemExit(run_ablation(_parser.parse_args()))
