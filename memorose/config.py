@@ -146,6 +146,11 @@ class RetrievalSettings(_Section):
     cosine_weight: float | None = Field(None, ge=0, le=100)
     #: False: first-stage reciprocal rank fusion only (an ablation baseline, not for use).
     rerank: bool = True
+    #: Query expansion by meaning (retrieval/lexicon.py): weight of a tenant word close to a
+    #: query word, times their cosine. None: 0.5 for a sentence model, 0 (off) for hashing.
+    expansion_weight: float | None = Field(None, ge=0, le=10)
+    #: Cosine a tenant word needs with a query word to be added.
+    expansion_threshold: float = Field(0.5, ge=0, le=1)
 
 
 class IndexSettings(_Section):
