@@ -10,7 +10,7 @@ this lifts R@10 from .794 to .814 and multi-hop R@10 from .504 to .554 (docs/ret
 
 Costs and bounds:
 - A word is embedded once per process (``WordVectors``, shared by all tenants): a few
-  milliseconds per new word, paid by whoever first needs it.
+  milliseconds per new word, paid by the one builder thread.
 - A tenant's lexicon (its ``max_words`` most frequent content words, their stems, document
   frequencies and a float32 matrix) is built in the background on the tenant's first query
   and rebuilt after its memories changed, no more often than ``min_rebuild_secs`` nor
@@ -22,6 +22,7 @@ Costs and bounds:
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -66,7 +67,8 @@ def content_words(text: str) -> list[str]:
 
 
 class WordVectors:
-    """Process-wide cache of single-word embeddings (normalised float32 rows)."""
+    """Process-wide cache of single-word embeddings, kept as float16 (768 bytes a word at
+    384 dimensions; cosines to two decimals are all expansion needs)."""
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
@@ -84,10 +86,12 @@ class WordVectors:
             fresh = self.embedder.embed(missing)
             with self._lock:
                 for word, vector in zip(missing, fresh, strict=True):
-                    self._vectors[word] = np.asarray(vector, dtype=np.float32)
+                    self._vectors[word] = np.asarray(vector, dtype=np.float16)
         with self._lock:
             rows = [self._vectors[w] for w in words]
-        return np.stack(rows) if rows else np.zeros((0, self.embedder.dim), np.float32)
+        if not rows:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        return np.stack(rows).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class Lexicon:
         self._tenants: OrderedDict[str, TenantLexicon] = OrderedDict()
         self._building: set[str] = set()
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self.builds = 0
 
     # -- building ----------------------------------------------------------------------------
@@ -172,11 +178,18 @@ class Lexicon:
             if tenant_id in self._building:
                 return
             self._building.add(tenant_id)
-        if self._background:
-            name = "memorose-lexicon"
-            threading.Thread(target=self._build, args=(tenant_id,), name=name, daemon=True).start()
-        else:
+        if not self._background:
             self._build(tenant_id)
+            return
+        self._queue.put(tenant_id)
+        with self._lock:
+            if self._worker is None:  # one builder thread: a burst of new tenants queues up
+                self._worker = threading.Thread(target=self._work, name="memorose-lexicon", daemon=True)
+                self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            self._build(self._queue.get())
 
     def _due(self, lexicon: TenantLexicon, tenant_id: str) -> bool:
         """Stale and not rebuilt too recently (rebuilds cost at most ~10 % of a core)."""
