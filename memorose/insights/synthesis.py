@@ -39,6 +39,8 @@ class Text:
     summary: str
     terms: list[str]
     synthesis: dict[str, Any] = field(default_factory=dict)
+    #: False for a stored text kept because its community did not change.
+    fresh: bool = True
 
 
 def _terms(content: str) -> dict[str, str]:
