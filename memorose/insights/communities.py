@@ -197,7 +197,9 @@ def pagerank(matrix: sp.csr_array, start: np.ndarray | None = None) -> np.ndarra
 def _aligned(projection: Projection, before: Analysis) -> np.ndarray:
     """The previous PageRank in this projection's row order (new memories: the mean)."""
     mean = 1.0 / max(1, len(projection.ids))
-    return np.fromiter((before.pagerank.get(m, mean) for m in projection.ids), dtype=float, count=len(projection.ids))
+    return np.fromiter(
+        (before.pagerank.get(m, mean) for m in projection.ids), dtype=float, count=len(projection.ids)
+    )
 
 
 def _finish(

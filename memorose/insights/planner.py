@@ -136,7 +136,9 @@ def _texts(
     return [text for text, _ in answers]
 
 
-def _kept(community: Community, nodes: dict[str, Node], previous: dict[str, dict[str, Any]], method: str) -> Text | None:
+def _kept(
+    community: Community, nodes: dict[str, Node], previous: dict[str, dict[str, Any]], method: str
+) -> Text | None:
     """The stored text of an unchanged community (same members, same versions) written by
     ``method``: only communities that changed are synthesised again."""
     before = previous.get(insight_id(community.members))
@@ -147,7 +149,9 @@ def _kept(community: Community, nodes: dict[str, Node], previous: dict[str, dict
     return Text(before["label"], before["summary"], list(before["terms"]), before["synthesis"], False)
 
 
-def current_analysis(cache: ProjectionCache, tenant_id: str, settings: InsightSettings) -> tuple[Projection, Analysis]:
+def current_analysis(
+    cache: ProjectionCache, tenant_id: str, settings: InsightSettings
+) -> tuple[Projection, Analysis]:
     """The tenant's projection and its analysis, maintained incrementally between passes
     (``communities.maintained``); serialised per tenant."""
     graph = cache.tenant(tenant_id)

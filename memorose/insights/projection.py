@@ -88,7 +88,9 @@ def to_networkx(labels: list[Any], matrix: sp.csr_array) -> nx.Graph:
     coo = matrix.tocoo()
     rows, cols, weights = coo.row.tolist(), coo.col.tolist(), coo.data.tolist()
     graph.add_weighted_edges_from(
-        (labels[r], labels[c], w if r != c else w / 2) for r, c, w in zip(rows, cols, weights, strict=True) if r <= c
+        (labels[r], labels[c], w if r != c else w / 2)
+        for r, c, w in zip(rows, cols, weights, strict=True)
+        if r <= c
     )
     return graph
 
@@ -271,7 +273,9 @@ class TenantGraph:
                         weights.append(weight)
         n = len(ids)
         r, c, w = np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(weights)
-        matrix = sp.csr_array((np.concatenate([w, w]), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n))
+        matrix = sp.csr_array(
+            (np.concatenate([w, w]), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n)
+        )
         matrix.sort_indices()
         return matrix
 
