@@ -2,14 +2,16 @@
 
 Two ways to the partition (docs/insights.md, "Incremental communities"):
 
-- **full**: networkx's Louvain (``louvain_communities``, the same algorithm as
-  python-louvain, about twice as fast at 100K memories) from singletons. The projection
-  adds nodes in key order and the seed is fixed, so one graph always gives one partition.
-- **incremental**: the previous partition is kept; the memories that changed and their
-  neighbours (the frontier) are set free, every other community is collapsed into one
-  weighted node (its internal weight as a self-loop, so modularity is unchanged), and
-  python-louvain's ``best_partition(partition=...)`` starts from the previous partition on
-  that small graph. Same graph, previous partition and seed: same result.
+- **full**: igraph's Louvain (``community_multilevel``, the same algorithm as
+  python-louvain, in C: 10-15x faster at 100K memories, the same modularity) from
+  singletons, its random number generator seeded for the call. The projection orders nodes
+  by key and the seed is fixed, so one graph always gives one partition.
+- **incremental**: the previous partition is kept; the memories that changed (new or
+  removed memories and both ends of every changed edge: the frontier) are set free,
+  every other community is collapsed into one weighted node (its internal weight as a
+  self-loop, so modularity is unchanged), and python-louvain's
+  ``best_partition(partition=...)`` starts from the previous partition on that small
+  graph. Same graph, previous partition and seed: same result.
 
 Communities are numbered by size (largest first), ties by their smallest memory id, so
 numbering does not depend on Louvain's labels. A community's anchors are its members with
@@ -19,11 +21,13 @@ centrality and strength are computed on the sparse matrix (numpy), not in Python
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from dataclasses import dataclass, field
 
 import community as louvain
-import networkx as nx
+import igraph
 import numpy as np
 import scipy.sparse as sp
 
@@ -32,6 +36,7 @@ from memorose.insights.projection import Projection, TenantGraph, to_networkx
 PAGERANK_ALPHA = 0.85
 PAGERANK_TOL = 1e-6
 PAGERANK_MAX_ITER = 100
+_IGRAPH_RANDOM = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -111,15 +116,20 @@ def analyze_incremental(
 
 
 def full_labels(projection: Projection, resolution: float, seed: int) -> np.ndarray:
+    """Louvain from singletons (igraph; its generator is process-wide, hence the lock)."""
     n = len(projection.ids)
-    labels = np.arange(n, dtype=np.int64)
     if projection.matrix.nnz == 0:
-        return labels
-    graph = to_networkx(list(range(n)), projection.matrix)
-    found = nx.community.louvain_communities(graph, weight="weight", resolution=resolution, seed=seed)
-    for label, members in enumerate(found):
-        labels[list(members)] = label
-    return labels
+        return np.arange(n, dtype=np.int64)
+    upper = sp.triu(projection.matrix, k=1, format="coo")
+    graph = igraph.Graph(n=n, edges=np.column_stack([upper.row, upper.col]).tolist(), directed=False)
+    graph.es["weight"] = upper.data.tolist()
+    with _IGRAPH_RANDOM:
+        igraph.set_random_number_generator(random.Random(seed))
+        try:
+            found = graph.community_multilevel(weights="weight", resolution=resolution)
+        finally:
+            igraph.set_random_number_generator(random)
+    return np.asarray(found.membership, dtype=np.int64)
 
 
 def incremental_labels(
@@ -133,12 +143,11 @@ def incremental_labels(
     """Labels per row of the projection, and the size of the frontier (see the module docstring)."""
     ids, matrix, n = projection.ids, projection.matrix, len(projection.ids)
     prev = np.fromiter((previous.get(m, -1) for m in ids), dtype=np.int64, count=n)
-    free = prev < 0  # new memories
+    free = prev < 0  # new memories ...
     index = projection.index
-    seeds = np.fromiter((index[m] for m in touched if m in index), dtype=np.int64)
-    free[seeds] = True
-    changed = np.flatnonzero(free)
-    free[matrix[changed].indices] = True  # ... and their neighbours
+    # ... and every memory whose record or edges changed (both ends of a changed edge;
+    # the former neighbours of a removed memory): see ``TenantGraph.refresh``.
+    free[np.fromiter((index[m] for m in touched if m in index), dtype=np.int64)] = True
     frontier = int(free.sum())
     if frontier > max_frontier_share * n:
         return None
