@@ -78,7 +78,10 @@ def plan_insights(
     def terms(c: Community) -> list[str]:
         """c-TF-IDF needs every community: computed once, and only if some text is new."""
         if not all_terms:
-            all_terms.extend(distinctive_terms([c.members for c in analysis.communities], nodes))
+            members = [c.members for c in analysis.communities]
+            cache = projection.memo.setdefault("terms", {})
+            shas = [members_sha(m, nodes) for m in members]
+            all_terms.extend(distinctive_terms(members, nodes, cache=cache, cache_keys=shas))
         return all_terms[c.index]
 
     usage = Usage()

@@ -60,6 +60,8 @@ class Projection:
     touched: set[str] | None = None
     #: Derived results cached with the graph (the analysis of a given resolution and seed).
     derived: dict[Any, Any] = field(default_factory=dict)
+    #: What passes over later generations of the same tenant reuse (``TenantGraph.memo``).
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def index(self) -> dict[str, int]:
@@ -139,8 +141,12 @@ class TenantGraph:
         self.lock = threading.Lock()
         self.projection: Projection | None = None
         self.nodes: dict[str, Node] = {}
-        #: Every stored edge with a positive weight, by source (active or not).
-        self.out: dict[str, dict[str, float]] = {}
+        #: Every stored edge with a positive weight, by source (active or not): target
+        #: numbers (``_number``) and weights, as arrays, so the matrix is built in numpy.
+        self.out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: A number for every memory id seen (never reused while this object lives).
+        self._number: dict[str, int] = {}
+        self._names: list[str] = []
         self._memory_hash: dict[str, int] = {}
         self._block_hash: dict[str, int] = {}
         #: What later passes need of earlier ones (the analysis keeps its partition here).
@@ -162,7 +168,7 @@ class TenantGraph:
         touched |= self._refresh_edges(reader)
         for memory_id in list(touched):  # an archived memory's edges stay: its neighbours moved too
             if memory_id not in self.nodes:
-                touched.update(self.out.get(memory_id, ()))
+                touched.update(self._targets(memory_id))
         ids = sorted(self.nodes)
         matrix = self._matrix(ids)
         first = self.projection is None
@@ -177,6 +183,7 @@ class TenantGraph:
             matrix,
             dict(self.nodes),
             None if first else touched,
+            memo=self.memo,
         )
         return self.projection
 
@@ -228,8 +235,21 @@ class TenantGraph:
         for gone in set(self._block_hash) - seen:
             del self._block_hash[gone]
             touched.add(gone)
-            touched.update(self.out.pop(gone, {}))
+            touched.update(self._targets(gone))
+            self.out.pop(gone, None)
         return touched
+
+    def _targets(self, source: str) -> dict[str, float]:
+        numbers, weights = self.out.get(source, _NO_EDGES)
+        names = self._names
+        return {names[t]: w for t, w in zip(numbers.tolist(), weights.tolist(), strict=True)}
+
+    def _numbered(self, memory_id: str) -> int:
+        number = self._number.get(memory_id)
+        if number is None:
+            number = self._number[memory_id] = len(self._names)
+            self._names.append(memory_id)
+        return number
 
     def _apply_block(self, source: str, block: list[bytes], seen: set[str], touched: set[str]) -> None:
         seen.add(source)
@@ -243,41 +263,42 @@ class TenantGraph:
             weight = _edge_weight(block[i + 1])
             if weight > 0:
                 targets[block[i][start:].decode()] = weight
-        before = self.out.get(source, {})
+        before = self._targets(source)
         changed = {t for t in before.keys() | targets.keys() if before.get(t) != targets.get(t)}
         if changed:
             touched.add(source)
             touched.update(changed)
         if targets:
-            self.out[source] = targets
+            self._numbered(source)
+            numbers = np.fromiter((self._numbered(t) for t in targets), dtype=np.int64, count=len(targets))
+            self.out[source] = (numbers, np.fromiter(targets.values(), dtype=float, count=len(targets)))
         else:
             self.out.pop(source, None)
 
     def _matrix(self, ids: list[str]) -> sp.csr_array:
         """Pairs once (source < target, the record the original projection used), both
-        memories active, mirrored into a symmetric matrix."""
-        index = {m: i for i, m in enumerate(ids)}
-        rows: list[int] = []
-        cols: list[int] = []
-        weights: list[float] = []
-        for source, targets in self.out.items():
-            i = index.get(source)
-            if i is None:
-                continue
-            for target, weight in targets.items():
-                if source < target:
-                    j = index.get(target)
-                    if j is not None:
-                        rows.append(i)
-                        cols.append(j)
-                        weights.append(weight)
+        memories active, mirrored into a symmetric matrix. Rows are positions in ``ids``
+        (sorted), so source < target is a comparison of positions."""
         n = len(ids)
-        r, c, w = np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(weights)
-        matrix = sp.csr_array(
-            (np.concatenate([w, w]), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n)
-        )
+        if not self.out:
+            return sp.csr_array((n, n))
+        position = np.full(len(self._names), -1, dtype=np.int64)
+        position[np.fromiter((self._numbered(m) for m in ids), dtype=np.int64, count=n)] = np.arange(n)
+        blocks = list(self.out.items())
+        sources = np.fromiter((self._number[s] for s, _ in blocks), dtype=np.int64, count=len(blocks))
+        lengths = np.fromiter((len(t) for _, (t, _) in blocks), dtype=np.int64, count=len(blocks))
+        rows = position[np.repeat(sources, lengths)]
+        cols = position[np.concatenate([t for _, (t, _) in blocks])]
+        weights = np.concatenate([w for _, (_, w) in blocks])
+        keep = (rows >= 0) & (cols >= 0) & (rows < cols)
+        r, c, w = rows[keep], cols[keep], weights[keep]
+        both = (np.concatenate([r, c]), np.concatenate([c, r]))
+        matrix = sp.csr_array((np.concatenate([w, w]), both), shape=(n, n))
         matrix.sort_indices()
         return matrix
+
+
+_NO_EDGES = (np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
 def project(reader: StateReader, tenant_id: str) -> Projection:
