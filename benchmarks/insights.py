@@ -377,7 +377,7 @@ def run_insights_bench(args: argparse.Namespace) -> int:
         results.append(row)
     bulk = None
     if args.bulk:
-        bulk = asyncio.run(bulk_load_share(args.bulk))
+        bulk = asyncio.run(bulk_load_share(args.bulk, args.bulk_embedder))
         print(json.dumps(bulk), flush=True)
     load_after = os.getloadavg()
     progress(f"load average {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
@@ -401,25 +401,25 @@ def run_insights_bench(args: argparse.Namespace) -> int:
 BEFORE = {"defer_while_pending": False, "cpu_share": 1.0, "full_pass_share": 0.0}
 
 
-async def bulk_load_share(events: int) -> dict[str, Any]:
+async def bulk_load_share(events: int, embedder: str = "auto") -> dict[str, Any]:
     """Bulk-load ``events`` into one tenant of an in-process node (default settings, the
     default embedder) and wait until consolidation caught up: the insight worker's CPU
     seconds (its passes' thread CPU time) against the wall time and the process's CPU."""
     out: dict[str, Any] = {"events": events}
     for label, overrides in (("before", BEFORE), ("now", {})):
         progress(f"bulk load of {events:,} events, scheduler {label} ...")
-        out[label] = await _bulk_once(events, overrides)
+        out[label] = await _bulk_once(events, overrides, embedder)
         progress(f"bulk load, scheduler {label}: {out[label]}")
     return out
 
 
-async def _bulk_once(events: int, insights: dict[str, Any]) -> dict[str, Any]:
+async def _bulk_once(events: int, insights: dict[str, Any], embedder: str) -> dict[str, Any]:
     import aiohttp
 
     from benchmarks.consolidation import Client, _node, synthetic_events
 
     with tempfile.TemporaryDirectory(prefix="memorose-insights-bulk-") as tmp:
-        node = await _node(Path(tmp), insights=insights)
+        node = await _node(Path(tmp), insights=insights, embeddings={"provider": embedder})
         worker = node.service.insights.worker
         assert worker is not None
         try:
@@ -470,6 +470,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="also bulk-load this many events into a node and report the worker's CPU share",
+    )
+    parser.add_argument(
+        "--bulk-embedder",
+        default="auto",
+        help="embedding provider of the --bulk node (hashing: a larger graph sooner)",
     )
     parser.add_argument("--out", default="benchmarks/results/insights.json", help="JSON results file")
     parser.add_argument(
