@@ -141,10 +141,12 @@ class InsightWorker(BackgroundTask):
         next_scheduled = time.monotonic() + self.settings.interval_secs
         while True:
             wake_at = next_scheduled
-            if self._pending:
-                wake_at = min(wake_at, self._not_before)
-            if self._deferred:  # re-check for the deferral limit
-                wake_at = min(wake_at, time.monotonic() + self.settings.max_deferral_secs)
+            if self._pending:  # queued work: as soon as the budget allows
+                wake_at = min(wake_at, time.monotonic())
+            if self._deferred:  # re-check when the oldest deferral runs out
+                oldest = min(since for since, _ in self._deferred.values())
+                wake_at = min(wake_at, oldest + self.settings.max_deferral_secs)
+            wake_at = max(wake_at, self._not_before)  # never before the budget allows
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
             self._wake.clear()
@@ -155,16 +157,20 @@ class InsightWorker(BackgroundTask):
                 next_scheduled = time.monotonic() + self.settings.interval_secs
             pending, self._pending = self._pending, {}
             if not self.is_leader():
+                self._deferred.clear()  # the new leader decides
                 continue
             if scheduled:
-                pending = {**dict.fromkeys(self.reader.tenant_ids(), True), **pending}
-            elif (
-                self._deferred
-                and time.monotonic()
-                >= min(s for s, _ in self._deferred.values()) + self.settings.max_deferral_secs
-            ):
+                pending = dict.fromkeys(self.reader.tenant_ids(), True)
+            elif self._overdue():
                 pending = {**{t: f for t, (_, f) in self._deferred.items()}, **pending}
             await self._round(pending)
+
+    def _overdue(self) -> bool:
+        """Some deferred tenant has waited ``max_deferral_secs``."""
+        if not self._deferred:
+            return False
+        oldest = min(since for since, _ in self._deferred.values())
+        return time.monotonic() - oldest >= self.settings.max_deferral_secs
 
     async def _round(self, pending: dict[str, bool]) -> None:
         """Check each queued tenant; what the budget cuts off goes back in the queue."""
@@ -179,6 +185,7 @@ class InsightWorker(BackgroundTask):
             forced = pending[tenant_id]
             record = self.reader.tenant(tenant_id)
             if not is_due(record, self.settings, forced):
+                self._deferred.pop(tenant_id, None)
                 continue
             assert record is not None
             if self._defer(tenant_id, record, forced):
