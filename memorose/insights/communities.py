@@ -84,7 +84,8 @@ class Analysis:
 
 
 def analyze(projection: Projection, resolution: float = 1.0, seed: int = 42) -> Analysis:
-    """A full pass: partition, PageRank and centrality (cached on the projection)."""
+    """A full pass: partition, PageRank and centrality, cached on the projection (where
+    ``maintained`` already analysed this projection, its result, which may be incremental)."""
     key = ("analysis", resolution, seed)
     cached = projection.derived.get(key)
     if cached is not None:
