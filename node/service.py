@@ -87,6 +87,8 @@ class NodeService:
             rerank=settings.retrieval.rerank,
             lexicon=tenant_lexicon(self.reader, self.embedder, settings.retrieval),
         )
+        if self.retriever.lexicon is not None:
+            self.indexer.on_cycle = self.retriever.lexicon.refresh
         self.planner = ConsolidationPlanner(
             self.embedder,
             settings.consolidation,

@@ -12,10 +12,11 @@ Costs and bounds:
 - A word is embedded once per process (``WordVectors``, shared by all tenants): a few
   milliseconds per new word, paid by the one builder thread.
 - A tenant's lexicon (its ``max_words`` most frequent content words, their stems, document
-  frequencies and a float32 matrix) is built in the background on the tenant's first query
-  and rebuilt after its memories changed, no more often than ``min_rebuild_secs`` nor
-  more often than ten times its own build time; until it exists the query is answered
-  without expansion. Only ``max_tenants`` lexicons are kept (least recently used first out).
+  frequencies and a float32 matrix) is built in the background when the indexer reports
+  new memories of the tenant (or on its first query) and rebuilt after they changed, no
+  more often than ``min_rebuild_secs`` nor more often than ten times its own build time;
+  until it exists the query is answered without expansion. Only ``max_tenants`` lexicons
+  are kept (least recently used first out).
 - Expansion is one matrix-vector product per query word.
 """
 
@@ -208,6 +209,16 @@ class Lexicon:
             with self._lock:
                 lexicon = self._tenants.get(tenant_id, lexicon)
         return lexicon
+
+    def refresh(self, tenant_ids: Iterable[str]) -> None:
+        """Memories of these tenants changed (the indexer says so): build or rebuild their
+        lexicons now, in the background, so a tenant's first questions after a
+        consolidation already get expansion. Rebuilds stay rate-limited (``_due``)."""
+        for tenant_id in tenant_ids:
+            with self._lock:
+                lexicon = self._tenants.get(tenant_id)
+            if lexicon is None or self._due(lexicon, tenant_id):
+                self._schedule(tenant_id)
 
     def forget(self, tenant_id: str) -> None:
         with self._lock:

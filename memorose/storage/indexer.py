@@ -62,7 +62,9 @@ class Indexer:
         self._progress = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_cycle: Callable[[], None] | None = None
+        #: Called after each indexing cycle with the tenants whose memories changed in it
+        #: (the retrieval lexicon refreshes from it).
+        self.on_cycle: Callable[[set[str]], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -172,7 +174,7 @@ class Indexer:
         # The consumed part of the feed is local bookkeeping, not replicated state.
         self.reader.store.delete_range(keys.CHANGES, keys.change(last + 1))
         if self.on_cycle is not None:
-            self.on_cycle()
+            self.on_cycle({tenant_id for tenant_id, _ in dirty})
         return True
 
     def _apply_change(

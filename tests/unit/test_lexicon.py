@@ -113,3 +113,12 @@ def test_off_for_the_hashing_embedder_unless_asked() -> None:
     hashing = load_embedder("hashing", dim=64)
     assert tenant_lexicon(None, hashing, RetrievalSettings()) is None  # type: ignore[arg-type]
     assert tenant_lexicon(None, hashing, RetrievalSettings(expansion_weight=0.3)) is not None  # type: ignore[arg-type]
+
+
+def test_refresh_builds_new_tenants_and_rebuilds_only_when_due(embedder: Embedder) -> None:
+    lex = lexicon_over(embedder, {"t": JOHN, "u": ["Ann: hello"]}, min_rebuild_secs=3600)
+    lex.refresh({"t"})
+    assert lex.builds == 1 and lex.get("t") is not None
+    lex.version["t"] = 2  # type: ignore[attr-defined]
+    lex.refresh({"t", "u"})
+    assert lex.builds == 2, "u is new; t changed but was rebuilt less than an hour ago"
