@@ -56,8 +56,11 @@ class LexiconSettings:
     max_doc_share: float = 0.1
     max_words: int = 20_000
     max_tenants: int = 64
-    min_rebuild_secs: float = 30.0
-    #: ... and no sooner than this many times its last build took (10: ~10 % of a core).
+    min_rebuild_secs: float = 2.0
+    #: ... unless the tenant has grown by this share since (a lexicon built in the middle
+    #: of a consolidation must not miss half the words for 30 s)...
+    growth_rebuild: float = 0.1
+    #: ... and never sooner than this many times its last build took (10: ~10 % of a core).
     rebuild_cost_factor: float = 10.0
 
 
@@ -127,14 +130,17 @@ class Lexicon:
         version_of: Callable[[str], object],
         settings: LexiconSettings = LexiconSettings(),
         background: bool = True,
+        size_of: Callable[[str], int] | None = None,
     ) -> None:
         """``texts_of(tenant)``: the contents of its searchable memories; ``version_of(tenant)``:
-        any value that changes when they change. ``background=False`` builds on the caller's
-        thread (tests, benchmarks)."""
+        any value that changes when they change; ``size_of(tenant)``: how many memories it
+        has (a tenant that grew by ``growth_rebuild`` is rebuilt before ``min_rebuild_secs``).
+        ``background=False`` builds on the caller's thread (tests, benchmarks)."""
         self.settings = settings
         self.words = WordVectors(embedder)
         self._texts_of = texts_of
         self._version_of = version_of
+        self._size_of = size_of
         self._background = background
         self._tenants: OrderedDict[str, TenantLexicon] = OrderedDict()
         self._building: set[str] = set()
@@ -195,8 +201,11 @@ class Lexicon:
     def _due(self, lexicon: TenantLexicon, tenant_id: str) -> bool:
         """Stale and not rebuilt too recently (rebuilds cost at most ~10 % of a core)."""
         s = self.settings
-        wait = max(s.min_rebuild_secs, s.rebuild_cost_factor * lexicon.build_secs)
-        return time.monotonic() - lexicon.built_at >= wait and self._version_of(tenant_id) != lexicon.version
+        age = time.monotonic() - lexicon.built_at
+        if age < s.rebuild_cost_factor * lexicon.build_secs or self._version_of(tenant_id) == lexicon.version:
+            return False
+        grown = self._size_of is not None and self._size_of(tenant_id) > lexicon.docs * (1 + s.growth_rebuild)
+        return grown or age >= s.min_rebuild_secs
 
     def get(self, tenant_id: str) -> TenantLexicon | None:
         """The tenant's lexicon if built (scheduling a build or a due rebuild)."""
@@ -272,5 +281,8 @@ def tenant_lexicon(
         record = reader.tenant(tenant_id)
         return None if record is None else (record["cursor"], record["memories"])
 
+    def size_of(tenant_id: str) -> int:
+        return int(reader.tenant_or_empty(tenant_id)["memories"])
+
     lexicon_settings = LexiconSettings(threshold=settings.expansion_threshold, weight=weight)
-    return Lexicon(embedder, texts_of, version_of, lexicon_settings, background)
+    return Lexicon(embedder, texts_of, version_of, lexicon_settings, background, size_of)

@@ -122,3 +122,24 @@ def test_refresh_builds_new_tenants_and_rebuilds_only_when_due(embedder: Embedde
     lex.version["t"] = 2  # type: ignore[attr-defined]
     lex.refresh({"t", "u"})
     assert lex.builds == 2, "u is new; t changed but was rebuilt less than an hour ago"
+
+
+def test_a_tenant_that_grew_is_rebuilt_before_the_minimum_interval(embedder: Embedder) -> None:
+    texts = {"t": JOHN[:5]}
+    version = {"t": 1}
+    lex = Lexicon(
+        embedder,
+        lambda tenant: texts[tenant],
+        lambda tenant: version[tenant],
+        LexiconSettings(min_rebuild_secs=3600, rebuild_cost_factor=0),
+        background=False,
+        size_of=lambda tenant: len(texts[tenant]),
+    )
+    lex.refresh({"t"})
+    texts["t"] = [*JOHN[:5], "John: a 6th memory"]  # +20 %: above the 10 % growth threshold
+    version["t"] = 2
+    lex.refresh({"t"})
+    assert lex.builds == 2
+    version["t"] = 3  # changed, not grown: waits for the hour
+    lex.refresh({"t"})
+    assert lex.builds == 2
