@@ -58,7 +58,7 @@ class LexiconSettings:
     max_tenants: int = 64
     min_rebuild_secs: float = 2.0
     #: ... unless the tenant has grown by this share since (a lexicon built in the middle
-    #: of a consolidation must not miss half the words for 30 s)...
+    #: of a consolidation must not miss half the words until the next one)...
     growth_rebuild: float = 0.1
     #: ... and never sooner than this many times its last build took (10: ~10 % of a core).
     rebuild_cost_factor: float = 10.0
