@@ -144,6 +144,17 @@ class RocksStore:
             except Exception as exc:
                 raise StorageFailure(f"RocksDB read failed: {exc}") from exc
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Several keys in one call (RocksDB multi-get): a consolidation batch reads the
+        records of all its candidates at once instead of one ``get`` each."""
+        if not keys:
+            return []
+        with self._lock:
+            try:
+                return list(self._db.get(keys))
+            except Exception as exc:
+                raise StorageFailure(f"RocksDB read failed: {exc}") from exc
+
     def scan(
         self, prefix: bytes, *, start: bytes | None = None, limit: int | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
