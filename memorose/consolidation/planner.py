@@ -252,9 +252,9 @@ class ConsolidationPlanner:
             if w.current:
                 pool[memory_id] = (w.content, w.vector)
         terms = content_terms(fact.content)
+        similarities = _cosines(vector, [other for _, other in pool.values()])
         out = []
-        for memory_id, (content, other) in pool.items():
-            similarity = float(vector @ other) if other.shape == vector.shape else 0.0
+        for (memory_id, (content, _)), similarity in zip(pool.items(), similarities, strict=True):
             overlap = len(terms & content_terms(content)) / len(terms) if terms else 0.0
             out.append(Candidate(memory_id, content, similarity, overlap))
         out.sort(key=lambda c: (-max(c.similarity, c.overlap), c.memory_id))
@@ -342,6 +342,18 @@ class ConsolidationPlanner:
             embedding_dim=int(vector.shape[0]),
             pipeline=dict(info),
         )
+
+
+def _cosines(vector: np.ndarray, others: list[np.ndarray]) -> list[float]:
+    """``vector`` against each of ``others`` in one product (0 for a vector of another
+    space or size): a fact meets every memory its batch made so far, so this is per pair."""
+    out = [0.0] * len(others)
+    same = [i for i, other in enumerate(others) if other.shape == vector.shape]
+    if same:
+        scores = np.stack([others[i] for i in same]) @ vector
+        for i, score in zip(same, scores.tolist(), strict=True):
+            out[i] = score
+    return out
 
 
 #: Memory ids need uniqueness, not secrecy: a generator seeded from the OS once (and again
