@@ -141,7 +141,9 @@ async def throughput(
                 _log(
                     f"searchable after {searchable_s:.1f} s; pending consolidation {status['pending_events']}"
                 )
-                consolidated, consolidated_s = await _until_consolidated(service, n, started, max_consolidate_s)
+                consolidated, consolidated_s = await _until_consolidated(
+                    service, n, started, max_consolidate_s
+                )
         finally:
             await node.stop()
     half = n // 2

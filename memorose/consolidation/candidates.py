@@ -65,7 +65,9 @@ class IndexCandidates:
         wanted: list[dict[str, None]] = [{} for _ in texts]
         if len(texts) and vectors.shape[1] == self.indexer.vectors.dim:
             # Superseded memories are indexed too (for as_of), so ask for more than k.
-            for ids, hits in zip(wanted, self.indexer.vectors.search_many(tenant_id, vectors, 2 * k), strict=True):
+            for ids, hits in zip(
+                wanted, self.indexer.vectors.search_many(tenant_id, vectors, 2 * k), strict=True
+            ):
                 ids.update(dict.fromkeys(memory_id for memory_id, _ in hits))
         for ids, refs in zip(wanted, self._bm25(tenant_id, texts, 2 * k), strict=True):
             ids.update(dict.fromkeys(refs))

@@ -125,7 +125,9 @@ class ConsolidationPlanner:
             self._consolidate_fact(batch, fact, vector, existing)
         return plan
 
-    def _existing_candidates(self, tenant_id: str, facts: list[Fact], vectors: np.ndarray) -> list[list[Memory]]:
+    def _existing_candidates(
+        self, tenant_id: str, facts: list[Fact], vectors: np.ndarray
+    ) -> list[list[Memory]]:
         if self.candidates is None or not facts:
             return [[] for _ in facts]
         texts = [f.content for f in facts]
@@ -173,7 +175,9 @@ class ConsolidationPlanner:
         return facts
 
     # -- arbitration -------------------------------------------------------------------------
-    def _consolidate_fact(self, batch: _Batch, fact: Fact, vector: np.ndarray, existing: list[Memory]) -> None:
+    def _consolidate_fact(
+        self, batch: _Batch, fact: Fact, vector: np.ndarray, existing: list[Memory]
+    ) -> None:
         candidates = self._candidates(batch, fact, vector, existing)
         decision, arbiter = self._decide(batch, fact, candidates)
         plan = batch.plan

@@ -79,7 +79,9 @@ class Indexer:
             self._indexed_seq = dict(state["tenants"])
             # Changes past the saved position may have been committed to Tantivy before a
             # crash: anything applied may be in the index already.
-            self._added_seq = {t: self.reader.tenant_or_empty(t)["next_seq"] - 1 for t in self.reader.tenant_ids()}
+            self._added_seq = {
+                t: self.reader.tenant_or_empty(t)["next_seq"] - 1 for t in self.reader.tenant_ids()
+            }
             self.vectors.open_existing()
             self._load_small_tenant_vectors()
         self.catch_up()
@@ -294,7 +296,9 @@ class Indexer:
         record = self.reader.tenant_or_empty(tenant_id)
         last_seq = 0
         for n, event in enumerate(self.reader.events(tenant_id, after_seq=record["cursor"])):
-            self.fulltext.add(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+            self.fulltext.add(
+                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
+            )
             last_seq = event.seq
             _breathe(n)
         # The feed may still hold changes for these events: they must replace, not double.

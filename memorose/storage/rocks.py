@@ -29,6 +29,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
@@ -151,7 +152,7 @@ class RocksStore:
             return []
         with self._lock:
             try:
-                return list(self._db.get(keys))
+                return cast(list[bytes | None], self._db.get(cast(Any, keys)))
             except Exception as exc:
                 raise StorageFailure(f"RocksDB read failed: {exc}") from exc
 

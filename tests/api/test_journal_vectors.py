@@ -48,7 +48,8 @@ async def test_old_and_new_entries_replay_from_the_journal(start: NodeStarter, t
     settings = {"consolidation": {"interval_secs": 3600}, "insights": {"enabled": False}}
     node, api = await start(data_dir=data_dir, **settings)
     status, _ = await api.post(
-        "/api/v1/events", {"tenant_id": "t1", "stream_id": "s1", "event_id": "e1", "content": "Alice lives in Paris"}
+        "/api/v1/events",
+        {"tenant_id": "t1", "stream_id": "s1", "event_id": "e1", "content": "Alice lives in Paris"},
     )
     assert status == 202
     rng = np.random.default_rng(3)
@@ -62,7 +63,9 @@ async def test_old_and_new_entries_replay_from_the_journal(start: NodeStarter, t
     assert (await _commit(node, commands.encode(current)))["ok"]
     assert _vector(node, "m-old") == old_vector.tobytes()
     compact_stored = _vector(node, "m-new")
-    assert compact_stored is not None and np.abs(np.frombuffer(compact_stored, "<f4") - new_vector).max() < 1e-3
+    assert (
+        compact_stored is not None and np.abs(np.frombuffer(compact_stored, "<f4") - new_vector).max() < 1e-3
+    )
     await node.stop()
 
     # Lose RocksDB and the indexes: everything comes back from the journal alone.

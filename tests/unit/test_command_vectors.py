@@ -46,7 +46,13 @@ def memory(memory_id: str, vector: np.ndarray, content: str = "Alice lives in Pa
 
 
 def ingest_one() -> bytes:
-    event = {"stream_id": "s1", "event_id": "e1", "content": "Alice lives in Paris", "metadata": {}, "timestamp": 1.0}
+    event = {
+        "stream_id": "s1",
+        "event_id": "e1",
+        "content": "Alice lives in Paris",
+        "metadata": {},
+        "timestamp": 1.0,
+    }
     return commands.encode(commands.ingest([{"tenant_id": "t1", "events": [event]}], ingested_at=2.0))
 
 
