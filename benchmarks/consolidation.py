@@ -154,8 +154,8 @@ async def throughput(
         "batch_ingest_events_per_s": round(n / acked_s, 1),
         "searchable_seconds": round(searchable_s, 2),
         "searchable_events_per_s": round(n / searchable_s, 1),
-        "searchable_first_half_events_per_s": round(half / (crossed["half"] - started), 1),
-        "searchable_second_half_events_per_s": round((n - half) / (crossed["all"] - crossed["half"]), 1),
+        "searchable_first_half_events_per_s": _rate(half, crossed["half"] - started),
+        "searchable_second_half_events_per_s": _rate(n - half, crossed["all"] - crossed["half"]),
         "pending_at_searchable": status["pending_events"],
         "lag_metric_at_searchable": lag_metric,
         "consolidated_events": consolidated,
@@ -165,6 +165,11 @@ async def throughput(
         "load_before": load_before,
         "load_after": _load(),
     }
+
+
+def _rate(events: int, seconds: float) -> float | None:
+    """Events per second, None when both ends fell in one 10 ms poll (too fast to time)."""
+    return round(events / seconds, 1) if seconds > 0.02 else None
 
 
 async def _watch_searchable(service: Any, n: int, started: float, crossed: dict[str, float]) -> None:

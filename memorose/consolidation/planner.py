@@ -65,6 +65,8 @@ class _Batch:
     plan: Plan
     working: dict[str, _Working] = field(default_factory=dict)
     tails: dict[str, str | None] = field(default_factory=dict)
+    #: Merge ops whose merged text still needs its vector (embedded together at the end).
+    merges: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 class ConsolidationPlanner:
@@ -123,7 +125,18 @@ class ConsolidationPlanner:
         found = self._existing_candidates(tenant_id, facts, vectors)
         for fact, vector, existing in zip(facts, vectors, found, strict=True):
             self._consolidate_fact(batch, fact, vector, existing)
+        self._embed_merges(batch)
         return plan
+
+    def _embed_merges(self, batch: _Batch) -> None:
+        """One model call for every merged text of the batch (a call per merge was the
+        costliest part of a batch with the local model)."""
+        if not batch.merges:
+            return
+        vectors = self._embed([text for _, text in batch.merges])
+        for (op, _), vector in zip(batch.merges, vectors, strict=True):
+            op["embedding"] = vector.astype("<f4").tobytes()
+            op["embedding_dim"] = int(vector.shape[0])
 
     def _existing_candidates(
         self, tenant_id: str, facts: list[Fact], vectors: np.ndarray
@@ -188,7 +201,9 @@ class ConsolidationPlanner:
             "reason": decision.reason,
         }
         if decision.action in ("reinforce", "merge") and decision.target is not None:
-            target = batch.working.get(decision.target) or self._working_from(candidates, decision.target)
+            target = batch.working.get(decision.target) or self._working_from(
+                candidates, existing, decision.target
+            )
             if decision.action == "reinforce":
                 plan.ops.append(self._reinforce_op(batch, fact, vector, decision, info))
                 plan.outcomes["reinforce"] += 1
@@ -264,10 +279,15 @@ class ConsolidationPlanner:
         out.sort(key=lambda c: (-max(c.similarity, c.overlap), c.memory_id))
         return out[: self.settings.candidates]
 
-    @staticmethod
-    def _working_from(candidates: Sequence[Candidate], memory_id: str) -> _Working:
+    def _working_from(
+        self, candidates: Sequence[Candidate], existing: list[Memory], memory_id: str
+    ) -> _Working:
         content = next(c.content for c in candidates if c.memory_id == memory_id)
-        return _Working(memory_id, content, np.zeros(0, np.float32))
+        stored = next((m for m in existing if m.memory_id == memory_id), None)
+        fits = stored is not None and stored.in_space(self.embedder.model, self.embedder.dim)
+        return _Working(
+            memory_id, content, stored.vector() if stored is not None and fits else np.zeros(0, np.float32)
+        )
 
     # -- ops ---------------------------------------------------------------------------------
     def _reinforce_op(
@@ -293,11 +313,14 @@ class ConsolidationPlanner:
         info: dict[str, Any],
     ) -> dict[str, Any]:
         # The merged text is often just the newer fact (it says everything the old one did):
-        # its vector is already known, and a model call per merge is costly.
-        merged_vector = vector if text == fact.content else self._embed([text])[0]
+        # its vector is already known. Otherwise the text is embedded with the batch's other
+        # merges at the end, and until then later facts of this batch meet the memory through
+        # the mean of its two parts' vectors (the text is old + new).
+        embed_later = text != fact.content
+        merged_vector = _mean_direction(target.vector, vector) if embed_later else vector
         target.content, target.vector = text, merged_vector
         batch.working[target.memory_id] = target
-        return {
+        op = {
             "op": "merge",
             "memory_id": decision.target,
             "content": text,
@@ -309,6 +332,9 @@ class ConsolidationPlanner:
             "reason": decision.reason,
             "fallback": self._record(batch.tenant_id, fact, fact.content, vector, batch.now, info).to_dict(),
         }
+        if embed_later:
+            batch.merges.append((op, text))
+        return op
 
     def _link(self, batch: _Batch, memory: Memory, candidates: list[Candidate], decision: Decision) -> None:
         s = self.settings
@@ -346,6 +372,16 @@ class ConsolidationPlanner:
             embedding_dim=int(vector.shape[0]),
             pipeline=dict(info),
         )
+
+
+def _mean_direction(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The normalised mean of two unit vectors (``second`` alone if ``first`` is of another
+    size): where a text made of both parts lies, near enough for the rest of a batch."""
+    if first.shape != second.shape:
+        return second
+    mean = first + second
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm).astype(np.float32) if norm > 0 else second
 
 
 def _cosines(vector: np.ndarray, others: list[np.ndarray]) -> list[float]:
