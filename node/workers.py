@@ -140,7 +140,7 @@ class ConsolidationWorker:
             name="consolidation-prepare",
         )
         task.add_done_callback(_consume_failure)  # a batch prepared ahead may never be awaited
-        return _Ahead((cursor, to_seq), len(events), task)
+        return _Ahead((cursor, to_seq), task)
 
     async def _consolidate_batch(
         self, tenant_id: str, cursor: int, to_seq: int, preparing: asyncio.Task[Prepared]
@@ -183,7 +183,6 @@ class ConsolidationWorker:
 @dataclass
 class _Ahead:
     span: tuple[int, int]  # (cursor, to_seq)
-    events: int
     task: asyncio.Task[Prepared]
 
 
