@@ -3,11 +3,6 @@ memories (filter, extract, embed) off the event loop, propose one command per ba
 
 The command carries ``from_cursor``; the state machine drops it if the cursor moved, so
 two leaders racing through a leadership change can never consolidate an event twice.
-
-A batch is planned in two steps: ``prepare`` (filter, extract, embed: the model's share)
-reads no index, so the next batch is prepared while the current one is decided, proposed
-and indexed; ``decide`` (candidates, arbitration) waits for the indexer as before. L0
-events never change, so a batch prepared ahead is exactly what it would be later.
 """
 
 from __future__ import annotations
@@ -17,11 +12,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from memorose import commands
-from memorose.consolidation.planner import ConsolidationPlanner, Plan, Prepared
+from memorose.consolidation.planner import ConsolidationPlanner, Plan
 from memorose.errors import Unavailable
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
@@ -107,55 +101,28 @@ class ConsolidationWorker:
     async def consolidate_tenant(self, tenant_id: str, upto_seq: int | None = None) -> None:
         """Consolidate pending events of one tenant (up to ``upto_seq`` if given)."""
         async with self._lock:
-            ahead: _Ahead | None = None
-            try:
-                while self.is_leader():
-                    record = self.reader.tenant(tenant_id)
-                    if record is None:
-                        return
-                    cursor, last = record["cursor"], record["next_seq"] - 1
-                    if upto_seq is not None:
-                        last = min(last, upto_seq)
-                    if cursor >= last:
-                        return
-                    to_seq = min(last, cursor + self.batch_size)
-                    current = ahead if ahead is not None and ahead.span == (cursor, to_seq) else None
-                    if current is None:
-                        if ahead is not None:
-                            ahead.task.cancel()
-                        current = self._prepare(tenant_id, cursor, to_seq)
-                    ahead = None
-                    if to_seq < last:
-                        ahead = self._prepare(tenant_id, to_seq, min(last, to_seq + self.batch_size))
-                    await self._consolidate_batch(tenant_id, cursor, to_seq, current.task)
-            finally:
-                if ahead is not None:
-                    ahead.task.cancel()
+            while self.is_leader():
+                record = self.reader.tenant(tenant_id)
+                if record is None:
+                    return
+                cursor, last = record["cursor"], record["next_seq"] - 1
+                if upto_seq is not None:
+                    last = min(last, upto_seq)
+                if cursor >= last:
+                    return
+                await self._consolidate_batch(tenant_id, cursor, min(last, cursor + self.batch_size))
 
-    def _prepare(self, tenant_id: str, cursor: int, to_seq: int) -> _Ahead:
-        """Start preparing the events (cursor, to_seq] in a thread."""
+    async def _consolidate_batch(self, tenant_id: str, cursor: int, to_seq: int) -> None:
         events = list(self.reader.events(tenant_id, after_seq=cursor, limit=to_seq - cursor))
-        task = asyncio.create_task(
-            asyncio.to_thread(self.planner.prepare, tenant_id, events, self.clock()),
-            name="consolidation-prepare",
-        )
-        task.add_done_callback(_consume_failure)  # a batch prepared ahead may never be awaited
-        return _Ahead((cursor, to_seq), task)
-
-    async def _consolidate_batch(
-        self, tenant_id: str, cursor: int, to_seq: int, preparing: asyncio.Task[Prepared]
-    ) -> None:
+        if self.before_plan is not None:
+            await self.before_plan()
+        now = self.clock()
         try:
-            prepared = await preparing
-            if self.before_plan is not None:
-                await self.before_plan()
-            plan = await asyncio.to_thread(self.planner.decide, prepared)
+            plan = await asyncio.to_thread(self.planner.plan, tenant_id, events, now)
         except Exception as exc:  # a provider is down: the cursor stays, the batch is retried
             self.stats["errors"] += 1
             log.warning("planning a consolidation batch of %s failed: %s", tenant_id, exc)
             raise Unavailable(f"consolidation is failing: {str(exc)[:200]}", retry_after=5.0) from exc
-        now = prepared.now
-        events = to_seq - cursor
         command = commands.consolidate(
             tenant_id,
             cursor,
@@ -171,21 +138,10 @@ class ConsolidationWorker:
             log.info("consolidation batch for %s not applied: %s", tenant_id, result.get("error"))
             return
         self.stats["batches"] += 1
-        self.stats["events"] += events
+        self.stats["events"] += len(events)
         self.stats["memories"] += plan.created
         self.stats["rejected"] += len(plan.rejected)
         if self.on_batch is not None:
-            self.on_batch(tenant_id, events, plan.created, plan.rejected)
+            self.on_batch(tenant_id, len(events), plan.created, plan.rejected)
         if self.on_plan is not None:
-            self.on_plan(tenant_id, events, plan, result)
-
-
-@dataclass
-class _Ahead:
-    span: tuple[int, int]  # (cursor, to_seq)
-    task: asyncio.Task[Prepared]
-
-
-def _consume_failure(task: asyncio.Task[Prepared]) -> None:
-    if not task.cancelled():
-        task.exception()
+            self.on_plan(tenant_id, len(events), plan, result)
