@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import statistics
@@ -87,52 +88,102 @@ def synthetic_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-async def throughput(n: int, mode: str) -> dict[str, Any]:
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _log(message: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def throughput(
+    n: int, mode: str, embedder: str | None, *, max_consolidate_s: float, batch: int = 1000
+) -> dict[str, Any]:
+    """Ingest ``n`` events into one tenant with the node's default background workers
+    (consolidation every few seconds, insights on) and time three things in one run:
+
+    - batch ingest: every event acknowledged (the baseline of this run);
+    - ingest to searchable: every event BM25-searchable (in Tantivy as an L0 event, or
+      already consolidated); the rate of the first and of the second half is reported
+      too, to show it does not fall as the tenant grows;
+    - ingest to consolidated: every event consolidated and its L1 memory indexed with its
+      full vector. Bounded by ``max_consolidate_s``: past it the rate so far is reported.
+    """
+    load_before = _load()
+    overrides: dict[str, Any] = {"consolidation": {"mode": mode}}
+    if embedder is not None:
+        overrides["embeddings"] = {"provider": embedder}
     with tempfile.TemporaryDirectory() as tmp:
-        node = await _node(
-            Path(tmp), consolidation={"interval_secs": 86_400, "mode": mode, "batch_size": 200}
-        )
-        model = node.service.embedder.model
+        node = await _node(Path(tmp), **overrides)
+        service = node.service
+        model = service.embedder.model
+        _log(f"{mode} / {model}: ingesting {n} events into one tenant (load {load_before})")
         try:
             async with aiohttp.ClientSession() as session:
                 api = Client(node.url, session)
                 events = synthetic_events(n)
-                ingest_started = time.perf_counter()
-                for start in range(0, n, 1000):
-                    await api.call(
-                        "POST",
-                        "/api/v1/events/batch",
-                        {"tenant_id": "bench", "events": events[start : start + 1000]},
-                    )
-                await _until_indexed(node)
-                searchable_s = time.perf_counter() - ingest_started
-                await _check_found(api, events[-1])
+                crossed: dict[str, float] = {}
                 started = time.perf_counter()
-                await consolidate_all(api, "bench")
-                took = time.perf_counter() - started
+                watcher = asyncio.create_task(_watch_searchable(service, n, started, crossed))
+                last_print = started
+                for first in range(0, n, batch):
+                    body = {"tenant_id": "bench", "events": events[first : first + batch]}
+                    await api.call("POST", "/api/v1/events/batch", body)
+                    if time.perf_counter() - last_print > 10:
+                        last_print = time.perf_counter()
+                        _log(f"acked {first + batch}, searchable {service.indexer.indexed_seq('bench')}")
+                acked_s = time.perf_counter() - started
+                await asyncio.wait_for(watcher, 600)
+                searchable_s = crossed["all"] - started
+                await _check_found(api, events[-1])
                 status = await api.call("GET", "/api/v1/status?tenant_id=bench")
+                lag_metric = await _lag_metric(session, node.url)
+                _log(
+                    f"searchable after {searchable_s:.1f} s; pending consolidation {status['pending_events']}"
+                )
+                consolidated, consolidated_s = await _until_consolidated(
+                    service, n, started, max_consolidate_s
+                )
         finally:
             await node.stop()
+    half = n // 2
     return {
         "mode": mode,
         "embedder": model,
         "events": n,
+        "batch_ingest_events_per_s": round(n / acked_s, 1),
         "searchable_seconds": round(searchable_s, 2),
         "searchable_events_per_s": round(n / searchable_s, 1),
-        "seconds": round(took, 2),
-        "events_per_s": round(n / took, 1),
-        "l1_memories": status["l1_memories"],
+        "searchable_first_half_events_per_s": _rate(half, crossed["half"] - started),
+        "searchable_second_half_events_per_s": _rate(n - half, crossed["all"] - crossed["half"]),
+        "pending_at_searchable": status["pending_events"],
+        "lag_metric_at_searchable": lag_metric,
+        "consolidated_events": consolidated,
+        "consolidated_complete": consolidated == n,
+        "consolidated_seconds": round(consolidated_s, 2),
+        "consolidated_events_per_s": round(consolidated / consolidated_s, 1),
+        "load_before": load_before,
+        "load_after": _load(),
     }
 
 
-async def _until_indexed(node: RunningNode) -> None:
-    """Poll until everything applied is indexed: BM25 over the L0 events, before any
-    consolidation (what retrieval then finds; no query is timed here)."""
-    service = node.service
-    deadline = time.monotonic() + 300
-    while service.indexer.searchable_index() < service.store.applied_index():
-        if time.monotonic() > deadline:
-            raise RuntimeError("events did not become searchable within 300 s")
+def _rate(events: int, seconds: float) -> float | None:
+    """Events per second, None when both ends fell in one 10 ms poll (too fast to time)."""
+    return round(events / seconds, 1) if seconds > 0.02 else None
+
+
+async def _watch_searchable(service: Any, n: int, started: float, crossed: dict[str, float]) -> None:
+    """Note when half and all of the events became searchable (polled every 10 ms)."""
+    while True:
+        seq = service.indexer.indexed_seq("bench")
+        now = time.perf_counter()
+        if seq >= n // 2:
+            crossed.setdefault("half", now)
+        if seq >= n:
+            crossed["all"] = now
+            return
+        if now - started > 600:
+            raise RuntimeError(f"events did not become searchable within 600 s ({seq} of {n})")
         await asyncio.sleep(0.01)
 
 
@@ -141,6 +192,34 @@ async def _check_found(api: Client, last: dict[str, Any]) -> None:
     found = (await api.call("POST", "/api/v1/retrieve", body))["results"]
     if not any(last["event_id"] in r["source_event_ids"] for r in found):
         raise RuntimeError("the last ingested event is not searchable")
+
+
+async def _lag_metric(session: aiohttp.ClientSession, url: str) -> float | None:
+    """``memorose_consolidation_pending_events`` from /metrics (the lag of full vectors)."""
+    async with session.get(url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("memorose_consolidation_pending_events"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def _until_consolidated(service: Any, n: int, started: float, max_s: float) -> tuple[int, float]:
+    """Wait until every event is consolidated and the memories are indexed (with their
+    vectors); past ``max_s`` from ``started``, return how far it got. Prints progress."""
+    last_print = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        cursor = service.reader.tenant_or_empty("bench")["cursor"]
+        if cursor >= n and service.indexer.searchable_index() >= service.store.applied_index():
+            return cursor, now - started
+        if now - started > max_s:
+            _log(f"stopped at the time bound: {cursor} of {n} consolidated")
+            return cursor, now - started
+        if now - last_print > 10:
+            last_print = now
+            _log(f"consolidated {cursor} of {n} ({cursor / (now - started):.0f} ev/s), load {_load()}")
+        await asyncio.sleep(0.05)
 
 
 async def lag_under_load(rate: float, seconds: float) -> dict[str, Any]:
@@ -280,7 +359,24 @@ async def locomo(path: Path, mode: str, ks: tuple[int, ...] = (5, 10)) -> dict[s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=positive_int, default=5000, help="events in the throughput run")
+    parser.add_argument(
+        "--events", type=positive_int, default=5000, help="events in the throughput run (e.g. 5000, 100000)"
+    )
+    parser.add_argument(
+        "--embedders",
+        default="local,hashing",
+        help="comma-separated embedding providers for the throughput run ('default': the configured one)",
+    )
+    parser.add_argument(
+        "--modes", default="pipeline,verbatim", help="consolidation modes for the throughput run"
+    )
+    parser.add_argument(
+        "--max-consolidate-seconds",
+        type=float,
+        default=600.0,
+        help="bound on the wait for ingest-to-consolidated (the rate so far is reported past it)",
+    )
+    parser.add_argument("--skip-lag", action="store_true", help="skip the steady-rate lag run")
     parser.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
     parser.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
@@ -288,16 +384,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    report: dict[str, Any] = {"throughput": [], "lag": None, "locomo": []}
-    for mode in ("pipeline", "verbatim"):
-        report["throughput"].append(await throughput(args.events, mode))
-        print(json.dumps(report["throughput"][-1]), flush=True)
-    report["lag"] = await lag_under_load(args.rate, args.seconds)
-    print(json.dumps(report["lag"]), flush=True)
+    report: dict[str, Any] = {"throughput": [], "lag": None, "locomo": [], "load_before": _load()}
+    print(f"load average before: {report['load_before']}", flush=True)
+    for embedder in args.embedders.split(","):
+        for mode in args.modes.split(","):
+            result = await throughput(
+                args.events,
+                mode,
+                None if embedder == "default" else embedder,
+                max_consolidate_s=args.max_consolidate_seconds,
+            )
+            report["throughput"].append(result)
+            print(json.dumps(result), flush=True)
+    if not args.skip_lag:
+        report["lag"] = await lag_under_load(args.rate, args.seconds)
+        print(json.dumps(report["lag"]), flush=True)
     if args.locomo:
         for mode in ("pipeline", "verbatim"):
             report["locomo"].append(await locomo(Path(args.locomo), mode))
             print(json.dumps(report["locomo"][-1]), flush=True)
+    report["load_after"] = _load()
+    print(f"load average after: {report['load_after']}", flush=True)
     return report
 
 

@@ -5,11 +5,19 @@ msgpack. Everything in a command is already resolved (ids, times, embeddings), s
 it is deterministic on every replica. New command types are added here and dispatched in
 ``statemachine.py``; the Raft object keeps one replicated method, so adding a type never
 renumbers PySyncObj's method ids.
+
+Vectors travel compactly: in the journal a consolidate or reembed command carries its
+embeddings as float16 (``"vectors": "f16"``), half the bytes of the float32 the rest of the
+system uses; ``decode`` widens them back, so apply stores the same float32 bytes on every
+replica. Entries written before (no ``vectors`` key, float32) decode unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from memorose import codec
 
@@ -52,10 +60,86 @@ class CodecError(ValueError):
     """A payload this version cannot decode."""
 
 
+#: ``vectors`` value of a command whose embeddings are float16 (little-endian).
+VECTORS_F16 = "f16"
+#: Larger magnitudes do not fit float16; such a command keeps float32 (embeddings are
+#: normalised, so this is a guard, not a case that occurs).
+_F16_MAX = 60_000.0
+
+
 def encode(command: dict[str, Any]) -> bytes:
     if command.get("type") not in KNOWN_TYPES:
         raise CodecError(f"unknown command type {command.get('type')!r}")
-    return bytes([CODEC_VERSION]) + codec.pack(command)
+    return bytes([CODEC_VERSION]) + codec.pack(compact_vectors(command))
+
+
+def _to_f16(embedding: bytes) -> bytes:
+    return np.frombuffer(embedding, "<f4").astype("<f2").tobytes()
+
+
+def _to_f32(embedding: bytes) -> bytes:
+    return np.frombuffer(embedding, "<f2").astype("<f4").tobytes()
+
+
+def _fits_f16(embedding: bytes) -> bool:
+    values = np.frombuffer(embedding, "<f4")
+    return bool(np.isfinite(values).all() and np.abs(values).max(initial=0.0) <= _F16_MAX)
+
+
+def _embeddings(command: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every dict of the command that holds an ``embedding``."""
+    kind = command.get("type")
+    holders: list[Any] = []
+    if kind == CONSOLIDATE:
+        holders.extend(command.get("memories", []))
+        for op in command.get("ops", []):
+            holders.extend((op, op.get("memory"), op.get("fallback")))
+    elif kind == REEMBED:
+        holders.extend(command.get("items", []))
+    return [h for h in holders if isinstance(h, dict) and isinstance(h.get("embedding"), bytes | bytearray)]
+
+
+def _convert(command: dict[str, Any], convert: Callable[[bytes], bytes]) -> dict[str, Any]:
+    """A copy of ``command`` with every embedding converted (the input is left as it is)."""
+    out = dict(command)
+    if command["type"] == CONSOLIDATE:
+        out["memories"] = [_with_embedding(m, convert) for m in command.get("memories", [])]
+        out["ops"] = [
+            {k: _with_embedding(v, convert) if k in ("memory", "fallback") else v for k, v in op.items()}
+            for op in (_with_embedding(op, convert) for op in command.get("ops", []))
+        ]
+    else:
+        out["items"] = [_with_embedding(item, convert) for item in command.get("items", [])]
+    return out
+
+
+def _with_embedding(holder: Any, convert: Callable[[bytes], bytes]) -> Any:
+    if not isinstance(holder, dict) or not isinstance(holder.get("embedding"), bytes | bytearray):
+        return holder
+    return {**holder, "embedding": convert(bytes(holder["embedding"]))}
+
+
+def compact_vectors(command: dict[str, Any]) -> dict[str, Any]:
+    """The journal form: float32 embeddings as float16 (unchanged if there are none, if
+    they are already compact, or if one does not fit)."""
+    if command.get("vectors") is not None:
+        return command
+    embeddings = [h["embedding"] for h in _embeddings(command)]
+    if not embeddings or not all(len(e) % 4 == 0 and _fits_f16(e) for e in embeddings):
+        return command
+    return {**_convert(command, _to_f16), "vectors": VECTORS_F16}
+
+
+def expand_vectors(command: dict[str, Any]) -> dict[str, Any]:
+    """The in-memory form: float32 embeddings (old entries are already in it)."""
+    compact = command.get("vectors")
+    if compact is None:
+        return command
+    if compact != VECTORS_F16:
+        raise CodecError(f"unknown vector encoding {compact!r}")
+    out = _convert(command, _to_f32)
+    del out["vectors"]
+    return out
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -70,7 +154,12 @@ def decode(payload: bytes) -> dict[str, Any]:
         raise CodecError(f"undecodable command: {exc}") from exc
     if not isinstance(command, dict) or command.get("type") not in KNOWN_TYPES:
         raise CodecError("payload is not a known command")
-    return command
+    try:
+        return expand_vectors(command)
+    except CodecError:
+        raise
+    except Exception as exc:  # a malformed embedding (odd length, wrong type)
+        raise CodecError(f"undecodable vectors: {exc}") from exc
 
 
 def ingest(requests: list[dict[str, Any]], ingested_at: float) -> dict[str, Any]:

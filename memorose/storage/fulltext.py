@@ -49,10 +49,20 @@ class FullTextIndex:
 
     # -- writes (indexer thread only) -------------------------------------------------
     def upsert(self, kind: str, tenant_id: str, stream_id: str, ref: str, text: str, seq: int = 0) -> None:
-        key = doc_key(kind, tenant_id, ref)
-        self._writer.delete_documents_by_term("doc_key", key)
+        """Replace the document of ``ref`` (or add it)."""
+        self._writer.delete_documents_by_term("doc_key", doc_key(kind, tenant_id, ref))
+        self.add(kind, tenant_id, stream_id, ref, text, seq)
+
+    def add(self, kind: str, tenant_id: str, stream_id: str, ref: str, text: str, seq: int = 0) -> None:
+        """Add a document the caller knows is not in the index (a new event): no
+        delete-by-term, which was a fifth of batch ingest's indexing cost."""
         doc = tantivy.Document(
-            doc_key=key, tenant=tenant_id, stream=stream_id, kind=kind, ref=ref, text=" ".join(analyze(text))
+            doc_key=doc_key(kind, tenant_id, ref),
+            tenant=tenant_id,
+            stream=stream_id,
+            kind=kind,
+            ref=ref,
+            text=" ".join(analyze(text)),
         )
         doc.add_unsigned("seq", seq)
         self._writer.add_document(doc)

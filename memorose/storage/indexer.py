@@ -57,6 +57,10 @@ class Indexer:
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
+        #: Per tenant, the highest event seq that may already be a Tantivy document: newer
+        #: events are added without a delete-by-term (replays and rebuild overlaps still
+        #: replace, so a document is never doubled).
+        self._added_seq: dict[str, int] = {}
         self._rebuild_requested = threading.Event()
         self._tenant_rebuilds: set[str] = set()
         self._progress = threading.Condition()
@@ -75,6 +79,11 @@ class Indexer:
         else:
             self.position = state["position"]
             self._indexed_seq = dict(state["tenants"])
+            # Changes past the saved position may have been committed to Tantivy before a
+            # crash: anything applied may be in the index already.
+            self._added_seq = {
+                t: self.reader.tenant_or_empty(t)["next_seq"] - 1 for t in self.reader.tenant_ids()
+            }
             self.vectors.open_existing()
             self._load_small_tenant_vectors()
         self.catch_up()
@@ -193,6 +202,7 @@ class Indexer:
             self.vectors.drop_tenant(tenant_id)
             self.stale_vectors.pop(tenant_id, None)
             self._indexed_seq.pop(tenant_id, None)
+            self._added_seq.pop(tenant_id, None)  # the delete precedes any later add
             indexed.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
                 del dirty[key]
@@ -201,10 +211,11 @@ class Indexer:
         """Index every event of the range, even if already consolidated: the matching
         "consolidated" change comes later in the feed and removes them. Skipping them here
         would leave a window in which neither the events nor their memories are searchable."""
+        added = self._added_seq.get(tenant_id, 0)
         for event in self.reader.events(tenant_id, after_seq=first - 1, limit=last - first + 1):
-            self.fulltext.upsert(
-                KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
-            )
+            write = self.fulltext.add if event.seq > added else self.fulltext.upsert
+            write(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+        self._added_seq[tenant_id] = max(added, last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
         by_tenant: dict[str, list[Memory]] = {}
@@ -253,6 +264,7 @@ class Indexer:
         self.vectors.clear()
         self.stale_vectors = {}
         self._indexed_seq = {}
+        self._added_seq = {}
         for tenant_id in self.reader.tenant_ids():
             self._rebuild_tenant(tenant_id)
         self.fulltext.commit()
@@ -271,6 +283,7 @@ class Indexer:
             self.vectors.drop_tenant(tenant_id)
             self.stale_vectors.pop(tenant_id, None)
             self._indexed_seq.pop(tenant_id, None)
+            self._added_seq.pop(tenant_id, None)
             self._rebuild_tenant(tenant_id)
             self.fulltext.commit()
             log.info("derived indexes of tenant %s rebuilt", tenant_id)
@@ -280,17 +293,22 @@ class Indexer:
 
     def _rebuild_tenant(self, tenant_id: str) -> None:
         # Pending events first, memories second: a consolidation that lands in between then
-        # leaves both in the index (briefly), never neither.
+        # leaves both in the index (briefly), never neither. The tenant's documents were just
+        # deleted (or the index cleared), so these are adds.
         record = self.reader.tenant_or_empty(tenant_id)
+        last_seq = 0
         for n, event in enumerate(self.reader.events(tenant_id, after_seq=record["cursor"])):
-            self.fulltext.upsert(
+            self.fulltext.add(
                 KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq
             )
+            last_seq = event.seq
             _breathe(n)
+        # The feed may still hold changes for these events: they must replace, not double.
+        self._added_seq[tenant_id] = max(self._added_seq.get(tenant_id, 0), last_seq)
         self._indexed_seq[tenant_id] = record["next_seq"] - 1
         memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
         for n, m in enumerate(memories):
-            self.fulltext.upsert(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
+            self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
             _breathe(n)
         self._load_vectors(tenant_id, memories)
 

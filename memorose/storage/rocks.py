@@ -29,6 +29,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
@@ -141,6 +142,17 @@ class RocksStore:
         with self._lock:
             try:
                 return self._db.get(key)
+            except Exception as exc:
+                raise StorageFailure(f"RocksDB read failed: {exc}") from exc
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Several keys in one call (RocksDB multi-get): a consolidation batch reads the
+        records of all its candidates at once instead of one ``get`` each."""
+        if not keys:
+            return []
+        with self._lock:
+            try:
+                return cast(list[bytes | None], self._db.get(cast(Any, keys)))
             except Exception as exc:
                 raise StorageFailure(f"RocksDB read failed: {exc}") from exc
 

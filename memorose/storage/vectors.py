@@ -83,6 +83,18 @@ class _Matrix:
         return [(self.ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
 
 
+#: Rows of a tenant's matrix scored per block by ``search_many``: bounds the score matrix
+#: (queries x block) and how long one block holds the index lock.
+SEARCH_BLOCK_ROWS = 16_384
+
+
+def _top_in_block(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k best scores of every row (unordered)."""
+    if scores.shape[1] <= k:
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+
 class VectorIndex:
     def __init__(self, path: Path, *, dim: int, ann_threshold: int) -> None:
         self.path = path
@@ -242,6 +254,35 @@ class VectorIndex:
             return []
         with self._lock:
             return matrix.search(query, k, stream_id)
+
+    def search_many(self, tenant_id: str, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """The k nearest memories of each query row: a consolidation batch asks for all its
+        facts at once, so a small tenant is scanned once per block of rows (one matrix
+        product) instead of once per fact. The lock is taken per block, so searches of
+        other callers interleave; a row moved between blocks can at worst name a
+        neighbour twice or miss one (callers re-read the records)."""
+        with self._lock:
+            table = self._tables.get(tenant_id)
+            matrix = self._matrices.get(tenant_id)
+        if table is not None:
+            return [self._search_lance(table, q, k, None) for q in queries]
+        if matrix is None or k <= 0 or len(queries) == 0:
+            return [[] for _ in queries]
+        queries_t = np.ascontiguousarray(queries, dtype=np.float32).T
+        found: list[list[Hit]] = [[] for _ in queries]
+        start = 0
+        while True:
+            with self._lock:
+                stop = min(len(matrix.ids), start + SEARCH_BLOCK_ROWS)
+                if start >= stop:
+                    break
+                scores = (matrix.data[start:stop] @ queries_t).T  # queries x rows
+                top = _top_in_block(scores, k)
+                ids = matrix.ids
+                for row, columns in enumerate(top):
+                    found[row].extend((ids[start + c], float(scores[row, c])) for c in columns)
+            start = stop
+        return [sorted(hits, key=lambda h: -h[1])[:k] for hits in found]
 
     def _search_lance(self, table, query: np.ndarray, k: int, stream_id: str | None) -> list[Hit]:  # type: ignore[no-untyped-def]
         builder = table.search(query.astype(np.float32)).distance_type("cosine").limit(k)

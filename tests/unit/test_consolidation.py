@@ -168,3 +168,58 @@ def test_replicas_apply_the_same_pipeline_commands_identically(tmp_path: Path) -
     assert any("supersedes" in e.kinds for e in reader.edges_of("t", paris.superseded_by))
     for store in stores:
         store.close()
+
+
+class _CountingEmbedder(HashingEmbedder):
+    """Hashing vectors, counting the model calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> Any:
+        self.calls.append(list(texts))
+        return super().embed(texts)
+
+
+class _FixedCandidates:
+    def __init__(self) -> None:
+        self.memories: list[Any] = []
+        self.batches = 0
+
+    def similar(self, tenant_id: str, text: str, vector: Any, k: int) -> list[Any]:
+        return list(self.memories)
+
+    def similar_batch(self, tenant_id: str, texts: list[str], vectors: Any, k: int) -> list[list[Any]]:
+        self.batches += 1
+        return [list(self.memories) for _ in texts]
+
+
+def test_a_batch_searches_candidates_once_and_embeds_its_merges_together() -> None:
+    from memorose.models import Memory
+
+    embedder, source = _CountingEmbedder(), _FixedCandidates()
+    settings = ConsolidationSettings(merge_threshold=0.3, reinforce_threshold=0.99)
+    planner = ConsolidationPlanner(embedder, settings, candidates=source)
+    old = [
+        Event("t", "s", "a", 1, "Bob likes jazz music", 1.0, 1.0),
+        Event("t", "s", "b", 2, "Carol likes green tea", 1.0, 1.0),
+    ]
+    source.memories = [Memory.from_dict(op["memory"]) for op in planner.plan("t", old, 1.0).ops]
+    embedder.calls.clear()
+    source.batches = 0
+    new = [
+        Event("t", "s", "c", 3, "Bob likes blues music", 2.0, 2.0),
+        Event("t", "s", "d", 4, "Carol likes black tea", 2.0, 2.0),
+    ]
+    plan = planner.plan("t", new, 2.0)
+    merges = [op for op in plan.ops if op["op"] == "merge"]
+    assert [op["content"] for op in merges] == [
+        "Bob likes jazz music Bob likes blues music",
+        "Carol likes green tea Carol likes black tea",
+    ]
+    # One search for the batch; one model call for its facts, one for both merged texts.
+    assert source.batches == 1
+    assert embedder.calls == [[e.content for e in new], [op["content"] for op in merges]]
+    for op in merges:  # each merge carries the vector of its own merged text
+        assert op["embedding"] == embedder.embed([op["content"]])[0].astype("<f4").tobytes()
