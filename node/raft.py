@@ -40,6 +40,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
+from memorose.priority import lower_this_thread
 from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore, StorageFailure, StoreError, fsync_dir
 from node import snapshot
@@ -289,6 +290,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         a snapshot was installed meanwhile). PySyncObj compacts the journal only after it
         sees SUCCESS, and loading a dump keeps the log after it, so a crash anywhere here
         loses nothing."""
+        if not self.pack_inline:
+            lower_this_thread()  # a full copy of the database: yield the CPU to the tick thread
         dump = self.raft_dir / DUMP_NAME
         partial = self.raft_dir / "dump.packing"
         state = SERIALIZER_STATE.FAILED
