@@ -178,6 +178,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self._last_tick = time.perf_counter()
         self.max_tick_gap_s = 0.0
         self.long_ticks = 0
+        self._size_forced_at = 0  # applied index at the last compaction forced by size
         # the Raft port's limits, read by SyncingTransport while PySyncObj builds it
         self.transport_limits = transport_limits(tuning)
         # observability
@@ -216,6 +217,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
+        self._compact_by_size()
         now = time.perf_counter()
         gap = now - self._last_tick
         self._last_tick = now
@@ -224,6 +226,20 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if gap > 0.5:
             self.long_ticks += 1
             log.warning("Raft tick thread stalled for %.0f ms (GIL, CPU or disk starvation)", gap * 1000)
+
+    def _compact_by_size(self) -> None:
+        """PySyncObj compacts by entry count and age only; a few thousand big entries (batch
+        ingest) would otherwise sit in memory and in the journal until one of those is hit.
+        Counting applied bytes only: entries not yet applied cannot be compacted, and a
+        forced compaction without newly applied entries would do nothing."""
+        limit = self.tuning.log_compaction_max_bytes
+        applied = self.raftLastApplied
+        if limit <= 0 or self._SyncObj__forceLogCompaction or applied <= self._size_forced_at + 1:
+            return
+        journal = self._SyncObj__raftLog
+        if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
+            self._size_forced_at = applied
+            self._SyncObj__forceLogCompaction = True
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
