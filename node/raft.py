@@ -118,18 +118,16 @@ def build_conf(
 
 class SyncingTransport(TransportGuard, TCPTransport):  # type: ignore[misc]
     """TCP transport, guarded against peers without the password (node/transport_guard.py),
-    that makes new journal entries durable before this node vouches for
-    them. A follower's acknowledgement (``next_node_idx``) leaves only after the fsync. The
-    leader ships ``append_entries`` first and fsyncs right after, so its own fsync overlaps
-    the followers'; it always completes before the leader's next commit decision, which
-    happens in a later tick."""
+    that makes new journal entries durable before this node vouches for them: every
+    message but ``append_entries`` (a follower's acknowledgement ``next_node_idx``, a vote)
+    leaves only after the fsync. The leader's ``append_entries`` go out first, to every
+    follower, and the leader fsyncs right after the round (``RaftNode``), so its own fsync
+    overlaps the followers'; it always completes before the leader's next commit decision,
+    which happens in a later tick (and the tick's end syncs too)."""
 
     def send(self, node: Any, message: Any) -> bool:
-        if isinstance(message, dict) and message.get("type") == "append_entries":
-            sent = bool(super().send(node, message))
+        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
             self._syncObj.sync_journal()
-            return sent
-        self._syncObj.sync_journal()
         return bool(super().send(node, message))
 
 
@@ -203,6 +201,13 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
         self.addOnTickCallback(self._on_tick)
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """Ship new entries to every follower, then fsync our own journal. Syncing after
+        the first follower's send (as before) held the second follower's copy back by the
+        leader's fsync: with one follower slow, the commit waited for fsync + the other."""
+        super()._SyncObj__sendAppendEntries()
+        self.sync_journal()
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """PySyncObj judges "no heartbeat from the leader" (followers) and "no answer from a
