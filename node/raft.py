@@ -245,12 +245,13 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         forced compaction without newly applied entries would do nothing."""
         limit = self.tuning.log_compaction_max_bytes
         applied = self.raftLastApplied
-        if limit <= 0 or self._SyncObj__forceLogCompaction or applied <= self._size_forced_at + 1:
+        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
+        if limit <= 0 or forced or applied <= self._size_forced_at + 1:
             return
         journal = self._SyncObj__raftLog
         if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
             self._size_forced_at = applied
-            self._SyncObj__forceLogCompaction = True
+            self.forceLogCompaction()
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
