@@ -108,7 +108,16 @@ async def shard_ingest(
             url = cluster.nodes[leader].url
             await load(url, 4, 1.0, 1)  # warm up
             before = await cluster.statuses()
-            runs = [await load(url, clients, seconds, batch) for clients, batch in loads]
+            pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            runs = []
+            for clients, batch in loads:
+                cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+                run = await load(url, clients, seconds, batch)
+                cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+                # load-independent: what the three nodes spent per 1,000 acknowledged events
+                events = run["requests"] * batch
+                run["nodes_cpu_s_per_1k_events"] = round(cpu * 1000 / events, 3) if events else None
+                runs.append(run)
             after = await cluster.statuses()
             _code, body = await cluster.api(leader).get("/metrics")
             fsyncs = next(
@@ -171,6 +180,7 @@ def batch_ingest(seconds: float) -> dict[str, Any]:
         "memorose_events_per_s": ours["events_per_s"],
         "memorose_p50_ms": ours["p50_ms"],
         "memorose_p99_ms": ours["p99_ms"],
+        "memorose_nodes_cpu_s_per_1k_events": ours["nodes_cpu_s_per_1k_events"],
         "raw_pysyncobj_events_per_s_equivalent": round(raw_events, 1),
         "raw_pysyncobj": raw,
         "ratio_to_raw_pysyncobj": round(ours["events_per_s"] / raw_events, 3) if raw_events else None,
