@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 #: Nice value added to background threads (0-19; 10 gives such a thread about a tenth of
 #: the CPU share of a normal one when both want it).
 BACKGROUND_NICE = 10
-#: Threads in the background executor (planning, insight and forgetting passes run one
-#: at a time per worker, so two is enough to keep them from queueing behind each other).
-BACKGROUND_THREADS = 2
+#: Threads in the background executor: consolidation planning, insight passes (projection
+#: and plan) and forgetting previews each run one at a time per worker; a long insight pass
+#: must not hold up consolidation.
+BACKGROUND_THREADS = 4
 
 T = TypeVar("T")
 
