@@ -207,7 +207,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         the first follower's send (as before) held the second follower's copy back by the
         leader's fsync: with one follower slow, the commit waited for fsync + the other."""
         super()._SyncObj__sendAppendEntries()
-        self.sync_journal()
+        if self.sync_journal():
+            self._wake_tick_loop()
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """PySyncObj judges "no heartbeat from the leader" (followers) and "no answer from a
@@ -225,9 +226,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         synced the tick loop runs again at once instead of sleeping in its poll: a leader's
         commit decision (and so the acknowledgement) waits for nothing but the fsync."""
         if self.sync_journal():
-            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
-            if notifier is not None:
-                notifier.notify()
+            self._wake_tick_loop()
         self._compact_by_size()
         now = time.perf_counter()
         gap = now - self._last_tick
@@ -237,6 +236,14 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if gap > 0.5:
             self.long_ticks += 1
             log.warning("Raft tick thread stalled for %.0f ms (GIL, CPU or disk starvation)", gap * 1000)
+
+    def _wake_tick_loop(self) -> None:
+        """Entries just became durable: run the next tick at once instead of sleeping in
+        poll for ``tick_period``, so the commit decision (on one node it needs nothing
+        else) follows the fsync immediately."""
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
 
     def _compact_by_size(self) -> None:
         """PySyncObj compacts by entry count and age only; a few thousand big entries (batch
