@@ -25,7 +25,6 @@ from memorose.insights.communities import analyze
 from memorose.insights.planner import insight_id, plan_insights
 from memorose.insights.projection import ProjectionCache
 from memorose.models import iso
-from memorose.priority import in_background
 from memorose.providers.llm.base import LLMProvider
 from memorose.retrieval.insights import public
 from memorose.retrieval.search import Retriever
@@ -142,9 +141,9 @@ class InsightWorker(BackgroundTask):
             if record.get("insights_gen") is not None and graph_gen == record["insights_gen"]:
                 self.stats["unchanged"] += 1
                 return self._answer(tenant_id, graph_gen, record, False, False, started)
-            projection = await in_background(self.cache.get, tenant_id)
+            projection = await asyncio.to_thread(self.cache.get, tenant_id)
             previous = {r["insight_id"]: r for r in self.reader.insights(tenant_id)}
-            plan = await in_background(
+            plan = await asyncio.to_thread(
                 plan_insights,
                 projection,
                 self.settings,
