@@ -1,6 +1,7 @@
 """Replication benchmarks of a 3-node shard on loopback (subprocess nodes).
 
     memorose bench raft ingest    # events/s and ack latency, beside raw PySyncObj
+    memorose bench raft ingest --batch-only   # issue 12: 500-event batches, 4 in flight
     memorose bench raft failover  # kill/pause/cut/SIGTERM leader -> first ack elsewhere
     memorose bench raft latency   # one client, single-event ack, 1 and 3 nodes
     memorose bench raft abuse     # one writer's acks with and without a Raft attack
@@ -91,7 +92,15 @@ async def load(url: str, concurrency: int, seconds: float, batch: int) -> dict[s
     }
 
 
-async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
+#: Issue 12's batch ingest figure: 500-event batches, 4 requests in flight.
+BATCH_EVENTS, BATCH_IN_FLIGHT = 500, 4
+
+
+async def shard_ingest(
+    env: dict[str, str], seconds: float, loads: list[tuple[int, int]] | None = None
+) -> dict[str, Any]:
+    """``loads``: (clients, events per request) pairs, run one after the other."""
+    loads = loads or [(1, 1), (32, 1), (4, 100), (BATCH_IN_FLIGHT, BATCH_EVENTS)]
     with tempfile.TemporaryDirectory(prefix="raft-bench-") as tmp:
         async with Cluster(Path(tmp), env={**QUIET, **env}, proxies=False) as cluster:
             cluster.start_all()
@@ -99,11 +108,16 @@ async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
             url = cluster.nodes[leader].url
             await load(url, 4, 1.0, 1)  # warm up
             before = await cluster.statuses()
-            runs = [
-                await load(url, 1, seconds, 1),
-                await load(url, 32, seconds, 1),
-                await load(url, 4, seconds, 100),
-            ]
+            pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            runs = []
+            for clients, batch in loads:
+                cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+                run = await load(url, clients, seconds, batch)
+                cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+                # load-independent: what the three nodes spent per 1,000 acknowledged events
+                events = run["requests"] * batch
+                run["nodes_cpu_s_per_1k_events"] = round(cpu * 1000 / events, 3) if events else None
+                runs.append(run)
             after = await cluster.statuses()
             _code, body = await cluster.api(leader).get("/metrics")
             fsyncs = next(
@@ -119,7 +133,7 @@ async def shard_ingest(env: dict[str, str], seconds: float) -> dict[str, Any]:
             }
 
 
-def raw_syncobj(payload_bytes: int, seconds: float) -> list[dict[str, Any]]:
+def raw_syncobj(payload_bytes: int, seconds: float, concurrency: str = "1,32") -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="raw-syncobj-") as tmp:
         addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         out = Path(tmp) / "result.json"
@@ -130,7 +144,7 @@ def raw_syncobj(payload_bytes: int, seconds: float) -> list[dict[str, Any]]:
                 if other != address:
                     argv += ["--partner", other]
             argv += ["--journal", str(Path(tmp) / f"journal{i}"), "--payload-bytes", str(payload_bytes)]
-            argv += ["--seconds", str(seconds), "--out", str(out)]
+            argv += ["--seconds", str(seconds), "--concurrency", concurrency, "--out", str(out)]
             procs.append(subprocess.Popen(argv))
         try:
             deadline = time.monotonic() + seconds * 4 + 60
@@ -144,10 +158,41 @@ def raw_syncobj(payload_bytes: int, seconds: float) -> list[dict[str, Any]]:
                 proc.wait()
 
 
+def entry_bytes(events: int) -> int:
+    """Size of the Raft command of one ingest request of ``events`` benchmark events."""
+    batch = [event(f"{'x' * 20}-{k}") for k in range(events)]
+    return len(commands.encode(commands.ingest([{"tenant_id": "bench", "events": batch}], 1.7e9)))
+
+
+def batch_ingest(seconds: float) -> dict[str, Any]:
+    """Issue 12: a 3-node shard (journal fsynced) taking 500-event batches, 4 in flight,
+    and raw PySyncObj committing the same entries (same bytes, same 4 in flight) in the
+    same run; the ratio is Memorose's events/s over raw PySyncObj's events-equivalent/s."""
+    shard = asyncio.run(shard_ingest({}, seconds, [(BATCH_IN_FLIGHT, BATCH_EVENTS)]))
+    payload = entry_bytes(BATCH_EVENTS)
+    raw = raw_syncobj(payload, seconds, str(BATCH_IN_FLIGHT))[0]
+    ours = shard["runs"][0]
+    raw_events = raw["commits_per_s"] * BATCH_EVENTS
+    return {
+        "events_per_request": BATCH_EVENTS,
+        "requests_in_flight": BATCH_IN_FLIGHT,
+        "entry_bytes": payload,
+        "memorose_events_per_s": ours["events_per_s"],
+        "memorose_p50_ms": ours["p50_ms"],
+        "memorose_p99_ms": ours["p99_ms"],
+        "memorose_nodes_cpu_s_per_1k_events": ours["nodes_cpu_s_per_1k_events"],
+        "raw_pysyncobj_events_per_s_equivalent": round(raw_events, 1),
+        "raw_pysyncobj": raw,
+        "ratio_to_raw_pysyncobj": round(ours["events_per_s"] / raw_events, 3) if raw_events else None,
+        "target_events_per_s": 20_000,
+        "shard": shard,
+    }
+
+
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    payload = len(
-        commands.encode(commands.ingest([{"tenant_id": "bench", "events": [event("x" * 20)]}], 1.7e9))
-    )
+    if args.batch_only:
+        return {"batch_ingest": batch_ingest(args.seconds)}
+    payload = entry_bytes(1)
     result: dict[str, Any] = {"payload_bytes_single_event_entry": payload}
     result["memorose_fsync_journal"] = asyncio.run(shard_ingest({}, args.seconds))
     result["memorose_no_fsync"] = asyncio.run(
@@ -157,6 +202,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
         shard_ingest({"MEMOROSE_RAFT_TUNING__SYNC_APPLY": "true"}, args.seconds)
     )
     result["raw_pysyncobj"] = raw_syncobj(payload, args.seconds)
+    result["batch_ingest"] = batch_ingest(args.seconds)
     return result
 
 
@@ -383,6 +429,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     ingest = sub.add_parser("ingest")
     ingest.add_argument("--seconds", type=float, default=8.0, help="length of each load (s)")
+    ingest.add_argument(
+        "--batch-only",
+        action="store_true",
+        help="only issue 12's figure: 500-event batches, 4 in flight, beside raw PySyncObj",
+    )
     ingest.add_argument("--out", default="benchmarks/results/raft_ingest.json", help="JSON results file")
     fo = sub.add_parser("failover", help="time to the first ack on a new leader, per fault")
     fo.add_argument("--rounds", type=int, default=20, help="faults in all, spread over --faults")

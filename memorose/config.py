@@ -187,6 +187,10 @@ class RaftSettings(_Section):
     connection_retry_time: float = Field(0.5, ge=0)
     log_compaction_min_entries: int = Field(20_000, ge=2)
     log_compaction_min_time: float = Field(600.0, gt=0)
+    #: Also compact once the applied part of the Raft log holds this many bytes (0: off).
+    #: The journal keeps every entry in memory until compaction, so this bounds RSS and
+    #: journal disk when entries are big (batch ingest); see docs/replication.md.
+    log_compaction_max_bytes: int = Field(64 << 20, ge=0)
     commit_timeout_secs: float = Field(10.0, gt=0)
     #: fsync the Raft journal before a node acknowledges entries to the leader (and the
     #: leader before it counts itself): an acknowledged write is on disk on a majority.

@@ -211,6 +211,20 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._offsets = offsets
         self._dirty = False
 
+    def bytes_through(self, idx: int) -> int:
+        """Bytes of the records from the first entry through Raft index ``idx`` (the part of
+        the log a snapshot at ``idx`` would let compaction drop). O(1): read every tick."""
+        if not self._entries:
+            return 0
+        position = idx - self._entries[0][1]
+        if position < 0:
+            return 0
+        end = self._offsets[position + 1] if position + 1 < len(self._offsets) else self._end_offset()
+        return end - self._offsets[0]
+
+    def _end_offset(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
     def __getitem__(self, item: Any) -> Any:
         return self._entries[item]
 

@@ -26,6 +26,7 @@ from memorose import commands
 from memorose.config import ForgettingSettings
 from memorose.consolidation.forgetting import effective_importance, should_archive
 from memorose.models import Memory
+from memorose.priority import in_background
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
 from node.tasks import BackgroundTask
@@ -156,7 +157,7 @@ class ForgettingWorker(BackgroundTask):
         """One forgetting pass over a tenant, at the leader's clock."""
         async with self._lock:
             now = self.clock()
-            chosen = await asyncio.to_thread(self.preview, tenant_id, now)
+            chosen = await in_background(self.preview, tenant_id, now)
             ids = [m.memory_id for m, _ in chosen]
             archived: list[str] = []
             for start in range(0, len(ids), FORGET_CHUNK):

@@ -40,6 +40,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from memorose.config import RaftSettings
+from memorose.priority import lower_this_thread
 from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore, StorageFailure, StoreError, fsync_dir
 from node import snapshot
@@ -69,6 +70,10 @@ CANDIDATE = 1
 DUMP_NAME = "dump"
 INCOMING_DUMP = "dump.incoming"
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+#: Socket buffers and ``recv`` size of the Raft connections (PySyncObj: 64 KiB). A batch
+#: ingest entry is ~150 KB-1.5 MB; bigger buffers mean fewer syscalls and poll rounds per
+#: entry (the kernel caps SO_SNDBUF/SO_RCVBUF at net.core.wmem_max/rmem_max).
+SOCKET_BUFFER_BYTES = 1 << 20
 SWITCH_INTERVAL_S = 0.001
 #: A gap between two ticks longer than this is a stall (see ``_onTick``).
 STALL_S = 0.25
@@ -103,6 +108,8 @@ def build_conf(
         logCompactionMinEntries=tuning.log_compaction_min_entries,
         logCompactionMinTime=tuning.log_compaction_min_time,
         logCompactionBatchSize=SNAPSHOT_CHUNK_BYTES,
+        sendBufferSize=SOCKET_BUFFER_BYTES,
+        recvBufferSize=SOCKET_BUFFER_BYTES,
         dynamicMembershipChange=True,
         commandsWaitLeader=False,
         onStateChanged=on_state_changed,
@@ -111,18 +118,16 @@ def build_conf(
 
 class SyncingTransport(TransportGuard, TCPTransport):  # type: ignore[misc]
     """TCP transport, guarded against peers without the password (node/transport_guard.py),
-    that makes new journal entries durable before this node vouches for
-    them. A follower's acknowledgement (``next_node_idx``) leaves only after the fsync. The
-    leader ships ``append_entries`` first and fsyncs right after, so its own fsync overlaps
-    the followers'; it always completes before the leader's next commit decision, which
-    happens in a later tick."""
+    that makes new journal entries durable before this node vouches for them: every
+    message but ``append_entries`` (a follower's acknowledgement ``next_node_idx``, a vote)
+    leaves only after the fsync. The leader's ``append_entries`` go out first, to every
+    follower, and the leader fsyncs right after the round (``RaftNode``), so its own fsync
+    overlaps the followers'; it always completes before the leader's next commit decision,
+    which happens in a later tick (and the tick's end syncs too)."""
 
     def send(self, node: Any, message: Any) -> bool:
-        if isinstance(message, dict) and message.get("type") == "append_entries":
-            sent = bool(super().send(node, message))
+        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
             self._syncObj.sync_journal()
-            return sent
-        self._syncObj.sync_journal()
         return bool(super().send(node, message))
 
 
@@ -177,6 +182,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self._last_tick = time.perf_counter()
         self.max_tick_gap_s = 0.0
         self.long_ticks = 0
+        self._size_forced_at = 0  # applied index at the last compaction forced by size
         # the Raft port's limits, read by SyncingTransport while PySyncObj builds it
         self.transport_limits = transport_limits(tuning)
         # observability
@@ -196,6 +202,14 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
         self.addOnTickCallback(self._on_tick)
 
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """Ship new entries to every follower, then fsync our own journal. Syncing after
+        the first follower's send (as before) held the second follower's copy back by the
+        leader's fsync: with one follower slow, the commit waited for fsync + the other."""
+        super()._SyncObj__sendAppendEntries()
+        if self.sync_journal():
+            self._wake_tick_loop()
+
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """PySyncObj judges "no heartbeat from the leader" (followers) and "no answer from a
         majority" (leader) at the top of a tick, before it reads the sockets. After a stall
@@ -212,9 +226,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         synced the tick loop runs again at once instead of sleeping in its poll: a leader's
         commit decision (and so the acknowledgement) waits for nothing but the fsync."""
         if self.sync_journal():
-            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
-            if notifier is not None:
-                notifier.notify()
+            self._wake_tick_loop()
+        self._compact_by_size()
         now = time.perf_counter()
         gap = now - self._last_tick
         self._last_tick = now
@@ -223,6 +236,29 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if gap > 0.5:
             self.long_ticks += 1
             log.warning("Raft tick thread stalled for %.0f ms (GIL, CPU or disk starvation)", gap * 1000)
+
+    def _wake_tick_loop(self) -> None:
+        """Entries just became durable: run the next tick at once instead of sleeping in
+        poll for ``tick_period``, so the commit decision (on one node it needs nothing
+        else) follows the fsync immediately."""
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
+
+    def _compact_by_size(self) -> None:
+        """PySyncObj compacts by entry count and age only; a few thousand big entries (batch
+        ingest) would otherwise sit in memory and in the journal until one of those is hit.
+        Counting applied bytes only: entries not yet applied cannot be compacted, and a
+        forced compaction without newly applied entries would do nothing."""
+        limit = self.tuning.log_compaction_max_bytes
+        applied = self.raftLastApplied
+        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
+        if limit <= 0 or forced or applied <= self._size_forced_at + 1:
+            return
+        journal = self._SyncObj__raftLog
+        if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
+            self._size_forced_at = applied
+            self.forceLogCompaction()
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:
@@ -289,6 +325,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         a snapshot was installed meanwhile). PySyncObj compacts the journal only after it
         sees SUCCESS, and loading a dump keeps the log after it, so a crash anywhere here
         loses nothing."""
+        if not self.pack_inline:
+            lower_this_thread()  # a full copy of the database: yield the CPU to the tick thread
         dump = self.raft_dir / DUMP_NAME
         partial = self.raft_dir / "dump.packing"
         state = SERIALIZER_STATE.FAILED

@@ -128,6 +128,22 @@ class GuardedConnection(TcpConnection):  # type: ignore[misc]
         if self._on_close is not None:
             self._on_close(self)
 
+    def send(self, message: Any) -> None:
+        """PySyncObj writes what the socket takes and keeps the rest in its buffer, but
+        asks the poller for WRITE events only until the first time the buffer empties: the
+        rest of a big frame (an entry of a batch ingest, a snapshot chunk) then waited for
+        the next ``send`` on this connection, i.e. the next heartbeat, ~10 ms per socket
+        buffer. Ask to be woken when the socket can take more."""
+        super().send(message)
+        fileno = self.fileno()
+        pending = self._TcpConnection__writeBuffer
+        if pending and fileno is not None and self.state != CONNECTION_STATE.DISCONNECTED:
+            self._TcpConnection__poller.subscribe(
+                fileno,
+                self._TcpConnection__processConnection,
+                POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR,
+            )
+
     def frame_limit(self) -> int:
         return self.limits.max_frame_bytes if self.authenticated else self.limits.handshake_frame_bytes
 

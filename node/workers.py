@@ -17,6 +17,7 @@ from typing import Any
 from memorose import commands
 from memorose.consolidation.planner import ConsolidationPlanner, Plan
 from memorose.errors import Unavailable
+from memorose.priority import in_background
 from memorose.storage.reader import StateReader
 from node.proposer import Proposer
 
@@ -118,7 +119,7 @@ class ConsolidationWorker:
             await self.before_plan()
         now = self.clock()
         try:
-            plan = await asyncio.to_thread(self.planner.plan, tenant_id, events, now)
+            plan = await in_background(self.planner.plan, tenant_id, events, now)
         except Exception as exc:  # a provider is down: the cursor stays, the batch is retried
             self.stats["errors"] += 1
             log.warning("planning a consolidation batch of %s failed: %s", tenant_id, exc)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from memorose.models import Memory
+from memorose.priority import lower_this_thread
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
 from memorose.storage.reader import StateReader
@@ -113,6 +114,7 @@ class Indexer:
                 self._tenant_rebuilds.add(tenant_id)
 
     def _run(self) -> None:
+        lower_this_thread()  # index building yields the CPU to the Raft tick thread
         while not self._stop.is_set():
             try:
                 if self._rebuild_requested.is_set():

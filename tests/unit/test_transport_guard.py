@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -16,13 +18,15 @@ from pydantic import ValidationError
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.node import TCPNode
+from pysyncobj.poller import PollPoller
 
 from memorose.config import RaftSettings
-from node.pysyncobj_fixes import TransportLimits, _batch_entries
+from node.pysyncobj_fixes import GuardStats, TransportLimits, _batch_entries
 from node.raft import SNAPSHOT_CHUNK_BYTES, SyncingTransport, transport_limits
 from node.runner import free_port
 from node.testing import raft_attack
 from node.testing.network import encode_frame
+from node.transport_guard import GuardedConnection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,3 +201,41 @@ def test_node_settings_reach_the_guard() -> None:
         2.5,
         4,
     )
+
+
+def test_the_rest_of_a_big_frame_leaves_without_another_send() -> None:
+    """PySyncObj stops asking for WRITE events once its buffer first empties; the rest of
+    a frame bigger than the socket buffer then waited for the next send (a heartbeat)."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    ours.setblocking(False)
+    poller = PollPoller()
+    conn = GuardedConnection(
+        poller=poller, socket=ours, timeout=60.0, limits=TransportLimits(), stats=GuardStats(), peer="test"
+    )
+    poller.poll(0)  # the first WRITE event: PySyncObj now listens for READ only
+    payload = os.urandom(4 << 20)  # incompressible, far bigger than the socket buffers
+    conn.send(payload)
+    assert conn.getSendBufferSize() > 0
+    theirs.settimeout(0.1)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                theirs.recv(1 << 20)
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while conn.getSendBufferSize() and time.monotonic() < deadline:
+            poller.poll(0.05)  # the tick loop's poll: no further send() calls
+        assert conn.getSendBufferSize() == 0
+    finally:
+        stop.set()
+        reader.join(5)
+        conn.disconnect()
+        theirs.close()
