@@ -34,6 +34,7 @@ from memorose.errors import OutcomeUnknown, Unavailable
 from memorose.insights.planner import InsightPlan, current_analysis, insight_id, plan_insights
 from memorose.insights.projection import ProjectionCache
 from memorose.models import iso
+from memorose.priority import in_background
 from memorose.providers.llm.base import LLMProvider
 from memorose.retrieval.insights import public
 from memorose.retrieval.search import Retriever
@@ -223,7 +224,7 @@ class InsightWorker(BackgroundTask):
                 self.stats["unchanged"] += 1
                 return self._answer(tenant_id, graph_gen, record, False, False, started)
             previous = {r["insight_id"]: r for r in self.reader.insights(tenant_id)}
-            plan, cost = await asyncio.to_thread(self._compute, tenant_id, record, previous, self.clock())
+            plan, cost = await in_background(self._compute, tenant_id, record, previous, self.clock())
             self._charge(cost)
             self.stats[plan.analysis.method] += 1
             result = await self.proposer.propose(plan.command)
