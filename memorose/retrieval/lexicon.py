@@ -10,8 +10,10 @@ this lifts R@10 from .794 to .814 and multi-hop R@10 from .504 to .554 (docs/ret
 
 Costs and bounds:
 - A word is embedded once per process (``WordVectors``, shared by all tenants): a few
-  milliseconds per new word, paid by the one builder thread.
-- A tenant's lexicon (its ``max_words`` most frequent content words, their stems, document
+  milliseconds per new word, paid by whichever build first meets it.
+- A small tenant's lexicon (``sync_max_memories``) is brought up to date by the query that
+  finds it stale, so answers never depend on when a build finished. A larger tenant's
+  lexicon (its ``max_words`` most frequent content words, their stems, document
   frequencies and a float32 matrix) is built in the background when the indexer reports
   new memories of the tenant (or on its first query) and rebuilt after they changed, no
   more often than ``min_rebuild_secs`` nor more often than ten times its own build time;
@@ -62,6 +64,9 @@ class LexiconSettings:
     growth_rebuild: float = 0.1
     #: ... and never sooner than this many times its last build took (10: ~10 % of a core).
     rebuild_cost_factor: float = 10.0
+    #: A tenant with at most this many memories has its lexicon brought up to date on the
+    #: query's thread (tens of milliseconds), so its answers never depend on timing.
+    sync_max_memories: int = 2_000
 
 
 def content_words(text: str) -> list[str]:
@@ -207,12 +212,22 @@ class Lexicon:
         grown = self._size_of is not None and self._size_of(tenant_id) > lexicon.docs * (1 + s.growth_rebuild)
         return grown or age >= s.min_rebuild_secs
 
+    def _small(self, tenant_id: str) -> bool:
+        return self._size_of is not None and self._size_of(tenant_id) <= self.settings.sync_max_memories
+
     def get(self, tenant_id: str) -> TenantLexicon | None:
-        """The tenant's lexicon if built (scheduling a build or a due rebuild)."""
+        """The tenant's current lexicon. A small tenant's is brought up to date on the
+        caller's thread, so its answers are a function of its memories alone (not of when a
+        background build finished); a large tenant's is (re)built in the background and
+        may lag its memories (by ``_due``)."""
         with self._lock:
             lexicon = self._tenants.get(tenant_id)
             if lexicon is not None:
                 self._tenants.move_to_end(tenant_id)
+        if (lexicon is None or lexicon.version != self._version_of(tenant_id)) and self._small(tenant_id):
+            self._build(tenant_id)
+            with self._lock:
+                return self._tenants.get(tenant_id, lexicon)
         if lexicon is None or self._due(lexicon, tenant_id):
             self._schedule(tenant_id)
             with self._lock:

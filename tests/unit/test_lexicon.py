@@ -143,3 +143,21 @@ def test_a_tenant_that_grew_is_rebuilt_before_the_minimum_interval(embedder: Emb
     version["t"] = 3  # changed, not grown: waits for the hour
     lex.refresh({"t"})
     assert lex.builds == 2
+
+
+def test_a_small_tenant_is_always_answered_from_a_current_lexicon(embedder: Embedder) -> None:
+    """Answers of a small tenant must not depend on when a background build finished."""
+    texts = {"t": list(JOHN)}
+    version = {"t": 1}
+    lex = Lexicon(
+        embedder,
+        lambda tenant: texts[tenant],
+        lambda tenant: version[tenant],
+        LexiconSettings(min_rebuild_secs=3600, sync_max_memories=100),
+        background=True,
+        size_of=lambda tenant: len(texts[tenant]),
+    )
+    assert "yoga" in lex.expansion("t", "What exercises has John done?").weights  # built at once
+    texts["t"] = [*JOHN, "Bob: I go running every morning."]
+    version["t"] = 2
+    assert "run" in lex.expansion("t", "What exercise does Bob do?").weights  # rebuilt at once
