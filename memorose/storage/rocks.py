@@ -29,6 +29,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
@@ -141,6 +142,18 @@ class RocksStore:
         with self._lock:
             try:
                 return self._db.get(key)
+            except Exception as exc:
+                raise StorageFailure(f"RocksDB read failed: {exc}") from exc
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Values of several keys in one RocksDB multi-get (one lock hold, one call into
+        the library): retrieval reads a hundred records per query."""
+        if not keys:
+            return []
+        with self._lock:
+            try:
+                found = self._db.get(list[Any](keys))
+                return cast(list[bytes | None], found)
             except Exception as exc:
                 raise StorageFailure(f"RocksDB read failed: {exc}") from exc
 
