@@ -66,6 +66,9 @@ class BenchConfig:
     seed: int = 7
     workdir: Path | None = None
     keep: bool = False
+    data: Path | None = None
+    layout: str = "both"
+    in_flight: int = 8
     command: str = ""
 
     @property
@@ -91,6 +94,9 @@ class BenchConfig:
             seed=getattr(args, "seed", 7),
             workdir=Path(args.workdir) if getattr(args, "workdir", None) else None,
             keep=getattr(args, "keep", False),
+            data=Path(args.data) if getattr(args, "data", None) else None,
+            layout=getattr(args, "layout", "both"),
+            in_flight=getattr(args, "in_flight", 8),
             command=_command_line(),
         )
 
@@ -451,6 +457,74 @@ async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmu
     }
 
 
+async def run_throughput(
+    client: Client, queries: list[tuple[str, str, str]], in_flight: int
+) -> dict[str, Any]:
+    """Queries per second with one query in flight, then with ``in_flight``, back to back over
+    the same (warm) queries: how far concurrent reads of one node scale."""
+    bodies = [json.dumps({"tenant_id": t, "query": q, "top_k": TOP_K}).encode() for t, q, _ in queries]
+
+    async def one(body: bytes) -> None:
+        await client.timed_post("/api/v1/retrieve", body)
+
+    rates = {}
+    for workers in (1, in_flight):
+        started = time.perf_counter()
+        await run_pool(bodies, workers, one)
+        rates[workers] = len(bodies) / (time.perf_counter() - started)
+    return {
+        "in_flight": in_flight,
+        "qps_1": round(rates[1], 1),
+        "qps_n": round(rates[in_flight], 1),
+        "ratio": round(rates[in_flight] / rates[1], 2),
+    }
+
+
+async def healthz_ms(client: Client, calls: int = 200) -> dict[str, float]:
+    """Client-observed latency of ``GET /healthz``: the HTTP floor of every request."""
+    timings = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await client.call("GET", "/healthz")
+        timings.append((time.perf_counter() - started) * 1000)
+    return percentiles(timings[10:])
+
+
+def bm25s_peer(
+    by_tenant: dict[str, list[Record]], queries: list[tuple[str, str, str]], warmup: int
+) -> dict[str, Any] | None:
+    """The same queries over the same texts with bm25s (in this process, no HTTP): the
+    lexical peer the server's retrieve is compared with. None if bm25s is not installed."""
+    try:
+        import bm25s
+        import Stemmer
+    except ImportError:
+        return None
+    stemmer = Stemmer.Stemmer("english")
+    wanted = {tenant for tenant, _, _ in queries}
+    indexes = {}
+    for tenant in wanted:
+        retriever = bm25s.BM25()
+        texts = [r.content for r in by_tenant[tenant]]
+        retriever.index(
+            bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+        )
+        indexes[tenant] = (retriever, by_tenant[tenant])
+    timings: list[float] = []
+    found = 0
+    for i, (tenant, text, source) in enumerate(queries):
+        retriever, records = indexes[tenant]
+        started = time.perf_counter()
+        tokens = bm25s.tokenize([text], stopwords="en", stemmer=stemmer, show_progress=False)
+        docs, _ = retriever.retrieve(tokens, k=min(TOP_K, len(records)), show_progress=False, n_threads=1)
+        elapsed = (time.perf_counter() - started) * 1000
+        if i >= warmup:
+            timings.append(elapsed)
+            found += any(records[int(d)].event_id == source for d in docs[0])
+    measured = len(timings)
+    return {"ms": percentiles(timings), "source_in_top10": round(found / measured, 3) if measured else 0.0}
+
+
 def exact_floor(
     by_tenant: dict[str, list[Record]], queries: list[tuple[str, str, str]], warmup: int
 ) -> dict[str, Any]:
@@ -508,7 +582,9 @@ def build_scenario(cfg: BenchConfig, size: int, tenants: int) -> Scenario:
     return Scenario(name, size, tenants, {t: rs for t, rs in by_tenant.items() if rs}, queries)
 
 
-async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: int) -> dict[str, Any]:
+async def measure_node(
+    client: Client, node: NodeProcess, sc: Scenario, warmup: int, in_flight: int = 0
+) -> dict[str, Any]:
     await wait_idle(client, node)
     quiet = await wait_quiet(node)
     log(f"  node quiet after {quiet} s" if quiet is not None else "  node never went quiet; querying anyway")
@@ -519,6 +595,11 @@ async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: 
         f"  retrieve p50 {retrieve['client_ms']['p50']} ms, p99 {retrieve['client_ms']['p99']} ms "
         f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']})"
     )
+    retrieve["healthz_ms"] = await healthz_ms(client)
+    if in_flight > 1:
+        retrieve["throughput"] = await run_throughput(client, sc.queries[warmup:], in_flight)
+        t = retrieve["throughput"]
+        log(f"  throughput {t['qps_1']} q/s with 1 in flight, {t['qps_n']} with {in_flight}: {t['ratio']}x")
     rss = await wait_idle(client, node)
     mem = memory_status(node.pid)
     disk = disk_usage(node.data_dir)
@@ -532,6 +613,7 @@ async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: 
         "peak_rss_mib": round(mem.get("VmHWM", 0) / 2**20, 1),
         "disk_bytes": disk,
         "disk_bytes_per_memory": round(disk["total"] / sc.size),
+        "rss_bytes_per_memory": round(rss / sc.size),
     }
 
 
@@ -545,7 +627,10 @@ async def run_scenario(
     env = {"MEMOROSE_EMBEDDINGS__PROVIDER": os.environ.get("MEMOROSE_EMBEDDINGS__PROVIDER", "hashing")}
     if cfg.ann_threshold:
         env["MEMOROSE_INDEX__ANN_THRESHOLD"] = str(cfg.ann_threshold)
-    node = NodeProcess(workdir / sc.name, admin_key, env)
+    base = cfg.data if cfg.data is not None else workdir
+    node = NodeProcess(base / sc.name, admin_key, env)
+    marker = base / f"{sc.name}.built.json"
+    built = json.loads(marker.read_text()) if cfg.data is not None and marker.exists() else None
     warmup = min(20, cfg.queries)
     results: list[dict[str, Any]] = []
     log(f"scenario {sc.name}: {sc.size} memories over {len(sc.by_tenant)} tenant(s)")
@@ -553,30 +638,37 @@ async def run_scenario(
         await node.start(session)
         client = Client(session, node)
         meter = CpuMeter(node.pid)
-        empty_rss = await wait_idle(client, node)
-        ingest = await ingest_batched(client, sc.by_tenant, cfg.batch, cfg.batch_concurrency)
-        log(f"  batch ingest: {ingest['events_per_s']} events/s ({ingest['seconds']} s)")
-        consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
-        log(f"  consolidated in {consolidate_s} s after ingest ended")
+        if built is None:
+            built = await build_data(cfg, client, node, sc)
+            if cfg.data is not None:
+                marker.write_text(json.dumps(built, indent=2) + "\n")
+        else:
+            log(f"  reusing the data built {built['date']} under {node.data_dir}")
+            built = {**built, "reused": True}
         await _check_counts(client, sc)
         row = {
             "scenario": sc.name,
             "memories": sc.size,
             "tenants": len(sc.by_tenant),
             "ann_threshold": cfg.threshold,
-            "empty_rss_mib": round(empty_rss / 2**20, 1),
-            "ingest_batch": ingest,
-            "consolidate_drain_s": consolidate_s,
-            **await measure_node(client, node, sc, warmup),
+            "embedder": env["MEMOROSE_EMBEDDINGS__PROVIDER"],
+            "build": built,
+            "empty_rss_mib": built["empty_rss_mib"],
+            "ingest_batch": built["ingest_batch"],
+            "consolidate_drain_s": built["consolidate_drain_s"],
+            **await measure_node(client, node, sc, warmup, cfg.in_flight),
         }
         row["floor"] = exact_floor(sc.by_tenant, sc.queries, warmup)
+        peer = bm25s_peer(sc.by_tenant, sc.queries, warmup)
+        if peer is not None:
+            row["bm25s"] = peer
         row["other_processes_cpu_cores"] = meter.other_cores()
         log(
             f"  path {row['vector_path']}; floor p99 {row['floor']['ms']['p99']} ms; "
-            f"RSS {row['idle_rss_mib']} MiB"
+            f"bm25s p99 {peer['ms']['p99'] if peer else '-'} ms; RSS {row['idle_rss_mib']} MiB"
         )
         results.append(row)
-        if single_ingest and cfg.single_events > 0:
+        if single_ingest and cfg.single_events > 0 and not built.get("reused"):
             extra = generate(cfg.single_events, seed=cfg.seed - 1, id_prefix="single")
             single = await ingest_single(client, "bench-single", extra, cfg.concurrency)
             log(f"  single-event ingest: {single['events_per_s']} events/s")
@@ -586,6 +678,24 @@ async def run_scenario(
     if sc.tenants == 1 and sc.size > cfg.threshold:
         results.append(await run_exact_rerun(cfg, session, node, sc, row))
     return results
+
+
+async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Scenario) -> dict[str, Any]:
+    """Ingest the scenario's events and consolidate them: what a reused data dir skips."""
+    started = time.perf_counter()
+    empty_rss = await wait_idle(client, node)
+    ingest = await ingest_batched(client, sc.by_tenant, cfg.batch, cfg.batch_concurrency)
+    log(f"  batch ingest: {ingest['events_per_s']} events/s ({ingest['seconds']} s)")
+    consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
+    log(f"  consolidated in {consolidate_s} s after ingest ended")
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "empty_rss_mib": round(empty_rss / 2**20, 1),
+        "ingest_batch": ingest,
+        "consolidate_drain_s": consolidate_s,
+        "build_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": round(memory_status(node.pid).get("VmHWM", 0) / 2**20, 1),
+    }
 
 
 async def _check_counts(client: Client, sc: Scenario) -> None:
@@ -650,7 +760,9 @@ async def _run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         first_single = True
         for size in cfg.sizes:
-            for tenants in dict.fromkeys((1, min(cfg.tenants, size))):
+            spread = min(cfg.tenants, size)
+            layouts = {"both": (1, spread), "single": (1,), "spread": (spread,)}[cfg.layout]
+            for tenants in dict.fromkeys(layouts):
                 sc = build_scenario(cfg, size, tenants)
                 rows = await run_scenario(
                     cfg, session, workdir, sc, single_ingest=first_single and tenants == 1

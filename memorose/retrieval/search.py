@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from memorose.models import Event, event_public
+from memorose.models import Event, Memory, event_public
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
@@ -77,6 +77,29 @@ class RetrieveRequest:
     explain: bool = False  # each result carries the ranking features that scored it (dashboard)
 
 
+class Reads:
+    """Memories read during one retrieve, each read once: the vector re-score, the
+    candidates, their neighbours and the passages share them (one multi-get per step)."""
+
+    def __init__(self, reader: StateReader, tenant_id: str) -> None:
+        self.reader = reader
+        self.tenant_id = tenant_id
+        self._memories: dict[str, Memory | None] = {}
+
+    def memories(self, memory_ids: list[str]) -> dict[str, Memory]:
+        missing = [m for m in dict.fromkeys(memory_ids) if m not in self._memories]
+        if missing:
+            found = self.reader.memories_many(self.tenant_id, missing)
+            for memory_id in missing:
+                self._memories[memory_id] = found.get(memory_id)
+        out = {}
+        for memory_id in memory_ids:
+            memory = self._memories[memory_id]
+            if memory is not None:
+                out[memory_id] = memory
+        return out
+
+
 class Retriever:
     def __init__(
         self,
@@ -103,25 +126,26 @@ class Retriever:
         reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
         analysis = analyze_query(req.query, reference)
         query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
+        reads = Reads(self.reader, req.tenant_id)
         rankings = [
             self._bm25_ranking(req, analysis.terms, pool),
-            self._vector_ranking(req, query_vec, pool // 2),
+            self._vector_ranking(req, reads, query_vec, pool // 2),
             self._tail_ranking(req, analysis.terms, pool),
         ]
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
-        loaded = self._load_many(req, list(keys))
+        loaded = self._load_many(req, reads, list(keys))
         candidates = [loaded[k] for k in keys if k in loaded]
         timeline = self.timeline.of(req.tenant_id) if self.rerank or req.passages else None
         if self.rerank:
             assert timeline is not None
-            ranked = self._rerank(req, analysis, candidates, query_vec, timeline)
+            ranked = self._rerank(req, reads, analysis, candidates, query_vec, timeline)
         else:
             ranked = fuse(candidates, rankings)
         floor = max(req.min_score, 0.0)
         ranked = [c for c in ranked if c.score > 0 and c.score >= floor]
-        results = self._results(req, ranked, timeline)
+        results = self._results(req, reads, ranked, timeline)
         if req.graph_depth > 0:
             results = graph.expand(
                 self.reader,
@@ -139,6 +163,7 @@ class Retriever:
     def _rerank(
         self,
         req: RetrieveRequest,
+        reads: Reads,
         analysis: QueryAnalysis,
         candidates: list[Candidate],
         query_vec: np.ndarray | None,
@@ -146,14 +171,14 @@ class Retriever:
     ) -> list[Candidate]:
         """Second stage: timeline neighbours join, every candidate is scored (rerank.py)."""
         stats = self.stats.get(req.tenant_id, analysis.terms, req.stream_id)
-        candidates += self._neighbours(req, candidates, analysis.terms, stats, timeline)
+        candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
         ranked = rank(candidates, analysis, stats, query_vec, self.weights)
         if self.weights.feedback > 0 and ranked:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec)
         return ranked
 
     def _results(
-        self, req: RetrieveRequest, ranked: list[Candidate], timeline: TenantTimeline | None
+        self, req: RetrieveRequest, reads: Reads, ranked: list[Candidate], timeline: TenantTimeline | None
     ) -> list[dict[str, Any]]:
         """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
         if not req.passages or timeline is None:
@@ -164,7 +189,7 @@ class Retriever:
             return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
 
         def load_many(memory_ids: list[str]) -> dict[str, Candidate]:
-            loaded = self._load_many(req, [(KIND_MEMORY, m) for m in memory_ids])
+            loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
             return {str(cast(tuple[str, str], key)[1]): c for key, c in loaded.items()}
 
         found = passages.group(ranked, req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
@@ -192,6 +217,7 @@ class Retriever:
     def _neighbours(
         self,
         req: RetrieveRequest,
+        reads: Reads,
         candidates: list[Candidate],
         terms: list[str],
         stats: CorpusStats,
@@ -214,7 +240,7 @@ class Retriever:
                 if key not in have:
                     have.add(key)
                     wanted.append((key, i, distance))
-        loaded = self._load_many(req, [key for key, _, _ in wanted])
+        loaded = self._load_many(req, reads, [key for key, _, _ in wanted])
         added: list[Candidate] = []
         for key, i, distance in wanted:
             neighbour = loaded.get(key)
@@ -228,10 +254,19 @@ class Retriever:
         hits = self.indexer.fulltext.search(req.tenant_id, terms, stream_id=req.stream_id, limit=k)
         return [(kind, ref) for kind, ref, _ in hits]
 
-    def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
+    def _vector_ranking(
+        self, req: RetrieveRequest, reads: Reads, query_vec: np.ndarray | None, k: int
+    ) -> list[Hashable]:
         if query_vec is None:
             return []
-        hits = self.indexer.vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id)
+        model, dim = self.embedder.model, self.embedder.dim
+
+        def exact(_: str, memory_ids: list[str]) -> dict[str, np.ndarray]:
+            found = reads.memories(memory_ids)
+            return {m: memory.vector() for m, memory in found.items() if memory.in_space(model, dim)}
+
+        vectors = self.indexer.vectors
+        hits = vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id, exact_vectors=exact)
         return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score >= VECTOR_FLOOR]
 
     def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
@@ -246,7 +281,9 @@ class Retriever:
             return []
         return [(KIND_EVENT, str(e.seq)) for e in bm25_rank(tail, terms)[:k]]
 
-    def _load_many(self, req: RetrieveRequest, keys: list[Hashable]) -> dict[Hashable, Candidate]:
+    def _load_many(
+        self, req: RetrieveRequest, reads: Reads, keys: list[Hashable]
+    ) -> dict[Hashable, Candidate]:
         """Searchable memories and pending events as ranking candidates, read in one
         multi-get per kind; keys gone or not admitted by the temporal filter (temporal.py)
         are absent."""
@@ -254,11 +291,19 @@ class Retriever:
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
         model, dim = self.embedder.model, self.embedder.dim
-        for memory_id, memory in self.reader.memories_many(req.tenant_id, memory_ids).items():
+        for memory_id, memory in reads.memories(memory_ids).items():
             if is_searchable(memory) and temporal.admit_memory(memory, req):
                 vector = memory.vector() if memory.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
-                out[key] = Candidate(key, memory.public(), memory.stream_id, memory.valid_from, vector)
+                out[key] = Candidate(
+                    key,
+                    memory.public,
+                    memory.stream_id,
+                    memory.valid_from,
+                    vector,
+                    text=memory.content,
+                    metadata=memory.metadata,
+                )
         for seq, event in self.reader.events_many(req.tenant_id, seqs).items() if seqs else ():
             if temporal.admit_event(event, req):
                 key = (KIND_EVENT, str(seq))

@@ -345,8 +345,19 @@ class VectorIndex:
         return rows
 
     # -- reads ---------------------------------------------------------------------------
-    def search(self, tenant_id: str, query: np.ndarray, k: int, *, stream_id: str | None = None) -> list[Hit]:
-        """The ``k`` memories most similar to ``query`` (cosine, best first)."""
+    def search(
+        self,
+        tenant_id: str,
+        query: np.ndarray,
+        k: int,
+        *,
+        stream_id: str | None = None,
+        exact_vectors: ExactVectors | None = None,
+    ) -> list[Hit]:
+        """The ``k`` memories most similar to ``query`` (cosine, best first). ``exact_vectors``
+        replaces the index's own source of float32 vectors for the re-score (a caller that
+        reads those memories anyway)."""
+        exact_vectors = exact_vectors or self.exact_vectors
         with self._lock:
             table = self._tables.get(tenant_id)
             matrix = self._matrices.get(tenant_id)
@@ -357,23 +368,11 @@ class VectorIndex:
             return []
         query = np.asarray(query, np.float32)
         approximate = snapshot.approximate(query, stream_id)
-        if self.exact_vectors is None:
+        if exact_vectors is None:
             return top_hits(snapshot.ids, approximate, k)
         shortlist = top_hits(snapshot.ids, approximate, max(k * RESCORE_FACTOR, RESCORE_MIN))
-        return self._rescore(tenant_id, shortlist, query, k)
-
-    def _rescore(self, tenant_id: str, shortlist: list[Hit], query: np.ndarray, k: int) -> list[Hit]:
-        """Exact cosines of the shortlist from the stored float32 vectors (one multi-get)."""
-        assert self.exact_vectors is not None
-        exact = self.exact_vectors(tenant_id, [memory_id for memory_id, _ in shortlist])
-        scored = []
-        for position, (memory_id, approximate) in enumerate(shortlist):
-            vector = exact.get(memory_id)
-            fits = vector is not None and vector.shape == query.shape
-            score = float(vector @ query) if fits else approximate  # type: ignore[operator]
-            scored.append((-score, position, memory_id))
-        scored.sort()
-        return [(memory_id, -negative) for negative, _, memory_id in scored[:k]]
+        exact = exact_vectors(tenant_id, [memory_id for memory_id, _ in shortlist])
+        return rescore(shortlist, exact, query, k)
 
     def _search_lance(self, table, query: np.ndarray, k: int, stream_id: str | None) -> list[Hit]:  # type: ignore[no-untyped-def]
         builder = table.search(query.astype(np.float32)).distance_type("cosine").limit(k)
@@ -396,3 +395,19 @@ class VectorIndex:
     def memory_bytes(self) -> int:
         with self._lock:
             return sum(m.nbytes for m in self._matrices.values())
+
+
+def rescore(shortlist: list[Hit], exact: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[Hit]:
+    """The best ``k`` of the shortlist by exact cosine, one product for all of it (the
+    approximate score stays where no vector is known: a memory gone meanwhile)."""
+    scores = np.array([score for _, score in shortlist], np.float64)
+    known = [i for i, (memory_id, _) in enumerate(shortlist) if _fits(exact.get(memory_id), query)]
+    if known:
+        stacked = np.stack([exact[shortlist[i][0]] for i in known]).astype(np.float32, copy=False)
+        scores[known] = stacked @ query
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(shortlist[i][0], float(scores[i])) for i in order]
+
+
+def _fits(vector: np.ndarray | None, query: np.ndarray) -> bool:
+    return vector is not None and vector.shape == query.shape
