@@ -44,3 +44,9 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--in-flight", type=int, default=8, help="queries in flight for the throughput ratio (0: skip it)"
     )
+    parser.add_argument(
+        "--node-code",
+        default=None,
+        help="run the node from this checkout (its PYTHONPATH) instead of the bench's own code: "
+        "a before/after comparison on the same --data",
+    )

@@ -69,6 +69,7 @@ class BenchConfig:
     data: Path | None = None
     layout: str = "both"
     in_flight: int = 8
+    node_code: Path | None = None
     command: str = ""
 
     @property
@@ -97,6 +98,7 @@ class BenchConfig:
             data=Path(args.data) if getattr(args, "data", None) else None,
             layout=getattr(args, "layout", "both"),
             in_flight=getattr(args, "in_flight", 8),
+            node_code=Path(args.node_code).resolve() if getattr(args, "node_code", None) else None,
             command=_command_line(),
         )
 
@@ -627,6 +629,8 @@ async def run_scenario(
     env = {"MEMOROSE_EMBEDDINGS__PROVIDER": os.environ.get("MEMOROSE_EMBEDDINGS__PROVIDER", "hashing")}
     if cfg.ann_threshold:
         env["MEMOROSE_INDEX__ANN_THRESHOLD"] = str(cfg.ann_threshold)
+    if cfg.node_code is not None:
+        env["PYTHONPATH"] = str(cfg.node_code)
     base = cfg.data if cfg.data is not None else workdir
     node = NodeProcess(base / sc.name, admin_key, env)
     marker = base / f"{sc.name}.built.json"
@@ -652,6 +656,8 @@ async def run_scenario(
             "tenants": len(sc.by_tenant),
             "ann_threshold": cfg.threshold,
             "embedder": env["MEMOROSE_EMBEDDINGS__PROVIDER"],
+            "node_code": str(cfg.node_code or "this checkout"),
+            "consolidation_mode": os.environ.get("MEMOROSE_CONSOLIDATION__MODE", "pipeline"),
             "build": built,
             "empty_rss_mib": built["empty_rss_mib"],
             "ingest_batch": built["ingest_batch"],
