@@ -57,10 +57,10 @@ def _retrieve_table(result: dict[str, Any]) -> list[str]:
 def _reads_table(result: dict[str, Any]) -> list[str]:
     """Issue 12's read figures, each beside its baseline from the same run."""
     lines = [
-        "| scenario | embedder | server `took_ms` p50 / p99 | client p50 / p99 ms | exact float32 scan "
-        "p50 / p99 ms | bm25s p50 / p99 ms (source in top 10) | `/healthz` p50 ms | q/s 1 in flight "
-        "/ N in flight (ratio) | idle RSS bytes / memory |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | embedder | server `took_ms` p50 / p99 | node CPU ms / query | client p50 / p99 ms "
+        "| exact float32 scan p50 / p99 ms | bm25s p50 / p99 ms (source in top 10) | `/healthz` p50 ms "
+        "| q/s 1 in flight / N in flight (ratio) | idle RSS bytes / memory |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in result["scenarios"]:
         r = s["retrieve"]
@@ -73,6 +73,7 @@ def _reads_table(result: dict[str, Any]) -> list[str]:
             s["scenario"],
             s.get("embedder", "-"),
             _ms(r["server_ms"]),
+            f"{r['node_cpu_ms_per_query']:.2f}" if "node_cpu_ms_per_query" in r else "-",
             _ms(r["client_ms"]),
             _ms(s["floor"]["ms"]),
             bm25,

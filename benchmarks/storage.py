@@ -591,11 +591,16 @@ async def measure_node(
     quiet = await wait_quiet(node)
     log(f"  node quiet after {quiet} s" if quiet is not None else "  node never went quiet; querying anyway")
     log(f"  {len(sc.queries) - warmup} queries (+{warmup} warm-up), one in flight")
+    ticks = _cpu_ticks(node.pid)
     retrieve = await run_queries(client, sc.queries, warmup)
+    # CPU the node spent per query: unlike latency, barely moved by other processes' load.
+    cpu_s = (_cpu_ticks(node.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+    retrieve["node_cpu_ms_per_query"] = round(cpu_s * 1000 / max(1, len(sc.queries)), 2)
     retrieve["waited_for_quiet_s"] = quiet
     log(
         f"  retrieve p50 {retrieve['client_ms']['p50']} ms, p99 {retrieve['client_ms']['p99']} ms "
-        f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']})"
+        f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']}); "
+        f"node CPU {retrieve['node_cpu_ms_per_query']} ms per query"
     )
     retrieve["healthz_ms"] = await healthz_ms(client)
     if in_flight > 1:
