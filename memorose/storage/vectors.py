@@ -161,7 +161,7 @@ class _Matrix:
 
 #: Rows re-scored exactly per hit asked for: int8 order is close to float32 order, so the
 #: true top k lies within the best few k of the approximate scores.
-RESCORE_FACTOR = 3
+RESCORE_FACTOR = 2
 RESCORE_MIN = 32
 
 #: Exact (float32) vectors of some memories of a tenant, for the re-score; absent ids are
