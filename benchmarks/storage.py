@@ -652,6 +652,9 @@ async def run_scenario(
             if cfg.data is not None:
                 marker.write_text(json.dumps(built, indent=2) + "\n")
         else:
+            made_of = {k: built.get(k) for k in ("size", "tenants", "seed")}
+            if made_of != {"size": sc.size, "tenants": sc.tenants, "seed": cfg.seed}:
+                raise BenchError(f"{node.data_dir} holds other data ({made_of}): use another --data")
             log(f"  reusing the data built {built['date']} under {node.data_dir}")
             built = {**built, "reused": True}
         await _check_counts(client, sc)
@@ -700,6 +703,9 @@ async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Sc
     consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
     log(f"  consolidated in {consolidate_s} s after ingest ended")
     return {
+        "size": sc.size,
+        "tenants": sc.tenants,
+        "seed": cfg.seed,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "empty_rss_mib": round(empty_rss / 2**20, 1),
         "ingest_batch": ingest,
