@@ -435,13 +435,20 @@ async def wait_quiet(node: NodeProcess, timeout: float = 300.0, cores: float = 0
     return None
 
 
-async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmup: int) -> dict[str, Any]:
-    """One query in flight at a time: latency, not throughput. Items: (tenant, query, source id)."""
+async def run_queries(
+    client: Client, queries: list[tuple[str, str, str]], warmup: int, node_pid: int | None = None
+) -> dict[str, Any]:
+    """One query in flight at a time: latency, not throughput. Items: (tenant, query, source id).
+    With ``node_pid``: also the node's CPU time per measured query (after the warm-up, which
+    pays for building timelines), a figure that other processes' load barely moves."""
+    ticks = 0
     client_ms: list[float] = []
     server_ms: list[float] = []
     found = 0
     for i, (tenant, text, source) in enumerate(queries):
         body = json.dumps({"tenant_id": tenant, "query": text, "top_k": TOP_K}).encode()
+        if i == warmup and node_pid is not None:
+            ticks = _cpu_ticks(node_pid)
         elapsed, answer = await client.timed_post("/api/v1/retrieve", body)
         if i < warmup:
             continue
@@ -449,7 +456,12 @@ async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmu
         server_ms.append(float(answer["took_ms"]))
         found += any(source in r.get("source_event_ids", []) for r in answer["results"])
     measured = len(client_ms)
+    extra = {}
+    if node_pid is not None and measured:
+        cpu_s = (_cpu_ticks(node_pid) - ticks) / os.sysconf("SC_CLK_TCK")
+        extra["node_cpu_ms_per_query"] = round(cpu_s * 1000 / measured, 2)
     return {
+        **extra,
         "queries": measured,
         "warmup": warmup,
         "client_ms": percentiles(client_ms),
@@ -591,16 +603,12 @@ async def measure_node(
     quiet = await wait_quiet(node)
     log(f"  node quiet after {quiet} s" if quiet is not None else "  node never went quiet; querying anyway")
     log(f"  {len(sc.queries) - warmup} queries (+{warmup} warm-up), one in flight")
-    ticks = _cpu_ticks(node.pid)
-    retrieve = await run_queries(client, sc.queries, warmup)
-    # CPU the node spent per query: unlike latency, barely moved by other processes' load.
-    cpu_s = (_cpu_ticks(node.pid) - ticks) / os.sysconf("SC_CLK_TCK")
-    retrieve["node_cpu_ms_per_query"] = round(cpu_s * 1000 / max(1, len(sc.queries)), 2)
+    retrieve = await run_queries(client, sc.queries, warmup, node.pid)
     retrieve["waited_for_quiet_s"] = quiet
     log(
         f"  retrieve p50 {retrieve['client_ms']['p50']} ms, p99 {retrieve['client_ms']['p99']} ms "
         f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']}); "
-        f"node CPU {retrieve['node_cpu_ms_per_query']} ms per query"
+        f"node CPU {retrieve.get('node_cpu_ms_per_query')} ms per query"
     )
     retrieve["healthz_ms"] = await healthz_ms(client)
     if in_flight > 1:
