@@ -308,12 +308,15 @@ async def run_pool(jobs: list[Any], workers: int, fn: Callable[[Any], Awaitable[
 
 
 class Progress:
-    def __init__(self, what: str, total: int) -> None:
+    """A log line at every tenth of ``total`` (when there are at least ``min_total`` steps)."""
+
+    def __init__(self, what: str, total: int, min_total: int = 2000) -> None:
         self.what, self.total, self.done, self.next_report = what, total, 0, total / 10
+        self.min_total = min_total
 
     def add(self, n: int) -> None:
         self.done += n
-        if self.total >= 2000 and self.next_report <= self.done < self.total:
+        if self.total >= self.min_total and self.next_report <= self.done < self.total:
             log(f"  {self.what}: {self.done}/{self.total}")
             self.next_report += self.total / 10
 
@@ -382,7 +385,7 @@ async def drain_consolidation(client: Client, tenants: list[str], timeout: float
     """Consolidate every tenant (``wait: true``), retrying calls that time out server-side."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
-    progress = Progress("consolidate", len(tenants))
+    progress = Progress("consolidated tenants", len(tenants), min_total=10)
 
     async def one(tenant: str) -> None:
         while True:
