@@ -67,7 +67,8 @@ class Indexer:
         self.on_cycle: Callable[[], None] | None = None
 
     def stored_vectors(self, tenant_id: str, memory_ids: list[str]) -> dict[str, np.ndarray]:
-        """float32 vectors from RocksDB (multi-get), for the vector index's exact re-score."""
+        """float32 vectors from RocksDB (multi-get): what a tenant promoted to LanceDB is
+        indexed with (the in-memory matrix keeps only int8 codes)."""
         out: dict[str, np.ndarray] = {}
         for start in range(0, len(memory_ids), 4096):
             found = self.reader.memories_many(tenant_id, memory_ids[start : start + 4096])

@@ -192,7 +192,7 @@ class VectorIndex:
         self, path: Path, *, dim: int, ann_threshold: int, exact_vectors: ExactVectors | None = None
     ) -> None:
         self.path = path
-        #: Where the exact re-score reads float32 vectors (None: int8 scores are returned).
+        #: Where promotion to LanceDB reads float32 vectors (None: the dequantised rows).
         self.exact_vectors = exact_vectors
         self.dim = dim
         self.ann_threshold = ann_threshold
@@ -362,10 +362,12 @@ class VectorIndex:
         stream_id: str | None = None,
         exact_vectors: ExactVectors | None = None,
     ) -> list[Hit]:
-        """The ``k`` memories most similar to ``query`` (cosine, best first). ``exact_vectors``
-        replaces the index's own source of float32 vectors for the re-score (a caller that
-        reads those memories anyway)."""
-        exact_vectors = exact_vectors or self.exact_vectors
+        """The ``k`` memories most similar to ``query`` (cosine, best first).
+
+        With ``exact_vectors`` (retrieval, which reads those memories anyway) the best 2k
+        int8 rows are re-scored with their float32 vectors: the answer of an exact search.
+        Without (consolidation, which reads and compares the candidates itself), the int8
+        order and scores (error < 0.003), with no RocksDB read."""
         with self._lock:
             table = self._tables.get(tenant_id)
             matrix = self._matrices.get(tenant_id)

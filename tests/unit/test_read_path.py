@@ -13,7 +13,7 @@ from rocksdict import WriteBatch
 from memorose.retrieval.stats import TenantStats, tenant_stats
 from memorose.storage.fulltext import KIND_MEMORY, FullTextIndex
 from memorose.storage.rocks import RocksStore
-from memorose.storage.vectors import VectorIndex, quantize
+from memorose.storage.vectors import ExactVectors, VectorIndex, quantize
 
 DIM = 64
 
@@ -24,16 +24,16 @@ def unit_rows(n: int, seed: int = 3) -> np.ndarray:
 
 
 def exact_index(tmp_path: Path, rows: np.ndarray, streams: list[str] | None = None) -> VectorIndex:
+    index = VectorIndex(tmp_path / "lance", dim=DIM, ann_threshold=10**6)
     ids = [f"m{i}" for i in range(len(rows))]
-    stored = dict(zip(ids, rows, strict=True))
-    index = VectorIndex(
-        tmp_path / "lance",
-        dim=DIM,
-        ann_threshold=10**6,
-        exact_vectors=lambda _, wanted: {m: stored[m] for m in wanted if m in stored},
-    )
     index.upsert("t", ids, streams or ["s"] * len(ids), rows)
     return index
+
+
+def stored(rows: np.ndarray) -> ExactVectors:
+    """The float32 rows as RocksDB would give them (the re-score's source)."""
+    by_id = {f"m{i}": row for i, row in enumerate(rows)}
+    return lambda _, wanted: {m: by_id[m] for m in wanted if m in by_id}
 
 
 def test_quantized_codes_keep_cosines_close() -> None:
@@ -50,12 +50,15 @@ def test_search_returns_the_exact_float32_cosines_of_the_best(tmp_path: Path) ->
     query = rows[42] + 0.3 * unit_rows(1, seed=9)[0]
     query /= np.linalg.norm(query)
 
-    hits = index.search("t", query, 10)
+    hits = index.search("t", query, 10, exact_vectors=stored(rows))
+    approximate = index.search("t", query, 10)
 
     truth = np.argsort(-(rows @ query))[:10]
     assert [memory_id for memory_id, _ in hits] == [f"m{i}" for i in truth]
     for memory_id, score in hits:
         assert abs(score - float(rows[int(memory_id[1:])] @ query)) < 1e-5
+    for memory_id, score in approximate:  # int8 only: close, not exact
+        assert abs(score - float(rows[int(memory_id[1:])] @ query)) < 0.01
 
 
 def test_stream_filter_and_unknown_stream(tmp_path: Path) -> None:
@@ -103,7 +106,7 @@ def test_searches_run_while_the_indexer_writes(tmp_path: Path) -> None:
 
     def reader() -> None:
         for i in range(200):
-            best = index.search("t", rows[i % 300], 3)
+            best = index.search("t", rows[i % 300], 3, exact_vectors=stored(rows))
             if best[0][0] != f"m{i % 300}":
                 errors.append(f"query {i}: {best[:1]}")
 
