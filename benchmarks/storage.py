@@ -651,6 +651,8 @@ async def run_scenario(
     node = NodeProcess(base / sc.name, admin_key, env)
     marker = base / f"{sc.name}.built.json"
     built = json.loads(marker.read_text()) if cfg.data is not None and marker.exists() else None
+    if cfg.data is not None and built is None and node.data_dir.exists():
+        raise BenchError(f"{node.data_dir} holds an unfinished build (no {marker.name}): delete it first")
     warmup = min(20, cfg.queries)
     results: list[dict[str, Any]] = []
     log(f"scenario {sc.name}: {sc.size} memories over {len(sc.by_tenant)} tenant(s)")
