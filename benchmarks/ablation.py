@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from benchmarks.locomo import (
     scorable_questions,
     score_results,
 )
-from memorose.config import load_settings
+from memorose.config import RetrievalSettings, load_settings
 from memorose.providers.factory import build_embedder
+from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS, RankWeights, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.storage.indexer import Indexer
@@ -34,17 +35,30 @@ from memorose.storage.reader import StateReader
 from memorose.storage.rocks import RocksStore
 
 
-def parse_variant(text: str, model: str) -> tuple[RankWeights, bool]:
-    """'cosine=2,episode=0.3' -> weights; 'rerank=0' turns the re-ranker off. Unnamed
-    weights are the node's defaults for ``model``."""
+@dataclass(frozen=True)
+class Variant:
+    weights: RankWeights
+    rerank: bool
+    retrieval: RetrievalSettings  # the lexicon's settings (expansion, expansion_threshold)
+
+
+def parse_variant(text: str, model: str) -> Variant:
+    """'cosine=2,episode=0.3' -> weights; 'rerank=0' turns the re-ranker off;
+    'expansion=0' / 'expansion_threshold=0.6' set the query expansion (retrieval/lexicon.py).
+    Unnamed values are the node's defaults for ``model``."""
     weights, rerank = replace(DEFAULT_WEIGHTS, cosine=default_cosine_weight(model)), True
+    retrieval = RetrievalSettings()
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
         if name == "rerank":
             rerank = value not in ("0", "false")
+        elif name == "expansion":
+            retrieval = retrieval.model_copy(update={"expansion_weight": float(value)})
+        elif name == "expansion_threshold":
+            retrieval = retrieval.model_copy(update={"expansion_threshold": float(value)})
         else:
             weights = replace(weights, **{name: float(value)})
-    return weights, rerank
+    return Variant(weights, rerank, retrieval)
 
 
 def run(retriever: Retriever, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -82,8 +96,10 @@ def run_ablation(args: argparse.Namespace) -> int:
         indexer.open()
         samples = load_samples(args.locomo)
         for variant in args.variant or [""]:
-            weights, rerank = parse_variant(variant, embedder.model)
-            report = run(Retriever(reader, indexer, embedder, weights, rerank=rerank), samples)
+            v = parse_variant(variant, embedder.model)
+            lexicon = tenant_lexicon(reader, embedder, v.retrieval, background=False)
+            retriever = Retriever(reader, indexer, embedder, v.weights, rerank=v.rerank, lexicon=lexicon)
+            report = run(retriever, samples)
             s = report["summary"]
             row = {
                 "variant": variant or "default",

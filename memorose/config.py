@@ -101,6 +101,18 @@ class InsightSettings(_Section):
     llm: bool = True
     #: Insights added to a retrieval with ``include_insights``.
     per_query: int = Field(2, ge=1, le=20)
+    #: Passes take at most this share of one core over time: after a pass that cost c CPU
+    #: seconds the worker waits c * (1 / share - 1) before the next (refreshes excepted).
+    cpu_share: float = Field(0.15, gt=0, le=1)
+    #: No pass while a tenant has events not yet consolidated (its graph is about to change)...
+    defer_while_pending: bool = True
+    #: ... unless its insights have waited this long (a tenant that never goes quiet).
+    max_deferral_secs: float = Field(1800.0, gt=0)
+    #: Incremental passes until the memories changed since the last full pass reach this
+    #: share of the graph; then a full Louvain pass (drift control).
+    full_pass_share: float = Field(0.25, ge=0, le=1)
+    #: A full pass instead when the changed memories and their neighbours exceed this share.
+    max_frontier_share: float = Field(0.3, gt=0, le=1)
 
 
 class LLMSettings(_Section):
@@ -146,6 +158,11 @@ class RetrievalSettings(_Section):
     cosine_weight: float | None = Field(None, ge=0, le=100)
     #: False: first-stage reciprocal rank fusion only (an ablation baseline, not for use).
     rerank: bool = True
+    #: Query expansion by meaning (retrieval/lexicon.py): weight of a tenant word close to a
+    #: query word, times their cosine. None: 0.5 for a sentence model, 0 (off) for hashing.
+    expansion_weight: float | None = Field(None, ge=0, le=10)
+    #: Cosine a tenant word needs with a query word to be added.
+    expansion_threshold: float = Field(0.5, ge=0, le=1)
 
 
 class IndexSettings(_Section):

@@ -25,6 +25,7 @@ from memorose.consolidation.planner import ConsolidationPlanner
 from memorose.errors import Conflict, InvalidInput, NotFound, TenantMoved, Unavailable
 from memorose.models import Event, Memory, iso
 from memorose.providers.factory import build_embedder, build_llm
+from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.statemachine import content_sha
@@ -84,6 +85,7 @@ class NodeService:
             self.embedder,
             replace(DEFAULT_WEIGHTS, cosine=self._cosine_weight()),
             rerank=settings.retrieval.rerank,
+            lexicon=tenant_lexicon(self.reader, self.embedder, settings.retrieval),
         )
         self.planner = ConsolidationPlanner(
             self.embedder,

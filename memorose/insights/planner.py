@@ -11,14 +11,15 @@ exactly what is stored, the command carries no records and only advances the gen
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from memorose import codec, commands
 from memorose.config import InsightSettings
-from memorose.insights.communities import Analysis, Community, analyze
-from memorose.insights.projection import Node, Projection
+from memorose.insights.communities import Analysis, Community, analyze, maintained
+from memorose.insights.projection import Node, Projection, ProjectionCache
 from memorose.insights.synthesis import Text, distinctive_terms, llm_text, offline_text
 from memorose.providers.llm.base import LLMProvider, Usage
 
@@ -34,6 +35,8 @@ class InsightPlan:
     changed: bool
     analysis: Analysis
     usage: Usage = field(default_factory=Usage)
+    #: Communities whose text was written in this pass (the others kept their stored text).
+    synthesised: int = 0
 
 
 def insight_id(members: tuple[str, ...]) -> str:
@@ -58,18 +61,31 @@ def plan_insights(
     stored: dict[str, Any],
     previous: dict[str, dict[str, Any]],
     llm: LLMProvider | None = None,
+    analysis: Analysis | None = None,
 ) -> InsightPlan:
     """The command for one pass. ``stored`` is the tenant record (its insight digest),
-    ``previous`` the insights stored now, by id."""
-    analysis = analyze(projection, settings.resolution, settings.seed)
+    ``previous`` the insights stored now, by id; ``analysis`` of ``projection`` (default:
+    a full pass)."""
+    if analysis is None:
+        analysis = analyze(projection, settings.resolution, settings.seed)
     chosen = sorted(
         analysis.insight_communities(settings.min_community_size),
         key=lambda c: (-c.pagerank_mass, c.index),
     )[: settings.max_insights]
     nodes = projection.nodes
-    all_terms = distinctive_terms([c.members for c in analysis.communities], nodes)
+    all_terms: list[list[str]] = []
+
+    def terms(c: Community) -> list[str]:
+        """c-TF-IDF needs every community: computed once, and only if some text is new."""
+        if not all_terms:
+            members = [c.members for c in analysis.communities]
+            cache = projection.memo.setdefault("terms", {})
+            shas = [members_sha(m, nodes) for m in members]
+            all_terms.extend(distinctive_terms(members, nodes, cache=cache, cache_keys=shas))
+        return all_terms[c.index]
+
     usage = Usage()
-    texts = _texts(chosen, [all_terms[c.index] for c in chosen], nodes, settings, previous, llm, usage)
+    texts = _texts(chosen, terms, nodes, settings, previous, llm, usage)
     records = [
         _record(projection, c, text, previous.get(insight_id(c.members)), now)
         for c, text in zip(chosen, texts, strict=True)
@@ -86,12 +102,13 @@ def plan_insights(
         records if changed else None,
         epoch=int(stored.get("epoch", 0)),
     )
-    return InsightPlan(command, records, changed, analysis, usage)
+    synthesised = sum(1 for t in texts if t.fresh)
+    return InsightPlan(command, records, changed, analysis, usage, synthesised)
 
 
 def _texts(
     chosen: list[Community],
-    terms: list[list[str]],
+    terms: Callable[[Community], list[str]],
     nodes: dict[str, Node],
     s: InsightSettings,
     previous: dict[str, dict[str, Any]],
@@ -99,8 +116,9 @@ def _texts(
     usage: Usage,
 ) -> list[Text]:
     offline = [
-        offline_text(c, t, nodes, s.summary_memories, s.max_summary_chars)
-        for c, t in zip(chosen, terms, strict=True)
+        _kept(c, nodes, previous, "offline")
+        or offline_text(c, terms(c), nodes, s.summary_memories, s.max_summary_chars)
+        for c in chosen
     ]
     if llm is None or not s.llm or llm.name == "offline":
         return offline
@@ -110,7 +128,7 @@ def _texts(
         before = previous.get(insight_id(community.members))
         unchanged = before and before.get("members_sha") == members_sha(community.members, nodes)
         if unchanged and before and before["synthesis"].get("method") == llm.name:  # no new call
-            return Text(before["label"], before["summary"], offline[i].terms, before["synthesis"]), own
+            return Text(before["label"], before["summary"], offline[i].terms, before["synthesis"], False), own
         text = llm_text(llm, community, offline[i], nodes, s.llm_memories, s.max_summary_chars, own)
         return text, own
 
@@ -119,6 +137,38 @@ def _texts(
     for _, own in answers:
         usage.add(own)
     return [text for text, _ in answers]
+
+
+def _kept(
+    community: Community, nodes: dict[str, Node], previous: dict[str, dict[str, Any]], method: str
+) -> Text | None:
+    """The stored text of an unchanged community (same members, same versions) written by
+    ``method``: only communities that changed are synthesised again."""
+    before = previous.get(insight_id(community.members))
+    if before is None or before.get("members_sha") != members_sha(community.members, nodes):
+        return None
+    if before["synthesis"].get("method") != method or "fallback" in before["synthesis"]:
+        return None
+    return Text(before["label"], before["summary"], list(before["terms"]), before["synthesis"], False)
+
+
+def current_analysis(
+    cache: ProjectionCache, tenant_id: str, settings: InsightSettings
+) -> tuple[Projection, Analysis]:
+    """The tenant's projection and its analysis, maintained incrementally between passes
+    (``communities.maintained``); serialised per tenant."""
+    graph = cache.tenant(tenant_id)
+    with graph.lock:
+        projection = cache.refresh(graph)
+        analysis = maintained(
+            graph,
+            projection,
+            settings.resolution,
+            settings.seed,
+            full_pass_share=settings.full_pass_share,
+            max_frontier_share=settings.max_frontier_share,
+        )
+    return projection, analysis
 
 
 def _record(

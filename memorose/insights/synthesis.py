@@ -39,6 +39,8 @@ class Text:
     summary: str
     terms: list[str]
     synthesis: dict[str, Any] = field(default_factory=dict)
+    #: False for a stored text kept because its community did not change.
+    fresh: bool = True
 
 
 def _terms(content: str) -> dict[str, str]:
@@ -53,25 +55,56 @@ def _terms(content: str) -> dict[str, str]:
     return out
 
 
-def distinctive_terms(
-    communities: Sequence[Sequence[str]], nodes: dict[str, Node], top: int = KEPT_TERMS
-) -> list[list[str]]:
-    """c-TF-IDF: the ``top`` most distinctive terms (display forms) of each community."""
-    counts: list[Counter[str]] = []
+#: A community's term counts: stemmed term -> members using it, and its surface forms.
+TermCounts = tuple[Counter[str], dict[str, Counter[str]]]
+
+
+def count_terms(members: Sequence[str], nodes: dict[str, Node]) -> TermCounts:
+    counter: Counter[str] = Counter()
     forms: dict[str, Counter[str]] = {}
-    for members in communities:
-        counter: Counter[str] = Counter()
-        for memory_id in members:
-            for key, surface in _terms(nodes[memory_id].content).items():
-                counter[key] += 1
-                forms.setdefault(key, Counter())[surface] += 1
-        counts.append(counter)
+    for memory_id in members:
+        for key, surface in _terms(nodes[memory_id].content).items():
+            counter[key] += 1
+            forms.setdefault(key, Counter())[surface] += 1
+    return counter, forms
+
+
+def distinctive_terms(
+    communities: Sequence[Sequence[str]],
+    nodes: dict[str, Node],
+    top: int = KEPT_TERMS,
+    *,
+    cache: dict[str, TermCounts] | None = None,
+    cache_keys: Sequence[str] | None = None,
+) -> list[list[str]]:
+    """c-TF-IDF: the ``top`` most distinctive terms (display forms) of each community.
+
+    With ``cache`` and ``cache_keys`` (one key per community that changes whenever its
+    members or their versions do), a community's counts are reused from the last call: a
+    pass after a small change reads the text of the changed communities only. The cache is
+    left holding this call's communities."""
+    counted: list[TermCounts] = []
+    fresh: dict[str, TermCounts] = {}
+    for i, members in enumerate(communities):
+        key = cache_keys[i] if cache is not None and cache_keys is not None else None
+        counts = cache.get(key) if cache is not None and key is not None else None
+        if counts is None:
+            counts = count_terms(members, nodes)
+        if key is not None:
+            fresh[key] = counts
+        counted.append(counts)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     total: Counter[str] = Counter()
-    for counter in counts:
+    forms: dict[str, Counter[str]] = {}
+    for counter, own in counted:
         total.update(counter)
-    average = sum(total.values()) / max(1, len(counts))
+        for key, surfaces in own.items():
+            forms.setdefault(key, Counter()).update(surfaces)
+    average = sum(total.values()) / max(1, len(counted))
     out = []
-    for members, counter in zip(communities, counts, strict=True):
+    for members, (counter, _) in zip(communities, counted, strict=True):
         size = max(1, len(members))
         scored = sorted(
             counter,

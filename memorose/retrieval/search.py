@@ -23,6 +23,7 @@ from memorose.models import Event, Memory, event_public
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
+from memorose.retrieval.lexicon import NO_EXPANSION, Expansion, Lexicon
 from memorose.retrieval.query import QueryAnalysis, analyze_query
 from memorose.retrieval.rerank import (
     DEFAULT_WEIGHTS,
@@ -108,6 +109,7 @@ class Retriever:
         embedder: Embedder,
         weights: RankWeights = DEFAULT_WEIGHTS,
         rerank: bool = True,
+        lexicon: Lexicon | None = None,
     ) -> None:
         self.reader = reader
         self.indexer = indexer
@@ -119,6 +121,8 @@ class Retriever:
         self.timeline = Timeline(reader)
         self.stats = TenantStats(indexer.fulltext)
         self.insights_per_query = 2
+        #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
+        self.lexicon = lexicon
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -169,12 +173,16 @@ class Retriever:
         query_vec: np.ndarray | None,
         timeline: TenantTimeline,
     ) -> list[Candidate]:
-        """Second stage: timeline neighbours join, every candidate is scored (rerank.py)."""
+        """Second stage: timeline neighbours join, every candidate is scored (rerank.py), with
+        the query's words close in meaning to tenant words (lexicon.py) as extra terms."""
         stats = self.stats.get(req.tenant_id, analysis.terms, req.stream_id)
         candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
-        ranked = rank(candidates, analysis, stats, query_vec, self.weights)
+        expansion = self.lexicon.expansion(req.tenant_id, req.query) if self.lexicon else NO_EXPANSION
+        if expansion.weights:
+            stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
+        ranked = rank(candidates, analysis, stats, query_vec, self.weights, expansion.weights or None)
         if self.weights.feedback > 0 and ranked:
-            ranked = self._feedback(req, analysis, ranked, stats, query_vec)
+            ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
         return ranked
 
     def _results(
@@ -203,12 +211,14 @@ class Retriever:
         ranked: list[Candidate],
         stats: CorpusStats,
         query_vec: np.ndarray | None,
+        expansion: Expansion = NO_EXPANSION,
     ) -> list[Candidate]:
         """Second pass with pseudo-relevance feedback terms (expansion.py)."""
         w = self.weights
-        extra = feedback_terms(ranked, analysis.terms, stats.docs, FEEDBACK_DOCS, FEEDBACK_TERMS)
+        known = analysis.terms + list(expansion.weights)
+        extra = feedback_terms(ranked, known, stats.docs, FEEDBACK_DOCS, FEEDBACK_TERMS)
         extra_stats = self.stats.get(req.tenant_id, extra, req.stream_id)
-        term_weights = expansion_weights(extra, extra_stats, w.feedback)
+        term_weights = {**expansion_weights(extra, extra_stats, w.feedback), **expansion.weights}
         if not term_weights:
             return ranked
         merged = CorpusStats(stats.docs, {**stats.doc_freq, **extra_stats.doc_freq})

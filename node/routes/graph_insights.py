@@ -2,9 +2,10 @@
 ``GET /api/v1/insights``, ``POST /api/v1/insights/refresh``, ``GET /api/v1/graph/analysis``
 (the service side is ``node.insight_worker.Insights``).
 
-Reads are served by any node from its replica; the analysis is computed from the cached
-projection (same generation, same seed: the same communities on every replica). A refresh
-runs on the leader (a follower redirects).
+Reads are served by any node from its replica; the analysis is computed from the node's
+maintained graph (a full pass is the same on every replica; an incremental one depends on
+that node's previous pass: docs/insights.md). A refresh runs on the leader (a follower
+redirects).
 """
 
 from __future__ import annotations

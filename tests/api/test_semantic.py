@@ -3,7 +3,9 @@ a natural correction superseding what it corrects, and scores that mean somethin
 
 from __future__ import annotations
 
-from tests.conftest import Api, NodeStarter
+import asyncio
+
+from tests.conftest import Api, NodeStarter, wait_until
 
 QUIET = {"consolidation": {"interval_secs": 3600}}
 
@@ -60,3 +62,52 @@ async def test_no_relevance_is_not_padded_and_min_score_filters(start: NodeStart
         "/api/v1/retrieve", {"tenant_id": "acme", "query": "x", "min_score": "high"}
     )
     assert status == 400, body
+
+
+async def _first_hit(api: Api, tenant: str, question: str, expected: list[str]) -> list[str]:
+    """The first result's sources, once the tenant's lexicon is built (in the background, on
+    its first query) or after a bounded number of tries."""
+    results: list[dict[str, object]] = []
+    for _ in range(60):
+        results = await api.retrieve(tenant, question, top_k=3, passages=False)
+        if results and results[0]["source_event_ids"] == expected:
+            break
+        await asyncio.sleep(0.05)
+    return list(results[0]["source_event_ids"]) if results else []  # type: ignore[call-overload]
+
+
+JOHN = [
+    "John: Thanks, Maria, the invoice was paid yesterday.",
+    "John: I started a weekend yoga class with a colleague.",
+    "John: Did you finish the quarterly report, Maria?",
+    "John: My colleague was late again this morning.",
+    "John: Sure, see you at eight for dinner.",
+    "John: The highway was closed, so I took the train.",
+    "Maria: My car broke down again on the highway.",
+    "Maria: The report is finished, I sent it to John.",
+    "John: I cleaned the kitchen and folded the laundry.",
+    "John: Has anyone seen my keys? I had them at the office.",
+    "Maria: Dinner at eight then, John.",
+    "John: The train was late too.",
+]
+
+
+async def test_a_question_finds_the_statement_that_shares_no_word_with_it(start: NodeStarter) -> None:
+    """Query expansion by meaning (retrieval/lexicon.py) is on by default: the tenant's
+    lexicon gets built and "exercises" reaches "yoga" (tests/unit/test_lexicon.py tests the
+    expansion itself)."""
+    node, api = await start(**QUIET)
+    for n, line in enumerate(JOHN):
+        await api.ingest("acme", line, event_id=f"e{n}", timestamp=1_700_000_000 + 60 * n)
+    await api.consolidate("acme")
+    question = "What exercises has John done?"
+    lexicon = node.service.retriever.lexicon
+    assert lexicon is not None
+
+    async def built() -> bool:
+        await api.retrieve("acme", question)
+        return lexicon.builds >= 1
+
+    await wait_until(built, what="the tenant's lexicon")
+    assert await _first_hit(api, "acme", question, ["e1"]) == ["e1"]
+    assert "yoga" in lexicon.expansion("acme", "What exercises has John done?").weights

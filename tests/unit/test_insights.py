@@ -301,14 +301,18 @@ def test_projection_cache_is_bounded_by_memories(tmp_path: Path) -> None:
 
 
 def test_the_insight_benchmark_runs_at_a_tiny_size() -> None:
-    """``memorose bench insights`` cannot rot: a real build subprocess, a real pass."""
+    """``memorose bench insights`` cannot rot: a real build subprocess, the baseline pass,
+    a full pass, a change, an incremental pass, and the optional traced pass."""
     from benchmarks.insights import run_size
 
-    row = run_size(300, 1)
+    row = run_size(300, 1, change=5, memory=True)
     assert row["memories"] == 300 and row["graph_edges"] == row["edges"] > 300
-    assert row["insights"] == min(row["communities"], 100) > 1
+    assert row["insights"] == min(row["full_communities"], 100) > 1
     assert row["command_bytes"] > 0 and row["tracemalloc_peak_mb"] > 0
-    assert {"louvain_s", "pagerank_s", "centrality_s", "projection_s"} <= set(row)
+    assert row["previous_full_pass_s"] > 0 and row["previous"]["communities"] > 1
+    assert row["incremental_method"] == "incremental" and 0 < row["frontier"] < 300
+    assert 0 < row["agreement_incremental_vs_full"] <= 1
+    assert {"full_louvain_s", "full_pagerank_s", "incremental_louvain_s", "unchanged_pass_ms"} <= set(row)
 
 
 def test_an_insights_entry_leaves_a_change_record_for_the_indexer(replicas: Replicas) -> None:

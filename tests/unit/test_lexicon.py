@@ -1,0 +1,115 @@
+"""Query expansion by meaning over a tenant's words (memorose/retrieval/lexicon.py), with the
+real local model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from memorose.config import RetrievalSettings
+from memorose.providers.embeddings import Embedder, load_embedder
+from memorose.retrieval.lexicon import Lexicon, LexiconSettings, content_words, tenant_lexicon
+
+JOHN = [
+    "John: I started a weekend yoga class with a colleague.",
+    "John: Thanks, Maria, the invoice was paid yesterday.",
+    "Maria: My car broke down again on the highway.",
+    "John: Did you finish the quarterly report?",
+    "Maria: The invoice for the car repair came today.",
+    "John: The report is late again, sorry.",
+    "Maria: Dinner at eight?",
+    "John: Sure, see you at eight.",
+    "Maria: The highway was closed this morning.",
+    "John: My colleague was late too.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return load_embedder("local")
+
+
+def lexicon_over(embedder: Embedder, texts: dict[str, list[str]], **settings: float) -> Lexicon:
+    version = {t: 1 for t in texts}
+    lex = Lexicon(
+        embedder,
+        lambda tenant: texts.get(tenant, []),
+        lambda tenant: version.get(tenant),
+        LexiconSettings(**settings),  # type: ignore[arg-type]
+        background=False,
+    )
+    lex.version = version  # type: ignore[attr-defined]
+    return lex
+
+
+def test_content_words_drop_stopwords_short_words_and_numbers() -> None:
+    assert content_words("What exercises has John done in 2023? Yoga, yoga!") == [
+        "exercises",
+        "john",
+        "done",
+        "yoga",
+    ]
+
+
+def test_a_query_word_brings_in_the_tenant_word_it_means(embedder: Embedder) -> None:
+    lex = lexicon_over(embedder, {"t": JOHN})
+    expansion = lex.expansion("t", "What exercises has John done?")
+    assert "yoga" in expansion.weights, expansion
+    assert 0 < expansion.weights["yoga"] <= LexiconSettings.weight
+    assert expansion.doc_freq["yoga"] == 1
+    assert not {"invoic", "car", "highway", "report"} & set(expansion.weights)
+
+
+def test_words_of_other_tenants_never_join(embedder: Embedder) -> None:
+    lex = lexicon_over(embedder, {"t": JOHN, "other": ["Bob: I go running every morning."]})
+    assert "run" not in lex.expansion("t", "What exercises has John done?").weights
+    assert "run" in lex.expansion("other", "What exercise does Bob do?").weights
+
+
+def test_a_word_common_in_the_tenant_adds_nothing(embedder: Embedder) -> None:
+    texts = ["Anna: yoga again today."] * 5 + JOHN
+    lex = lexicon_over(embedder, {"t": texts})
+    assert "yoga" not in lex.expansion("t", "What exercises has John done?").weights
+
+
+def test_weight_zero_or_no_content_word_means_no_expansion(embedder: Embedder) -> None:
+    assert not lexicon_over(embedder, {"t": JOHN}, weight=0).expansion("t", "exercises").weights
+    assert not lexicon_over(embedder, {"t": JOHN}).expansion("t", "what is it?").weights
+
+
+def test_rebuilt_when_the_tenant_changes_and_least_recent_tenants_go(embedder: Embedder) -> None:
+    texts = {"t": list(JOHN), "u": ["Ann: hello"]}
+    lex = lexicon_over(embedder, texts, min_rebuild_secs=0, rebuild_cost_factor=0, max_tenants=1)
+    assert "kickbox" not in lex.expansion("t", "What sports has John done?").weights
+    texts["t"].append("John: I'm doing kickboxing now, it gives me energy.")
+    lex.expansion("t", "sports")  # unchanged version: no rebuild
+    assert lex.builds == 1
+    lex.version["t"] = 2  # type: ignore[attr-defined]
+    lex.expansion("t", "sports")
+    assert lex.builds == 2
+    lex.expansion("u", "greeting")
+    assert lex.get("t") is not None and lex.builds == 4, "t was evicted by u, then rebuilt"
+
+
+def test_the_first_query_of_a_tenant_is_not_kept_waiting(embedder: Embedder) -> None:
+    gate = threading.Event()
+
+    def slow_texts(tenant: str) -> list[str]:
+        gate.wait(10)
+        return JOHN
+
+    lex = Lexicon(embedder, slow_texts, lambda tenant: 1, background=True)
+    assert not lex.expansion("t", "What exercises has John done?").weights
+    gate.set()
+    for _ in range(200):
+        if lex.builds:
+            break
+        threading.Event().wait(0.05)
+    assert "yoga" in lex.expansion("t", "What exercises has John done?").weights
+
+
+def test_off_for_the_hashing_embedder_unless_asked() -> None:
+    hashing = load_embedder("hashing", dim=64)
+    assert tenant_lexicon(None, hashing, RetrievalSettings()) is None  # type: ignore[arg-type]
+    assert tenant_lexicon(None, hashing, RetrievalSettings(expansion_weight=0.3)) is not None  # type: ignore[arg-type]
