@@ -115,6 +115,8 @@ class _Matrix:
 
     def upsert(self, memory_id: str, stream_id: str, codes: np.ndarray, scale: float) -> None:
         row = self.rows.get(memory_id)
+        if row is not None and self._unchanged(row, stream_id, codes, scale):
+            return  # a re-index that changed no vector (an access count, an importance)
         if row is None:
             row = len(self.ids)
             if row >= self.codes.shape[0]:
@@ -126,6 +128,15 @@ class _Matrix:
         self.codes[row], self.scales[row] = codes, scale
         self.streams[row] = self.stream_codes.setdefault(stream_id, len(self.stream_codes))
         self._published = None
+
+    def _unchanged(self, row: int, stream_id: str, codes: np.ndarray, scale: float) -> bool:
+        """The row already holds this vector and stream: rewriting it would only force a
+        copy of the published arrays (every retrieve's access touches re-index memories)."""
+        return (
+            float(self.scales[row]) == scale
+            and self.stream_codes.get(stream_id) == int(self.streams[row])
+            and bool(np.array_equal(self.codes[row], codes))
+        )
 
     def remove(self, memory_id: str) -> None:
         row = self.rows.pop(memory_id, None)
@@ -280,7 +291,7 @@ class VectorIndex:
             if table is None:
                 matrix = self._matrices.setdefault(tenant_id, _Matrix(self.dim))
                 codes, scales = quantize(vectors)
-                matrix.reserve(len(matrix.ids) + len(ids))
+                matrix.reserve(len(matrix.ids) + sum(1 for i in ids if i not in matrix.rows))
                 for memory_id, stream_id, row, scale in zip(ids, streams, codes, scales, strict=True):
                     matrix.upsert(memory_id, stream_id, row, float(scale))
                 if len(matrix.ids) <= self.ann_threshold:

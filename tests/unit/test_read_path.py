@@ -88,6 +88,19 @@ def test_a_search_snapshot_is_untouched_by_later_updates_and_deletes(tmp_path: P
     assert all(m != "m0" for m, _ in index.search("t", rows[0], 200))
 
 
+def test_rewriting_an_unchanged_vector_copies_nothing(tmp_path: Path) -> None:
+    rows = unit_rows(40)
+    index = exact_index(tmp_path, rows)
+    matrix = index._matrices["t"]
+    snapshot = matrix.snapshot()
+    index.upsert("t", ["m5"], ["s"], rows[5:6])  # re-indexed for an access count: same vector
+    assert matrix.codes is snapshot.codes  # still shared: no copy-on-write happened
+    index.upsert("t", ["m5"], ["s"], rows[6:7])  # a real change copies first
+    assert matrix.codes is not snapshot.codes
+    assert snapshot.ids[int(np.argmax(snapshot.approximate(rows[5], None)))] == "m5"
+    assert index.search("t", rows[6], 2)[0][0] in {"m5", "m6"}
+
+
 def test_searches_run_while_the_indexer_writes(tmp_path: Path) -> None:
     rows = unit_rows(300)
     index = exact_index(tmp_path, rows)
