@@ -29,3 +29,24 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
     parser.add_argument("--workdir", default=None, help="where node data dirs go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the node data dirs afterwards")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="keep each scenario's node data in DIR/<scenario> and reuse it when a run finds it "
+        "there complete (skips ingest and consolidation: a 1M build is done once)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("both", "single", "spread"),
+        default="both",
+        help="per size: one tenant, the spread over --tenants, or both (default)",
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=8, help="queries in flight for the throughput ratio (0: skip it)"
+    )
+    parser.add_argument(
+        "--node-code",
+        default=None,
+        help="run the node from this checkout (its PYTHONPATH) instead of the bench's own code: "
+        "a before/after comparison on the same --data",
+    )

@@ -54,6 +54,37 @@ def _retrieve_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _reads_table(result: dict[str, Any]) -> list[str]:
+    """Issue 12's read figures, each beside its baseline from the same run."""
+    lines = [
+        "| scenario | embedder | server `took_ms` p50 / p99 | node CPU ms / query | client p50 / p99 ms "
+        "| exact float32 scan p50 / p99 ms | bm25s p50 / p99 ms (source in top 10) | `/healthz` p50 ms "
+        "| q/s 1 in flight / N in flight (ratio) | idle RSS bytes / memory |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in result["scenarios"]:
+        r = s["retrieve"]
+        peer = s.get("bm25s")
+        bm25 = f"{_ms(peer['ms'])} ({peer['source_in_top10']:.0%})" if peer else "-"
+        health = r.get("healthz_ms")
+        t = r.get("throughput")
+        rates = f"{t['qps_1']:.0f} / {t['qps_n']:.0f} at {t['in_flight']} ({t['ratio']:.2f}x)" if t else "-"
+        cells = [
+            s["scenario"],
+            s.get("embedder", "-"),
+            _ms(r["server_ms"]),
+            f"{r['node_cpu_ms_per_query']:.2f}" if "node_cpu_ms_per_query" in r else "-",
+            _ms(r["client_ms"]),
+            _ms(s["floor"]["ms"]),
+            bm25,
+            f"{health['p50']:.2f}" if health else "-",
+            rates,
+            f"{s.get('rss_bytes_per_memory', 0):,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _other_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "| scenario | empty-node RSS MiB | consolidation drain s | disk total MiB (rocks / index / raft) "
@@ -118,6 +149,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         *_retrieve_table(result),
         "",
         *_other_table(result),
+        "",
+        *_reads_table(result),
         "",
         "Targets:",
         "",

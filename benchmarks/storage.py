@@ -66,6 +66,10 @@ class BenchConfig:
     seed: int = 7
     workdir: Path | None = None
     keep: bool = False
+    data: Path | None = None
+    layout: str = "both"
+    in_flight: int = 8
+    node_code: Path | None = None
     command: str = ""
 
     @property
@@ -91,6 +95,10 @@ class BenchConfig:
             seed=getattr(args, "seed", 7),
             workdir=Path(args.workdir) if getattr(args, "workdir", None) else None,
             keep=getattr(args, "keep", False),
+            data=Path(args.data) if getattr(args, "data", None) else None,
+            layout=getattr(args, "layout", "both"),
+            in_flight=getattr(args, "in_flight", 8),
+            node_code=Path(args.node_code).resolve() if getattr(args, "node_code", None) else None,
             command=_command_line(),
         )
 
@@ -300,12 +308,15 @@ async def run_pool(jobs: list[Any], workers: int, fn: Callable[[Any], Awaitable[
 
 
 class Progress:
-    def __init__(self, what: str, total: int) -> None:
+    """A log line at every tenth of ``total`` (when there are at least ``min_total`` steps)."""
+
+    def __init__(self, what: str, total: int, min_total: int = 2000) -> None:
         self.what, self.total, self.done, self.next_report = what, total, 0, total / 10
+        self.min_total = min_total
 
     def add(self, n: int) -> None:
         self.done += n
-        if self.total >= 2000 and self.next_report <= self.done < self.total:
+        if self.total >= self.min_total and self.next_report <= self.done < self.total:
             log(f"  {self.what}: {self.done}/{self.total}")
             self.next_report += self.total / 10
 
@@ -374,7 +385,7 @@ async def drain_consolidation(client: Client, tenants: list[str], timeout: float
     """Consolidate every tenant (``wait: true``), retrying calls that time out server-side."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
-    progress = Progress("consolidate", len(tenants))
+    progress = Progress("consolidated tenants", len(tenants), min_total=10)
 
     async def one(tenant: str) -> None:
         while True:
@@ -427,13 +438,20 @@ async def wait_quiet(node: NodeProcess, timeout: float = 300.0, cores: float = 0
     return None
 
 
-async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmup: int) -> dict[str, Any]:
-    """One query in flight at a time: latency, not throughput. Items: (tenant, query, source id)."""
+async def run_queries(
+    client: Client, queries: list[tuple[str, str, str]], warmup: int, node_pid: int | None = None
+) -> dict[str, Any]:
+    """One query in flight at a time: latency, not throughput. Items: (tenant, query, source id).
+    With ``node_pid``: also the node's CPU time per measured query (after the warm-up, which
+    pays for building timelines), a figure that other processes' load barely moves."""
+    ticks = 0
     client_ms: list[float] = []
     server_ms: list[float] = []
     found = 0
     for i, (tenant, text, source) in enumerate(queries):
         body = json.dumps({"tenant_id": tenant, "query": text, "top_k": TOP_K}).encode()
+        if i == warmup and node_pid is not None:
+            ticks = _cpu_ticks(node_pid)
         elapsed, answer = await client.timed_post("/api/v1/retrieve", body)
         if i < warmup:
             continue
@@ -441,7 +459,12 @@ async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmu
         server_ms.append(float(answer["took_ms"]))
         found += any(source in r.get("source_event_ids", []) for r in answer["results"])
     measured = len(client_ms)
+    extra = {}
+    if node_pid is not None and measured:
+        cpu_s = (_cpu_ticks(node_pid) - ticks) / os.sysconf("SC_CLK_TCK")
+        extra["node_cpu_ms_per_query"] = round(cpu_s * 1000 / measured, 2)
     return {
+        **extra,
         "queries": measured,
         "warmup": warmup,
         "client_ms": percentiles(client_ms),
@@ -449,6 +472,74 @@ async def run_queries(client: Client, queries: list[tuple[str, str, str]], warmu
         "qps_sequential": round(measured / (sum(client_ms) / 1000), 1) if measured else 0.0,
         "source_in_top10": round(found / measured, 3) if measured else 0.0,
     }
+
+
+async def run_throughput(
+    client: Client, queries: list[tuple[str, str, str]], in_flight: int
+) -> dict[str, Any]:
+    """Queries per second with one query in flight, then with ``in_flight``, back to back over
+    the same (warm) queries: how far concurrent reads of one node scale."""
+    bodies = [json.dumps({"tenant_id": t, "query": q, "top_k": TOP_K}).encode() for t, q, _ in queries]
+
+    async def one(body: bytes) -> None:
+        await client.timed_post("/api/v1/retrieve", body)
+
+    rates = {}
+    for workers in (1, in_flight):
+        started = time.perf_counter()
+        await run_pool(bodies, workers, one)
+        rates[workers] = len(bodies) / (time.perf_counter() - started)
+    return {
+        "in_flight": in_flight,
+        "qps_1": round(rates[1], 1),
+        "qps_n": round(rates[in_flight], 1),
+        "ratio": round(rates[in_flight] / rates[1], 2),
+    }
+
+
+async def healthz_ms(client: Client, calls: int = 200) -> dict[str, float]:
+    """Client-observed latency of ``GET /healthz``: the HTTP floor of every request."""
+    timings = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await client.call("GET", "/healthz")
+        timings.append((time.perf_counter() - started) * 1000)
+    return percentiles(timings[10:])
+
+
+def bm25s_peer(
+    by_tenant: dict[str, list[Record]], queries: list[tuple[str, str, str]], warmup: int
+) -> dict[str, Any] | None:
+    """The same queries over the same texts with bm25s (in this process, no HTTP): the
+    lexical peer the server's retrieve is compared with. None if bm25s is not installed."""
+    try:
+        import bm25s
+        import Stemmer
+    except ImportError:
+        return None
+    stemmer = Stemmer.Stemmer("english")
+    wanted = {tenant for tenant, _, _ in queries}
+    indexes = {}
+    for tenant in wanted:
+        retriever = bm25s.BM25()
+        texts = [r.content for r in by_tenant[tenant]]
+        retriever.index(
+            bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+        )
+        indexes[tenant] = (retriever, by_tenant[tenant])
+    timings: list[float] = []
+    found = 0
+    for i, (tenant, text, source) in enumerate(queries):
+        retriever, records = indexes[tenant]
+        started = time.perf_counter()
+        tokens = bm25s.tokenize([text], stopwords="en", stemmer=stemmer, show_progress=False)
+        docs, _ = retriever.retrieve(tokens, k=min(TOP_K, len(records)), show_progress=False, n_threads=1)
+        elapsed = (time.perf_counter() - started) * 1000
+        if i >= warmup:
+            timings.append(elapsed)
+            found += any(records[int(d)].event_id == source for d in docs[0])
+    measured = len(timings)
+    return {"ms": percentiles(timings), "source_in_top10": round(found / measured, 3) if measured else 0.0}
 
 
 def exact_floor(
@@ -508,17 +599,25 @@ def build_scenario(cfg: BenchConfig, size: int, tenants: int) -> Scenario:
     return Scenario(name, size, tenants, {t: rs for t, rs in by_tenant.items() if rs}, queries)
 
 
-async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: int) -> dict[str, Any]:
+async def measure_node(
+    client: Client, node: NodeProcess, sc: Scenario, warmup: int, in_flight: int = 0
+) -> dict[str, Any]:
     await wait_idle(client, node)
     quiet = await wait_quiet(node)
     log(f"  node quiet after {quiet} s" if quiet is not None else "  node never went quiet; querying anyway")
     log(f"  {len(sc.queries) - warmup} queries (+{warmup} warm-up), one in flight")
-    retrieve = await run_queries(client, sc.queries, warmup)
+    retrieve = await run_queries(client, sc.queries, warmup, node.pid)
     retrieve["waited_for_quiet_s"] = quiet
     log(
         f"  retrieve p50 {retrieve['client_ms']['p50']} ms, p99 {retrieve['client_ms']['p99']} ms "
-        f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']})"
+        f"(server took_ms p50 {retrieve['server_ms']['p50']}, p99 {retrieve['server_ms']['p99']}); "
+        f"node CPU {retrieve.get('node_cpu_ms_per_query')} ms per query"
     )
+    retrieve["healthz_ms"] = await healthz_ms(client)
+    if in_flight > 1:
+        retrieve["throughput"] = await run_throughput(client, sc.queries[warmup:], in_flight)
+        t = retrieve["throughput"]
+        log(f"  throughput {t['qps_1']} q/s with 1 in flight, {t['qps_n']} with {in_flight}: {t['ratio']}x")
     rss = await wait_idle(client, node)
     mem = memory_status(node.pid)
     disk = disk_usage(node.data_dir)
@@ -532,6 +631,7 @@ async def measure_node(client: Client, node: NodeProcess, sc: Scenario, warmup: 
         "peak_rss_mib": round(mem.get("VmHWM", 0) / 2**20, 1),
         "disk_bytes": disk,
         "disk_bytes_per_memory": round(disk["total"] / sc.size),
+        "rss_bytes_per_memory": round(rss / sc.size),
     }
 
 
@@ -545,7 +645,14 @@ async def run_scenario(
     env = {"MEMOROSE_EMBEDDINGS__PROVIDER": os.environ.get("MEMOROSE_EMBEDDINGS__PROVIDER", "hashing")}
     if cfg.ann_threshold:
         env["MEMOROSE_INDEX__ANN_THRESHOLD"] = str(cfg.ann_threshold)
-    node = NodeProcess(workdir / sc.name, admin_key, env)
+    if cfg.node_code is not None:
+        env["PYTHONPATH"] = str(cfg.node_code)
+    base = cfg.data if cfg.data is not None else workdir
+    node = NodeProcess(base / sc.name, admin_key, env)
+    marker = base / f"{sc.name}.built.json"
+    built = json.loads(marker.read_text()) if cfg.data is not None and marker.exists() else None
+    if cfg.data is not None and built is None and node.data_dir.exists():
+        raise BenchError(f"{node.data_dir} holds an unfinished build (no {marker.name}): delete it first")
     warmup = min(20, cfg.queries)
     results: list[dict[str, Any]] = []
     log(f"scenario {sc.name}: {sc.size} memories over {len(sc.by_tenant)} tenant(s)")
@@ -553,30 +660,42 @@ async def run_scenario(
         await node.start(session)
         client = Client(session, node)
         meter = CpuMeter(node.pid)
-        empty_rss = await wait_idle(client, node)
-        ingest = await ingest_batched(client, sc.by_tenant, cfg.batch, cfg.batch_concurrency)
-        log(f"  batch ingest: {ingest['events_per_s']} events/s ({ingest['seconds']} s)")
-        consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
-        log(f"  consolidated in {consolidate_s} s after ingest ended")
+        if built is None:
+            built = await build_data(cfg, client, node, sc)
+            if cfg.data is not None:
+                marker.write_text(json.dumps(built, indent=2) + "\n")
+        else:
+            made_of = {k: built.get(k) for k in ("size", "tenants", "seed")}
+            if made_of != {"size": sc.size, "tenants": sc.tenants, "seed": cfg.seed}:
+                raise BenchError(f"{node.data_dir} holds other data ({made_of}): use another --data")
+            log(f"  reusing the data built {built['date']} under {node.data_dir}")
+            built = {**built, "reused": True}
         await _check_counts(client, sc)
         row = {
             "scenario": sc.name,
             "memories": sc.size,
             "tenants": len(sc.by_tenant),
             "ann_threshold": cfg.threshold,
-            "empty_rss_mib": round(empty_rss / 2**20, 1),
-            "ingest_batch": ingest,
-            "consolidate_drain_s": consolidate_s,
-            **await measure_node(client, node, sc, warmup),
+            "embedder": env["MEMOROSE_EMBEDDINGS__PROVIDER"],
+            "node_code": str(cfg.node_code or "this checkout"),
+            "consolidation_mode": os.environ.get("MEMOROSE_CONSOLIDATION__MODE", "pipeline"),
+            "build": built,
+            "empty_rss_mib": built["empty_rss_mib"],
+            "ingest_batch": built["ingest_batch"],
+            "consolidate_drain_s": built["consolidate_drain_s"],
+            **await measure_node(client, node, sc, warmup, cfg.in_flight),
         }
         row["floor"] = exact_floor(sc.by_tenant, sc.queries, warmup)
+        peer = bm25s_peer(sc.by_tenant, sc.queries, warmup)
+        if peer is not None:
+            row["bm25s"] = peer
         row["other_processes_cpu_cores"] = meter.other_cores()
         log(
             f"  path {row['vector_path']}; floor p99 {row['floor']['ms']['p99']} ms; "
-            f"RSS {row['idle_rss_mib']} MiB"
+            f"bm25s p99 {peer['ms']['p99'] if peer else '-'} ms; RSS {row['idle_rss_mib']} MiB"
         )
         results.append(row)
-        if single_ingest and cfg.single_events > 0:
+        if single_ingest and cfg.single_events > 0 and not built.get("reused"):
             extra = generate(cfg.single_events, seed=cfg.seed - 1, id_prefix="single")
             single = await ingest_single(client, "bench-single", extra, cfg.concurrency)
             log(f"  single-event ingest: {single['events_per_s']} events/s")
@@ -586,6 +705,27 @@ async def run_scenario(
     if sc.tenants == 1 and sc.size > cfg.threshold:
         results.append(await run_exact_rerun(cfg, session, node, sc, row))
     return results
+
+
+async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Scenario) -> dict[str, Any]:
+    """Ingest the scenario's events and consolidate them: what a reused data dir skips."""
+    started = time.perf_counter()
+    empty_rss = await wait_idle(client, node)
+    ingest = await ingest_batched(client, sc.by_tenant, cfg.batch, cfg.batch_concurrency)
+    log(f"  batch ingest: {ingest['events_per_s']} events/s ({ingest['seconds']} s)")
+    consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
+    log(f"  consolidated in {consolidate_s} s after ingest ended")
+    return {
+        "size": sc.size,
+        "tenants": sc.tenants,
+        "seed": cfg.seed,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "empty_rss_mib": round(empty_rss / 2**20, 1),
+        "ingest_batch": ingest,
+        "consolidate_drain_s": consolidate_s,
+        "build_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": round(memory_status(node.pid).get("VmHWM", 0) / 2**20, 1),
+    }
 
 
 async def _check_counts(client: Client, sc: Scenario) -> None:
@@ -650,7 +790,9 @@ async def _run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         first_single = True
         for size in cfg.sizes:
-            for tenants in dict.fromkeys((1, min(cfg.tenants, size))):
+            spread = min(cfg.tenants, size)
+            layouts = {"both": (1, spread), "single": (1,), "spread": (spread,)}[cfg.layout]
+            for tenants in dict.fromkeys(layouts):
                 sc = build_scenario(cfg, size, tenants)
                 rows = await run_scenario(
                     cfg, session, workdir, sc, single_ingest=first_single and tenants == 1

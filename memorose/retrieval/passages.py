@@ -96,18 +96,25 @@ def _join(passages: list[Passage], memory_id: str, c: Candidate, max_span: int, 
     return False
 
 
-def fill(passages: list[Passage], load: Callable[[str], Candidate | None]) -> None:
-    """Load the memories between the hits of each passage (skipped when not admitted)."""
+def fill(passages: list[Passage], load_many: Callable[[list[str]], dict[str, Candidate]]) -> None:
+    """Load the memories between the hits of each passage (skipped when not admitted), all
+    in one ``load_many`` call (memory ids -> the candidates that exist and are admitted)."""
     hits = {c.key for p in passages for c in p.hits.values()}
+    wanted: list[tuple[Passage, int, str]] = []
     for p in passages:
         if len(p.hits) < 2:
             continue
         by_offset = {o: m for m, o in p.window.items()}
         for offset in range(min(p.hits) + 1, max(p.hits)):
             if offset not in p.hits and offset in by_offset:
-                loaded = load(by_offset[offset])
-                if loaded is not None and loaded.key not in hits:
-                    p.fillers[offset] = loaded
+                wanted.append((p, offset, by_offset[offset]))
+    if not wanted:
+        return
+    loaded = load_many(list(dict.fromkeys(memory_id for _, _, memory_id in wanted)))
+    for p, offset, memory_id in wanted:
+        candidate = loaded.get(memory_id)
+        if candidate is not None and candidate.key not in hits:
+            p.fillers[offset] = candidate
 
 
 def result(p: Passage) -> dict[str, Any]:

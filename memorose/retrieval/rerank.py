@@ -25,10 +25,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,7 +79,9 @@ def term_counts(content: str) -> Counter[str]:
 @dataclass
 class Candidate:
     key: Hashable
-    result: dict[str, Any]  # the public result (memory or L0 event view)
+    #: The public result (memory or L0 event view), or what builds it: a query scores a
+    #: couple of hundred candidates and returns ten, so their views are built on first use.
+    source: dict[str, Any] | Callable[[], dict[str, Any]]
     stream_id: str
     valid_from: float
     vector: np.ndarray | None = None
@@ -87,11 +89,21 @@ class Candidate:
     neighbours: list[tuple[Hashable, int]] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    #: Content and metadata as stored, for ranking before (or without) the view.
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
     _terms: Counter[str] | None = None
+    _length: int | None = None
+
+    @property
+    def result(self) -> dict[str, Any]:
+        if not isinstance(self.source, dict):
+            self.source = self.source()
+        return self.source
 
     @property
     def content(self) -> str:
-        return str(self.result.get("content", ""))
+        return self.text if self.text is not None else str(self.result.get("content", ""))
 
     @property
     def terms(self) -> Counter[str]:
@@ -101,8 +113,15 @@ class Candidate:
         return self._terms
 
     @property
+    def length(self) -> int:
+        """Number of analysed terms (BM25's document length)."""
+        if self._length is None:
+            self._length = sum(self.terms.values())
+        return self._length
+
+    @property
     def speaker(self) -> str:
-        metadata = self.result.get("metadata") or {}
+        metadata = self.metadata if self.metadata is not None else (self.result.get("metadata") or {})
         return str(metadata.get("speaker", "")) if isinstance(metadata, dict) else ""
 
 
@@ -122,25 +141,34 @@ def bm25_scores(
     b: float,
     term_weights: dict[str, float] | None = None,
 ) -> list[float]:
-    """Okapi BM25 of each candidate; ``term_weights`` scales terms (default 1)."""
+    """Okapi BM25 of each candidate; ``term_weights`` scales terms (default 1).
+
+    One numpy column per term (the same float operations, in the same order, as the
+    per-candidate sum it replaced, so scores are bit-identical)."""
     docs = [c.terms for c in candidates]
-    lengths = [sum(d.values()) for d in docs]
+    if not docs:
+        return []
+    lengths = [c.length for c in candidates]
     avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
     n = max(stats.docs, len(candidates))
-    idf = {}
+    norm = k1 * (1 - b + b * np.asarray(lengths, np.float64) / (avg_len or 1.0))
+    total = np.zeros(len(docs))
     for t in terms:
-        df = min(n, max(stats.doc_freq.get(t, 0), sum(1 for d in docs if t in d)))
-        idf[t] = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (term_weights or {}).get(t, 1.0)
-    out = []
-    for doc, length in zip(docs, lengths, strict=True):
-        norm = k1 * (1 - b + b * length / (avg_len or 1.0))
-        out.append(sum(idf[t] * doc[t] * (k1 + 1) / (doc[t] + norm) for t in terms if doc.get(t)))
-    return out
+        tf = np.fromiter((d.get(t, 0) for d in docs), np.float64, len(docs))
+        present = tf > 0
+        df = min(n, max(stats.doc_freq.get(t, 0), int(present.sum())))
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (term_weights or {}).get(t, 1.0)
+        if present.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                total = np.where(present, total + idf * tf * (k1 + 1) / (tf + norm), total)
+    return list(total.tolist())
 
 
 def _normalised(values: list[float]) -> list[float]:
     top = max(values, default=0.0)
-    return [v / top if top > 0 else 0.0 for v in values]
+    if top <= 0:
+        return [0.0] * len(values)
+    return list((np.asarray(values, np.float64) / top).tolist())
 
 
 def episodes(candidates: list[Candidate]) -> list[int]:
@@ -206,16 +234,17 @@ def speaker_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list
 def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> list[float]:
     """Raw cosine (negative clipped to 0), *not* normalised per query: with a sentence model
     it is an absolute measure of meaning (~.4 for a paraphrase, ~0 for unrelated text), so a
-    query nothing answers does not lift its least bad candidate to 1."""
+    query nothing answers does not lift its least bad candidate to 1. One product for all."""
+    out = np.zeros(len(candidates))
     if query_vec is None:
         return [0.0] * len(candidates)
-    out = []
-    for c in candidates:
-        if c.vector is None or c.vector.shape != query_vec.shape:
-            out.append(0.0)
-        else:
-            out.append(max(0.0, float(c.vector @ query_vec)))
-    return out
+    fitting = [
+        i for i, c in enumerate(candidates) if c.vector is not None and c.vector.shape == query_vec.shape
+    ]
+    if fitting:
+        stacked = np.stack([cast(np.ndarray, candidates[i].vector) for i in fitting])
+        out[fitting] = np.maximum(0.0, (stacked @ query_vec).astype(np.float64))
+    return list(out.tolist())
 
 
 def rank(
@@ -247,9 +276,14 @@ def rank(
         "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
         "speaker": speaker_scores(candidates, analysis),
     }
-    for i, c in enumerate(candidates):
-        c.features = {name: values[i] for name, values in features.items() if values}
-        c.score = c.features["bm25"] + sum(
-            getattr(weights, name) * value for name, value in c.features.items() if name != "bm25"
-        )
+    names = [name for name, values in features.items() if values]
+    # Same additions in the same order as ``bm25 + sum(weight * value ...)`` per candidate.
+    extra = np.zeros(len(candidates))
+    for name in names[1:]:
+        extra = extra + getattr(weights, name) * np.asarray(features[name], np.float64)
+    scores = (np.asarray(bm25, np.float64) + extra).tolist()
+    rows = zip(*(features[name] for name in names), strict=True)
+    for c, row, score in zip(candidates, rows, scores, strict=True):
+        c.features = dict(zip(names, row, strict=True))
+        c.score = score
     return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from memorose.models import Event, event_public
+from memorose.models import Event, Memory, event_public
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
@@ -34,9 +34,9 @@ from memorose.retrieval.rerank import (
     bm25_scores,
     rank,
 )
-from memorose.retrieval.stats import tenant_stats
+from memorose.retrieval.stats import TenantStats
 from memorose.retrieval.text import analyze
-from memorose.retrieval.timeline import Timeline
+from memorose.retrieval.timeline import TenantTimeline, Timeline
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY
 from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import StateReader
@@ -78,6 +78,29 @@ class RetrieveRequest:
     explain: bool = False  # each result carries the ranking features that scored it (dashboard)
 
 
+class Reads:
+    """Memories read during one retrieve, each read once: the vector re-score, the
+    candidates, their neighbours and the passages share them (one multi-get per step)."""
+
+    def __init__(self, reader: StateReader, tenant_id: str) -> None:
+        self.reader = reader
+        self.tenant_id = tenant_id
+        self._memories: dict[str, Memory | None] = {}
+
+    def memories(self, memory_ids: list[str]) -> dict[str, Memory]:
+        missing = [m for m in dict.fromkeys(memory_ids) if m not in self._memories]
+        if missing:
+            found = self.reader.memories_many(self.tenant_id, missing)
+            for memory_id in missing:
+                self._memories[memory_id] = found.get(memory_id)
+        out = {}
+        for memory_id in memory_ids:
+            memory = self._memories[memory_id]
+            if memory is not None:
+                out[memory_id] = memory
+        return out
+
+
 class Retriever:
     def __init__(
         self,
@@ -96,6 +119,7 @@ class Retriever:
         #: ablation baseline of docs/retrieval.md.
         self.rerank = rerank
         self.timeline = Timeline(reader)
+        self.stats = TenantStats(indexer.fulltext)
         self.insights_per_query = 2
         #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
         self.lexicon = lexicon
@@ -106,22 +130,26 @@ class Retriever:
         reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
         analysis = analyze_query(req.query, reference)
         query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
+        reads = Reads(self.reader, req.tenant_id)
         rankings = [
             self._bm25_ranking(req, analysis.terms, pool),
-            self._vector_ranking(req, query_vec, pool // 2),
+            self._vector_ranking(req, reads, query_vec, pool // 2),
             self._tail_ranking(req, analysis.terms, pool),
         ]
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
-        candidates = [c for c in (self._load(req, *cast(tuple[str, str], k)) for k in keys) if c]
+        loaded = self._load_many(req, reads, list(keys))
+        candidates = [loaded[k] for k in keys if k in loaded]
+        timeline = self.timeline.of(req.tenant_id) if self.rerank or req.passages else None
         if self.rerank:
-            ranked = self._rerank(req, analysis, candidates, query_vec)
+            assert timeline is not None
+            ranked = self._rerank(req, reads, analysis, candidates, query_vec, timeline)
         else:
             ranked = fuse(candidates, rankings)
         floor = max(req.min_score, 0.0)
         ranked = [c for c in ranked if c.score > 0 and c.score >= floor]
-        results = self._results(req, ranked)
+        results = self._results(req, reads, ranked, timeline)
         if req.graph_depth > 0:
             results = graph.expand(
                 self.reader,
@@ -139,14 +167,16 @@ class Retriever:
     def _rerank(
         self,
         req: RetrieveRequest,
+        reads: Reads,
         analysis: QueryAnalysis,
         candidates: list[Candidate],
         query_vec: np.ndarray | None,
+        timeline: TenantTimeline,
     ) -> list[Candidate]:
         """Second stage: timeline neighbours join, every candidate is scored (rerank.py), with
         the query's words close in meaning to tenant words (lexicon.py) as extra terms."""
-        stats = tenant_stats(self.indexer.fulltext, req.tenant_id, analysis.terms, req.stream_id)
-        candidates += self._neighbours(req, candidates, analysis.terms, stats)
+        stats = self.stats.get(req.tenant_id, analysis.terms, req.stream_id)
+        candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
         expansion = self.lexicon.expansion(req.tenant_id, req.query) if self.lexicon else NO_EXPANSION
         if expansion.weights:
             stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
@@ -155,18 +185,23 @@ class Retriever:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
         return ranked
 
-    def _results(self, req: RetrieveRequest, ranked: list[Candidate]) -> list[dict[str, Any]]:
+    def _results(
+        self, req: RetrieveRequest, reads: Reads, ranked: list[Candidate], timeline: TenantTimeline | None
+    ) -> list[dict[str, Any]]:
         """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
-        if not req.passages:
+        if not req.passages or timeline is None:
             return [{**c.result, "score": round(c.score, 6), **_explain(req, c)} for c in ranked[: req.top_k]]
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
-            span = PASSAGE_SPAN - 1
-            return dict(self.timeline.neighbours(req.tenant_id, memory_id, span, EPISODE_GAP_S))
+            return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
+
+        def load_many(memory_ids: list[str]) -> dict[str, Candidate]:
+            loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
+            return {str(cast(tuple[str, str], key)[1]): c for key, c in loaded.items()}
 
         found = passages.group(ranked, req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
-        passages.fill(found, lambda memory_id: self._load(req, KIND_MEMORY, memory_id))
+        passages.fill(found, load_many)
         return [{**passages.result(p), **_explain(req, p.best)} for p in found]
 
     def _feedback(
@@ -182,7 +217,7 @@ class Retriever:
         w = self.weights
         known = analysis.terms + list(expansion.weights)
         extra = feedback_terms(ranked, known, stats.docs, FEEDBACK_DOCS, FEEDBACK_TERMS)
-        extra_stats = tenant_stats(self.indexer.fulltext, req.tenant_id, extra, req.stream_id)
+        extra_stats = self.stats.get(req.tenant_id, extra, req.stream_id)
         term_weights = {**expansion_weights(extra, extra_stats, w.feedback), **expansion.weights}
         if not term_weights:
             return ranked
@@ -190,40 +225,58 @@ class Retriever:
         return rank(ranked, analysis, merged, query_vec, w, term_weights)
 
     def _neighbours(
-        self, req: RetrieveRequest, candidates: list[Candidate], terms: list[str], stats: CorpusStats
+        self,
+        req: RetrieveRequest,
+        reads: Reads,
+        candidates: list[Candidate],
+        terms: list[str],
+        stats: CorpusStats,
+        timeline: TenantTimeline,
     ) -> list[Candidate]:
         """Attach timeline neighbours to every memory candidate; load those of the best
-        ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet."""
+        ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet (one multi-get)."""
         w = self.weights
         for c in candidates:
             kind, ref = cast(tuple[str, str], c.key)
             if kind == KIND_MEMORY:
-                near = self.timeline.neighbours(req.tenant_id, ref, CONTEXT_SPAN, EPISODE_GAP_S)
+                near = timeline.neighbours(ref, CONTEXT_SPAN, EPISODE_GAP_S)
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near]
         scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
         best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
         have = {c.key for c in candidates}
-        added: list[Candidate] = []
+        wanted: list[tuple[Hashable, int, int]] = []  # (key, candidate that brings it, distance)
         for i in best:
             for key, distance in candidates[i].neighbours:
-                if key in have:
-                    continue
-                have.add(key)
-                loaded = self._load(req, *cast(tuple[str, str], key))
-                if loaded is not None:
-                    # Its own neighbour list holds at least the candidate that brought it in.
-                    loaded.neighbours = [(candidates[i].key, -distance)]
-                    added.append(loaded)
+                if key not in have:
+                    have.add(key)
+                    wanted.append((key, i, distance))
+        loaded = self._load_many(req, reads, [key for key, _, _ in wanted])
+        added: list[Candidate] = []
+        for key, i, distance in wanted:
+            neighbour = loaded.get(key)
+            if neighbour is not None:
+                # Its own neighbour list holds at least the candidate that brought it in.
+                neighbour.neighbours = [(candidates[i].key, -distance)]
+                added.append(neighbour)
         return added
 
     def _bm25_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
         hits = self.indexer.fulltext.search(req.tenant_id, terms, stream_id=req.stream_id, limit=k)
         return [(kind, ref) for kind, ref, _ in hits]
 
-    def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
+    def _vector_ranking(
+        self, req: RetrieveRequest, reads: Reads, query_vec: np.ndarray | None, k: int
+    ) -> list[Hashable]:
         if query_vec is None:
             return []
-        hits = self.indexer.vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id)
+        model, dim = self.embedder.model, self.embedder.dim
+
+        def exact(_: str, memory_ids: list[str]) -> dict[str, np.ndarray]:
+            found = reads.memories(memory_ids)
+            return {m: memory.vector() for m, memory in found.items() if memory.in_space(model, dim)}
+
+        vectors = self.indexer.vectors
+        hits = vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id, exact_vectors=exact)
         return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score >= VECTOR_FLOOR]
 
     def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
@@ -238,20 +291,34 @@ class Retriever:
             return []
         return [(KIND_EVENT, str(e.seq)) for e in bm25_rank(tail, terms)[:k]]
 
-    def _load(self, req: RetrieveRequest, kind: str, ref: str) -> Candidate | None:
-        """A searchable memory or pending event as a ranking candidate; None if gone or not
-        admitted by the temporal filter (temporal.py)."""
-        if kind == KIND_MEMORY:
-            memory = self.reader.memory(req.tenant_id, ref)
-            if memory is None or not is_searchable(memory) or not temporal.admit_memory(memory, req):
-                return None
-            space = memory.in_space(self.embedder.model, self.embedder.dim)
-            vector = memory.vector() if space else None
-            return Candidate((kind, ref), memory.public(), memory.stream_id, memory.valid_from, vector)
-        event = self.reader.event(req.tenant_id, int(ref))
-        if event is None or not temporal.admit_event(event, req):
-            return None
-        return Candidate((kind, ref), event_result(event), event.stream_id, event.timestamp)
+    def _load_many(
+        self, req: RetrieveRequest, reads: Reads, keys: list[Hashable]
+    ) -> dict[Hashable, Candidate]:
+        """Searchable memories and pending events as ranking candidates, read in one
+        multi-get per kind; keys gone or not admitted by the temporal filter (temporal.py)
+        are absent."""
+        memory_ids = [str(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_MEMORY]
+        seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
+        out: dict[Hashable, Candidate] = {}
+        model, dim = self.embedder.model, self.embedder.dim
+        for memory_id, memory in reads.memories(memory_ids).items():
+            if is_searchable(memory) and temporal.admit_memory(memory, req):
+                vector = memory.vector() if memory.in_space(model, dim) else None
+                key = (KIND_MEMORY, memory_id)
+                out[key] = Candidate(
+                    key,
+                    memory.public,
+                    memory.stream_id,
+                    memory.valid_from,
+                    vector,
+                    text=memory.content,
+                    metadata=memory.metadata,
+                )
+        for seq, event in self.reader.events_many(req.tenant_id, seqs).items() if seqs else ():
+            if temporal.admit_event(event, req):
+                key = (KIND_EVENT, str(seq))
+                out[key] = Candidate(key, event_result(event), event.stream_id, event.timestamp)
+        return out
 
 
 def fuse(candidates: list[Candidate], rankings: list[list[Hashable]]) -> list[Candidate]:

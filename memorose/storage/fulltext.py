@@ -46,6 +46,8 @@ class FullTextIndex:
         self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
         self._writer: Any = self.index.writer(heap_size=64 * 1024 * 1024, num_threads=1)
         self._lock = threading.Lock()
+        #: Moves with every commit (what searchers see changes): caches of counts key on it.
+        self.generation = 0
 
     # -- writes (indexer thread only) -------------------------------------------------
     def upsert(self, kind: str, tenant_id: str, stream_id: str, ref: str, text: str, seq: int = 0) -> None:
@@ -95,6 +97,7 @@ class FullTextIndex:
         with self._lock:
             self._writer.commit()
             self.index.reload()
+            self.generation += 1
 
     # -- reads --------------------------------------------------------------------------
     def _term(self, field: str, value: str) -> tantivy.Query:

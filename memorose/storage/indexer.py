@@ -53,7 +53,9 @@ class Indexer:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.fulltext = FullTextIndex(root / "tantivy")
-        self.vectors = VectorIndex(root / "lance", dim=dim, ann_threshold=ann_threshold)
+        self.vectors = VectorIndex(
+            root / "lance", dim=dim, ann_threshold=ann_threshold, exact_vectors=self.stored_vectors
+        )
         self._state_path = root / "state.json"
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
@@ -70,6 +72,17 @@ class Indexer:
         #: Called after each indexing cycle with the tenants whose memories changed in it
         #: (the retrieval lexicon refreshes from it).
         self.on_cycle: Callable[[set[str]], None] | None = None
+
+    def stored_vectors(self, tenant_id: str, memory_ids: list[str]) -> dict[str, np.ndarray]:
+        """float32 vectors from RocksDB (multi-get): what a tenant promoted to LanceDB is
+        indexed with (the in-memory matrix keeps only int8 codes)."""
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(memory_ids), 4096):
+            found = self.reader.memories_many(tenant_id, memory_ids[start : start + 4096])
+            for memory_id, memory in found.items():
+                if memory.in_space(self.model, self.vectors.dim):
+                    out[memory_id] = memory.vector()
+        return out
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:

@@ -42,6 +42,11 @@ class StateReader:
         raw = self.store.get(keys.event(tenant_id, seq))
         return Event.from_dict(codec.unpack(raw)) if raw else None
 
+    def events_many(self, tenant_id: str, seqs: list[int]) -> dict[int, Event]:
+        """The events of ``seqs`` that exist, read in one multi-get."""
+        raws = self.store.get_many([keys.event(tenant_id, seq) for seq in seqs])
+        return {seq: Event.from_dict(codec.unpack(raw)) for seq, raw in zip(seqs, raws, strict=True) if raw}
+
     def pending_events(self, tenant_id: str, *, limit: int | None = None) -> Iterator[Event]:
         """Events acknowledged but not yet consolidated (seq > cursor)."""
         cursor = self.tenant_or_empty(tenant_id)["cursor"]
@@ -51,6 +56,13 @@ class StateReader:
     def memory(self, tenant_id: str, memory_id: str) -> Memory | None:
         raw = self.store.get(keys.memory(tenant_id, memory_id))
         return Memory.from_dict(codec.unpack(raw)) if raw else None
+
+    def memories_many(self, tenant_id: str, memory_ids: list[str]) -> dict[str, Memory]:
+        """The memories of ``memory_ids`` that exist, read in one multi-get."""
+        raws = self.store.get_many([keys.memory(tenant_id, m) for m in memory_ids])
+        return {
+            m: Memory.from_dict(codec.unpack(raw)) for m, raw in zip(memory_ids, raws, strict=True) if raw
+        }
 
     def memories(
         self, tenant_id: str, *, after_id: str | None = None, limit: int | None = None

@@ -146,8 +146,9 @@ class RocksStore:
                 raise StorageFailure(f"RocksDB read failed: {exc}") from exc
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        """Several keys in one call (RocksDB multi-get): a consolidation batch reads the
-        records of all its candidates at once instead of one ``get`` each."""
+        """Values of several keys in one RocksDB multi-get (one lock hold, one call into
+        the library): retrieval reads a hundred records per query, a consolidation batch
+        the records of all its candidates."""
         if not keys:
             return []
         with self._lock:

@@ -50,6 +50,11 @@ def test_tiny_storage_bench(tmp_path: Path) -> None:
         assert row["idle_rss_mib"] > 0 and row["disk_bytes_per_memory"] > 0
         # Queries are drawn from the ingested records: most find their own source event.
         assert row["retrieve"]["source_in_top10"] > 0.5
+    for name in ("300-1tenant", "300-5tenants"):  # issue 12's baselines, measured in the same run
+        retrieve = rows[name]["retrieve"]
+        assert retrieve["throughput"]["in_flight"] == 8 and retrieve["throughput"]["ratio"] > 0
+        assert retrieve["healthz_ms"]["p50"] > 0 and retrieve["node_cpu_ms_per_query"] >= 0
+        assert rows[name]["bm25s"]["source_in_top10"] > 0.5
     assert result["ingest_single"]["events"] == 50
     assert rows["300-1tenant"]["ingest_batch"]["events"] == 300
 
@@ -57,3 +62,24 @@ def test_tiny_storage_bench(tmp_path: Path) -> None:
     assert text.count(HEADING) == 1 and "stale" not in text
     assert "## Other\n\nkept" in text and "300-1tenant-exact" in text
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+@pytest.mark.timeout(300)
+def test_built_data_is_reused(tmp_path: Path) -> None:
+    """``--data``: the first run builds and keeps the node data, the second only queries it."""
+    data = tmp_path / "data"
+    common = ("--sizes", "60", "--layout", "single", "--queries", "10", "--single-events", "0")
+
+    def run(name: str) -> dict[str, object]:
+        out = tmp_path / f"{name}.json"
+        args = _args(*common, "--in-flight", "0", "--data", str(data), "--out", str(out))
+        assert run_storage_bench(args) == 0
+        row: dict[str, object] = json.loads(out.read_text())["scenarios"][0]
+        return row
+
+    first, second = run("first"), run("second")
+    assert first["memories"] == second["memories"] == 60
+    assert "reused" not in first["build"]  # type: ignore[operator]
+    assert second["build"]["reused"] is True  # type: ignore[index]
+    assert second["ingest_batch"] == first["ingest_batch"]  # the build's figures, carried over
+    assert (data / "60-1tenant.built.json").exists()

@@ -40,7 +40,7 @@ def grouped(
     win = windows(everything)
     by_id = {c.result["id"]: c for c in everything}
     found = passages.group(ranked, limit, passages.MAX_SPAN, depth, lambda c: win[c.result["id"]])
-    passages.fill(found, lambda memory_id: by_id.get(memory_id))
+    passages.fill(found, lambda ids: {m: by_id[m] for m in ids if m in by_id})
     return [passages.result(p) for p in found]
 
 
