@@ -131,10 +131,15 @@ class Retriever:
         analysis = analyze_query(req.query, reference)
         query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
         reads = Reads(self.reader, req.tenant_id)
+        # The tail's start is read BEFORE the Tantivy search: the indexer commits (and
+        # reloads the searcher) before it advances ``indexed_seq``, so every event is then
+        # in the searcher or in the tail. Read after, a commit in between hid the events of
+        # that commit from both (seen once as a missing event on a follower).
+        tail_after = self.indexer.indexed_seq(req.tenant_id)
         rankings = [
             self._bm25_ranking(req, analysis.terms, pool),
             self._vector_ranking(req, reads, query_vec, pool // 2),
-            self._tail_ranking(req, analysis.terms, pool),
+            self._tail_ranking(req, analysis.terms, pool, tail_after),
         ]
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
@@ -279,9 +284,9 @@ class Retriever:
         hits = vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id, exact_vectors=exact)
         return [(KIND_MEMORY, memory_id) for memory_id, score in hits if score >= VECTOR_FLOOR]
 
-    def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
-        """BM25 over events not yet visible in Tantivy (normally a handful, often none)."""
-        after = self.indexer.indexed_seq(req.tenant_id)
+    def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int, after: int) -> list[Hashable]:
+        """BM25 over events after ``after`` (the indexer's position when the query began):
+        those not yet visible in Tantivy (normally a handful, often none)."""
         tail = [
             e
             for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
