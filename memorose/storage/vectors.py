@@ -199,7 +199,7 @@ def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
 
 
 #: Rows of a tenant's matrix scored per block by ``search_many``: bounds the score matrix
-#: (queries x block) and how long one block holds the index lock.
+#: (queries x block).
 SEARCH_BLOCK_ROWS = 16_384
 
 
@@ -408,32 +408,27 @@ class VectorIndex:
         return rescore(shortlist, exact, query, k)
 
     def search_many(self, tenant_id: str, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """The k nearest memories of each query row: a consolidation batch asks for all its
-        facts at once, so a small tenant is scanned once per block of rows (one matrix
-        product) instead of once per fact. The lock is taken per block, so searches of
-        other callers interleave; a row moved between blocks can at worst name a
-        neighbour twice or miss one (callers re-read the records)."""
+        """The k nearest memories of each query row, int8 order and scores (as ``search``
+        without ``exact_vectors``): a consolidation batch asks for all its facts at once, so
+        a small tenant is scanned once per block of rows (one SIMD product for all the
+        queries) instead of once per fact. Runs on a snapshot, outside the lock."""
         with self._lock:
             table = self._tables.get(tenant_id)
             matrix = self._matrices.get(tenant_id)
+            snapshot = matrix.snapshot() if matrix is not None and table is None else None
         if table is not None:
             return [self._search_lance(table, q, k, None) for q in queries]
-        if matrix is None or k <= 0 or len(queries) == 0:
+        if snapshot is None or snapshot.n == 0 or k <= 0 or len(queries) == 0:
             return [[] for _ in queries]
-        queries_t = np.ascontiguousarray(queries, dtype=np.float32).T
+        query_codes, query_scales = quantize(np.asarray(queries, np.float32))
         found: list[list[Hit]] = [[] for _ in queries]
-        start = 0
-        while True:
-            with self._lock:
-                stop = min(len(matrix.ids), start + SEARCH_BLOCK_ROWS)
-                if start >= stop:
-                    break
-                scores = (matrix.data[start:stop] @ queries_t).T  # queries x rows
-                top = _top_in_block(scores, k)
-                ids = matrix.ids
-                for row, columns in enumerate(top):
-                    found[row].extend((ids[start + c], float(scores[row, c])) for c in columns)
-            start = stop
+        for start in range(0, snapshot.n, SEARCH_BLOCK_ROWS):
+            stop = min(snapshot.n, start + SEARCH_BLOCK_ROWS)
+            block = snapshot.codes[start:stop]
+            dots = np.asarray(simsimd.cdist(query_codes, block, metric="dot"), np.float64)
+            scores = dots * snapshot.scales[start:stop][None, :] * query_scales[:, None]
+            for row, columns in enumerate(_top_in_block(scores, k)):
+                found[row].extend((snapshot.ids[start + c], float(scores[row, c])) for c in columns)
         return [sorted(hits, key=lambda h: -h[1])[:k] for hits in found]
 
     def _search_lance(self, table, query: np.ndarray, k: int, stream_id: str | None) -> list[Hit]:  # type: ignore[no-untyped-def]

@@ -167,3 +167,25 @@ def test_multi_get_answers_in_key_order_with_none_for_missing(tmp_path: Path) ->
     assert store.get_many([b"k3", b"k2", b"k1"]) == [b"three", None, b"one"]
     assert store.get_many([]) == []
     store.close()
+
+
+def test_search_many_answers_each_query_as_search_does(tmp_path: Path) -> None:
+    """Consolidation's batched candidate search: the same neighbours and scores as one
+    int8 search per query, across several row blocks."""
+    import memorose.storage.vectors as vectors_module
+
+    rows = unit_rows(300)
+    index = exact_index(tmp_path, rows)
+    queries = unit_rows(7, seed=11)
+    old_block = vectors_module.SEARCH_BLOCK_ROWS
+    vectors_module.SEARCH_BLOCK_ROWS = 64  # five blocks
+    try:
+        many = index.search_many("t", queries, 5)
+    finally:
+        vectors_module.SEARCH_BLOCK_ROWS = old_block
+    for query, hits in zip(queries, many, strict=True):
+        single = index.search("t", query, 5)
+        assert [i for i, _ in hits] == [i for i, _ in single]
+        assert np.allclose([s for _, s in hits], [s for _, s in single])
+    assert index.search_many("t", queries[:0], 5) == []
+    assert index.search_many("nobody", queries, 5) == [[]] * 7
