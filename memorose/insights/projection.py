@@ -282,8 +282,11 @@ class TenantGraph:
         n = len(ids)
         if not self.out:
             return sp.csr_array((n, n))
+        # Number every id first: a memory with no edge yet gets its number here, and the
+        # position table must cover it (sized before, it was one short: IndexError, a 500).
+        numbers = np.fromiter((self._numbered(m) for m in ids), dtype=np.int64, count=n)
         position = np.full(len(self._names), -1, dtype=np.int64)
-        position[np.fromiter((self._numbered(m) for m in ids), dtype=np.int64, count=n)] = np.arange(n)
+        position[numbers] = np.arange(n)
         blocks = list(self.out.items())
         sources = np.fromiter((self._number[s] for s, _ in blocks), dtype=np.int64, count=len(blocks))
         lengths = np.fromiter((len(t) for _, (t, _) in blocks), dtype=np.int64, count=len(blocks))

@@ -87,6 +87,18 @@ def test_the_graph_refreshed_by_difference_equals_one_read_from_scratch(replicas
     assert "m07-01" not in second.nodes and "m05-02" not in second.index
 
 
+def test_a_memory_without_edges_joins_a_graph_that_has_edges(replicas: Replicas) -> None:
+    """The memory's first number is given while the graph matrix is built; the position
+    table must already cover it (it was one short: IndexError, a 500 on /graph/analysis)."""
+    replicas.apply(planted(topics=2, size=5))
+    cache = ProjectionCache(replicas.reader)
+    cache.get("t1")
+    lonely = memory("t1", "lonely", "A fact linked to nothing.", 1_900_000_000.0)
+    replicas.apply(commands.consolidate("t1", 0, 0, [lonely], 1_900_000_000.0))
+    refreshed = cache.get("t1")
+    assert "lonely" in refreshed.nodes and same_graph(refreshed, project(replicas.reader, "t1"))
+
+
 def test_an_incremental_pass_agrees_with_a_full_pass_after_a_small_change(replicas: Replicas) -> None:
     replicas.apply(planted())
     cache = ProjectionCache(replicas.reader)
