@@ -24,6 +24,7 @@ Costs and bounds:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import re
@@ -112,6 +113,7 @@ class TenantLexicon:
     version: object  # what the tenant looked like when this was built
     built_at: float
     build_secs: float
+    started: int  # builds are numbered as they start: a later start never loses to an earlier
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,14 @@ class Lexicon:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self._starts = itertools.count()
         self.builds = 0
 
     # -- building ----------------------------------------------------------------------------
     def _build(self, tenant_id: str) -> None:
         try:
             started = time.perf_counter()
+            number = next(self._starts)
             version = self._version_of(tenant_id)
             df: Counter[str] = Counter()
             docs = 0
@@ -170,10 +174,12 @@ class Lexicon:
             for word, s in zip(words, stems, strict=True):
                 stem_df[s] = max(stem_df[s], df[word])
             matrix = self.words.matrix(words)
-            built = TenantLexicon(
-                stems, matrix, dict(stem_df), docs, version, time.monotonic(), time.perf_counter() - started
-            )
+            took = time.perf_counter() - started
+            built = TenantLexicon(stems, matrix, dict(stem_df), docs, version, time.monotonic(), took, number)
             with self._lock:
+                current = self._tenants.get(tenant_id)
+                if current is not None and current.started > number:
+                    return  # a build that began later (with newer memories) finished first
                 self._tenants[tenant_id] = built
                 self._tenants.move_to_end(tenant_id)
                 while len(self._tenants) > self.settings.max_tenants:
@@ -243,10 +249,6 @@ class Lexicon:
                 lexicon = self._tenants.get(tenant_id)
             if lexicon is None or self._due(lexicon, tenant_id):
                 self._schedule(tenant_id)
-
-    def forget(self, tenant_id: str) -> None:
-        with self._lock:
-            self._tenants.pop(tenant_id, None)
 
     # -- expanding ---------------------------------------------------------------------------
     def expansion(self, tenant_id: str, query: str) -> Expansion:

@@ -161,3 +161,30 @@ def test_a_small_tenant_is_always_answered_from_a_current_lexicon(embedder: Embe
     texts["t"] = [*JOHN, "Bob: I go running every morning."]
     version["t"] = 2
     assert "run" in lex.expansion("t", "What exercise does Bob do?").weights  # rebuilt at once
+
+
+def test_a_build_that_started_earlier_never_replaces_a_later_one(embedder: Embedder) -> None:
+    texts = {"t": JOHN[:3]}
+    version = {"t": 1}
+    entered, gate = threading.Event(), threading.Event()
+
+    def texts_of(tenant: str) -> list[str]:
+        snapshot = list(texts[tenant])
+        if not entered.is_set():  # the first (background) build stalls with the old memories
+            entered.set()
+            gate.wait(10)
+        return snapshot
+
+    lex = Lexicon(embedder, texts_of, lambda tenant: version[tenant], background=True)
+    lex.refresh({"t"})
+    assert entered.wait(10)
+    texts["t"] = list(JOHN)
+    version["t"] = 2
+    lex._build("t")  # a later build, as a small tenant's query runs it, finishes first
+    gate.set()
+    for _ in range(200):
+        if not lex._building:
+            break
+        threading.Event().wait(0.05)
+    current = lex._tenants["t"]
+    assert current.version == 2 and current.docs == len(JOHN)
