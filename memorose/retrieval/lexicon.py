@@ -158,7 +158,9 @@ class Lexicon:
         self.builds = 0
 
     # -- building ----------------------------------------------------------------------------
-    def _build(self, tenant_id: str) -> None:
+    def _build(self, tenant_id: str, scheduled: bool = False) -> None:
+        """Build the tenant's lexicon now (``scheduled``: the builder thread's job, whose
+        mark in ``_building`` it clears; a query's own build leaves that mark alone)."""
         try:
             started = time.perf_counter()
             number = next(self._starts)
@@ -188,8 +190,9 @@ class Lexicon:
         except Exception:  # a lexicon is an optimisation: never fail a query for it
             log.exception("lexicon build for tenant %s failed", tenant_id)
         finally:
-            with self._lock:
-                self._building.discard(tenant_id)
+            if scheduled:
+                with self._lock:
+                    self._building.discard(tenant_id)
 
     def _schedule(self, tenant_id: str) -> None:
         with self._lock:
@@ -197,7 +200,7 @@ class Lexicon:
                 return
             self._building.add(tenant_id)
         if not self._background:
-            self._build(tenant_id)
+            self._build(tenant_id, scheduled=True)
             return
         self._queue.put(tenant_id)
         with self._lock:
@@ -207,7 +210,7 @@ class Lexicon:
 
     def _work(self) -> None:
         while True:
-            self._build(self._queue.get())
+            self._build(self._queue.get(), scheduled=True)
 
     def _due(self, lexicon: TenantLexicon, tenant_id: str) -> bool:
         """Stale and not rebuilt too recently (rebuilds cost at most ~10 % of a core)."""

@@ -164,8 +164,8 @@ def test_a_small_tenant_is_always_answered_from_a_current_lexicon(embedder: Embe
 
 
 def test_a_build_that_started_earlier_never_replaces_a_later_one(embedder: Embedder) -> None:
-    texts = {"t": JOHN[:3]}
-    version = {"t": 1}
+    texts = {"t": JOHN[:3], "u": ["Ann: hello"]}
+    version = {"t": 1, "u": 1}
     entered, gate = threading.Event(), threading.Event()
 
     def texts_of(tenant: str) -> list[str]:
@@ -182,8 +182,9 @@ def test_a_build_that_started_earlier_never_replaces_a_later_one(embedder: Embed
     version["t"] = 2
     lex._build("t")  # a later build, as a small tenant's query runs it, finishes first
     gate.set()
+    lex.refresh({"u"})  # queued behind the stalled build on the one builder thread
     for _ in range(200):
-        if not lex._building:
+        if lex.get("u") is not None:
             break
         threading.Event().wait(0.05)
     current = lex._tenants["t"]
