@@ -221,8 +221,9 @@ async def _inject(cluster: Cluster, fault: str, leader: int) -> None:
         raise ValueError(fault)
 
 
-async def _heal(cluster: Cluster, fault: str, leader: int) -> float | None:
-    """Undo the fault; for SIGTERM returns how long the graceful stop took (s)."""
+async def _heal(cluster: Cluster, fault: str, leader: int, signalled: float) -> float | None:
+    """Undo the fault; for SIGTERM returns how long the graceful stop took (s), from the
+    signal (``signalled``, perf_counter) to the process's exit."""
     node = cluster.nodes[leader]
     stopped = None
     if fault == "pause":
@@ -231,9 +232,8 @@ async def _heal(cluster: Cluster, fault: str, leader: int) -> float | None:
         cluster.network.heal(node.raft)
     elif fault == "term":
         assert node.proc is not None
-        began = time.perf_counter()
         await asyncio.to_thread(node.proc.wait, 30)
-        stopped = time.perf_counter() - began
+        stopped = time.perf_counter() - signalled
     if fault in ("kill", "term"):
         cluster.start(leader)
     return stopped
@@ -273,7 +273,7 @@ async def failover(rounds: int, faults: list[str]) -> dict[str, Any]:
                 times[fault].append(time.perf_counter() - began)
                 if fault == "cut":
                     step_downs.append(await asyncio.wait_for(step_down, 30))
-                stopped = await _heal(cluster, fault, leader)
+                stopped = await _heal(cluster, fault, leader, began)
                 if stopped is not None:
                     stops.append(stopped)
                 print(
