@@ -116,9 +116,3 @@ def run_ablation(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(_parser)
-    raise SystemExit(run_ablation(_parser.parse_args()))

@@ -144,9 +144,3 @@ def run_arbitration_bench(args: argparse.Namespace) -> int:
             if o.decision != o.expected:
                 print(f"- [{o.kind}] {o.old!r} -> {o.new!r}: {o.decision} ({o.reason})")
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(_parser)
-    raise SystemExit(run_arbitration_bench(_parser.parse_args()))

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.report import save_json
 from memorose import commands
 from node.runner import free_port
 from node.testing import raft_attack
@@ -464,13 +465,5 @@ def run_raft_bench(args: argparse.Namespace) -> int:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run_raft_bench(_parser.parse_args()))

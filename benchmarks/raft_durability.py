@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import save_json
 from node.testing.checker import check
 from node.testing.cluster import Cluster
 from node.testing.workload import History, run_writers
@@ -70,13 +69,5 @@ def run_durability_bench(args: argparse.Namespace) -> int:
         for all_nodes in (False, True):
             key = f"{name}/{'kill_all' if all_nodes else 'kill_leader'}"
             result[key] = asyncio.run(run(env, args.rounds, all_nodes, args.write_seconds))
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run_durability_bench(_parser.parse_args()))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import random
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from benchmarks.report import save_json
 from memorose import commands
 from memorose.config import RaftSettings
 from memorose.storage.rocks import RocksStore
@@ -112,13 +111,5 @@ def run_snapshot_bench(args: argparse.Namespace) -> int:
         "pack_on_tick_thread": inline,
         "pack_in_background": background,
     }
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run_snapshot_bench(_parser.parse_args()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,10 @@ def update_docs(path: Path, section: str) -> None:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
+
+
+def save_json(result: dict[str, Any], out: str | Path) -> None:
+    """Print a benchmark's result and write it to ``out`` (JSON, parents created)."""
+    print(json.dumps(result, indent=2))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")

@@ -212,11 +212,12 @@ class Lexicon:
         while True:
             self._build(self._queue.get(), scheduled=True)
 
-    def _due(self, lexicon: TenantLexicon, tenant_id: str) -> bool:
-        """Stale and not rebuilt too recently (rebuilds cost at most ~10 % of a core)."""
+    def _due(self, lexicon: TenantLexicon, tenant_id: str, version: object) -> bool:
+        """Stale (``version`` is the tenant's now) and not rebuilt too recently (rebuilds
+        cost at most ~10 % of a core)."""
         s = self.settings
         age = time.monotonic() - lexicon.built_at
-        if age < s.rebuild_cost_factor * lexicon.build_secs or self._version_of(tenant_id) == lexicon.version:
+        if age < s.rebuild_cost_factor * lexicon.build_secs or version == lexicon.version:
             return False
         grown = self._size_of is not None and self._size_of(tenant_id) > lexicon.docs * (1 + s.growth_rebuild)
         return grown or age >= s.min_rebuild_secs
@@ -233,11 +234,12 @@ class Lexicon:
             lexicon = self._tenants.get(tenant_id)
             if lexicon is not None:
                 self._tenants.move_to_end(tenant_id)
-        if (lexicon is None or lexicon.version != self._version_of(tenant_id)) and self._small(tenant_id):
+        version = self._version_of(tenant_id)  # one read of the tenant per query
+        if (lexicon is None or lexicon.version != version) and self._small(tenant_id):
             self._build(tenant_id)
             with self._lock:
                 return self._tenants.get(tenant_id, lexicon)
-        if lexicon is None or self._due(lexicon, tenant_id):
+        if lexicon is None or self._due(lexicon, tenant_id, version):
             self._schedule(tenant_id)
             with self._lock:
                 lexicon = self._tenants.get(tenant_id, lexicon)
@@ -250,7 +252,7 @@ class Lexicon:
         for tenant_id in tenant_ids:
             with self._lock:
                 lexicon = self._tenants.get(tenant_id)
-            if lexicon is None or self._due(lexicon, tenant_id):
+            if lexicon is None or self._due(lexicon, tenant_id, self._version_of(tenant_id)):
                 self._schedule(tenant_id)
 
     # -- expanding ---------------------------------------------------------------------------
