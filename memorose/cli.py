@@ -28,7 +28,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (``command`` names a plugged-in command) only that
+    command's group: ``memorose node`` then never imports the gateway's or the benchmarks'
+    modules, which held ~20 MiB of an idle node (networkx, the soak tooling)."""
     parser = Parser(prog="memorose", description="Memorose memory database")
     parser.add_argument("--version", action="version", version=f"memorose {__version__}")
     parser.add_argument(
@@ -39,15 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much the process logs to stderr",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group="memorose.commands"), key=lambda e: e.name):
+    plugged = sorted(entry_points(group="memorose.commands"), key=lambda e: e.name)
+    if any(ep.name == command for ep in plugged):
+        plugged = [ep for ep in plugged if ep.name == command]
+    for ep in plugged:
         ep.load()(sub)
     status.register(sub)  # the library's own: it only talks HTTP
     mcp_command.register(sub)  # imports the `mcp` package only when it runs
     return parser
 
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` asks for (its first word after the global options), or None
+    when it asks for help or the version (then every command is listed)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif word in ("-h", "--help", "--version"):
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(command_named(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

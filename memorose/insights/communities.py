@@ -26,8 +26,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import community as louvain
-import igraph
 import numpy as np
 import scipy.sparse as sp
 
@@ -118,6 +116,8 @@ def analyze_incremental(
 
 def full_labels(projection: Projection, resolution: float, seed: int) -> np.ndarray:
     """Louvain from singletons (igraph; its generator is process-wide, hence the lock)."""
+    import igraph  # imported by the first pass: a node that runs none never holds it
+
     n = len(projection.ids)
     if projection.matrix.nnz == 0:
         return np.arange(n, dtype=np.int64)
@@ -176,6 +176,8 @@ def incremental_labels(
     graph = to_networkx(list(range(size)), collapsed)
     if graph.number_of_edges() == 0:
         return np.arange(n, dtype=np.int64), frontier
+    import community as louvain  # python-louvain, imported by the first incremental pass
+
     found = louvain.best_partition(
         graph, partition=start, weight="weight", resolution=resolution, random_state=seed
     )

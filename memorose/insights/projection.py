@@ -19,15 +19,17 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
 from memorose import codec
 from memorose.storage import keys
 from memorose.storage.reader import StateReader
+
+if TYPE_CHECKING:  # networkx (~20 MiB resident) is imported by the first pass, not at start
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Projection:
 def to_networkx(labels: list[Any], matrix: sp.csr_array) -> nx.Graph:
     """An undirected graph of the upper triangle of a symmetric matrix (diagonal entries
     become self-loops of half the entry, so weighted degrees equal the row sums)."""
+    import networkx as nx
+
     graph: nx.Graph = nx.Graph()
     graph.add_nodes_from(labels)
     coo = matrix.tocoo()

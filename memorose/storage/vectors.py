@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 import simsimd
+
+if TYPE_CHECKING:  # pyarrow (~25 MiB resident) is imported only with LanceDB
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +242,8 @@ class VectorIndex:
 
     def open_existing(self) -> None:
         """Reattach tables of large tenants that survived a restart."""
-        if not self.path.exists():
-            return
+        if not any(self.path.glob("tenant_*")):
+            return  # no table: LanceDB (and pyarrow) stay unimported
         db = self._lance()
         for name in db.table_names():
             if name.startswith("tenant_"):
@@ -251,11 +253,15 @@ class VectorIndex:
         return tenant_id in self._tables
 
     def _schema(self) -> pa.Schema:
+        import pyarrow as pa
+
         return pa.schema(
             [("id", pa.string()), ("stream", pa.string()), ("vector", pa.list_(pa.float32(), self.dim))]
         )
 
     def _to_arrow(self, ids: list[str], streams: list[str], vectors: np.ndarray) -> pa.Table:
+        import pyarrow as pa
+
         flat = pa.array(vectors.astype(np.float32).reshape(-1))
         return pa.table(
             {
