@@ -202,10 +202,14 @@ def free_port() -> int:
 class NodeProcess:
     """``memorose node`` in a subprocess, on free loopback ports, with a known admin key."""
 
-    def __init__(self, data_dir: Path, admin_key: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, admin_key: str, env: dict[str, str] | None = None, code: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.admin_key = admin_key
         self.env = env or {}
+        #: The checkout whose code the node runs (``--node-code``); None: the bench's own.
+        self.code = code
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -234,7 +238,12 @@ class NodeProcess:
             f"127.0.0.1:{free_port()}",
         ]
         with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH:
+            # run from the node's checkout, or a bench started in another checkout measures
+            # its own code under the other's name.
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=self.code
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -648,7 +657,7 @@ async def run_scenario(
     if cfg.node_code is not None:
         env["PYTHONPATH"] = str(cfg.node_code)
     base = cfg.data if cfg.data is not None else workdir
-    node = NodeProcess(base / sc.name, admin_key, env)
+    node = NodeProcess(base / sc.name, admin_key, env, cfg.node_code)
     marker = base / f"{sc.name}.built.json"
     built = json.loads(marker.read_text()) if cfg.data is not None and marker.exists() else None
     if cfg.data is not None and built is None and node.data_dir.exists():
@@ -669,7 +678,9 @@ async def run_scenario(
             if made_of != {"size": sc.size, "tenants": sc.tenants, "seed": cfg.seed}:
                 raise BenchError(f"{node.data_dir} holds other data ({made_of}): use another --data")
             log(f"  reusing the data built {built['date']} under {node.data_dir}")
-            built = {**built, "reused": True}
+            empty = await measure_empty_node(session, workdir / f"empty-{sc.name}", admin_key, env, cfg)
+            log(f"  an empty node of the same code: RSS {empty['empty_rss_mib']} MiB")
+            built = {**built, **empty, "reused": True}
         await _check_counts(client, sc)
         row = {
             "scenario": sc.name,
@@ -681,6 +692,7 @@ async def run_scenario(
             "consolidation_mode": os.environ.get("MEMOROSE_CONSOLIDATION__MODE", "pipeline"),
             "build": built,
             "empty_rss_mib": built["empty_rss_mib"],
+            "empty_rss_anon_mib": built.get("empty_rss_anon_mib"),
             "ingest_batch": built["ingest_batch"],
             "consolidate_drain_s": built["consolidate_drain_s"],
             **await measure_node(client, node, sc, warmup, cfg.in_flight),
@@ -707,10 +719,27 @@ async def run_scenario(
     return results
 
 
+async def measure_empty_node(
+    session: aiohttp.ClientSession, data_dir: Path, admin_key: str, env: dict[str, str], cfg: BenchConfig
+) -> dict[str, float]:
+    """Idle RSS of a freshly started node with no data, same code and settings: a run that
+    reuses ``--data`` measures it again, so before and after compare within one run."""
+    node = NodeProcess(data_dir, admin_key, env, cfg.node_code)
+    try:
+        await node.start(session)
+        rss = await wait_idle(Client(session, node), node)
+        anon = memory_status(node.pid).get("RssAnon", 0)
+    finally:
+        node.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return {"empty_rss_mib": round(rss / 2**20, 1), "empty_rss_anon_mib": round(anon / 2**20, 1)}
+
+
 async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Scenario) -> dict[str, Any]:
     """Ingest the scenario's events and consolidate them: what a reused data dir skips."""
     started = time.perf_counter()
     empty_rss = await wait_idle(client, node)
+    empty_anon = memory_status(node.pid).get("RssAnon", 0)
     ingest = await ingest_batched(client, sc.by_tenant, cfg.batch, cfg.batch_concurrency)
     log(f"  batch ingest: {ingest['events_per_s']} events/s ({ingest['seconds']} s)")
     consolidate_s = await drain_consolidation(client, list(sc.by_tenant))
@@ -721,6 +750,7 @@ async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Sc
         "seed": cfg.seed,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "empty_rss_mib": round(empty_rss / 2**20, 1),
+        "empty_rss_anon_mib": round(empty_anon / 2**20, 1),
         "ingest_batch": ingest,
         "consolidate_drain_s": consolidate_s,
         "build_s": round(time.perf_counter() - started, 1),
@@ -746,7 +776,10 @@ async def run_exact_rerun(
     threshold = max(EXACT_THRESHOLD, sc.size + 1)
     log(f"scenario {sc.name}-exact: same data, MEMOROSE_INDEX__ANN_THRESHOLD={threshold}, reindex")
     node = NodeProcess(
-        previous.data_dir, previous.admin_key, {"MEMOROSE_INDEX__ANN_THRESHOLD": str(threshold)}
+        previous.data_dir,
+        previous.admin_key,
+        {**previous.env, "MEMOROSE_INDEX__ANN_THRESHOLD": str(threshold)},
+        previous.code,
     )
     warmup = min(20, cfg.queries)
     try:
