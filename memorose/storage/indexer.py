@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from memorose.models import Memory
 from memorose.priority import lower_this_thread
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
+from memorose.storage.heap import release_free_heap
 from memorose.storage.reader import StateReader
 from memorose.storage.vectors import VectorIndex
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 _CHANGES_PER_CYCLE = 2000
+#: Memories decoded at a time when a tenant's indexes are loaded or rebuilt: a whole 100K
+#: tenant at once (300 MB of ``Memory`` objects) left ~170 MB of freed heap behind.
+LOAD_CHUNK = 2048
 
 
 def is_searchable(memory: Memory) -> bool:
@@ -101,6 +105,7 @@ class Indexer:
             self.vectors.open_existing()
             self._load_small_tenant_vectors()
         self.catch_up()
+        release_free_heap()  # what the startup load freed goes back to the system
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="memorose-indexer", daemon=True)
@@ -244,7 +249,7 @@ class Indexer:
                 self.vectors.remove(tenant_id, memory_id)
                 self.stale_vectors.get(tenant_id, set()).discard(memory_id)
         for tenant_id, memories in by_tenant.items():
-            self._load_vectors(tenant_id, memories, bulk=False)
+            self._load_vectors(tenant_id, memories)
 
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""
@@ -288,6 +293,7 @@ class Indexer:
             self._progress.notify_all()
         self._save_state()
         self.rebuilds += 1
+        release_free_heap()
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
 
     def _rebuild_requested_tenants(self) -> None:
@@ -321,13 +327,19 @@ class Indexer:
         # The feed may still hold changes for these events: they must replace, not double.
         self._added_seq[tenant_id] = max(self._added_seq.get(tenant_id, 0), last_seq)
         self._indexed_seq[tenant_id] = record["next_seq"] - 1
-        memories = [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
-        for n, m in enumerate(memories):
-            self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
-            _breathe(n)
-        self._load_vectors(tenant_id, memories)
+        self.vectors.start_load(tenant_id, record["memories"])
+        for chunk in self._searchable_chunks(tenant_id):
+            for n, m in enumerate(chunk):
+                self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
+                _breathe(n)
+            self._load_vectors(tenant_id, chunk)
+        self.vectors.end_load(tenant_id)
 
-    def _load_vectors(self, tenant_id: str, memories: list[Memory], *, bulk: bool = True) -> None:
+    def _searchable_chunks(self, tenant_id: str) -> Iterator[list[Memory]]:
+        """A tenant's searchable memories, ``LOAD_CHUNK`` at a time, in key order."""
+        return _chunks((m for m in self.reader.memories(tenant_id) if is_searchable(m)), LOAD_CHUNK)
+
+    def _load_vectors(self, tenant_id: str, memories: list[Memory]) -> None:
         # A vector of another model or dimension (embedding model changed, not yet
         # re-embedded) never joins the index: one index, one vector space. That memory stays
         # findable through BM25 until `admin reembed`.
@@ -341,8 +353,7 @@ class Indexer:
                 self.vectors.remove(tenant_id, m.memory_id)
         if not fitting:
             return
-        load = self.vectors.bulk_load if bulk else self.vectors.upsert
-        load(
+        self.vectors.upsert(
             tenant_id,
             [m.memory_id for m in fitting],
             [m.stream_id for m in fitting],
@@ -350,12 +361,25 @@ class Indexer:
         )
 
     def _load_small_tenant_vectors(self) -> None:
-        """In-memory matrices do not survive a restart; reload them from RocksDB."""
+        """In-memory matrices do not survive a restart; reload them from RocksDB, streamed
+        a chunk at a time into a matrix allocated once."""
         for tenant_id in self.reader.tenant_ids():
             if not self.vectors.is_large(tenant_id):
-                self._load_vectors(
-                    tenant_id, [m for m in self.reader.memories(tenant_id) if is_searchable(m)]
-                )
+                self.vectors.start_load(tenant_id, self.reader.tenant_or_empty(tenant_id)["memories"])
+                for chunk in self._searchable_chunks(tenant_id):
+                    self._load_vectors(tenant_id, chunk)
+                self.vectors.end_load(tenant_id)
+
+
+def _chunks(items: Iterable[Memory], size: int) -> Iterator[list[Memory]]:
+    chunk: list[Memory] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _breathe(n: int, every: int = 256) -> None:

@@ -108,6 +108,13 @@ class _Matrix:
         self.ids = list(self.ids)
         self._shared_rows = 0  # fresh arrays and list: nothing published reads them
 
+    def fit(self) -> None:
+        """Drop spare capacity beyond a quarter (a load reserved for memories it then
+        skipped: archived, or of another model)."""
+        n = len(self.ids)
+        if self.codes.shape[0] > max(16, n + n // 4):
+            self._grow(n, slack=False)
+
     def _unshare(self) -> None:
         """Copy the arrays (and the id list) a published snapshot still reads."""
         if self._shared_rows:
@@ -324,6 +331,26 @@ class VectorIndex:
         table.add(self._to_arrow(ids, streams, vectors))  # type: ignore[attr-defined]
         with self._lock:
             self._unindexed[tenant_id] = self._unindexed.get(tenant_id, 0) + len(ids)
+
+    def start_load(self, tenant_id: str, expected_rows: int) -> None:
+        """Drop a tenant's vectors and make room for ``expected_rows`` (its memory count) in
+        a fresh matrix: a load then streamed in chunks through ``upsert`` allocates the
+        matrix once, exactly, instead of growing it with slack chunk by chunk."""
+        with self._lock:
+            self.drop_tenant(tenant_id)
+            if expected_rows > self.ann_threshold:
+                return  # promoted to LanceDB as the load crosses the threshold
+            matrix = self._matrices[tenant_id] = _Matrix(self.dim)
+            matrix.reserve(expected_rows)
+
+    def end_load(self, tenant_id: str) -> None:
+        """After a ``start_load``: release what the reservation did not use."""
+        with self._lock:
+            matrix = self._matrices.get(tenant_id)
+            if matrix is not None and not matrix.ids:
+                del self._matrices[tenant_id]
+            elif matrix is not None:
+                matrix.fit()
 
     def bulk_load(self, tenant_id: str, ids: list[str], streams: list[str], vectors: np.ndarray) -> None:
         """Replace a tenant's vectors at once (rebuild)."""
