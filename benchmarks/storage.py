@@ -235,7 +235,7 @@ class NodeProcess:
             "--http",
             f"127.0.0.1:{self.port}",
             "--raft",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{self.raft_port()}",
         ]
         with open(self.log_path, "ab") as log_file:
             # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH:
@@ -256,6 +256,17 @@ class NodeProcess:
                 pass
             await asyncio.sleep(0.05)
         raise BenchError(f"node not ready after {timeout}s: {self.log_tail()}")
+
+    def raft_port(self) -> int:
+        """The Raft port this data dir was first served on: the address is the node's Raft
+        identity (the dump's membership names it), so a reused ``--data`` restarted on a
+        new port never elects a leader."""
+        remembered = self.data_dir.parent / f"{self.data_dir.name}.raft-port"
+        if remembered.exists():
+            return int(remembered.read_text())
+        port = free_port()
+        remembered.write_text(f"{port}\n")
+        return port
 
     def log_tail(self, chars: int = 2000) -> str:
         try:

@@ -31,7 +31,7 @@ from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.statemachine import content_sha
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader, hash_key
-from memorose.storage.rocks import RocksStore
+from memorose.storage.rocks import RocksStore, RocksTuning
 from node.batcher import IngestBatcher
 from node.insight_worker import Insights
 from node.maintenance import ForgettingWorker, TouchBuffer, TouchFlusher
@@ -66,7 +66,11 @@ class NodeService:
         # Config validation already requires a shared password whenever the node has peers;
         # a lone node generates its own so that its Raft port is never unauthenticated.
         self.raft_password = settings.raft_password or _secret_file(self.data_dir / "raft_password", "")
-        self.store = RocksStore(self.data_dir / "rocks", sync_writes=settings.raft_tuning.sync_apply)
+        self.store = RocksStore(
+            self.data_dir / "rocks",
+            sync_writes=settings.raft_tuning.sync_apply,
+            tuning=RocksTuning(**settings.storage.model_dump()),
+        )
         self.reader = StateReader(self.store)
         #: The leader's clock for everything it stamps into commands (tests replace it).
         self.clock: Any = time.time

@@ -28,10 +28,20 @@ import shutil
 import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Checkpoint,
+    DBCompressionType,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 from memorose.storage import keys
 
@@ -40,10 +50,36 @@ from memorose.storage import keys
 SCAN_PAGE = 256
 
 
-def _options(create: bool = True) -> Options:
+@dataclass(frozen=True)
+class RocksTuning:
+    """Memory and compression of the database (``[storage]`` settings; docs/storage.md)."""
+
+    block_cache_mib: int = 16
+    write_buffer_mib: int = 16
+    compression: str = "zstd"
+
+
+_COMPRESSION = {
+    "zstd": DBCompressionType.zstd,
+    "lz4": DBCompressionType.lz4,
+    "snappy": DBCompressionType.snappy,
+    "none": DBCompressionType.none,
+}
+
+
+def _options(create: bool = True, tuning: RocksTuning | None = None) -> Options:
+    tuning = tuning or RocksTuning()
     opts = Options(raw_mode=True)
     opts.create_if_missing(create)
     opts.set_max_background_jobs(2)
+    compression = _COMPRESSION[tuning.compression]()
+    opts.set_compression_type(compression)
+    opts.set_bottommost_compression_type(compression)
+    opts.set_write_buffer_size(tuning.write_buffer_mib << 20)
+    opts.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(tuning.block_cache_mib << 20))
+    opts.set_block_based_table_factory(table)
     return opts
 
 
@@ -61,15 +97,16 @@ class StoreError(RuntimeError):
 class RocksStore:
     """The node's RocksDB. Thread-safe for reads; writes come from the Raft apply thread."""
 
-    def __init__(self, path: Path, *, sync_writes: bool = False) -> None:
+    def __init__(self, path: Path, *, sync_writes: bool = False, tuning: RocksTuning | None = None) -> None:
         self.path = Path(path)
+        self.tuning = tuning or RocksTuning()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync_writes
         self._recover_legacy_switch()
         self._live = self._settle_generations()
-        self._db = Rdict(str(self._live), _options())
+        self._db = Rdict(str(self._live), _options(tuning=self.tuning))
 
     @property
     def live_path(self) -> Path:
@@ -237,7 +274,7 @@ class RocksStore:
             old = self._live
             self._db.close()
             try:
-                self._db = Rdict(str(target), _options(create=False))
+                self._db = Rdict(str(target), _options(create=False, tuning=self.tuning))
             except Exception as exc:
                 self._reopen(old)
                 shutil.rmtree(target, ignore_errors=True)
@@ -248,7 +285,7 @@ class RocksStore:
 
     def _reopen(self, generation: Path) -> None:
         try:
-            self._db = Rdict(str(generation), _options(create=False))
+            self._db = Rdict(str(generation), _options(create=False, tuning=self.tuning))
         except Exception as exc:
             raise StorageFailure(f"the live database {generation} does not reopen: {exc}") from exc
 
