@@ -145,7 +145,12 @@ def rss_bytes(pid: int) -> int:
 def disk_usage(root: Path) -> dict[str, int]:
     """Allocated bytes under ``root``, in total and per top-level entry (rocks, index, raft...)."""
     parts: dict[str, int] = {}
+    # ``rocks`` is a symlink to its live generation (``rocks-<n>``): counted once, under
+    # ``rocks`` (following the link as well counted the database twice).
+    linked = {entry.resolve() for entry in root.iterdir() if entry.is_symlink() and entry.is_dir()}
     for entry in root.iterdir():
+        if not entry.is_symlink() and entry.resolve() in linked:
+            continue
         paths: Iterable[Path] = entry.rglob("*") if entry.is_dir() else [entry]
         size = 0
         for path in [entry, *paths] if entry.is_dir() else paths:
