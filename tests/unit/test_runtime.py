@@ -8,10 +8,9 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
-
-from memorose.config import RuntimeSettings
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from memorose.config import RuntimeSettings
 from memorose.runtime import configure_gc, settle_heap
 from node.heap import HeapSettler
 
