@@ -444,6 +444,10 @@ def _replays(args: argparse.Namespace) -> list[dict[str, Any]]:
         sources["locomo"] = [e for s in samples for e in _turn_events(s)]
     out = []
     for source, events in sources.items():
+        texts = list(dict.fromkeys(e["content"] for e in events))[:520]
+        rate = {"source": source, **replay_mod.model_rate(texts), "load": _load()}
+        print(json.dumps({"model_rate_on_source": rate}), flush=True)
+        out.append(rate)
         first: list[str] | None = None
         for value in args.merge_vectors.split(","):
             result = {"source": source, **replay_mod.replay(events, value), "load": _load()}
