@@ -432,9 +432,10 @@ class ConsolidationPlanner:
         its vector is known. Otherwise it is old + new, and its vector is the normalised mean
         of the parts' vectors weighted by their lengths in words (MiniLM mean-pools its
         tokens, so a text made of two parts lies near that mean: cosine .97 with the model's
-        own embedding, docs/consolidation.md section 9). With ``merge_vectors = "embed"``, or
-        when the old part has no vector of this model, the text is embedded at the end of
-        the batch and the mean only serves this batch's later facts."""
+        own embedding, docs/consolidation.md section 9). With ``merge_vectors = "embed"``,
+        when the old part has no vector of this model, or when the text is an LLM's rewrite
+        rather than old + new, the text is embedded at the end of the batch and the mean
+        only serves this batch's later facts."""
         if text == fact_text:
             self.embedding_ledger.count(reused=1)
             return fact_vector, False
@@ -443,7 +444,8 @@ class ConsolidationPlanner:
             return target.vector, False
         weights = (_length(target.content), _length(fact_text))
         mean = _mean_direction(target.vector, fact_vector, weights)
-        if self.settings.merge_vectors == "mean" and target.vector.shape == fact_vector.shape:
+        composed = text == merged_text(target.content, fact_text)
+        if self.settings.merge_vectors == "mean" and composed and target.vector.shape == fact_vector.shape:
             self.embedding_ledger.count(mean=1)
             return mean, False
         return mean, True

@@ -268,6 +268,11 @@ def test_a_merge_into_a_memory_without_a_vector_of_this_model_still_embeds_the_m
     stale = _Working("m1", _OLD_FACTS[0], np.zeros(0, np.float32))
     vector, embed_later = planner._merged_vector(stale, _NEW_FACTS[0], fact_vector, _MERGED[0])
     assert embed_later and np.array_equal(vector, fact_vector)
+    # An LLM's rewrite is not old + new: the mean of the parts may not be where it lies.
+    current = _Working("m1", _OLD_FACTS[0], embedder.embed([_OLD_FACTS[0]])[0])
+    rewrite = "Bob likes jazz and blues"
+    assert planner._merged_vector(current, _NEW_FACTS[0], fact_vector, rewrite)[1]
+    assert not planner._merged_vector(current, _NEW_FACTS[0], fact_vector, _MERGED[0])[1]
     # The newer fact saying everything: its own vector, nothing to embed.
     current = _Working("m1", _OLD_FACTS[0], embedder.embed([_OLD_FACTS[0]])[0])
     vector, embed_later = planner._merged_vector(current, _NEW_FACTS[0], fact_vector, _NEW_FACTS[0])
