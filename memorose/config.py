@@ -60,6 +60,9 @@ class ConsolidationSettings(_Section):
     temporal_edge_weight: float = Field(0.3, ge=0, le=1)
     #: At most this many similarity edges per new memory.
     max_similar_edges: int = Field(5, ge=0, le=100)
+    #: A merged memory's vector: ``mean`` (the normalised mean of its parts' vectors, weighted
+    #: by their lengths: no model call) or ``embed`` (the merged text through the model again).
+    merge_vectors: Literal["mean", "embed"] = "mean"
 
 
 class ForgettingSettings(_Section):
