@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks import consolidation_replay as replay_mod
 from memorose.cli_support import positive_int
 from memorose.config import load_settings
 from node.runner import RunningNode, free_port, start_node
@@ -97,7 +98,13 @@ def _log(message: str) -> None:
 
 
 async def throughput(
-    n: int, mode: str, embedder: str | None, *, max_consolidate_s: float, batch: int = 1000
+    n: int,
+    mode: str,
+    embedder: str | None,
+    *,
+    max_consolidate_s: float,
+    batch: int = 1000,
+    merge_vectors: str = "mean",
 ) -> dict[str, Any]:
     """Ingest ``n`` events into one tenant with the node's default background workers
     (consolidation every few seconds, insights on) and time three things in one run:
@@ -110,7 +117,7 @@ async def throughput(
       full vector. Bounded by ``max_consolidate_s``: past it the rate so far is reported.
     """
     load_before = _load()
-    overrides: dict[str, Any] = {"consolidation": {"mode": mode}}
+    overrides: dict[str, Any] = {"consolidation": {"mode": mode, "merge_vectors": merge_vectors}}
     if embedder is not None:
         overrides["embeddings"] = {"provider": embedder}
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,11 +151,14 @@ async def throughput(
                 consolidated, consolidated_s = await _until_consolidated(
                     service, n, started, max_consolidate_s
                 )
+                ledger = service.planner.embedding_ledger.snapshot()
         finally:
             await node.stop()
     half = n // 2
+    model_s = sum(site["seconds"] for site in ledger["sites"].values())
     return {
         "mode": mode,
+        "merge_vectors": merge_vectors,
         "embedder": model,
         "events": n,
         "batch_ingest_events_per_s": round(n / acked_s, 1),
@@ -162,6 +172,13 @@ async def throughput(
         "consolidated_complete": consolidated == n,
         "consolidated_seconds": round(consolidated_s, 2),
         "consolidated_events_per_s": round(consolidated / consolidated_s, 1),
+        # The planner's model calls per call site (facts, merged texts), and their share of
+        # the time to consolidated: what the model costs end to end.
+        "model_sites": ledger["sites"],
+        "merges_by_mean": ledger["merge_means"],
+        "merges_reusing_a_part": ledger["merge_reused"],
+        "model_seconds": round(model_s, 2),
+        "model_share_of_consolidated": round(model_s / consolidated_s, 3),
         "load_before": load_before,
         "load_after": _load(),
     }
@@ -380,22 +397,95 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="steady ingest rate (events/s)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the lag run")
     parser.add_argument("--locomo", default=None, help="path to locomo10.json (read in place)")
+    parser.add_argument(
+        "--merge-vectors",
+        default="mean",
+        help="comma-separated consolidation.merge_vectors values, each a throughput run (e.g. embed,mean)",
+    )
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only the in-process planner replay (no node): model time per call site, decisions "
+        "and merged-vector fidelity for each --merge-vectors value, and the model's own rate",
+    )
+    parser.add_argument(
+        "--replay-events", type=positive_int, default=2000, help="synthetic events in the replay"
+    )
+    parser.add_argument(
+        "--replay-conversations",
+        type=int,
+        default=2,
+        help="LoCoMo conversations replayed too when --locomo is given (0: none)",
+    )
     parser.add_argument("--out", default="benchmarks/results/consolidation.json", help="JSON results file")
+
+
+def _model_baseline(embedders: list[str], when: str) -> list[dict[str, Any]]:
+    """The model's own rate on 512 distinct texts of the synthetic log, per embedder."""
+    texts = [e["content"] for e in synthetic_events(4000, seed=11)][:4000]
+    out = []
+    for name in dict.fromkeys("local" if e == "default" else e for e in embedders):
+        result = {
+            "when": when,
+            **replay_mod.model_rate(list(dict.fromkeys(texts))[:520], name),
+            "load": _load(),
+        }
+        print(json.dumps({"model_baseline": result}), flush=True)
+        out.append(result)
+    return out
+
+
+def _replays(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The planner replayed in process for each ``--merge-vectors`` value, on the synthetic
+    log and on the first LoCoMo conversations; decisions compared with the first value's."""
+    sources: dict[str, list[dict[str, Any]]] = {"synthetic": synthetic_events(args.replay_events)}
+    if args.locomo and args.replay_conversations > 0:
+        samples = json.loads(Path(args.locomo).read_text())[: args.replay_conversations]
+        sources["locomo"] = [e for s in samples for e in _turn_events(s)]
+    out = []
+    for source, events in sources.items():
+        texts = list(dict.fromkeys(e["content"] for e in events))[:520]
+        rate = {"source": source, **replay_mod.model_rate(texts), "load": _load()}
+        print(json.dumps({"model_rate_on_source": rate}), flush=True)
+        out.append(rate)
+        first: list[str] | None = None
+        for value in args.merge_vectors.split(","):
+            result = {"source": source, **replay_mod.replay(events, value), "load": _load()}
+            decisions = result.pop("_decisions")
+            first = decisions if first is None else first
+            result["decisions_agree_with_first"] = replay_mod.agreement(first, decisions)
+            print(json.dumps({"replay": result}), flush=True)
+            out.append(result)
+        steps = {"source": source, **replay_mod.one_step_means(events)}
+        print(json.dumps({"one_step_means": steps}), flush=True)
+        out.append(steps)
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"throughput": [], "lag": None, "locomo": [], "load_before": _load()}
     print(f"load average before: {report['load_before']}", flush=True)
-    for embedder in args.embedders.split(","):
+    embedders = args.embedders.split(",")
+    report["model_baseline"] = _model_baseline(embedders, "before")
+    if args.replay_only:
+        report["replay"] = _replays(args)
+        report["model_baseline"] += _model_baseline(embedders, "after")
+        report["load_after"] = _load()
+        print(f"load average after: {report['load_after']}", flush=True)
+        return report
+    for embedder in embedders:
         for mode in args.modes.split(","):
-            result = await throughput(
-                args.events,
-                mode,
-                None if embedder == "default" else embedder,
-                max_consolidate_s=args.max_consolidate_seconds,
-            )
-            report["throughput"].append(result)
-            print(json.dumps(result), flush=True)
+            for merge_vectors in args.merge_vectors.split(",") if mode == "pipeline" else ["mean"]:
+                result = await throughput(
+                    args.events,
+                    mode,
+                    None if embedder == "default" else embedder,
+                    max_consolidate_s=args.max_consolidate_seconds,
+                    merge_vectors=merge_vectors,
+                )
+                report["throughput"].append(result)
+                print(json.dumps(result), flush=True)
+    report["model_baseline"] += _model_baseline(embedders, "after")
     if not args.skip_lag:
         report["lag"] = await lag_under_load(args.rate, args.seconds)
         print(json.dumps(report["lag"]), flush=True)

@@ -60,6 +60,9 @@ class ConsolidationSettings(_Section):
     temporal_edge_weight: float = Field(0.3, ge=0, le=1)
     #: At most this many similarity edges per new memory.
     max_similar_edges: int = Field(5, ge=0, le=100)
+    #: A merged memory's vector: ``mean`` (the normalised mean of its parts' vectors, weighted
+    #: by their lengths: no model call) or ``embed`` (the merged text through the model again).
+    merge_vectors: Literal["mean", "embed"] = "mean"
 
 
 class ForgettingSettings(_Section):
@@ -235,6 +238,19 @@ class MetricsSettings(_Section):
     token: str | None = Field(None, min_length=16)
 
 
+class RuntimeSettings(_Section):
+    """The Python runtime of a server process (memorose/runtime.py says why)."""
+
+    #: Freeze the objects that survive start-up out of the cycle collector's scans.
+    gc_freeze: bool = True
+    #: Net allocations between young collections (CPython's default is 700).
+    gc_gen0_threshold: int = Field(20_000, ge=100, le=10_000_000)
+    #: How often the frozen heap is collected once in full and frozen again (0: never).
+    gc_refreeze_secs: float = Field(900.0, ge=0)
+    #: numpy's matrix products on one thread (OpenBLAS otherwise spins one per core).
+    single_threaded_blas: bool = True
+
+
 class LimitSettings(_Section):
     """What one client can cost a node (docs/security.md says what each protects). A rate
     or quota of 0 means unlimited. Rates and ingest volume apply to tenant keys; the admin
@@ -312,6 +328,7 @@ class Settings(BaseSettings):
     raft_tuning: RaftSettings = Field(default_factory=lambda: RaftSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
     #: The HTTP base URL clients and peers reach this node at (``http`` may be 0.0.0.0
     #: or a container-internal name); shown in cluster status. Default: http://{http}.
     http_advertise: str | None = None

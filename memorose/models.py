@@ -187,8 +187,10 @@ class Memory:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Memory:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:  # a record of this version: every key is a field (retrieval decodes hundreds)
+            return cls(**data)
+        except TypeError:  # a field this version does not know: written by a newer one
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def public(self) -> dict[str, Any]:
         """The API view: no embedding, times in ISO 8601."""

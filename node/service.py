@@ -33,6 +33,7 @@ from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader, hash_key
 from memorose.storage.rocks import RocksStore, RocksTuning
 from node.batcher import IngestBatcher
+from node.heap import HeapSettler
 from node.insight_worker import Insights
 from node.maintenance import ForgettingWorker, TouchBuffer, TouchFlusher
 from node.proposer import Proposer
@@ -114,6 +115,7 @@ class NodeService:
         self._consolidated = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.insights = Insights(self)
+        self.heap = HeapSettler(settings.runtime)
 
     def _cosine_weight(self) -> float:
         configured = self.settings.retrieval.cosine_weight
@@ -155,6 +157,7 @@ class NodeService:
         self.worker.start()
         self._start_maintenance(self.proposer)
         self.insights.start()
+        self.heap.start()
 
     async def stop(self) -> None:
         """Graceful stop, bounded (about a second): Raft goes first so that the
@@ -164,7 +167,7 @@ class NodeService:
         if self.raft is not None:
             self.raft.destroy()
             await asyncio.to_thread(self._wait_raft_stopped, 0.6)
-        stopping = [self.insights.stop()]
+        stopping = [self.insights.stop(), self.heap.stop()]
         stopping += [task.stop() for task in (self.touch_flusher, self.forgetting) if task is not None]
         stopping += [part.stop() for part in (self.worker, self.batcher) if part is not None]
         try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,61 @@ class Plan:
     @property
     def created(self) -> int:
         return len(self.memories) + self.outcomes["create"] + self.outcomes["supersede"]
+
+
+@dataclass
+class ModelUse:
+    """What one call site of the planner asked of the embedder: texts it needed, distinct
+    texts it sent (repeats within a call are asked once), and the seconds the calls took."""
+
+    calls: int = 0
+    texts: int = 0
+    sent: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "calls": self.calls,
+            "texts": self.texts,
+            "sent": self.sent,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class EmbeddingLedger:
+    """Model time per call site of the planner (``facts``: every fact once; ``merges``: the
+    merged texts re-embedded with ``merge_vectors = "embed"`` or when a part has no vector of
+    this model). Read by ``memorose bench consolidation``; thread-safe (several tenants may
+    plan at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sites: dict[str, ModelUse] = {}
+        #: Merged memories whose vector came from their parts (no model call).
+        self.merge_means = 0
+        #: Merged memories whose text is one of its parts (that part's vector, no model call).
+        self.merge_reused = 0
+
+    def record(self, site: str, texts: int, sent: int, seconds: float) -> None:
+        with self._lock:
+            use = self.sites.setdefault(site, ModelUse())
+            use.calls += 1
+            use.texts += texts
+            use.sent += sent
+            use.seconds += seconds
+
+    def count(self, *, mean: int = 0, reused: int = 0) -> None:
+        with self._lock:
+            self.merge_means += mean
+            self.merge_reused += reused
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sites": {site: use.to_dict() for site, use in self.sites.items()},
+                "merge_means": self.merge_means,
+                "merge_reused": self.merge_reused,
+            }
 
 
 @dataclass
@@ -96,6 +153,7 @@ class ConsolidationPlanner:
         extractor: FactExtractor | None = None,
     ) -> None:
         self.embedder = embedder
+        self.embedding_ledger = EmbeddingLedger()
         self.settings = settings or ConsolidationSettings()
         s = self.settings
         self.thresholds = Thresholds(
@@ -128,14 +186,15 @@ class ConsolidationPlanner:
                 plan.rejected[event.event_id] = reason
         if self.extractor is not None:  # verbatim policy: one memory per event, no arbitration
             facts = self.extractor.extract(kept)
-            vectors = self._embed([f.content for f in facts])
+            vectors = self._embed([f.content for f in facts], "facts")
             plan.memories = [
                 self._record(tenant_id, f, f.content, v, now, {"policy": "verbatim"}).to_dict()
                 for f, v in zip(facts, vectors, strict=True)
             ]
             return Prepared(tenant_id, now, plan, facts, vectors, done=True)
         facts = self._extract(kept, plan)
-        return Prepared(tenant_id, now, plan, facts, self._embed([f.content for f in facts]), done=False)
+        vectors = self._embed([f.content for f in facts], "facts")
+        return Prepared(tenant_id, now, plan, facts, vectors, done=False)
 
     def decide(self, prepared: Prepared) -> Plan:
         """Candidates and arbitration: needs the indexes current up to the previous batch."""
@@ -153,11 +212,11 @@ class ConsolidationPlanner:
         return plan
 
     def _embed_merges(self, batch: _Batch) -> None:
-        """One model call for every merged text of the batch (a call per merge was the
-        costliest part of a batch with the local model)."""
+        """One model call for every merged text of the batch that still needs the model
+        (``merge_vectors = "embed"``, or a part without a vector of this model)."""
         if not batch.merges:
             return
-        vectors = self._embed([text for _, text in batch.merges])
+        vectors = self._embed([text for _, text in batch.merges], "merges")
         for (op, _), vector in zip(batch.merges, vectors, strict=True):
             op["embedding"] = vector.astype("<f4").tobytes()
             op["embedding_dim"] = int(vector.shape[0])
@@ -170,10 +229,19 @@ class ConsolidationPlanner:
         texts = [f.content for f in facts]
         return similar_for_each(self.candidates, tenant_id, texts, vectors, self.settings.candidates)
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    def _embed(self, texts: list[str], site: str) -> np.ndarray:
+        """Vectors of ``texts``, each distinct text sent to the model once (a batch often
+        repeats a statement; not every provider caches), timed per call site."""
         if not texts:
             return np.zeros((0, self.embedder.dim), np.float32)
-        return self.embedder.embed(texts)
+        distinct = list(dict.fromkeys(texts))
+        started = time.perf_counter()
+        vectors = self.embedder.embed(distinct)
+        self.embedding_ledger.record(site, len(texts), len(distinct), time.perf_counter() - started)
+        if len(distinct) == len(texts):
+            return vectors
+        row = {text: i for i, text in enumerate(distinct)}
+        return vectors[[row[text] for text in texts]]
 
     # -- extraction --------------------------------------------------------------------------
     def _extract(self, events: list[Event], plan: Plan) -> list[Fact]:
@@ -336,12 +404,7 @@ class ConsolidationPlanner:
         target: _Working,
         info: dict[str, Any],
     ) -> dict[str, Any]:
-        # The merged text is often just the newer fact (it says everything the old one did):
-        # its vector is already known. Otherwise the text is embedded with the batch's other
-        # merges at the end, and until then later facts of this batch meet the memory through
-        # the mean of its two parts' vectors (the text is old + new).
-        embed_later = text != fact.content
-        merged_vector = _mean_direction(target.vector, vector) if embed_later else vector
+        merged_vector, embed_later = self._merged_vector(target, fact.content, vector, text)
         target.content, target.vector = text, merged_vector
         batch.working[target.memory_id] = target
         op = {
@@ -359,6 +422,33 @@ class ConsolidationPlanner:
         if embed_later:
             batch.merges.append((op, text))
         return op
+
+    def _merged_vector(
+        self, target: _Working, fact_text: str, fact_vector: np.ndarray, text: str
+    ) -> tuple[np.ndarray, bool]:
+        """The merged memory's vector, and whether the model must still embed ``text``.
+
+        The merged text is often just the newer fact (it says everything the old one did):
+        its vector is known. Otherwise it is old + new, and its vector is the normalised mean
+        of the parts' vectors weighted by their lengths in words (MiniLM mean-pools its
+        tokens, so a text made of two parts lies near that mean: cosine .97 with the model's
+        own embedding, docs/consolidation.md section 9). With ``merge_vectors = "embed"``,
+        when the old part has no vector of this model, or when the text is an LLM's rewrite
+        rather than old + new, the text is embedded at the end of the batch and the mean
+        only serves this batch's later facts."""
+        if text == fact_text:
+            self.embedding_ledger.count(reused=1)
+            return fact_vector, False
+        if text == target.content and target.vector.shape == fact_vector.shape:
+            self.embedding_ledger.count(reused=1)
+            return target.vector, False
+        weights = (_length(target.content), _length(fact_text))
+        mean = _mean_direction(target.vector, fact_vector, weights)
+        composed = text == merged_text(target.content, fact_text)
+        if self.settings.merge_vectors == "mean" and composed and target.vector.shape == fact_vector.shape:
+            self.embedding_ledger.count(mean=1)
+            return mean, False
+        return mean, True
 
     def _link(self, batch: _Batch, memory: Memory, candidates: list[Candidate], decision: Decision) -> None:
         s = self.settings
@@ -398,12 +488,19 @@ class ConsolidationPlanner:
         )
 
 
-def _mean_direction(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The normalised mean of two unit vectors (``second`` alone if ``first`` is of another
-    size): where a text made of both parts lies, near enough for the rest of a batch."""
+def _length(text: str) -> int:
+    """A part's weight in a merged vector: its words (at least one)."""
+    return max(1, len(text.split()))
+
+
+def _mean_direction(
+    first: np.ndarray, second: np.ndarray, weights: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """The normalised weighted mean of two unit vectors (``second`` alone if ``first`` is of
+    another size): where a text made of both parts lies."""
     if first.shape != second.shape:
         return second
-    mean = first + second
+    mean = weights[0] * first + weights[1] * second
     norm = float(np.linalg.norm(mean))
     return (mean / norm).astype(np.float32) if norm > 0 else second
 

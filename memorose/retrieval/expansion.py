@@ -10,6 +10,7 @@ Lavrenko and Croft 2001, simplified): term weight = sum over the top documents o
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from memorose.retrieval.rerank import Candidate, CorpusStats
 from memorose.retrieval.text import STOPWORDS, stem
@@ -23,10 +24,9 @@ def feedback_terms(
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
     top = [c for c in ranked if c.features.get("bm25", 0.0) > 0][:n_docs]
-    pool_df: dict[str, int] = {}
+    pool_df: Counter[str] = Counter()
     for c in ranked:
-        for t in c.terms:
-            pool_df[t] = pool_df.get(t, 0) + 1
+        pool_df.update(c.terms.keys())
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1

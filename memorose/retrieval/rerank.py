@@ -153,8 +153,9 @@ def bm25_scores(
     n = max(stats.docs, len(candidates))
     norm = k1 * (1 - b + b * np.asarray(lengths, np.float64) / (avg_len or 1.0))
     total = np.zeros(len(docs))
-    for t in terms:
-        tf = np.fromiter((d.get(t, 0) for d in docs), np.float64, len(docs))
+    tfs = term_frequencies(docs, terms)
+    for j, t in enumerate(terms):
+        tf = tfs[:, j]
         present = tf > 0
         df = min(n, max(stats.doc_freq.get(t, 0), int(present.sum())))
         idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (term_weights or {}).get(t, 1.0)
@@ -162,6 +163,21 @@ def bm25_scores(
             with np.errstate(divide="ignore", invalid="ignore"):
                 total = np.where(present, total + idf * tf * (k1 + 1) / (tf + norm), total)
     return list(total.tolist())
+
+
+def term_frequencies(docs: list[Counter[str]], terms: list[str]) -> np.ndarray:
+    """Documents x terms matrix of counts: one pass over the documents, each intersected
+    with the query's terms (a candidate holds few of them), instead of terms x documents
+    dictionary lookups."""
+    columns: dict[str, list[int]] = {}
+    for j, t in enumerate(terms):  # a repeated term has a column each time, as it scores
+        columns.setdefault(t, []).append(j)
+    wanted = columns.keys()
+    out = np.zeros((len(docs), len(terms)), np.float64)
+    for i, doc in enumerate(docs):
+        for t in doc.keys() & wanted:
+            out[i, columns[t]] = doc[t]
+    return out
 
 
 def _normalised(values: list[float]) -> list[float]:
@@ -191,11 +207,19 @@ def episode_scores(episode_of: list[int], base: list[float], decay: float) -> li
         members.setdefault(episode, []).append(i)
     out = [0.0] * len(base)
     for group in members.values():
-        ranked = sorted(group, key=lambda i: -base[i])
+        # The five best others of any member are among the group's six best: a member
+        # outside those six has the five best as its others.
+        best = sorted(group, key=lambda i: -base[i])[:6]
+        outside = _decayed_sum([base[j] for j in best[:5]], decay)
         for i in group:
-            others = [base[j] for j in ranked if j != i][:5]
-            out[i] = sum(v * decay**rank for rank, v in enumerate(others))
+            out[i] = outside
+        for i in best[:5]:  # the sixth, if any, has the five best as its others too
+            out[i] = _decayed_sum([base[j] for j in best if j != i][:5], decay)
     return out
+
+
+def _decayed_sum(values: list[float], decay: float) -> float:
+    return sum(v * decay**rank for rank, v in enumerate(values))
 
 
 def context_scores(candidates: list[Candidate], base: list[float], after: float) -> list[float]:
@@ -205,8 +229,10 @@ def context_scores(candidates: list[Candidate], base: list[float], after: float)
     for c in candidates:
         best = 0.0
         for key, distance in c.neighbours:
-            weight = (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1)
-            best = max(best, weight * by_key.get(key, 0.0))
+            match = by_key.get(key, 0.0)
+            if match:  # most neighbours are not candidates or do not match
+                weight = (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1)
+                best = max(best, weight * match)
         out.append(best)
     return out
 
@@ -254,15 +280,20 @@ def rank(
     query_vec: np.ndarray | None,
     weights: RankWeights = DEFAULT_WEIGHTS,
     term_weights: dict[str, float] | None = None,
+    *,
+    reuse_static: bool = False,
 ) -> list[Candidate]:
     """Score every candidate and return them best first (ties: older first, then key).
 
-    ``term_weights`` adds weighted terms beyond the query's (feedback expansion)."""
+    ``term_weights`` adds weighted terms beyond the query's (feedback expansion). With
+    ``reuse_static`` the candidates were ranked for this same query before (the feedback
+    pass): the features that do not depend on the terms are read from that ranking."""
     if not candidates:
         return []
     terms = analysis.terms + [t for t in term_weights or {} if t not in analysis.terms]
     bm25 = _normalised(bm25_scores(candidates, terms, stats, weights.k1, weights.b, term_weights))
-    cosine = cosine_scores(candidates, query_vec)
+    static = _static_features(candidates, analysis, query_vec, reuse_static)
+    cosine = static["cosine"]
     base = bm25
     if weights.dense_context > 0:
         base = _normalised([b + weights.dense_context * c for b, c in zip(bm25, cosine, strict=True)])
@@ -272,9 +303,9 @@ def rank(
         "cosine": cosine,
         "context": context_scores(candidates, base, weights.context_after),
         "episode": _normalised(episode_scores(episode_of, base, weights.episode_decay)),
-        "time": time_scores(candidates, analysis),
-        "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
-        "speaker": speaker_scores(candidates, analysis),
+        "time": static["time"],
+        "dated": static["dated"],
+        "speaker": static["speaker"],
     }
     names = [name for name, values in features.items() if values]
     # Same additions in the same order as ``bm25 + sum(weight * value ...)`` per candidate.
@@ -287,3 +318,24 @@ def rank(
         c.features = dict(zip(names, row, strict=True))
         c.score = score
     return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))
+
+
+STATIC_FEATURES = ("cosine", "time", "dated", "speaker")
+
+
+def _static_features(
+    candidates: list[Candidate], analysis: QueryAnalysis, query_vec: np.ndarray | None, reuse: bool
+) -> dict[str, list[float]]:
+    """Cosine, time, dated and speaker: what the query's words and their weights do not
+    change (``dated`` is empty unless the query asks when)."""
+    if reuse and all("cosine" in c.features for c in candidates):
+        return {
+            name: [c.features[name] for c in candidates] if name in candidates[0].features else []
+            for name in STATIC_FEATURES
+        }
+    return {
+        "cosine": cosine_scores(candidates, query_vec),
+        "time": time_scores(candidates, analysis),
+        "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
+        "speaker": speaker_scores(candidates, analysis),
+    }

@@ -1,8 +1,8 @@
 """Per-tenant vector search. Never a scan of a shared table.
 
 Small tenants: a scan of an in-memory int8 matrix of that tenant's vectors (SIMD dot
-products, outside the lock and the GIL) whose best few candidates are re-scored exactly
-with their float32 vectors from RocksDB. Tenants past ``ann_threshold`` memories: a LanceDB table of
+products, outside the lock and the GIL); retrieval scores the candidates it picks with
+their float32 vectors from RocksDB. Tenants past ``ann_threshold`` memories: a LanceDB table of
 their own with an IVF_HNSW_SQ index. Both are derived from RocksDB and rebuilt from it.
 """
 
@@ -186,13 +186,8 @@ class _Matrix:
         return int(self.codes.nbytes + self.scales.nbytes + self.streams.nbytes)
 
 
-#: Rows re-scored exactly per hit asked for: int8 order is close to float32 order, so the
-#: true top k lies within the best few k of the approximate scores.
-RESCORE_FACTOR = 2
-RESCORE_MIN = 32
-
-#: Exact (float32) vectors of some memories of a tenant, for the re-score; absent ids are
-#: gone (the search then keeps their approximate score).
+#: Exact (float32) vectors of some memories of a tenant (from RocksDB), for the rows a
+#: tenant's LanceDB table is built from; absent ids are gone.
 ExactVectors = Callable[[str, list[str]], dict[str, np.ndarray]]
 
 
@@ -202,7 +197,8 @@ def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
     k = min(k, n)
     if k <= 0:
         return []
-    top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    top = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
+    top.sort()  # ties in row order
     top = top[np.argsort(-scores[top], kind="stable")]
     return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
 
@@ -409,21 +405,11 @@ class VectorIndex:
         return rows
 
     # -- reads ---------------------------------------------------------------------------
-    def search(
-        self,
-        tenant_id: str,
-        query: np.ndarray,
-        k: int,
-        *,
-        stream_id: str | None = None,
-        exact_vectors: ExactVectors | None = None,
-    ) -> list[Hit]:
-        """The ``k`` memories most similar to ``query`` (cosine, best first).
-
-        With ``exact_vectors`` (retrieval, which reads those memories anyway) the best 2k
-        int8 rows are re-scored with their float32 vectors: the answer of an exact search.
-        Without (consolidation, which reads and compares the candidates itself), the int8
-        order and scores (error < 0.003), with no RocksDB read."""
+    def search(self, tenant_id: str, query: np.ndarray, k: int, *, stream_id: str | None = None) -> list[Hit]:
+        """The ``k`` memories most similar to ``query`` by the int8 codes (cosine error
+        < 0.003), best first, with no RocksDB read: retrieval re-scores the candidates that
+        enter with their float32 vectors in its second stage, consolidation compares them
+        itself."""
         with self._lock:
             table = self._tables.get(tenant_id)
             matrix = self._matrices.get(tenant_id)
@@ -432,13 +418,8 @@ class VectorIndex:
             return self._search_lance(table, query, k, stream_id)
         if snapshot is None or snapshot.n == 0 or k <= 0:
             return []
-        query = np.asarray(query, np.float32)
-        approximate = snapshot.approximate(query, stream_id)
-        if exact_vectors is None:
-            return top_hits(snapshot.ids, approximate, k)
-        shortlist = top_hits(snapshot.ids, approximate, max(k * RESCORE_FACTOR, RESCORE_MIN))
-        exact = exact_vectors(tenant_id, [memory_id for memory_id, _ in shortlist])
-        return rescore(shortlist, exact, query, k)
+        approximate = snapshot.approximate(np.asarray(query, np.float32), stream_id)
+        return top_hits(snapshot.ids, approximate, k)
 
     def search_many(self, tenant_id: str, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """The k nearest memories of each query row, int8 order and scores (as ``search``
@@ -485,19 +466,3 @@ class VectorIndex:
     def memory_bytes(self) -> int:
         with self._lock:
             return sum(m.nbytes for m in self._matrices.values())
-
-
-def rescore(shortlist: list[Hit], exact: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[Hit]:
-    """The best ``k`` of the shortlist by exact cosine, one product for all of it (the
-    approximate score stays where no vector is known: a memory gone meanwhile)."""
-    scores = np.array([score for _, score in shortlist], np.float64)
-    known = [i for i, (memory_id, _) in enumerate(shortlist) if _fits(exact.get(memory_id), query)]
-    if known:
-        stacked = np.stack([exact[shortlist[i][0]] for i in known]).astype(np.float32, copy=False)
-        scores[known] = stacked @ query
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [(shortlist[i][0], float(scores[i])) for i in order]
-
-
-def _fits(vector: np.ndarray | None, query: np.ndarray) -> bool:
-    return vector is not None and vector.shape == query.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from memorose.errors import ConfigError
 from memorose.providers.embeddings import load_embedder
+from memorose.providers.embeddings import local as local_module
 from memorose.providers.embeddings.local import (
     MODEL_FILE,
     MODEL_PACKAGE,
@@ -88,3 +90,28 @@ def test_importing_loads_no_model() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_exit_gate_waits_for_runs_in_flight_then_refuses_new_ones() -> None:
+    """At interpreter exit no model run may be under way (onnxruntime aborted the process)."""
+    gate = local_module._ExitGate()
+    entered, release = threading.Event(), threading.Event()
+
+    def run() -> None:
+        with gate:
+            entered.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    entered.wait(5)
+    closer = threading.Thread(target=gate.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waits for the run in flight
+    release.set()
+    closer.join(5)
+    worker.join(5)
+    assert not closer.is_alive()
+    with pytest.raises(RuntimeError, match="shutting down"), gate:
+        pass

@@ -195,31 +195,102 @@ class _FixedCandidates:
         return [list(self.memories) for _ in texts]
 
 
-def test_a_batch_searches_candidates_once_and_embeds_its_merges_together() -> None:
+_OLD_FACTS = ["Bob likes jazz music", "Carol likes green tea"]
+_NEW_FACTS = ["Bob likes blues music", "Carol likes black tea"]
+_MERGED = ["Bob likes jazz music Bob likes blues music", "Carol likes green tea Carol likes black tea"]
+
+
+def _merging_planner(
+    merge_vectors: str,
+) -> tuple[ConsolidationPlanner, _CountingEmbedder, _FixedCandidates]:
+    """A planner whose source holds the memories of ``_OLD_FACTS`` and that merges
+    ``_NEW_FACTS`` into them (low merge threshold), its model calls cleared."""
     from memorose.models import Memory
 
     embedder, source = _CountingEmbedder(), _FixedCandidates()
-    settings = ConsolidationSettings(merge_threshold=0.3, reinforce_threshold=0.99)
+    settings = ConsolidationSettings(
+        merge_threshold=0.3, reinforce_threshold=0.99, merge_vectors=merge_vectors
+    )
     planner = ConsolidationPlanner(embedder, settings, candidates=source)
-    old = [
-        Event("t", "s", "a", 1, "Bob likes jazz music", 1.0, 1.0),
-        Event("t", "s", "b", 2, "Carol likes green tea", 1.0, 1.0),
-    ]
+    old = [Event("t", "s", f"o{i}", i, text, 1.0, 1.0) for i, text in enumerate(_OLD_FACTS, 1)]
     source.memories = [Memory.from_dict(op["memory"]) for op in planner.plan("t", old, 1.0).ops]
     embedder.calls.clear()
     source.batches = 0
-    new = [
-        Event("t", "s", "c", 3, "Bob likes blues music", 2.0, 2.0),
-        Event("t", "s", "d", 4, "Carol likes black tea", 2.0, 2.0),
-    ]
-    plan = planner.plan("t", new, 2.0)
+    return planner, embedder, source
+
+
+def _new_events() -> list[Event]:
+    return [Event("t", "s", f"n{i}", 10 + i, text, 2.0, 2.0) for i, text in enumerate(_NEW_FACTS)]
+
+
+def test_with_merge_vectors_embed_a_batch_embeds_its_merges_together() -> None:
+    planner, embedder, source = _merging_planner("embed")
+    plan = planner.plan("t", _new_events(), 2.0)
     merges = [op for op in plan.ops if op["op"] == "merge"]
-    assert [op["content"] for op in merges] == [
-        "Bob likes jazz music Bob likes blues music",
-        "Carol likes green tea Carol likes black tea",
-    ]
+    assert [op["content"] for op in merges] == _MERGED
     # One search for the batch; one model call for its facts, one for both merged texts.
     assert source.batches == 1
-    assert embedder.calls == [[e.content for e in new], [op["content"] for op in merges]]
+    assert embedder.calls == [_NEW_FACTS, _MERGED]
     for op in merges:  # each merge carries the vector of its own merged text
         assert op["embedding"] == embedder.embed([op["content"]])[0].astype("<f4").tobytes()
+    sites = planner.embedding_ledger.snapshot()["sites"]
+    assert sites["merges"]["texts"] == 2 and sites["facts"]["texts"] == 4  # the old facts too
+
+
+def test_by_default_a_merged_memory_gets_the_weighted_mean_of_its_parts_without_a_model_call() -> None:
+    import numpy as np
+
+    planner, embedder, _ = _merging_planner("mean")
+    plan = planner.plan("t", _new_events(), 2.0)
+    merges = [op for op in plan.ops if op["op"] == "merge"]
+    assert [op["content"] for op in merges] == _MERGED
+    assert embedder.calls == [_NEW_FACTS]  # each fact once; no merged text through the model
+    for op, old, new in zip(merges, _OLD_FACTS, _NEW_FACTS, strict=True):
+        parts = embedder.embed([old, new])
+        expected = len(old.split()) * parts[0] + len(new.split()) * parts[1]
+        expected /= np.linalg.norm(expected)
+        vector = np.frombuffer(op["embedding"], "<f4")
+        assert np.allclose(vector, expected, atol=1e-6)
+        assert op["embedding_dim"] == 384 and op["embedding_model"] == embedder.model
+    ledger = planner.embedding_ledger.snapshot()
+    assert ledger["merge_means"] == 2 and "merges" not in ledger["sites"]
+
+
+def test_a_merge_into_a_memory_without_a_vector_of_this_model_still_embeds_the_merged_text() -> None:
+    """Only an LLM arbiter merges into such a memory (offline merges need a cosine); its
+    merged text must then go through the model, not take the new part's vector alone."""
+    import numpy as np
+
+    from memorose.consolidation.planner import _Working
+
+    planner, embedder, _ = _merging_planner("mean")
+    fact_vector = embedder.embed([_NEW_FACTS[0]])[0]
+    stale = _Working("m1", _OLD_FACTS[0], np.zeros(0, np.float32))
+    vector, embed_later = planner._merged_vector(stale, _NEW_FACTS[0], fact_vector, _MERGED[0])
+    assert embed_later and np.array_equal(vector, fact_vector)
+    # An LLM's rewrite is not old + new: the mean of the parts may not be where it lies.
+    current = _Working("m1", _OLD_FACTS[0], embedder.embed([_OLD_FACTS[0]])[0])
+    rewrite = "Bob likes jazz and blues"
+    assert planner._merged_vector(current, _NEW_FACTS[0], fact_vector, rewrite)[1]
+    assert not planner._merged_vector(current, _NEW_FACTS[0], fact_vector, _MERGED[0])[1]
+    # The newer fact saying everything: its own vector, nothing to embed.
+    current = _Working("m1", _OLD_FACTS[0], embedder.embed([_OLD_FACTS[0]])[0])
+    vector, embed_later = planner._merged_vector(current, _NEW_FACTS[0], fact_vector, _NEW_FACTS[0])
+    assert not embed_later and vector is fact_vector
+
+
+def test_a_batch_sends_each_distinct_text_to_the_model_once() -> None:
+    embedder = _CountingEmbedder()
+    planner = ConsolidationPlanner(embedder, ConsolidationSettings(mode="verbatim"))
+    texts = ["Alice lives in Paris", "Bob likes jazz", "Alice lives in Paris", "Alice lives in Paris"]
+    events = [Event("t", "s", f"e{i}", i, text, 1.0, 1.0) for i, text in enumerate(texts, 1)]
+    plan = planner.plan("t", events, 1.0)
+    assert embedder.calls == [["Alice lives in Paris", "Bob likes jazz"]]
+    vectors = [m["embedding"] for m in plan.memories]
+    assert len(vectors) == 4 and vectors[0] == vectors[2] == vectors[3] != vectors[1]
+    assert planner.embedding_ledger.snapshot()["sites"]["facts"] == {
+        "calls": 1,
+        "texts": 4,
+        "sent": 2,
+        "seconds": planner.embedding_ledger.snapshot()["sites"]["facts"]["seconds"],
+    }

@@ -15,6 +15,7 @@ the last ``cache_size`` texts' vectors are kept (queries are asked again, facts 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.metadata
 import threading
@@ -77,6 +78,40 @@ class _Model:
 
 _MODELS: dict[tuple[str, str, int, int], _Model] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+class _ExitGate:
+    """Model runs in flight, and none started once the interpreter exits.
+
+    A node's background threads (lexicon builds, planning) are daemons: at exit they may be
+    inside ``session.run`` while the interpreter tears down onnxruntime, which aborted the
+    process (``terminate called without an active exception``, exit status 134, seen in
+    the test suite). At exit this gate refuses new runs and waits for those in flight."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._closed = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the local embedding model is shutting down with the process")
+            self._running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._running == 0, timeout)
+
+
+_EXIT_GATE = _ExitGate()
+atexit.register(_EXIT_GATE.close)
 
 
 def _load_model(model_path: Path, tokenizer_path: Path, threads: int, max_length: int) -> _Model:
@@ -183,7 +218,8 @@ class LocalEmbedder(Embedder):
         ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        states = model.session.run(None, {k: v for k, v in feeds.items() if k in model.inputs})[0]
+        with _EXIT_GATE:
+            states = model.session.run(None, {k: v for k, v in feeds.items() if k in model.inputs})[0]
         weights = mask[..., None].astype(np.float32)
         summed: np.ndarray = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         return summed

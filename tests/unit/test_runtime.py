@@ -1,0 +1,77 @@
+"""The server's garbage-collector settings (memorose/runtime.py, node/heap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from memorose.config import RuntimeSettings
+from memorose.runtime import configure_gc, settle_heap
+from node.heap import HeapSettler
+
+
+@pytest.fixture(autouse=True)
+def restore_gc() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    blas = threadpool_limits(limits=None)  # snapshot; restored on exit of the context
+    with blas:
+        yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def blas_threads() -> list[int]:
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+class Node:
+    """A cycle: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_settle_freezes_survivors_out_of_collections() -> None:
+    kept = [Node() for _ in range(100)]
+    report = settle_heap()
+    assert report.frozen == gc.get_freeze_count() >= len(kept)
+    assert not any(o is kept for o in gc.get_objects())  # frozen: collections skip it
+    gc.unfreeze()
+    assert any(o is kept for o in gc.get_objects())
+
+
+def test_refreeze_frees_cycles_dropped_after_a_freeze() -> None:
+    cycle = Node()
+    dropped = weakref.ref(cycle)
+    settle_heap()
+    del cycle
+    gc.collect()
+    assert dropped() is not None  # frozen: a plain collection does not see it
+    report = settle_heap(refreeze=True)
+    assert dropped() is None and report.collected >= 1
+
+
+def test_configure_gc_sets_the_young_threshold_only() -> None:
+    _, gen1, gen2 = gc.get_threshold()
+    configure_gc(12_345)
+    assert gc.get_threshold() == (12_345, gen1, gen2)
+
+
+def test_heap_settler_settles_at_start_and_can_be_turned_off() -> None:
+    async def run(settings: RuntimeSettings) -> HeapSettler:
+        settler = HeapSettler(settings)
+        settler.start()
+        await settler.stop()
+        return settler
+
+    on = asyncio.run(run(RuntimeSettings(gc_gen0_threshold=5_000)))
+    assert on.last is not None and on.last.frozen > 0 and gc.get_threshold()[0] == 5_000
+    assert blas_threads() and set(blas_threads()) == {1}  # numpy's OpenBLAS: one thread
+    gc.unfreeze()
+    off = asyncio.run(run(RuntimeSettings(gc_freeze=False)))
+    assert off.last is None and gc.get_freeze_count() == 0
