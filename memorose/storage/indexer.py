@@ -227,9 +227,10 @@ class Indexer:
         "consolidated" change comes later in the feed and removes them. Skipping them here
         would leave a window in which neither the events nor their memories are searchable."""
         added = self._added_seq.get(tenant_id, 0)
-        for event in self.reader.events(tenant_id, after_seq=first - 1, limit=last - first + 1):
-            write = self.fulltext.add if event.seq > added else self.fulltext.upsert
-            write(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+        for event in self.reader.event_records(tenant_id, after_seq=first - 1, limit=last - first + 1):
+            seq = event["seq"]
+            write = self.fulltext.add if seq > added else self.fulltext.upsert
+            write(KIND_EVENT, tenant_id, event["stream_id"], str(seq), event["content"], seq)
         self._added_seq[tenant_id] = max(added, last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
