@@ -34,6 +34,10 @@ class ConsolidationSettings(_Section):
 
     interval_secs: float = Field(2.0, gt=0, le=86_400)
     batch_size: int = Field(100, ge=1, le=10_000)
+    #: The leader consolidates on its own (every ``interval_secs``, and at once when
+    #: ``batch_size`` events are pending). False: only when asked (``POST /consolidate``),
+    #: e.g. to keep a bulk load's CPU for the load; events stay searchable meanwhile.
+    auto: bool = True
     #: ``pipeline`` (filter, compress, arbitrate, link) or ``verbatim`` (one memory per event).
     mode: Literal["pipeline", "verbatim"] = "pipeline"
     #: Character entropy (bits/char) below which an event is rejected as noise.

@@ -36,6 +36,7 @@ class _Tx:
         self.store = store
         self.raft_index = raft_index
         self.batch = WriteBatch(raw_mode=True)
+        self.pack = codec.packer()
         self.tenants: dict[str, dict[str, Any]] = {}
         self.pending_ids: dict[tuple[str, str], int] = {}
         self.changes: list[list[Any]] = []
@@ -86,7 +87,7 @@ class _Tx:
         return self.tenants[tenant_id]
 
     def put(self, key: bytes, value: Any) -> None:
-        self.batch.put(key, codec.pack(value))
+        self.batch.put(key, self.pack(value))
 
     def event_seq(self, tenant_id: str, event_id: str) -> int | None:
         pending = self.pending_ids.get((tenant_id, event_id))
@@ -94,6 +95,24 @@ class _Tx:
             return pending
         raw = self.store.get(keys.event_id(tenant_id, event_id))
         return codec.unpack(raw) if raw else None
+
+    def event_seqs(self, tenant_id: str, event_ids: list[str]) -> dict[str, int]:
+        """``event_seq`` of many ids: the stored ones in one RocksDB multi-get (a batch of
+        500 new events is 500 misses, one call instead of 500)."""
+        found: dict[str, int] = {}
+        unknown: list[str] = []
+        for event_id in event_ids:
+            pending = self.pending_ids.get((tenant_id, event_id))
+            if pending is None:
+                unknown.append(event_id)
+            else:
+                found[event_id] = pending
+        prefix = keys.tenant_prefix(keys.EVENT_ID, tenant_id)
+        stored = self.store.get_many([prefix + event_id.encode() for event_id in unknown])
+        for event_id, raw in zip(unknown, stored, strict=True):
+            if raw:
+                found[event_id] = codec.unpack(raw)
+        return found
 
 
 #: Weight a co-retrieval edge gains each time two memories are returned together.
@@ -198,31 +217,40 @@ class StateMachine:
             # Refused here, not only in the HTTP layer: a write that raced a freeze must not
             # land after the mover copied the tenant's last events.
             return {"refused": record["state"], "moved_to": record.get("moved_to", [])}
+        events = request["events"]
+        known = tx.event_seqs(tenant_id, [ev["event_id"] for ev in events])
+        event_prefix = keys.tenant_prefix(keys.EVENT, tenant_id)
+        id_prefix = keys.tenant_prefix(keys.EVENT_ID, tenant_id)
+        put, pack, pending = tx.batch.put, tx.pack, tx.pending_ids
         answers: list[Result] = []
-        first_seq = record["next_seq"]
-        for ev in request["events"]:
-            existing = tx.event_seq(tenant_id, ev["event_id"])
+        first_seq = seq = record["next_seq"]
+        added_bytes = 0
+        for ev in events:  # per event: no Python call that is not needed (batch ingest)
+            event_id = ev["event_id"]
+            existing = known.get(event_id)
             if existing is not None:
-                answers.append({"event_id": ev["event_id"], "seq": existing, "duplicate": True})
+                answers.append({"event_id": event_id, "seq": existing, "duplicate": True})
                 continue
-            seq = record["next_seq"]
-            record["next_seq"] = seq + 1
-            record["events"] += 1
-            record["bytes"] = record.get("bytes", 0) + event_bytes(ev)
+            added_bytes += event_bytes(ev)
             stored = {
                 "tenant_id": tenant_id,
                 "stream_id": ev["stream_id"],
-                "event_id": ev["event_id"],
+                "event_id": event_id,
                 "seq": seq,
                 "content": ev["content"],
                 "timestamp": ev["timestamp"],
                 "ingested_at": ingested_at,
                 "metadata": ev.get("metadata") or {},
             }
-            tx.put(keys.event(tenant_id, seq), stored)
-            tx.put(keys.event_id(tenant_id, ev["event_id"]), seq)
-            tx.pending_ids[(tenant_id, ev["event_id"])] = seq
-            answers.append({"event_id": ev["event_id"], "seq": seq, "duplicate": False})
+            put(event_prefix + b"%016x" % seq, pack(stored))
+            put(id_prefix + event_id.encode(), pack(seq))
+            known[event_id] = pending[(tenant_id, event_id)] = seq
+            answers.append({"event_id": event_id, "seq": seq, "duplicate": False})
+            seq += 1
+        if seq > first_seq:  # the record's fields change only when an event is new
+            record["next_seq"] = seq
+            record["events"] += seq - first_seq
+            record["bytes"] = record.get("bytes", 0) + added_bytes
         if record["next_seq"] > first_seq:
             tx.changes.append(["events", tenant_id, first_seq, record["next_seq"] - 1])
         return answers

@@ -150,6 +150,7 @@ class NodeService:
             self.proposer,
             interval=self.settings.consolidation.interval_secs,
             batch_size=self.settings.consolidation.batch_size,
+            auto=self.settings.consolidation.auto,
             is_leader=self.is_leader,
             clock=lambda: self.clock(),
         )
@@ -226,7 +227,8 @@ class NodeService:
             raise Unavailable(
                 "this tenant is being moved to another shard; retry shortly", code="tenant_moving"
             )
-        worker.trigger() if self._pending_over_batch(tenant_id) else None
+        if self.settings.consolidation.auto and self._pending_over_batch(tenant_id):
+            worker.trigger()
         return list(answers)
 
     def check_tenant_here(self, tenant_id: str) -> None:

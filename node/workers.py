@@ -33,6 +33,7 @@ class ConsolidationWorker:
         *,
         interval: float,
         batch_size: int,
+        auto: bool = True,
         is_leader: Callable[[], bool],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -41,6 +42,8 @@ class ConsolidationWorker:
         self.proposer = proposer
         self.interval = interval
         self.batch_size = batch_size
+        #: False: a pass runs only when triggered (``consolidation.auto``).
+        self.auto = auto
         self.is_leader = is_leader
         self.clock = clock
         self._trigger = asyncio.Event()
@@ -71,7 +74,7 @@ class ConsolidationWorker:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trigger.wait(), self.interval)
+                await asyncio.wait_for(self._trigger.wait(), self.interval if self.auto else None)
             self._trigger.clear()
             if not self.is_leader():
                 continue

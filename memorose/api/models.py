@@ -143,14 +143,19 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
-        """``null`` means "the default" (a required field stays missing)."""
-        field = cls.model_fields[info.field_name or ""]
-        if value is None and not field.is_required():
-            return field.get_default(call_default_factory=True)
-        return value
+    def _null_is_default(cls, data: Any) -> Any:
+        """``null`` means "the default" (a required field stays missing). One call per
+        object, not one per field: a batch of 500 events paid 2,500 Python calls here."""
+        if not isinstance(data, dict) or None not in data.values():
+            return data
+        fields = cls.model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None or key not in fields or fields[key].is_required()
+        }
 
 
 def parse(model: type[M], data: Any, where: str = "body") -> M:

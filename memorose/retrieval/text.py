@@ -13,6 +13,10 @@ import Stemmer
 
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 _MAX_TOKEN_LEN = 40
+#: ASCII text (nearly all of it) is tokenized by one ``bytes.translate`` and ``split``,
+#: 3-4x faster than the regex and the same tokens: ASCII letters lowercased, ASCII digits
+#: kept, every other ASCII byte (``_`` included, as ``[^\W_]`` excludes it) a separator.
+_ASCII_TOKEN_TABLE = bytes(c if chr(c).isascii() and chr(c).isalnum() else 0x20 for c in range(256)).lower()
 _stemmer = Stemmer.Stemmer("english")
 
 STOPWORDS = frozenset(
@@ -152,7 +156,13 @@ STOPWORDS = frozenset(
 
 def words(text: str) -> list[str]:
     """Lowercased alphanumeric tokens, unstemmed."""
-    return [w for w in _TOKEN_RE.findall(text.lower()) if len(w) <= _MAX_TOKEN_LEN]
+    if text.isascii():
+        tokens = text.encode().translate(_ASCII_TOKEN_TABLE).decode().split()
+    else:
+        tokens = _TOKEN_RE.findall(text.lower())
+    if tokens and max(map(len, tokens)) > _MAX_TOKEN_LEN:
+        return [w for w in tokens if len(w) <= _MAX_TOKEN_LEN]
+    return tokens
 
 
 @lru_cache(maxsize=200_000)
@@ -160,9 +170,24 @@ def stem(word: str) -> str:
     return str(_stemmer.stemWord(word))
 
 
+#: Stems of recent document tokens: a dict lookup per token (``map``, no Python frame)
+#: costs a quarter of an ``lru_cache`` call, and indexing stems every token of every
+#: event on every node. Cleared when full, which bounds it.
+_DOCUMENT_STEMS: dict[str, str] = {}
+_DOCUMENT_STEMS_MAX = 200_000
+
+
 def analyze(text: str) -> list[str]:
     """Document terms: every token, stemmed."""
-    return [stem(w) for w in words(text)]
+    tokens = words(text)
+    try:
+        return list(map(_DOCUMENT_STEMS.__getitem__, tokens))
+    except KeyError:  # a token not seen lately (or the cache was cleared meanwhile)
+        if len(_DOCUMENT_STEMS) > _DOCUMENT_STEMS_MAX:
+            _DOCUMENT_STEMS.clear()
+        stems = [stem(w) for w in tokens]
+        _DOCUMENT_STEMS.update(zip(tokens, stems, strict=True))
+        return stems
 
 
 def query_terms(text: str) -> list[str]:

@@ -35,6 +35,13 @@ _CHANGES_PER_CYCLE = 2000
 #: Memories decoded at a time when a tenant's indexes are loaded or rebuilt: a whole 100K
 #: tenant at once (300 MB of ``Memory`` objects) left ~170 MB of freed heap behind.
 LOAD_CHUNK = 2048
+#: Least time from one indexing cycle to the next while changes keep coming. Each cycle
+#: ends in a Tantivy commit, and a commit (segment files, fsync, reload, the merges it
+#: leads to) costs Tantivy's own threads more than the documents in it: at one commit per
+#: 1,000-event ingest entry they spent ~28 us per event, at one per 4,000 ~13 us
+#: (docs/replication.md). An idle feed and a waiter (``wait_for``) do not wait; events not
+#: yet committed stay searchable through the retrieval tail scan.
+MIN_CYCLE_INTERVAL_S = 0.2
 
 
 def is_searchable(memory: Memory) -> bool:
@@ -72,6 +79,8 @@ class Indexer:
         self._tenant_rebuilds: set[str] = set()
         self._progress = threading.Condition()
         self._stop = threading.Event()
+        #: Set by ``wait_for``: the next cycle starts without waiting out the interval.
+        self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
         #: Called after each indexing cycle with the tenants whose memories changed in it
         #: (the retrieval lexicon refreshes from it).
@@ -115,6 +124,7 @@ class Indexer:
         """Stop following; a rebuild still running after ``timeout`` is abandoned (the
         indexes are derived: the next start resumes or rebuilds them)."""
         self._stop.set()
+        self._hurry.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             if self._thread.is_alive():
@@ -139,6 +149,8 @@ class Indexer:
                     self._rebuild_requested.clear()
                     self.rebuild()
                 self._rebuild_requested_tenants()
+                started = time.monotonic()
+                self._hurry.clear()
                 worked = self.cycle()
                 self.vectors.maintain()
             except Exception:
@@ -149,6 +161,8 @@ class Indexer:
                 self._stop.wait(0.5)
             if not worked:
                 self._stop.wait(0.01)
+            else:  # more changes are likely on their way: gather them into one commit
+                self._hurry.wait(started + MIN_CYCLE_INTERVAL_S - time.monotonic())
 
     # -- state ---------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any] | None:
@@ -232,9 +246,10 @@ class Indexer:
         "consolidated" change comes later in the feed and removes them. Skipping them here
         would leave a window in which neither the events nor their memories are searchable."""
         added = self._added_seq.get(tenant_id, 0)
-        for event in self.reader.events(tenant_id, after_seq=first - 1, limit=last - first + 1):
-            write = self.fulltext.add if event.seq > added else self.fulltext.upsert
-            write(KIND_EVENT, tenant_id, event.stream_id, str(event.seq), event.content, event.seq)
+        for event in self.reader.event_records(tenant_id, after_seq=first - 1, limit=last - first + 1):
+            seq = event["seq"]
+            write = self.fulltext.add if seq > added else self.fulltext.upsert
+            write(KIND_EVENT, tenant_id, event["stream_id"], str(seq), event["content"], seq)
         self._added_seq[tenant_id] = max(added, last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
@@ -254,6 +269,7 @@ class Indexer:
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""
         deadline = time.monotonic() + timeout
+        self._hurry.set()
         with self._progress:
             while self.position < raft_index and self.reader.store.applied_index() >= raft_index:
                 if not self._feed_pending_after(self.position, raft_index):
