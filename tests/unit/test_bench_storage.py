@@ -83,3 +83,23 @@ def test_built_data_is_reused(tmp_path: Path) -> None:
     assert second["build"]["reused"] is True  # type: ignore[index]
     assert second["ingest_batch"] == first["ingest_batch"]  # the build's figures, carried over
     assert (data / "60-1tenant.built.json").exists()
+    # The reuse restarted the node on its first Raft port, and measured an empty node again.
+    assert (data / "60-1tenant.raft-port").exists()
+    assert second["empty_rss_mib"] > 0 and second["empty_rss_anon_mib"] > 0  # type: ignore[operator]
+
+
+def test_disk_usage_counts_the_live_rocksdb_generation_once(tmp_path: Path) -> None:
+    """``rocks`` is a symlink to ``rocks-<n>``: the database is counted once, under ``rocks``."""
+    from benchmarks.storage import disk_usage
+
+    (tmp_path / "rocks-0").mkdir()
+    (tmp_path / "rocks-0" / "000001.sst").write_bytes(b"x" * 65536)
+    (tmp_path / "rocks").symlink_to("rocks-0")
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "seg").write_bytes(b"y" * 8192)
+
+    usage = disk_usage(tmp_path)
+
+    assert "rocks-0" not in usage
+    assert usage["rocks"] >= 65536
+    assert usage["total"] == usage["rocks"] + usage["index"]
