@@ -70,9 +70,11 @@ def default_cosine_weight(embedding_model: str) -> float:
     return 0.0 if embedding_model.startswith("hashing") else DEFAULT_WEIGHTS.cosine
 
 
-@lru_cache(maxsize=100_000)
+@lru_cache(maxsize=16_384)
 def term_counts(content: str) -> Counter[str]:
-    """Memories are re-ranked again and again: analyse each text once (callers never mutate)."""
+    """Memories are re-ranked again and again: analyse each text once (callers never mutate).
+    Bounded to ~20 MB: at 100K memories an unbounded-looking 100,000 entries grew the node
+    by ~5 MiB per 100 queries (docs/benchmarks.md, "Footprint")."""
     return Counter(analyze(content))
 
 
