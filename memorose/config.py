@@ -34,6 +34,9 @@ class ConsolidationSettings(_Section):
 
     interval_secs: float = Field(2.0, gt=0, le=86_400)
     batch_size: int = Field(100, ge=1, le=10_000)
+    #: Events per round across tenants: one batch from each of several tenants, planned
+    #: together and proposed together (one indexer wait, fsync and index commit for all).
+    round_events: int = Field(2000, ge=1, le=100_000)
     #: ``pipeline`` (filter, compress, arbitrate, link) or ``verbatim`` (one memory per event).
     mode: Literal["pipeline", "verbatim"] = "pipeline"
     #: Character entropy (bits/char) below which an event is rejected as noise.

@@ -144,6 +144,7 @@ class NodeService:
             self.proposer,
             interval=self.settings.consolidation.interval_secs,
             batch_size=self.settings.consolidation.batch_size,
+            round_events=self.settings.consolidation.round_events,
             is_leader=self.is_leader,
             clock=lambda: self.clock(),
         )
