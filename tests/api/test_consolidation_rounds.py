@@ -23,7 +23,11 @@ ROUNDS = {
 async def ingest_all(api: Api, tenants: list[str]) -> None:
     for tenant in tenants:
         events = [
-            {"event_id": f"{tenant}-e{i}", "stream_id": "s1", "content": f"{tenant} keeps the token marker{i:02d}"}
+            {
+                "event_id": f"{tenant}-e{i}",
+                "stream_id": "s1",
+                "content": f"{tenant} keeps the token marker{i:02d}",
+            }
             for i in range(EVENTS_PER_TENANT)
         ]
         status, body = await api.post("/api/v1/events/batch", {"tenant_id": tenant, "events": events})
