@@ -229,11 +229,15 @@ class ConsolidationWorker:
             if batch.error is not None:
                 self._failures[batch.tenant_id] = batch.error
                 self._wanted.pop(batch.tenant_id, None)
+        failure: BaseException | None = None
         for (batch, _), result in zip(proposals, results, strict=True):
             if isinstance(result, BaseException):
-                raise result  # not the leader any more, or the outcome is unknown: next pass
-            self._applied(batch, result)
+                failure = failure or result
+            else:
+                self._applied(batch, result)
         await self._notify_round()
+        if failure is not None:
+            raise failure  # not the leader any more, or the outcome is unknown: next pass
 
     def _plan_all(self, round_: list[_Batch], now: float) -> None:
         """Off the event loop: read and plan every batch of the round. A failing provider
