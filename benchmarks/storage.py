@@ -209,7 +209,21 @@ class NodeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.raft_port = self._raft_port(data_dir)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _raft_port(data_dir: Path) -> int:
+        """The same Raft address on every start over one data dir: once the node has taken a
+        snapshot its membership (its own address) is in it, and a node restarted on another
+        address waits for a leader that never comes."""
+        saved = data_dir.parent / f"{data_dir.name}.raft-port"
+        if saved.exists():
+            return int(saved.read_text())
+        port = free_port()
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(f"{port}\n")
+        return port
 
     @property
     def pid(self) -> int:
@@ -232,7 +246,7 @@ class NodeProcess:
             "--http",
             f"127.0.0.1:{self.port}",
             "--raft",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{self.raft_port}",
         ]
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
