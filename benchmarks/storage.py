@@ -146,9 +146,11 @@ def disk_usage(root: Path) -> dict[str, int]:
     """Allocated bytes under ``root``, in total and per top-level entry (rocks, index, raft...)."""
     parts: dict[str, int] = {}
     for entry in root.iterdir():
-        paths: Iterable[Path] = entry.rglob("*") if entry.is_dir() else [entry]
+        # ``rocks`` is a link to the live ``rocks-<n>`` directory: counted once, at its target.
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        paths: Iterable[Path] = entry.rglob("*") if is_dir else [entry]
         size = 0
-        for path in [entry, *paths] if entry.is_dir() else paths:
+        for path in [entry, *paths] if is_dir else paths:
             try:
                 st = path.lstat()
             except FileNotFoundError:
