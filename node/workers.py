@@ -138,11 +138,20 @@ class ConsolidationWorker:
 
     async def run_pass(self) -> None:
         """Drain every tenant with pending events, round-robin, one batch per tenant per round."""
-        queue: deque[str] = deque(self._pending_tenants())
-        queued = set(queue)
+        queue: deque[str] = deque()
+        queued: set[str] = set()
         failed: set[str] = set()
+        rounds_left = 0
         while self.is_leader():
+            if rounds_left <= 0:
+                # Once per turn of the queue: tenants whose events arrived during the pass
+                # join it now instead of waiting for a long pass (a 1M backlog) to end.
+                fresh = [t for t in self._pending_tenants() if t not in queued and t not in failed]
+                queue.extend(fresh)
+                queued.update(fresh)
+                rounds_left = max(1, len(queue) * self.batch_size // self.round_events)
             round_ = self._next_round(queue, queued, failed)
+            rounds_left -= 1
             if not round_:
                 return
             await self._consolidate_round(round_)

@@ -10,7 +10,7 @@ import numpy as np
 
 from memorose.providers.embeddings.base import Embedder
 from node.runner import RunningNode
-from tests.conftest import Api, NodeStarter
+from tests.conftest import Api, NodeStarter, wait_until
 
 TENANTS = [f"t{i:02d}" for i in range(12)]
 EVENTS_PER_TENANT = 25
@@ -96,3 +96,35 @@ async def test_a_failing_batch_fails_its_tenant_only(start: NodeStarter) -> None
 def _planner(node: RunningNode) -> Any:
     assert node.service.worker is not None
     return node.service.worker.planner
+
+
+async def test_a_tenant_arriving_during_a_long_pass_is_not_kept_waiting(start: NodeStarter) -> None:
+    # 30 tenants x 25 events in batches of 4, two per round: ~100 rounds in one pass; the
+    # late tenant must be taken at the next turn of the queue, not after the backlog. The
+    # node's batch_size (100) keeps ingest from starting passes: one pass, started below.
+    node, api = await start(
+        consolidation={"interval_secs": 3600, "batch_size": 100, "mode": "verbatim"},
+        insights={"enabled": False},
+    )
+    worker = node.service.worker
+    assert worker is not None
+    worker.batch_size, worker.round_events = 4, 8
+    backlog = [f"b{i:02d}" for i in range(30)]
+    await ingest_all(api, backlog)
+    worker.trigger()
+    await wait_until(lambda: _true(worker.stats["rounds"] > 0), what="the pass started")
+    await api.ingest("late", "a late tenant's only event", event_id="late-1")
+
+    await wait_until(
+        lambda: _drained(api, "late"), timeout=60, what="the late tenant consolidated during the pass"
+    )
+    pending = sum([(await tenant_status(api, t))["pending_events"] for t in backlog])
+    assert pending > 0  # the pass over the backlog was still going
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _drained(api: Api, tenant: str) -> bool:
+    return (await tenant_status(api, tenant))["pending_events"] == 0
