@@ -225,7 +225,8 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    async def start(self, session: aiohttp.ClientSession, timeout: float = 90.0) -> None:
+    async def start(self, session: aiohttp.ClientSession, timeout: float = 90.0) -> float:
+        """Start the node; returns the seconds it took to answer ``/readyz``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MEMOROSE_ADMIN_KEY": self.admin_key, **self.env}
         cmd = [
@@ -249,14 +250,15 @@ class NodeProcess:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=self.code
             )
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"node exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 async with session.get(self.url + "/readyz") as resp:
                     if resp.status == 200:
-                        return
+                        return round(time.monotonic() - started, 1)
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
@@ -682,7 +684,10 @@ async def run_scenario(
     results: list[dict[str, Any]] = []
     log(f"scenario {sc.name}: {sc.size} memories over {len(sc.by_tenant)} tenant(s)")
     try:
-        await node.start(session)
+        # A restart on a reused 1M build loads every tenant's vectors and the Raft journal
+        # before it answers /readyz: minutes on a loaded 2-core machine, not a hang.
+        ready_s = await node.start(session, timeout=90.0 + sc.size / 2000)
+        log(f"  node ready after {ready_s} s")
         client = Client(session, node)
         meter = CpuMeter(node.pid)
         if built is None:
@@ -711,6 +716,7 @@ async def run_scenario(
             "empty_rss_anon_mib": built.get("empty_rss_anon_mib"),
             "ingest_batch": built["ingest_batch"],
             "consolidate_drain_s": built["consolidate_drain_s"],
+            "node_ready_s": ready_s,
             **await measure_node(client, node, sc, warmup, cfg.in_flight),
         }
         row["floor"] = exact_floor(sc.by_tenant, sc.queries, warmup)
@@ -799,7 +805,7 @@ async def run_exact_rerun(
     )
     warmup = min(20, cfg.queries)
     try:
-        await node.start(session)
+        await node.start(session, timeout=90.0 + sc.size / 2000)
         client = Client(session, node)
         meter = CpuMeter(node.pid)
         answer = await client.post("/api/v1/admin/reindex", {})

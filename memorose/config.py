@@ -38,6 +38,9 @@ class ConsolidationSettings(_Section):
     #: ``batch_size`` events are pending). False: only when asked (``POST /consolidate``),
     #: e.g. to keep a bulk load's CPU for the load; events stay searchable meanwhile.
     auto: bool = True
+    #: Events per round across tenants: one batch from each of several tenants, planned
+    #: together and proposed together (one indexer wait, fsync and index commit for all).
+    round_events: int = Field(2000, ge=1, le=100_000)
     #: ``pipeline`` (filter, compress, arbitrate, link) or ``verbatim`` (one memory per event).
     mode: Literal["pipeline", "verbatim"] = "pipeline"
     #: Character entropy (bits/char) below which an event is rejected as noise.

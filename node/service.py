@@ -151,6 +151,7 @@ class NodeService:
             interval=self.settings.consolidation.interval_secs,
             batch_size=self.settings.consolidation.batch_size,
             auto=self.settings.consolidation.auto,
+            round_events=self.settings.consolidation.round_events,
             is_leader=self.is_leader,
             clock=lambda: self.clock(),
         )

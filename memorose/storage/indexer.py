@@ -253,18 +253,25 @@ class Indexer:
         self._added_seq[tenant_id] = max(added, last)
 
     def _refresh_memories(self, dirty: dict[tuple[str, str], None]) -> None:
-        by_tenant: dict[str, list[Memory]] = {}
+        # One multi-get per tenant: a cycle after a round of consolidation holds a few
+        # thousand memories of tens of tenants (docs/consolidation.md, "Many small tenants").
+        ids_by_tenant: dict[str, list[str]] = {}
         for tenant_id, memory_id in dirty:
-            memory = self.reader.memory(tenant_id, memory_id)
-            if memory is not None and is_searchable(memory):
-                self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
-                by_tenant.setdefault(tenant_id, []).append(memory)
-            else:
-                self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
-                self.vectors.remove(tenant_id, memory_id)
-                self.stale_vectors.get(tenant_id, set()).discard(memory_id)
-        for tenant_id, memories in by_tenant.items():
-            self._load_vectors(tenant_id, memories)
+            ids_by_tenant.setdefault(tenant_id, []).append(memory_id)
+        for tenant_id, memory_ids in ids_by_tenant.items():
+            found = self.reader.memories_many(tenant_id, memory_ids)
+            searchable: list[Memory] = []
+            for memory_id in memory_ids:
+                memory = found.get(memory_id)
+                if memory is not None and is_searchable(memory):
+                    self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
+                    searchable.append(memory)
+                else:
+                    self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
+                    self.vectors.remove(tenant_id, memory_id)
+                    self.stale_vectors.get(tenant_id, set()).discard(memory_id)
+            if searchable:
+                self._load_vectors(tenant_id, searchable)
 
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""

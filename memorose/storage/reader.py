@@ -27,6 +27,11 @@ class StateReader:
     def tenant_ids(self) -> list[str]:
         return [k[len(keys.TENANT) :].decode() for k, _ in self.store.scan(keys.TENANT)]
 
+    def tenant_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every tenant with its record, in one scan (the consolidation worker's pass)."""
+        for key, raw in self.store.scan(keys.TENANT):
+            yield key[len(keys.TENANT) :].decode(), codec.unpack(raw)
+
     # -- events ------------------------------------------------------------------------
     def events(self, tenant_id: str, *, after_seq: int = 0, limit: int | None = None) -> Iterator[Event]:
         prefix = keys.tenant_prefix(keys.EVENT, tenant_id)
