@@ -1,16 +1,16 @@
 """The Python runtime of a server process: short garbage-collector pauses, one BLAS thread.
 
 A node holds 100,000+ long-lived objects from its imports alone (aiohttp, pyarrow,
-onnxruntime, PySyncObj...), and CPython's full collection visits every one of them: 50 to
-80 ms with the GIL held, a few times a minute under query load, which was most of the
-retrieve p99 at 100K memories (docs/benchmarks.md, "Reads, second round"). The standard
+onnxruntime, PySyncObj...), and CPython's full collection visits every one of them: 50 ms
+and more with the GIL held, a few times a minute under query load, which was most of the
+retrieve p99 at 100K memories (docs/benchmarks.md, "Read path, second round"). The standard
 remedy (CPython's ``gc.freeze`` documentation, Instagram's servers):
 
 - once the process has loaded what it keeps, collect and *freeze*: the survivors move to a
   permanent generation that collections never visit again;
 - raise the first generation's threshold, so young collections run less often and each
   keeps fewer short-lived objects alive into the older generations;
-- now and then (``refreeze_secs``) unfreeze, collect everything and freeze again, so that
+- now and then (``gc_refreeze_secs``) unfreeze, collect everything and freeze again, so that
   cycles among objects frozen earlier and dropped since are still reclaimed.
 
 Reference counting frees everything else as before: freezing only removes long-lived
