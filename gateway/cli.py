@@ -17,7 +17,7 @@ from gateway.limits import guarded_site
 from memorose.cli_support import OperatorError, check_port_free
 from memorose.config import RuntimeSettings
 from memorose.errors import ConfigError
-from memorose.runtime import configure_gc, settle_heap, single_threaded_blas
+from memorose.runtime import configure_gc, settle_heap
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,7 +93,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             raise OperatorError(f"gateway HTTP address {settings.http}: {exc.strerror}: {PORT_FIX}") from None
         configure_gc(RuntimeSettings().gc_gen0_threshold)  # memorose/runtime.py: short GC pauses
         settle_heap()
-        single_threaded_blas()
         print(f"Memorose gateway listening on http://{settings.http}", flush=True)
         print(f"  shards: {json.dumps(settings.shards)}", flush=True)
         print(f"  dashboard: http://{settings.http}/dashboard  (sign in with the admin key)", flush=True)

@@ -254,8 +254,6 @@ class RuntimeSettings(_Section):
     gc_gen0_threshold: int = Field(20_000, ge=100, le=10_000_000)
     #: How often the frozen heap is collected once in full and frozen again (0: never).
     gc_refreeze_secs: float = Field(900.0, ge=0)
-    #: numpy's matrix products on one thread (OpenBLAS otherwise spins one per core).
-    single_threaded_blas: bool = True
 
 
 class LimitSettings(_Section):

@@ -1,4 +1,4 @@
-"""The Python runtime of a server process: short garbage-collector pauses, one BLAS thread.
+"""The Python runtime of a server process: garbage-collector settings that keep pauses short.
 
 A node holds 100,000+ long-lived objects from its imports alone (aiohttp, pyarrow,
 onnxruntime, PySyncObj...), and CPython's full collection visits every one of them: 50 ms
@@ -15,13 +15,6 @@ remedy (CPython's ``gc.freeze`` documentation, Instagram's servers):
 
 Reference counting frees everything else as before: freezing only removes long-lived
 objects from the cycle detector's periodic scans.
-
-numpy's OpenBLAS starts a thread per core for every matrix product, however small. In a
-server whose concurrency is its own request threads, those threads spin against the
-request threads, the Raft tick and each other: a 5 x 384 by 384 x 3,200 product (query
-expansion, a few per query) took 5.8 ms of wall time with OpenBLAS's threads on the loaded
-2-core machine and 1.4 ms with one. A node limits BLAS to one thread (threadpoolctl, the
-library made for this), as onnxruntime is limited to ``embeddings.local_threads``.
 """
 
 from __future__ import annotations
@@ -30,8 +23,6 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
-
-from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +41,6 @@ def configure_gc(gen0_threshold: int) -> None:
     the older generations keep their default ratios."""
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
-
-
-def single_threaded_blas() -> None:
-    """One BLAS thread for the whole process, from now on (see the module docstring)."""
-    threadpool_limits(limits=1, user_api="blas")
 
 
 def settle_heap(*, refreeze: bool = False) -> HeapReport:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from memorose.config import RuntimeSettings
-from memorose.runtime import HeapReport, configure_gc, settle_heap, single_threaded_blas
+from memorose.runtime import HeapReport, configure_gc, settle_heap
 from node.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,7 @@ class HeapSettler(BackgroundTask):
 
     def start(self) -> None:
         """Settle at once (the caller has just loaded the model and the indexes), then
-        refreeze in the background every ``gc_refreeze_secs``. Limits BLAS to one thread
-        (``single_threaded_blas``)."""
-        if self.settings.single_threaded_blas:
-            single_threaded_blas()
+        refreeze in the background every ``gc_refreeze_secs``."""
         if not self.settings.gc_freeze:
             return
         configure_gc(self.settings.gc_gen0_threshold)
