@@ -29,7 +29,7 @@ from memorose.consolidation.entropy import EntropyFilter
 from memorose.consolidation.stages import EventFilter, Fact, FactExtractor, NonEmptyFilter, OneFactPerEvent
 from memorose.consolidation.text import content_terms, normalise
 from memorose.models import Event, Memory
-from memorose.providers.embeddings.base import Embedder
+from memorose.providers.embeddings.base import Embedder, cosines
 from memorose.providers.llm.base import Candidate, Decision, LLMError, LLMProvider, Usage
 from memorose.providers.llm.offline import OfflineLLM
 
@@ -363,7 +363,7 @@ class ConsolidationPlanner:
             if w.current:
                 pool[memory_id] = (w.content, w.vector)
         terms = content_terms(fact.content)
-        similarities = _cosines(vector, [other for _, other in pool.values()])
+        similarities = cosines(vector, [other for _, other in pool.values()]).tolist()
         out = []
         for (memory_id, (content, _)), similarity in zip(pool.items(), similarities, strict=True):
             overlap = len(terms & content_terms(content)) / len(terms) if terms else 0.0
@@ -503,18 +503,6 @@ def _mean_direction(
     mean = weights[0] * first + weights[1] * second
     norm = float(np.linalg.norm(mean))
     return (mean / norm).astype(np.float32) if norm > 0 else second
-
-
-def _cosines(vector: np.ndarray, others: list[np.ndarray]) -> list[float]:
-    """``vector`` against each of ``others`` in one product (0 for a vector of another
-    space or size): a fact meets every memory its batch made so far, so this is per pair."""
-    out = [0.0] * len(others)
-    same = [i for i, other in enumerate(others) if other.shape == vector.shape]
-    if same:
-        scores = np.stack([others[i] for i in same]) @ vector
-        for i, score in zip(same, scores.tolist(), strict=True):
-            out[i] = score
-    return out
 
 
 #: Memory ids need uniqueness, not secrecy: a generator seeded from the OS once (and again

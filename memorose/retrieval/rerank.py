@@ -28,10 +28,11 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
+from memorose.providers.embeddings.base import cosines
 from memorose.retrieval.query import QueryAnalysis, is_dated
 from memorose.retrieval.text import analyze
 
@@ -263,16 +264,9 @@ def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> 
     """Raw cosine (negative clipped to 0), *not* normalised per query: with a sentence model
     it is an absolute measure of meaning (~.4 for a paraphrase, ~0 for unrelated text), so a
     query nothing answers does not lift its least bad candidate to 1. One product for all."""
-    out = np.zeros(len(candidates))
     if query_vec is None:
         return [0.0] * len(candidates)
-    fitting = [
-        i for i, c in enumerate(candidates) if c.vector is not None and c.vector.shape == query_vec.shape
-    ]
-    if fitting:
-        stacked = np.stack([cast(np.ndarray, candidates[i].vector) for i in fitting])
-        out[fitting] = np.maximum(0.0, (stacked @ query_vec).astype(np.float64))
-    return list(out.tolist())
+    return list(np.maximum(0.0, cosines(query_vec, [c.vector for c in candidates])).tolist())
 
 
 def rank(

@@ -22,9 +22,9 @@ import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
+from memorose.runtime import release_free_heap
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
-from memorose.storage.heap import release_free_heap
 from memorose.storage.reader import StateReader
 from memorose.storage.vectors import VectorIndex
 

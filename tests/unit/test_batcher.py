@@ -46,6 +46,15 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _two_entries(batcher: IngestBatcher) -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+    """Requests "a" and "b", each proposed as its own entry (two may be in flight)."""
+    first = asyncio.create_task(batcher.submit("t", _events("a")))
+    await _settle()
+    second = asyncio.create_task(batcher.submit("t", _events("b")))
+    await _settle()
+    return first, second
+
+
 def _events(*ids: str) -> list[dict[str, Any]]:
     return [{"stream_id": "s", "event_id": i, "content": i, "timestamp": 1.0} for i in ids]
 
@@ -61,10 +70,7 @@ async def batcher_and_proposer() -> Any:
 
 async def test_two_entries_in_flight_and_the_rest_queue_into_one(batcher_and_proposer: Any) -> None:
     batcher, proposer = batcher_and_proposer
-    first = asyncio.create_task(batcher.submit("t", _events("a")))
-    await _settle()
-    second = asyncio.create_task(batcher.submit("t", _events("b")))
-    await _settle()
+    first, second = await _two_entries(batcher)
     assert len(proposer.proposed) == 2  # the second did not wait for the first to commit
     queued = [asyncio.create_task(batcher.submit("t", _events(x))) for x in ("c", "d", "e")]
     await _settle()
@@ -84,10 +90,7 @@ async def test_two_entries_in_flight_and_the_rest_queue_into_one(batcher_and_pro
 
 async def test_a_failed_entry_fails_only_its_own_requests(batcher_and_proposer: Any) -> None:
     batcher, proposer = batcher_and_proposer
-    first = asyncio.create_task(batcher.submit("t", _events("a")))
-    await _settle()
-    second = asyncio.create_task(batcher.submit("t", _events("b")))
-    await _settle()
+    first, second = await _two_entries(batcher)
     proposer.proposed[0][1].set_exception(TimeoutError("outcome unknown"))
     proposer.commit(1)
     with pytest.raises(TimeoutError):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from memorose import commands
+from memorose.runtime import release_free_heap
 from memorose.statemachine import StateMachine
 from memorose.storage import indexer as indexer_module
-from memorose.storage.heap import release_free_heap
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader
 from memorose.storage.rocks import RocksStore, RocksTuning

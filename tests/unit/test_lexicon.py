@@ -30,14 +30,24 @@ def embedder() -> Embedder:
     return load_embedder("local")
 
 
-def lexicon_over(embedder: Embedder, texts: dict[str, list[str]], **settings: float) -> Lexicon:
+def lexicon_over(
+    embedder: Embedder,
+    texts: dict[str, list[str]],
+    *,
+    background: bool = False,
+    sized: bool = False,
+    **settings: float,
+) -> Lexicon:
+    """A lexicon over ``texts`` (changed in place by a test, with ``lex.version``); ``sized``:
+    it knows each tenant's size (growth rebuilds, small tenants brought up to date)."""
     version = {t: 1 for t in texts}
     lex = Lexicon(
         embedder,
         lambda tenant: texts.get(tenant, []),
         lambda tenant: version.get(tenant),
         LexiconSettings(**settings),  # type: ignore[arg-type]
-        background=False,
+        background=background,
+        size_of=(lambda tenant: len(texts.get(tenant, []))) if sized else None,
     )
     lex.version = version  # type: ignore[attr-defined]
     return lex
@@ -126,15 +136,8 @@ def test_refresh_builds_new_tenants_and_rebuilds_only_when_due(embedder: Embedde
 
 def test_a_tenant_that_grew_is_rebuilt_before_the_minimum_interval(embedder: Embedder) -> None:
     texts = {"t": JOHN[:5]}
-    version = {"t": 1}
-    lex = Lexicon(
-        embedder,
-        lambda tenant: texts[tenant],
-        lambda tenant: version[tenant],
-        LexiconSettings(min_rebuild_secs=3600, rebuild_cost_factor=0),
-        background=False,
-        size_of=lambda tenant: len(texts[tenant]),
-    )
+    lex = lexicon_over(embedder, texts, sized=True, min_rebuild_secs=3600, rebuild_cost_factor=0)
+    version = lex.version  # type: ignore[attr-defined]
     lex.refresh({"t"})
     texts["t"] = [*JOHN[:5], "John: a 6th memory"]  # +20 %: above the 10 % growth threshold
     version["t"] = 2
@@ -148,15 +151,10 @@ def test_a_tenant_that_grew_is_rebuilt_before_the_minimum_interval(embedder: Emb
 def test_a_small_tenant_is_always_answered_from_a_current_lexicon(embedder: Embedder) -> None:
     """Answers of a small tenant must not depend on when a background build finished."""
     texts = {"t": list(JOHN)}
-    version = {"t": 1}
-    lex = Lexicon(
-        embedder,
-        lambda tenant: texts[tenant],
-        lambda tenant: version[tenant],
-        LexiconSettings(min_rebuild_secs=3600, sync_max_memories=100),
-        background=True,
-        size_of=lambda tenant: len(texts[tenant]),
+    lex = lexicon_over(
+        embedder, texts, background=True, sized=True, min_rebuild_secs=3600, sync_max_memories=100
     )
+    version = lex.version  # type: ignore[attr-defined]
     assert "yoga" in lex.expansion("t", "What exercises has John done?").weights  # built at once
     texts["t"] = [*JOHN, "Bob: I go running every morning."]
     version["t"] = 2

@@ -21,6 +21,18 @@ class Embedder(ABC):
         return self.embed([text])[0]
 
 
+def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
+    """``vector`` against each of ``others`` (unit vectors) in one product; 0 for one that is
+    missing or of another size (another model's space): retrieval's cosine feature and
+    arbitration's similarity both need this, per candidate."""
+    out = np.zeros(len(others))
+    same = [(i, other) for i, other in enumerate(others) if other is not None and other.shape == vector.shape]
+    if same:
+        rows = np.stack([other for _, other in same])
+        out[[i for i, _ in same]] = (rows @ vector).astype(np.float64)
+    return out
+
+
 def normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
