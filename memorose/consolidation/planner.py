@@ -106,19 +106,6 @@ class EmbeddingLedger:
 
 
 @dataclass
-class Prepared:
-    """A batch filtered, extracted and embedded: everything that does not read the indexes,
-    so it can run while the indexer is still catching up on the previous batch."""
-
-    tenant_id: str
-    now: float
-    plan: Plan
-    facts: list[Fact]
-    vectors: np.ndarray
-    done: bool  # verbatim: nothing left to decide
-
-
-@dataclass
 class _Working:
     """This batch's view of a memory it may still change."""
 
@@ -170,12 +157,8 @@ class ConsolidationPlanner:
         )
         self.extractor = extractor or (OneFactPerEvent() if verbatim else None)
 
-    # -- entry points ----------------------------------------------------------------------
+    # -- entry point -----------------------------------------------------------------------
     def plan(self, tenant_id: str, events: list[Event], now: float) -> Plan:
-        return self.decide(self.prepare(tenant_id, events, now))
-
-    def prepare(self, tenant_id: str, events: list[Event], now: float) -> Prepared:
-        """Filter, extract and embed (the model's share of a batch); reads no index."""
         plan = Plan([])
         kept: list[Event] = []
         for event in events:
@@ -191,18 +174,10 @@ class ConsolidationPlanner:
                 self._record(tenant_id, f, f.content, v, now, {"policy": "verbatim"}).to_dict()
                 for f, v in zip(facts, vectors, strict=True)
             ]
-            return Prepared(tenant_id, now, plan, facts, vectors, done=True)
+            return plan
         facts = self._extract(kept, plan)
         vectors = self._embed([f.content for f in facts], "facts")
-        return Prepared(tenant_id, now, plan, facts, vectors, done=False)
-
-    def decide(self, prepared: Prepared) -> Plan:
-        """Candidates and arbitration: needs the indexes current up to the previous batch."""
-        plan, facts, vectors = prepared.plan, prepared.facts, prepared.vectors
-        if prepared.done:
-            return plan
-        tenant_id = prepared.tenant_id
-        batch = _Batch(tenant_id, prepared.now, plan)
+        batch = _Batch(tenant_id, now, plan)
         # Existing memories do not change while a batch is planned (its own changes are in
         # ``batch.working``), so every fact's candidates are fetched in one batched search.
         found = self._existing_candidates(tenant_id, facts, vectors)
