@@ -41,6 +41,7 @@ from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval.text import STOPWORDS, stem
 from memorose.storage.indexer import is_searchable
 from memorose.storage.reader import StateReader
+from memorose.storage.vectors import top_indices
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class Lexicon:
         sims = (lexicon.matrix @ self.words.matrix(words).T).T  # this order: half the time
         weights: dict[str, float] = {}
         for row in sims:
-            for j in _best(row, s.per_word):
+            for j in top_indices(row, s.per_word):
                 cosine = float(row[j])
                 if cosine < s.threshold:
                     break
@@ -278,16 +279,6 @@ class Lexicon:
                     continue
                 weights[term] = max(weights.get(term, 0.0), s.weight * cosine)
         return Expansion(weights, {t: lexicon.doc_freq[t] for t in weights})
-
-
-def _best(row: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest values, largest first (ties: lower index first)."""
-    if k < row.shape[0]:
-        top = np.argpartition(row, row.shape[0] - k)[row.shape[0] - k :]
-        top.sort()
-    else:
-        top = np.arange(row.shape[0])
-    return top[np.argsort(-row[top], kind="stable")]
 
 
 def default_expansion_weight(embedding_model: str) -> float:

@@ -191,16 +191,21 @@ class _Matrix:
 ExactVectors = Callable[[str, list[str]], dict[str, np.ndarray]]
 
 
-def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
-    """The ``k`` best finite scores, best first (ties: row order)."""
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, largest first (ties: lower index first), without
+    sorting all of them."""
     n = scores.shape[0]
     k = min(k, n)
     if k <= 0:
-        return []
+        return np.zeros(0, np.intp)
     top = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
     top.sort()  # ties in row order
-    top = top[np.argsort(-scores[top], kind="stable")]
-    return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
+    """The ``k`` best finite scores, best first (ties: row order)."""
+    return [(ids[i], float(scores[i])) for i in top_indices(scores, k) if np.isfinite(scores[i])]
 
 
 #: Rows of a tenant's matrix scored per block by ``search_many``: bounds the score matrix
