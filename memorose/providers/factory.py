@@ -57,12 +57,20 @@ def build_embedder(settings: Settings) -> Embedder:
     if name == "hashing":
         return load_embedder("hashing", dim=dim)
     if name == "local":
+        from memorose.providers.embeddings.int8_graph import default_cache_dir
+
         if dim != LOCAL_DIM:
             raise ConfigError(
                 f"[embeddings] provider = 'local' makes {LOCAL_DIM}-dimensional vectors; "
                 f"[index] embedding_dim is {dim}"
             )
-        return load_embedder("local", threads=e.local_threads)
+        return load_embedder(
+            "local",
+            threads=e.local_threads,
+            int8_compute=e.local_int8_compute,
+            keep_alive_secs=e.local_keep_alive_secs,
+            cache_dir=e.local_cache_dir or default_cache_dir(),
+        )
     retry = {
         "max_attempts": llm.max_attempts,
         "backoff_initial_secs": llm.backoff_initial_secs,

