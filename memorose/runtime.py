@@ -79,10 +79,11 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
-def release_free_heap() -> bool:
-    """Collect garbage, then return free heap pages to the system (glibc only); True if
-    the C library could be asked."""
-    gc.collect()
+def release_free_heap(collect: bool = True) -> bool:
+    """Collect garbage (``collect``), then return free heap pages to the system (glibc
+    only); True if the C library could be asked."""
+    if collect:
+        gc.collect()
     if _MALLOC_TRIM is None:
         return False
     _MALLOC_TRIM(0)

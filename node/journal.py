@@ -29,18 +29,22 @@ import json
 import logging
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
 
 from pysyncobj.journal import FileJournal, Journal
 
+from memorose.runtime import release_free_heap
 from memorose.storage.rocks import fsync_dir
 from node.failstop import failpoint
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"MRJ1"
+#: A compaction that drops at least this much returns free heap pages to the system.
+RETURN_HEAP_AFTER_BYTES = 4 << 20
 _HEAD = struct.Struct("<IQQ")  # length of (index, term, command), index, term
 _CRC = struct.Struct("<I")
 
@@ -191,6 +195,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         if entryTo <= 0:
             return
         keep = self._entries[entryTo:]
+        dropped_bytes = self._offsets[entryTo] - len(MAGIC)
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         offsets, chunks, offset = [], [MAGIC], len(MAGIC)
@@ -210,6 +215,12 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._entries = list(keep)
         self._offsets = offsets
         self._dirty = False
+        if dropped_bytes >= RETURN_HEAP_AFTER_BYTES:
+            # The dropped commands were the journal's memory copy: give the pages back
+            # (a thread: malloc_trim walks the whole heap, the tick thread must not wait).
+            threading.Thread(
+                target=release_free_heap, args=(False,), name="journal-trim", daemon=True
+            ).start()
 
     def bytes_through(self, idx: int) -> int:
         """Bytes of the records from the first entry through Raft index ``idx`` (the part of

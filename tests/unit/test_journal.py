@@ -134,3 +134,26 @@ def test_compaction_never_empties_the_log(tmp_path: Path) -> None:
     _fill(j, 3)
     j.deleteEntriesTo(5)  # a stale compaction point past the end of a replaced log
     assert len(j) == 1 and j[-1][1] == 3
+
+
+def test_a_big_compaction_returns_the_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's memory copy of what a compaction drops goes back to the system (a
+    restarted node holds every entry since the last compaction); a small one does not ask."""
+    import threading
+
+    import node.journal as journal_module
+
+    trimmed = threading.Event()
+    monkeypatch.setattr(journal_module, "release_free_heap", lambda collect=True: trimmed.set() or True)
+    monkeypatch.setattr(journal_module, "RETURN_HEAP_AFTER_BYTES", 64 * 1024)
+    j = DurableJournal(str(tmp_path / "raft-log"))
+    j.setCurrentTerm(1, None)
+    for idx in range(1, 11):
+        j.add(bytes(1024) + str(idx).encode(), idx, 1)
+    j.deleteEntriesTo(5)  # ~5 KiB: under the threshold
+    assert not trimmed.wait(0.2)
+    for idx in range(11, 111):
+        j.add(bytes(1024) + str(idx).encode(), idx, 1)
+    j.deleteEntriesTo(100)  # ~100 KiB
+    assert trimmed.wait(5)
+    assert [j[i][1] for i in range(len(j))] == list(range(106, 111))
