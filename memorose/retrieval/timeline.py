@@ -118,7 +118,23 @@ class TenantTimeline:
     def neighbours(self, memory_id: str, span: int, max_gap_s: float) -> list[tuple[str, int]]:
         """(memory id, signed distance) of up to ``span`` memories on each side, same stream,
         each within ``max_gap_s`` of the previous one (the same episode)."""
-        return self.neighbours_many([memory_id], span, max_gap_s).get(memory_id, [])
+        n = len(self.ids)
+        if n == 0:
+            return []
+        key = memory_id.encode()
+        at = int(np.searchsorted(self.ids, key, sorter=self.by_id))
+        position = int(self.by_id[min(at, n - 1)])
+        if self.ids[position] != key:
+            return []
+        lo, hi = max(0, position - span), min(n, position + span + 1)
+        return _walk(
+            self.streams[lo:hi].tolist(),
+            self.valid_from[lo:hi].tolist(),
+            self.ids[lo:hi].tolist(),
+            position - lo,
+            span,
+            max_gap_s,
+        )
 
     def neighbours_many(
         self, memory_ids: list[str], span: int, max_gap_s: float
@@ -126,30 +142,45 @@ class TenantTimeline:
         """``neighbours`` of several memories in one lookup (a query asks for ~150)."""
         n = len(self.ids)
         out: dict[str, list[tuple[str, int]]] = {m: [] for m in memory_ids}
+        memory_ids = list(out)  # each once
         if n == 0 or not memory_ids:
             return out
         positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes))
         hit = positions >= 0
         if not hit.any():
             return out
-        window = np.clip(positions[hit][:, None] + np.arange(-span, span + 1), 0, n - 1)
-        streams = self.streams[window].tolist()
+        # A window of 2 * span + 1 rows around each hit; stream -1 beyond either end.
+        window = positions[hit][:, None] + np.arange(-span, span + 1)
+        inside = (window >= 0) & (window < n)
+        window = np.clip(window, 0, n - 1)
+        streams = np.where(inside, self.streams[window], -1).tolist()
         times = self.valid_from[window].tolist()
         ids = self.ids[window].tolist()
-        centres = positions[hit].tolist()
-        for row, memory_id in enumerate(m for m, h in zip(memory_ids, hit.tolist(), strict=True) if h):
-            near = out[memory_id]
-            for step in (-1, 1):
-                prev_time = times[row][span]
-                for distance in range(1, span + 1):
-                    if not 0 <= centres[row] + step * distance < n:
-                        break
-                    c = span + step * distance
-                    if streams[row][c] != streams[row][span] or abs(times[row][c] - prev_time) > max_gap_s:
-                        break
-                    near.append((ids[row][c].decode(), step * distance))
-                    prev_time = times[row][c]
+        found = (m for m, h in zip(memory_ids, hit.tolist(), strict=True) if h)
+        for row, memory_id in enumerate(found):
+            out[memory_id] = _walk(streams[row], times[row], ids[row], span, span, max_gap_s)
         return out
+
+
+def _walk(
+    streams: list[int], times: list[float], ids: list[bytes], centre: int, span: int, max_gap_s: float
+) -> list[tuple[str, int]]:
+    """The episode around ``centre`` in a window of rows: up to ``span`` rows each way, while
+    the stream is the centre's (-1: beyond the timeline) and no gap exceeds ``max_gap_s``."""
+    out: list[tuple[str, int]] = []
+    for step in (-1, 1):
+        prev_time = times[centre]
+        for distance in range(1, span + 1):
+            j = centre + step * distance
+            if (
+                not 0 <= j < len(ids)
+                or streams[j] != streams[centre]
+                or abs(times[j] - prev_time) > max_gap_s
+            ):
+                break
+            out.append((ids[j].decode(), step * distance))
+            prev_time = times[j]
+    return out
 
 
 EMPTY = TenantTimeline.build(())
