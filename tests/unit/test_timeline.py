@@ -20,6 +20,7 @@ from memorose.statemachine import StateMachine
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader
 from memorose.storage.rocks import RocksStore
+from memorose.storage.vectors import VectorIndex
 
 GAP = 100.0
 DIM = 8
@@ -235,3 +236,26 @@ def test_a_touch_re_sorts_nothing_and_a_deleted_tenant_is_dropped(node: Node) ->
     assert node.indexer.timeline.of("t1") is before
     node.apply(commands.delete_tenant("t1"))
     assert len(node.indexer.timeline.of("t1")) == 0
+
+
+def test_a_tenant_in_lancedb_gets_its_timeline_from_the_stored_records(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large tenant's vectors are not decoded at start-up: its timeline is read from the
+    stored dicts (archived memories left out) and answers as the warm one does."""
+    node.apply(commands.forget("t1", 10.0**9, ["m-2"], half_life_days=1.0, min_importance=1.0))
+    warm = {m: node.neighbours(node.indexer, m, span=2) for m in ("m-1", "m-2", "m-3", "m-4")}
+    assert warm["m-2"] == [] and warm["m-3"] == [("m-1", -1), ("m-4", 1), ("m-5", 2)]
+    read: list[str] = []
+    records = StateReader.memory_records
+
+    def spied(reader: StateReader, tenant_id: str) -> Iterator[dict[str, object]]:
+        read.append(tenant_id)
+        return records(reader, tenant_id)
+
+    monkeypatch.setattr(StateReader, "memory_records", spied)
+    monkeypatch.setattr(VectorIndex, "is_large", lambda self, tenant_id: tenant_id == "t1")
+    node.indexer.stop()
+    node.indexer = node.open_indexer()
+    assert read == ["t1"]
+    assert {m: node.neighbours(node.indexer, m, span=2) for m in warm} == warm
