@@ -95,9 +95,14 @@ class TenantTimeline:
 
     def place_of(self, memory_ids: list[str]) -> list[Place]:
         """(stream, valid_from) of each memory, None where it is not in the timeline."""
-        positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes)).tolist()
-        streams, times = self.streams.tolist(), self.valid_from
-        return [None if p < 0 else (self.stream_names[streams[p]], float(times[p])) for p in positions]
+        positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes))
+        at = np.maximum(positions, 0)
+        streams = self.streams[at].tolist() if len(self.ids) else []
+        times = self.valid_from[at].tolist() if len(self.ids) else []
+        return [
+            None if p < 0 else (self.stream_names[streams[i]], times[i])
+            for i, p in enumerate(positions.tolist())
+        ]
 
     def merged(self, changes: dict[str, Place]) -> TenantTimeline:
         """A new timeline with ``changes`` applied (one re-sort)."""

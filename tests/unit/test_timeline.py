@@ -60,7 +60,8 @@ def random_entries(n: int, seed: int) -> list[Entry]:
 def test_neighbours_match_the_per_query_build() -> None:
     entries = random_entries(400, seed=1)
     timeline = TenantTimeline.build(entries)
-    ids = [m for m, _, _ in entries] + ["m-unknown", "m-0"]
+    longer, shorter = entries[0][0] + "0", entries[0][0][:-1]  # only exact ids match
+    ids = [m for m, _, _ in entries] + ["m-unknown", "m-0", longer, shorter]
     for span in (1, 2, 4):
         found = timeline.neighbours_many(ids, span, GAP)
         assert found == {m: reference_neighbours(entries, m, span, GAP) for m in ids}
