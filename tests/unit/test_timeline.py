@@ -90,6 +90,49 @@ def test_merged_changes_equal_a_build_from_scratch() -> None:
     assert merged.neighbours_many(ids, 3, GAP) == {m: reference_neighbours(expected, m, 3, GAP) for m in ids}
 
 
+def rows(timeline: TenantTimeline) -> list[tuple[str, float, str]]:
+    """The timeline as (stream, valid_from, id) in its order, after checking its id order."""
+    ids = [i.decode() for i in timeline.ids.tolist()]
+    assert sorted(timeline.by_id.tolist()) == list(range(len(ids)))  # a permutation
+    assert [ids[p] for p in timeline.by_id.tolist()] == sorted(ids)
+    codes = timeline.streams.tolist()
+    assert codes == sorted(codes)  # each stream's rows together
+    streams = [timeline.stream_names[c] for c in codes]
+    # Streams are ordered by code (first seen), so compare them by name; within a stream the
+    # order is the timeline's (a stable sort keeps it).
+    return sorted(zip(streams, timeline.valid_from.tolist(), ids, strict=True), key=lambda row: row[0])
+
+
+def test_merging_rounds_of_random_changes_equals_building_from_scratch() -> None:
+    """Insert positions, ties of valid time, new streams, ids longer and shorter than any
+    before (the bytes column widens), deletions down to empty and back."""
+    rng = random.Random(3)
+    state: dict[str, tuple[str, float]] = {}
+    timeline = TenantTimeline.build([])
+    for round_ in range(40):
+        changes: dict[str, tuple[str, float] | None] = {}
+        for _ in range(rng.choice([1, 5, 30])):
+            if state and rng.random() < 0.4:
+                memory_id = rng.choice(sorted(state))
+                changes[memory_id] = (
+                    None if rng.random() < 0.5 else (rng.choice("abcd"), float(rng.randint(0, 9)))
+                )
+            else:
+                memory_id = "m" + "x" * rng.randint(0, 12) + str(rng.getrandbits(16))
+                changes[memory_id] = (rng.choice(["a", "b", f"s{round_}"]), float(rng.randint(0, 9)))
+        if round_ == 20:
+            changes = dict.fromkeys(state)  # everything deleted
+        for memory_id, place in changes.items():
+            if place is None:
+                state.pop(memory_id, None)
+            else:
+                state[memory_id] = place
+        timeline = timeline.merged(changes)
+        expected = TenantTimeline.build((m, stream, t) for m, (stream, t) in state.items())
+        assert rows(timeline) == rows(expected)
+    assert len(timeline) > 50
+
+
 def test_queued_changes_are_merged_by_the_indexer_or_the_next_query(monkeypatch: pytest.MonkeyPatch) -> None:
     timeline = Timeline()
     timeline.replace("t", [("m-1", "s", 1.0), ("m-2", "s", 2.0)])
