@@ -36,7 +36,7 @@ from memorose.retrieval.rerank import (
 )
 from memorose.retrieval.stats import TenantStats
 from memorose.retrieval.text import analyze
-from memorose.retrieval.timeline import TenantTimeline, Timeline
+from memorose.retrieval.timeline import TenantTimeline
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY
 from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import StateReader
@@ -118,7 +118,7 @@ class Retriever:
         #: False: first-stage fusion only (reciprocal rank of BM25, vector and tail), the
         #: ablation baseline of docs/retrieval.md.
         self.rerank = rerank
-        self.timeline = Timeline(reader)
+        self.timeline = indexer.timeline  # kept by the indexer (timeline.py)
         self.stats = TenantStats(indexer.fulltext)
         self.insights_per_query = 2
         #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
@@ -241,11 +241,13 @@ class Retriever:
         """Attach timeline neighbours to every memory candidate; load those of the best
         ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet (one multi-get)."""
         w = self.weights
-        for c in candidates:
-            kind, ref = cast(tuple[str, str], c.key)
+        keys = [cast(tuple[str, str], c.key) for c in candidates]
+        near = timeline.neighbours_many(
+            [ref for kind, ref in keys if kind == KIND_MEMORY], CONTEXT_SPAN, EPISODE_GAP_S
+        )
+        for c, (kind, ref) in zip(candidates, keys, strict=True):
             if kind == KIND_MEMORY:
-                near = timeline.neighbours(ref, CONTEXT_SPAN, EPISODE_GAP_S)
-                c.neighbours = [((KIND_MEMORY, m), d) for m, d in near]
+                c.neighbours = [((KIND_MEMORY, m), d) for m, d in near[ref]]
         scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
         best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
         have = {c.key for c in candidates}

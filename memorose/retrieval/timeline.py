@@ -3,87 +3,307 @@
 In a conversation a statement often only makes sense next to the one before it ("They were
 awestruck" answers "how did the kids like the memorial?"). Retrieval therefore looks at the
 memories just before and after a strong match. RocksDB has no index by valid time, so this is
-a derived in-memory structure, rebuilt lazily when the tenant's counters move (new memories,
-deletions, consolidation). A stale entry is harmless: candidates are re-read and re-checked
-(``is_searchable``) before they are ranked.
+a derived in-memory structure, kept by the indexer like the other derived indexes
+(``storage/indexer.py``): loaded from the records it already decodes at start-up (or in a
+rebuild) and changed with every memory change it follows. A tenant's first query therefore
+finds its timeline ready; it used to decode all of the tenant's records to build it (about
+15 ms per 1,000 memories: most of a cold tenant's query, docs/retrieval.md "Timeline").
+
+A timeline holds only what neighbours need, as numpy columns in timeline order (id bytes,
+stream code, valid time) plus the id order for lookups: ~42 bytes per memory with 26-byte
+ids, no Python object per memory. Changes are queued per tenant and merged (O(n) copies,
+no re-sort) by the indexer at the end of its cycle while that is cheap, otherwise by the
+first query that needs them. Like the other indexes it may trail RocksDB by a cycle; a stale entry is
+harmless: candidates are re-read and re-checked (``is_searchable``) before they are ranked.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from memorose.storage.indexer import is_searchable
-from memorose.storage.reader import StateReader
+import numpy as np
 
-MAX_TENANTS = 256  # cached timelines (least recently used are dropped)
+#: (memory id, stream id, valid_from) of one searchable memory.
+Entry = tuple[str, str, float]
+#: What a change leaves of a memory: (stream id, valid_from), or None (gone or archived).
+Place = tuple[str, float] | None
+
+#: The indexer merges a tenant's queued changes at the end of its cycle when the timeline
+#: has at most this many entries (a merge then costs up to ~10-15 ms on the loaded 2-core
+#: machine: O(n) copies) or the queue has grown past an eighth of it; a larger tenant with a
+#: few changes is merged by its next query instead.
+EAGER_MERGE_MAX = 200_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TenantTimeline:
-    """One tenant's timeline as built at one version (immutable: shared by queries)."""
+    """One tenant's timeline (immutable: shared by the queries that took it)."""
 
-    version: tuple[int, int, int]
-    order: list[tuple[str, float, str]]  # (stream, valid_from, memory id), sorted
-    position: dict[str, int]
+    ids: np.ndarray  # memory ids as bytes, sorted by (stream, valid_from, id)
+    streams: np.ndarray  # int32 codes into ``stream_names``, same order
+    valid_from: np.ndarray  # float64, same order
+    by_id: np.ndarray  # int32 positions in id order (``searchsorted`` with ``sorter``)
+    stream_names: tuple[str, ...]
+
+    @classmethod
+    def build(cls, entries: Iterable[Entry], stream_names: tuple[str, ...] = ()) -> TenantTimeline:
+        names = list(stream_names)
+        codes = {name: code for code, name in enumerate(names)}
+        ids: list[bytes] = []
+        streams: list[int] = []
+        times: list[float] = []
+        for memory_id, stream_id, valid_from in entries:
+            code = codes.get(stream_id)
+            if code is None:
+                code = codes[stream_id] = len(names)
+                names.append(stream_id)
+            ids.append(memory_id.encode())
+            streams.append(code)
+            times.append(valid_from)
+        return cls._sorted(
+            np.array(ids, dtype=bytes),
+            np.array(streams, dtype=np.int32),
+            np.array(times, dtype=np.float64),
+            tuple(names),
+        )
+
+    @classmethod
+    def _sorted(
+        cls, ids: np.ndarray, streams: np.ndarray, valid_from: np.ndarray, names: tuple[str, ...]
+    ) -> TenantTimeline:
+        order = np.lexsort((ids, valid_from, streams))
+        ids, streams, valid_from = ids[order], streams[order], valid_from[order]
+        by_id = np.argsort(ids, kind="stable").astype(np.int32)
+        return cls(ids, streams, valid_from, by_id, names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.streams.nbytes + self.valid_from.nbytes + self.by_id.nbytes)
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """Position of each id (bytes) in timeline order, -1 where absent."""
+        n = len(self.ids)
+        if n == 0 or len(keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.ids, keys, sorter=self.by_id), n - 1)
+        positions = self.by_id[at].astype(np.int64)
+        return np.where(self.ids[positions] == keys, positions, -1)
+
+    def place_of(self, memory_ids: list[str]) -> list[Place]:
+        """(stream, valid_from) of each memory, None where it is not in the timeline."""
+        positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes))
+        at = np.maximum(positions, 0)
+        streams = self.streams[at].tolist() if len(self.ids) else []
+        times = self.valid_from[at].tolist() if len(self.ids) else []
+        return [
+            None if p < 0 else (self.stream_names[streams[i]], times[i])
+            for i, p in enumerate(positions.tolist())
+        ]
+
+    def merged(self, changes: dict[str, Place]) -> TenantTimeline:
+        """A new timeline with ``changes`` applied: O(n) copies and O(k log n) searches for k
+        changes (a re-sort of a 100K timeline took ~60 ms on the loaded machine)."""
+        keys = np.array([m.encode() for m in changes], dtype=bytes)
+        found = self._find(keys)
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[found[found >= 0]] = False
+        added = TenantTimeline.build(
+            ((m, place[0], place[1]) for m, place in changes.items() if place is not None), self.stream_names
+        )
+        width = np.result_type(self.ids, added.ids)  # compared at one width: no key truncated
+        ids, added_ids = self.ids[keep].astype(width, copy=False), added.ids.astype(width, copy=False)
+        streams, times = self.streams[keep], self.valid_from[keep]
+        at = _insert_positions(streams, times, ids, added.streams, added.valid_from, added_ids)
+        # Id order: the kept rows keep theirs (renumbered past the removed rows and moved by
+        # the rows inserted before them); each added id is inserted at its rank.
+        renumber = np.cumsum(keep) - 1
+        kept_by_id = renumber[self.by_id[keep[self.by_id]]]
+        rank = np.searchsorted(ids[kept_by_id], added_ids[added.by_id])
+        by_id = np.insert(
+            kept_by_id + np.searchsorted(at, kept_by_id, side="right"),
+            rank,
+            (at + np.arange(len(at)))[added.by_id],
+        )
+        return TenantTimeline(
+            np.insert(ids, at, added_ids),
+            np.insert(streams, at, added.streams),
+            np.insert(times, at, added.valid_from),
+            by_id.astype(np.int32),
+            added.stream_names,
+        )
 
     def neighbours(self, memory_id: str, span: int, max_gap_s: float) -> list[tuple[str, int]]:
         """(memory id, signed distance) of up to ``span`` memories on each side, same stream,
         each within ``max_gap_s`` of the previous one (the same episode)."""
-        index = self.position.get(memory_id)
-        if index is None:
+        n = len(self.ids)
+        if n == 0:
             return []
-        stream, _, _ = self.order[index]
-        out: list[tuple[str, int]] = []
-        for step in (-1, 1):
-            prev_time = self.order[index][1]
-            for distance in range(1, span + 1):
-                j = index + step * distance
-                if not 0 <= j < len(self.order):
-                    break
-                other_stream, valid_from, other_id = self.order[j]
-                if other_stream != stream or abs(valid_from - prev_time) > max_gap_s:
-                    break
-                out.append((other_id, step * distance))
-                prev_time = valid_from
+        key = memory_id.encode()
+        at = int(np.searchsorted(self.ids, key, sorter=self.by_id))
+        position = int(self.by_id[min(at, n - 1)])
+        if self.ids[position] != key:
+            return []
+        lo, hi = max(0, position - span), min(n, position + span + 1)
+        return _walk(
+            self.streams[lo:hi].tolist(),
+            self.valid_from[lo:hi].tolist(),
+            self.ids[lo:hi].tolist(),
+            position - lo,
+            span,
+            max_gap_s,
+        )
+
+    def neighbours_many(
+        self, memory_ids: list[str], span: int, max_gap_s: float
+    ) -> dict[str, list[tuple[str, int]]]:
+        """``neighbours`` of several memories in one lookup (a query asks for ~150)."""
+        n = len(self.ids)
+        out: dict[str, list[tuple[str, int]]] = {m: [] for m in memory_ids}
+        memory_ids = list(out)  # each once
+        if n == 0 or not memory_ids:
+            return out
+        positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes))
+        hit = positions >= 0
+        if not hit.any():
+            return out
+        # A window of 2 * span + 1 rows around each hit; stream -1 beyond either end.
+        window = positions[hit][:, None] + np.arange(-span, span + 1)
+        inside = (window >= 0) & (window < n)
+        window = np.clip(window, 0, n - 1)
+        streams = np.where(inside, self.streams[window], -1).tolist()
+        times = self.valid_from[window].tolist()
+        ids = self.ids[window].tolist()
+        found = (m for m, h in zip(memory_ids, hit.tolist(), strict=True) if h)
+        for row, memory_id in enumerate(found):
+            out[memory_id] = _walk(streams[row], times[row], ids[row], span, span, max_gap_s)
         return out
 
 
+def _insert_positions(
+    streams: np.ndarray,
+    times: np.ndarray,
+    ids: np.ndarray,
+    new_streams: np.ndarray,
+    new_times: np.ndarray,
+    new_ids: np.ndarray,
+) -> np.ndarray:
+    """For rows sorted by (stream, time, id), how many sort before each new row. numpy orders
+    complex numbers lexicographically (real, then imaginary), so (stream, time) is one
+    vectorised search; only rows tied on both look at ids. The new rows are sorted too, so
+    the answers are non-decreasing and ``np.insert`` keeps the new rows' order."""
+    pairs = streams.astype(np.float64) + 1j * times
+    new_pairs = new_streams.astype(np.float64) + 1j * new_times
+    at = np.searchsorted(pairs, new_pairs, side="left")
+    tied_end = np.searchsorted(pairs, new_pairs, side="right")
+    for j in np.nonzero(tied_end > at)[0].tolist():
+        at[j] += np.searchsorted(ids[at[j] : tied_end[j]], new_ids[j])
+    return at
+
+
+def _walk(
+    streams: list[int], times: list[float], ids: list[bytes], centre: int, span: int, max_gap_s: float
+) -> list[tuple[str, int]]:
+    """The episode around ``centre`` in a window of rows: up to ``span`` rows each way, while
+    the stream is the centre's (-1: beyond the timeline) and no gap exceeds ``max_gap_s``."""
+    out: list[tuple[str, int]] = []
+    for step in (-1, 1):
+        prev_time = times[centre]
+        for distance in range(1, span + 1):
+            j = centre + step * distance
+            if (
+                not 0 <= j < len(ids)
+                or streams[j] != streams[centre]
+                or abs(times[j] - prev_time) > max_gap_s
+            ):
+                break
+            out.append((ids[j].decode(), step * distance))
+            prev_time = times[j]
+    return out
+
+
+EMPTY = TenantTimeline.build(())
+
+
 class Timeline:
-    def __init__(self, reader: StateReader) -> None:
-        self.reader = reader
-        self._cache: OrderedDict[str, TenantTimeline] = OrderedDict()
+    """Every tenant's timeline, kept by the indexer (thread-safe: the indexer thread writes,
+    query threads read)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, TenantTimeline] = {}
+        self._pending: dict[str, dict[str, Place]] = {}
         self._lock = threading.Lock()
 
-    def _version(self, tenant_id: str) -> tuple[int, int, int]:
-        record = self.reader.tenant_or_empty(tenant_id)
-        return int(record["memories"]), int(record["cursor"]), int(record["next_seq"])
+    def replace(self, tenant_id: str, entries: Iterable[Entry]) -> None:
+        """The tenant's whole timeline (a load at start-up or a rebuild)."""
+        built = TenantTimeline.build(entries)
+        with self._lock:
+            self._built[tenant_id] = built
+            self._pending.pop(tenant_id, None)
+
+    def drop(self, tenant_id: str) -> None:
+        with self._lock:
+            self._built.pop(tenant_id, None)
+            self._pending.pop(tenant_id, None)
+
+    def retain(self, tenant_ids: set[str]) -> None:
+        """Forget every tenant not in ``tenant_ids`` (after a full rebuild)."""
+        with self._lock:
+            for tenant_id in [t for t in self._built if t not in tenant_ids]:
+                del self._built[tenant_id]
+            for tenant_id in [t for t in self._pending if t not in tenant_ids]:
+                del self._pending[tenant_id]
+
+    def update(self, tenant_id: str, changes: dict[str, Place]) -> None:
+        """Queue the tenant's changed memories. Changes that move nothing (an access count,
+        an importance) are dropped here: retrieval touches every memory it returns, and a
+        large tenant must not re-sort after every query."""
+        with self._lock:
+            built = self._built.get(tenant_id, EMPTY)
+            pending = self._pending.get(tenant_id, {})
+        unqueued = [m for m in changes if m not in pending]
+        current = dict(zip(unqueued, built.place_of(unqueued), strict=True))
+        current.update((m, pending[m]) for m in changes if m in pending)
+        moved = {m: place for m, place in changes.items() if place != current[m]}
+        if moved:
+            with self._lock:
+                self._pending.setdefault(tenant_id, {}).update(moved)
+
+    def settle(self, tenant_ids: Iterable[str]) -> None:
+        """Merge the queued changes of these tenants where that is cheap (the indexer, after
+        a cycle); the rest wait for their tenant's next query."""
+        for tenant_id in tenant_ids:
+            with self._lock:
+                pending = self._pending.get(tenant_id)
+                size = len(self._built.get(tenant_id, EMPTY))
+                if pending and (size + len(pending) <= EAGER_MERGE_MAX or len(pending) * 8 > size):
+                    self._merge(tenant_id)
+
+    def _merge(self, tenant_id: str) -> TenantTimeline:
+        """Apply the tenant's queued changes (under the lock)."""
+        built = self._built.get(tenant_id, EMPTY)
+        pending = self._pending.pop(tenant_id, None)
+        if pending:
+            built = self._built[tenant_id] = built.merged(pending)
+        return built
 
     def of(self, tenant_id: str) -> TenantTimeline:
-        """The tenant's current timeline (one RocksDB read to check its version): a query
-        takes it once and looks up every candidate's neighbours in it."""
-        version = self._version(tenant_id)
+        """The tenant's current timeline: a query takes it once and looks up every
+        candidate's neighbours in it."""
         with self._lock:
-            cached = self._cache.get(tenant_id)
-            if cached is not None and cached.version == version:
-                self._cache.move_to_end(tenant_id)
-                return cached
-        order = sorted(
-            (m.stream_id, m.valid_from, m.memory_id)
-            for m in self.reader.memories(tenant_id)
-            if is_searchable(m)
-        )
-        built = TenantTimeline(version, order, {entry[2]: i for i, entry in enumerate(order)})
-        with self._lock:
-            self._cache[tenant_id] = built
-            self._cache.move_to_end(tenant_id)
-            while len(self._cache) > MAX_TENANTS:
-                self._cache.popitem(last=False)
-        return built
+            return self._merge(tenant_id)
 
     def neighbours(
         self, tenant_id: str, memory_id: str, span: int, max_gap_s: float
     ) -> list[tuple[str, int]]:
         """``TenantTimeline.neighbours`` in the tenant's current timeline."""
         return self.of(tenant_id).neighbours(memory_id, span, max_gap_s)
+
+    def nbytes(self) -> int:
+        """Bytes held by the timelines' columns (queued changes not counted)."""
+        with self._lock:
+            return sum(t.nbytes for t in self._built.values())

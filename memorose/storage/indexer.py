@@ -22,6 +22,7 @@ import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
+from memorose.retrieval.timeline import Entry, Place, Timeline
 from memorose.runtime import release_free_heap
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
@@ -49,6 +50,11 @@ def is_searchable(memory: Memory) -> bool:
     ``as_of`` and ``enable_arbitration=false`` can find them; retrieval filters them out by
     default (``retrieval.temporal``)."""
     return not memory.archived
+
+
+def is_searchable_record(record: dict[str, Any]) -> bool:
+    """``is_searchable`` of a stored memory record, without building the ``Memory``."""
+    return not record.get("archived", False)
 
 
 class Indexer:
@@ -82,6 +88,9 @@ class Indexer:
         #: Set by ``wait_for``: the next cycle starts without waiting out the interval.
         self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Every tenant's timeline of memories (retrieval's neighbours), kept here like the
+        #: other derived indexes so that a tenant's first query finds it built.
+        self.timeline = Timeline()
         #: Called after each indexing cycle with the tenants whose memories changed in it
         #: (the retrieval lexicon refreshes from it).
         self.on_cycle: Callable[[set[str]], None] | None = None
@@ -113,6 +122,7 @@ class Indexer:
             }
             self.vectors.open_existing()
             self._load_small_tenant_vectors()
+            self._load_large_tenant_timelines()
         self.catch_up()
         release_free_heap()  # what the startup load freed goes back to the system
 
@@ -206,6 +216,7 @@ class Indexer:
                 self._apply_change(change, dirty, indexed)
         self._refresh_memories(dirty)
         self.fulltext.commit()
+        self.timeline.settle({tenant_id for tenant_id, _ in dirty})
         last = changes[-1][0]
         with self._progress:
             # Only now are the events searchable: until here the retrieval tail scan covers them.
@@ -237,6 +248,7 @@ class Indexer:
             self.stale_vectors.pop(tenant_id, None)
             self._indexed_seq.pop(tenant_id, None)
             self._added_seq.pop(tenant_id, None)  # the delete precedes any later add
+            self.timeline.drop(tenant_id)
             indexed.pop(tenant_id, None)
             for key in [k for k in dirty if k[0] == tenant_id]:
                 del dirty[key]
@@ -261,17 +273,21 @@ class Indexer:
         for tenant_id, memory_ids in ids_by_tenant.items():
             found = self.reader.memories_many(tenant_id, memory_ids)
             searchable: list[Memory] = []
+            places: dict[str, Place] = {}
             for memory_id in memory_ids:
                 memory = found.get(memory_id)
                 if memory is not None and is_searchable(memory):
                     self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
                     searchable.append(memory)
+                    places[memory_id] = (memory.stream_id, memory.valid_from)
                 else:
+                    places[memory_id] = None
                     self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
                     self.vectors.remove(tenant_id, memory_id)
                     self.stale_vectors.get(tenant_id, set()).discard(memory_id)
             if searchable:
                 self._load_vectors(tenant_id, searchable)
+            self.timeline.update(tenant_id, places)
 
     def wait_for(self, raft_index: int, timeout: float) -> bool:
         """Block until changes up to ``raft_index`` are searchable."""
@@ -308,8 +324,10 @@ class Indexer:
         self.stale_vectors = {}
         self._indexed_seq = {}
         self._added_seq = {}
-        for tenant_id in self.reader.tenant_ids():
+        tenant_ids = self.reader.tenant_ids()
+        for tenant_id in tenant_ids:
             self._rebuild_tenant(tenant_id)
+        self.timeline.retain(set(tenant_ids))
         self.fulltext.commit()
         with self._progress:
             self.position = position
@@ -328,6 +346,7 @@ class Indexer:
             self.stale_vectors.pop(tenant_id, None)
             self._indexed_seq.pop(tenant_id, None)
             self._added_seq.pop(tenant_id, None)
+            self.timeline.drop(tenant_id)
             self._rebuild_tenant(tenant_id)
             self.fulltext.commit()
             log.info("derived indexes of tenant %s rebuilt", tenant_id)
@@ -351,12 +370,15 @@ class Indexer:
         self._added_seq[tenant_id] = max(self._added_seq.get(tenant_id, 0), last_seq)
         self._indexed_seq[tenant_id] = record["next_seq"] - 1
         self.vectors.start_load(tenant_id, record["memories"])
+        entries: list[Entry] = []
         for chunk in self._searchable_chunks(tenant_id):
             for n, m in enumerate(chunk):
                 self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
                 _breathe(n)
             self._load_vectors(tenant_id, chunk)
+            entries.extend(_entries(chunk))
         self.vectors.end_load(tenant_id)
+        self.timeline.replace(tenant_id, entries)
 
     def _searchable_chunks(self, tenant_id: str) -> Iterator[list[Memory]]:
         """A tenant's searchable memories, ``LOAD_CHUNK`` at a time, in key order."""
@@ -389,9 +411,31 @@ class Indexer:
         for tenant_id in self.reader.tenant_ids():
             if not self.vectors.is_large(tenant_id):
                 self.vectors.start_load(tenant_id, self.reader.tenant_or_empty(tenant_id)["memories"])
+                entries: list[Entry] = []
                 for chunk in self._searchable_chunks(tenant_id):
                     self._load_vectors(tenant_id, chunk)
+                    entries.extend(_entries(chunk))
                 self.vectors.end_load(tenant_id)
+                self.timeline.replace(tenant_id, entries)  # from the records decoded anyway
+
+    def _load_large_tenant_timelines(self) -> None:
+        """Timelines of the tenants whose vectors stay in LanceDB (not decoded at start-up):
+        three fields of each stored record, without building ``Memory`` objects."""
+        for tenant_id in self.reader.tenant_ids():
+            if self.vectors.is_large(tenant_id):
+                self.timeline.replace(
+                    tenant_id,
+                    (
+                        (r["memory_id"], r["stream_id"], r["valid_from"])
+                        for r in self.reader.memory_records(tenant_id)
+                        if is_searchable_record(r)
+                    ),
+                )
+
+
+def _entries(memories: list[Memory]) -> Iterator[Entry]:
+    """Timeline entries of searchable memories."""
+    return ((m.memory_id, m.stream_id, m.valid_from) for m in memories)
 
 
 def _chunks(items: Iterable[Memory], size: int) -> Iterator[list[Memory]]:

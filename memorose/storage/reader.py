@@ -88,6 +88,13 @@ class StateReader:
         for _, raw in self.store.scan(prefix, start=start, limit=limit):
             yield Memory.from_dict(codec.unpack(raw))
 
+    def memory_records(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        """A tenant's memories as the stored dicts, in key order: a scan that needs a few
+        fields of every record (the timeline) skips building a ``Memory`` per record."""
+        unpack = codec.unpack
+        for _, raw in self.store.scan(keys.tenant_prefix(keys.MEMORY, tenant_id)):
+            yield unpack(raw)
+
     # -- graph, history, rejections -------------------------------------------------------
     def edges_of(self, tenant_id: str, memory_id: str) -> list[Edge]:
         """Edges leaving ``memory_id`` (every edge is stored under both endpoints)."""
