@@ -39,7 +39,7 @@ import numpy as np
 from memorose.config import RetrievalSettings
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval.text import STOPWORDS, stem
-from memorose.storage.indexer import is_searchable
+from memorose.storage.indexer import is_searchable_record
 from memorose.storage.reader import StateReader
 from memorose.storage.vectors import top_indices
 
@@ -298,7 +298,8 @@ def tenant_lexicon(
         return None
 
     def texts_of(tenant_id: str) -> Iterable[str]:
-        return (m.content for m in reader.memories(tenant_id) if is_searchable(m))
+        # The stored dicts, not ``Memory`` objects: a small tenant's first query waits for this.
+        return (r["content"] for r in reader.memory_records(tenant_id) if is_searchable_record(r))
 
     def version_of(tenant_id: str) -> object:
         record = reader.tenant(tenant_id)
