@@ -158,10 +158,6 @@ class EmbeddingSettings(_Section):
     #: onnxruntime intra-op threads of the ``local`` model (parallelism belongs across
     #: requests on a small machine, as with BLAS).
     local_threads: int = Field(1, ge=1, le=64)
-    #: Which offline model ``local`` runs: all-MiniLM-L6-v2 int8 (default), or
-    #: multilingual-e5-small 4-bit (better at question -> passage, ~3.4x the cost per text;
-    #: docs/retrieval.md). Changing it needs ``memorose admin reembed``.
-    local_model: Literal["all-MiniLM-L6-v2-int8", "multilingual-e5-small-q4"] = "all-MiniLM-L6-v2-int8"
 
 
 class RetrievalSettings(_Section):

@@ -9,7 +9,7 @@ from memorose.providers.embeddings import Embedder, load_embedder
 from memorose.providers.llm import LLMProvider, load_llm
 
 DEFAULT_GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
-LOCAL_DIM = 384  # both local models (providers/embeddings/local*.py; not imported: they are lazy)
+LOCAL_DIM = 384  # all-MiniLM-L6-v2 (providers/embeddings/local.py; not imported: it is lazy)
 
 
 def llm_provider_name(settings: Settings) -> str:
@@ -62,8 +62,7 @@ def build_embedder(settings: Settings) -> Embedder:
                 f"[embeddings] provider = 'local' makes {LOCAL_DIM}-dimensional vectors; "
                 f"[index] embedding_dim is {dim}"
             )
-        provider = "local_e5" if e.local_model == "multilingual-e5-small-q4" else "local"
-        return load_embedder(provider, threads=e.local_threads)
+        return load_embedder("local", threads=e.local_threads)
     retry = {
         "max_attempts": llm.max_attempts,
         "backoff_initial_secs": llm.backoff_initial_secs,

@@ -129,7 +129,7 @@ class Retriever:
         pool = max(CANDIDATE_POOL, req.top_k * 2)  # independent of top_k up to 50: stable order
         reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
         analysis = analyze_query(req.query, reference)
-        query_vec = self.embedder.embed_query(req.query) if req.query.strip() else None
+        query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
         reads = Reads(self.reader, req.tenant_id)
         # The tail's start is read BEFORE the Tantivy search: the indexer commits (and
         # reloads the searcher) before it advances ``indexed_seq``, so every event is then

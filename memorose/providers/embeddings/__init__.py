@@ -9,7 +9,6 @@ from memorose.providers.registry import load
 
 _PROVIDERS = {
     "local": ("memorose.providers.embeddings.local", "LocalEmbedder"),
-    "local_e5": ("memorose.providers.embeddings.local_e5", "E5Embedder"),
     "hashing": ("memorose.providers.embeddings.hashing", "HashingEmbedder"),
     "gemini": ("memorose.providers.embeddings.gemini", "GeminiEmbedder"),
     "openai_compat": ("memorose.providers.embeddings.openai_compat", "OpenAICompatEmbedder"),

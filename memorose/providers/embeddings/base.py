@@ -20,11 +20,6 @@ class Embedder(ABC):
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
-    def embed_query(self, text: str) -> np.ndarray:
-        """A search query's vector. Same as a memory's for most models; a model trained with
-        query/passage prefixes (E5) embeds the two differently."""
-        return self.embed_one(text)
-
 
 def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
     """``vector`` against each of ``others`` (unit vectors) in one product; 0 for one that is

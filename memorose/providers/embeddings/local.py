@@ -129,54 +129,7 @@ def _load_model(model_path: Path, tokenizer_path: Path, threads: int, max_length
     return _Model(session, tokenizer, frozenset(i.name for i in session.get_inputs()))
 
 
-class CachedEmbedder(Embedder):
-    """The cache in front of a local model: texts seen recently (and repeats within a call)
-    are not run through the model again: agents repeat themselves, and the model is the
-    cost. A model with query/passage prefixes caches the two kinds apart."""
-
-    def __init__(self, dim: int, model: str, batch_size: int, cache_size: int) -> None:
-        self.dim = dim
-        self.model = model
-        self.batch_size = batch_size
-        self._cache: OrderedDict[tuple[bool, str], np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
-        self.texts_embedded = 0
-
-    def embed(self, texts: list[str], query: bool = False) -> np.ndarray:
-        """Vectors of ``texts`` (as search queries when ``query``), from the cache if seen."""
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        missing: dict[str, list[int]] = {}
-        with self._cache_lock:
-            for i, text in enumerate(texts):
-                hit = self._cache.get((query, text))
-                if hit is None:
-                    missing.setdefault(text, []).append(i)
-                else:
-                    self._cache.move_to_end((query, text))
-                    out[i] = hit
-        if missing:
-            fresh = self._embed_uncached(list(missing), query)
-            with self._cache_lock:
-                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
-                    out[rows] = vector
-                    vector.setflags(write=False)
-                    self._cache[(query, text)] = vector
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return out
-
-    def _embed_uncached(self, texts: list[str], query: bool = False) -> np.ndarray:
-        raise NotImplementedError
-
-    def embed_one(self, text: str) -> np.ndarray:
-        """One text, from the cache when it was seen before (read-only array)."""
-        return self.embed([text])[0]
-
-
-class LocalEmbedder(CachedEmbedder):
+class LocalEmbedder(Embedder):
     def __init__(
         self,
         model_path: str | Path | None = None,
@@ -188,13 +141,19 @@ class LocalEmbedder(CachedEmbedder):
         max_length: int = 256,
         cache_size: int = 4096,
     ) -> None:
-        super().__init__(MODEL_DIM, f"local:{MODEL_NAME}:{MODEL_DIM}", batch_size, cache_size)
+        self.dim = MODEL_DIM
+        self.model = f"local:{MODEL_NAME}:{MODEL_DIM}"
         self._model_path = Path(model_path) if model_path else None
         self._tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
         self._hashes = (model_sha256, tokenizer_sha256)
+        self.batch_size = batch_size
         self.threads = threads
         self.max_length = max_length
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
         self._model: _Model | None = None
+        self.texts_embedded = 0
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -217,8 +176,33 @@ class LocalEmbedder(CachedEmbedder):
         return model
 
     # -- embedding -------------------------------------------------------------------------------
-    def _embed_uncached(self, texts: list[str], query: bool = False) -> np.ndarray:
-        """``query`` is ignored: all-MiniLM-L6-v2 embeds questions and passages alike."""
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors of ``texts``; texts seen recently (and repeats within the call) are not
+        run through the model again: agents repeat themselves, and the model is the cost."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if missing:
+            fresh = self._embed_uncached(list(missing))
+            with self._cache_lock:
+                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
+                    out[rows] = vector
+                    vector.setflags(write=False)
+                    self._cache[text] = vector
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _embed_uncached(self, texts: list[str]) -> np.ndarray:
         model = self._get_model()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
         out = np.zeros((len(texts), self.dim), np.float32)
@@ -239,3 +223,7 @@ class LocalEmbedder(CachedEmbedder):
         weights = mask[..., None].astype(np.float32)
         summed: np.ndarray = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         return summed
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """One text (a query), from the cache when it was seen before (read-only array)."""
+        return self.embed([text])[0]
