@@ -163,7 +163,7 @@ class LocalEmbedder(Embedder):
         self.int8_compute = int8_compute
         #: Release the session after this many idle seconds (0: keep it; keep_alive.py).
         self.keep_alive_secs = keep_alive_secs
-        #: Where the int8 rewrite of the model is kept (None: rewritten in memory each load).
+        #: Where the int8 rewrite of the model is kept (None: rewritten in memory at each load).
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -201,17 +201,29 @@ class LocalEmbedder(Embedder):
         with _MODELS_LOCK:
             kept = _MODELS.get(key)
             if kept is None:
+                # A bad file stops the caller now; a cache dir gets the int8 rewrite now.
                 verified(model_path, self._hashes[0], f"embedding model {MODEL_NAME}")
                 verified(tokenizer_path, self._hashes[1], f"tokenizer of {MODEL_NAME}")
-                runnable: Path | bytes = model_path
-                if self.int8_compute:
-                    runnable = int8_model(model_path, self._hashes[0], self.cache_dir)
+                if self.int8_compute and self.cache_dir is not None:
+                    int8_model(model_path, self._hashes[0], self.cache_dir)
                 threads, max_length = self.threads, self.max_length
-                kept = _MODELS[key] = KeptModel(
-                    lambda: _load_model(runnable, tokenizer_path, threads, max_length), self.keep_alive_secs
-                )
+
+                def load() -> _Model:  # every (re)load checks the files again
+                    runnable = self._runnable(model_path, tokenizer_path)
+                    return _load_model(runnable, tokenizer_path, threads, max_length)
+
+                kept = _MODELS[key] = KeptModel(load, self.keep_alive_secs)
         self._model = kept
         return kept
+
+    def _runnable(self, model_path: Path, tokenizer_path: Path) -> Path | bytes:
+        """The verified files; what onnxruntime loads: the pinned model, or its int8
+        rewrite (from the cache dir, hash-checked, or in memory without one)."""
+        verified(model_path, self._hashes[0], f"embedding model {MODEL_NAME}")
+        verified(tokenizer_path, self._hashes[1], f"tokenizer of {MODEL_NAME}")
+        if not self.int8_compute:
+            return model_path
+        return int8_model(model_path, self._hashes[0], self.cache_dir)
 
     # -- embedding -------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:
