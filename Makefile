@@ -17,7 +17,7 @@ VENDOR_FILES := force-graph/dist/force-graph.min.js 3d-force-graph/dist/3d-force
 	redoc/bundles/redoc.standalone.js
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit bench clean browser tools lock
+.PHONY: run test lint typecheck unit bench clean browser tools lock model
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -41,7 +41,12 @@ browser:
 		else echo "warning: $(CHROMIUM) missing and not root: the browser tests will be skipped"; fi; \
 	fi
 
-run: $(STAMP) $(VENDOR_STAMP)
+# The local model's int8 rewrite and word table in the cache dir (docs/retrieval.md); a
+# no-op once they are there and verified.
+model: $(STAMP)
+	$(BIN)/memorose --log-level WARNING prepare-model
+
+run: $(STAMP) $(VENDOR_STAMP) model
 	$(BIN)/memorose up --data-dir $(DATA_DIR) --port $(PORT)
 
 lint: $(STAMP)
@@ -52,7 +57,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(VENDOR_STAMP) browser tools lint typecheck
+test: $(STAMP) $(VENDOR_STAMP) browser tools lint typecheck model
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # promtool (Debian's `prometheus` package) checks and unit-tests the alert rules. Installed

@@ -19,6 +19,7 @@ from memorose import __version__, status
 from memorose import mcp as mcp_command
 from memorose.cli_support import OperatorError, Parser
 from memorose.errors import ConfigError
+from memorose.providers.embeddings import prepare as prepare_model
 
 # One BLAS thread per search, set before anything imports numpy (the subcommands are loaded
 # later): the node runs several searches at once on its read threads, and a multi-threaded
@@ -49,6 +50,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ep.load()(sub)
     status.register(sub)  # the library's own: it only talks HTTP
     mcp_command.register(sub)  # imports the `mcp` package only when it runs
+    prepare_model.register(sub)  # loads the model only when it runs
     return parser
 
 

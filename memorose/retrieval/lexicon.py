@@ -94,7 +94,7 @@ class WordVectors:
         with self._lock:
             missing = [w for w in words if w not in self._vectors]
         if missing:
-            fresh = self.embedder.embed(missing)
+            fresh = self.embedder.embed_words(missing)
             with self._lock:
                 for word, vector in zip(missing, fresh, strict=True):
                     self._vectors[word] = np.asarray(vector, dtype=np.float16)

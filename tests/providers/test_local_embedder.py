@@ -26,6 +26,7 @@ from memorose.providers.embeddings.local import (
     LocalEmbedder,
     packaged_file,
 )
+from memorose.providers.embeddings.word_table import vocabulary_words
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,54 @@ def test_local_model_released_after_keep_alive_then_reloaded(tmp_path: Path) -> 
     assert not local.loaded
     assert np.allclose(local.embed(["Alice moved to Berlin"]), before, atol=1e-6)
     assert local._kept().loads == 2
+
+
+def test_word_table_gives_the_models_word_vectors_without_running_it(tmp_path: Path) -> None:
+    builder = LocalEmbedder(cache_size=0, cache_dir=tmp_path)
+    builder.build_word_table(limit=400)  # the first 400 whole words of the vocabulary
+    local = LocalEmbedder(cache_size=0, cache_dir=tmp_path)
+    table = local.word_table()
+    assert table is not None and len(table.index) == 400
+    words = [*sorted(table.index)[100:105], "kickboxing"]  # the last is not one token: the model
+    before = local.texts_embedded
+    vectors = local.embed_words(words)
+    assert local.texts_embedded == before + 1
+    alone = np.stack([local.embed([w])[0] for w in words])
+    assert ((vectors * alone).sum(axis=1) > 0.999).all()
+
+
+def test_a_damaged_or_absent_word_table_is_not_used(tmp_path: Path) -> None:
+    assert LocalEmbedder(cache_dir=tmp_path).word_table() is None  # never built
+    assert LocalEmbedder().word_table() is None  # no cache dir
+    LocalEmbedder(cache_size=0, cache_dir=tmp_path).build_word_table(limit=50)
+    vectors_path = next(tmp_path.glob("words-*.npy"))
+    data = bytearray(vectors_path.read_bytes())
+    data[-1] ^= 0xFF
+    vectors_path.write_bytes(bytes(data))
+    local = LocalEmbedder(cache_size=0, cache_dir=tmp_path)
+    assert local.word_table() is None
+    word = vocabulary_words(tokenizer_vocabulary())[0]
+    before = local.texts_embedded
+    assert np.allclose(np.linalg.norm(local.embed_words([word]), axis=1), 1.0, atol=1e-3)
+    assert local.texts_embedded == before + 1  # through the model
+
+
+def tokenizer_vocabulary() -> dict[str, int]:
+    from tokenizers import Tokenizer
+
+    vocab: dict[str, int] = Tokenizer.from_file(
+        str(packaged_file(TOKENIZER_PACKAGE, TOKENIZER_FILE))
+    ).get_vocab()
+    return vocab
+
+
+def test_prepare_model_command_writes_the_files_once(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "memorose.cli", "--log-level", "WARNING", "prepare-model"]
+    first = subprocess.run(
+        [*command, "--cache-dir", str(tmp_path), "--limit", "40"], capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    assert "prepared" in first.stdout and len(list(tmp_path.glob("words-*"))) == 3
+    assert len(list(tmp_path.glob("model-*int8mm*.onnx"))) == 1
+    again = subprocess.run([*command, "--cache-dir", str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode == 0 and "already" in again.stdout

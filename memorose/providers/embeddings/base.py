@@ -20,6 +20,11 @@ class Embedder(ABC):
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
+    def embed_words(self, words: list[str]) -> np.ndarray:
+        """Vectors of single words (query expansion's); a provider may have them without
+        running its model (the local model's word table)."""
+        return self.embed(words)
+
 
 def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
     """``vector`` against each of ``others`` (unit vectors) in one product; 0 for one that is

@@ -218,12 +218,12 @@ def int8_model(source: Path, source_sha256: str, cache_dir: Path | None) -> Path
         target = cache_dir / f"{source.stem}-{source_sha256[:16]}-int8mm-v{REWRITE_VERSION}.onnx"
         digest_file = target.with_suffix(".sha256")
         with contextlib.suppress(OSError):
-            if target.is_file() and digest_file.read_text().strip() == _file_sha256(target):
+            if target.is_file() and digest_file.read_text().strip() == file_sha256(target):
                 return target
         rewritten, _ = keep_weights_int8(source.read_bytes())
         try:
-            _write_atomically(target, rewritten)
-            _write_atomically(digest_file, _sha256(rewritten).encode())
+            write_atomically(target, rewritten)
+            write_atomically(digest_file, _sha256(rewritten).encode())
             return target
         except OSError as exc:
             log.warning("cannot cache the int8 model in %s (%s): rewriting it in memory", cache_dir, exc)
@@ -235,7 +235,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """In 1 MiB blocks: a whole-file read would leave its 23 MB in a node's heap."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -244,7 +244,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Temp file, fsync, rename: a concurrent reader sees the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -31,6 +31,7 @@ from memorose.errors import ConfigError
 from memorose.providers.embeddings.base import Embedder, normalise
 from memorose.providers.embeddings.int8_graph import int8_model
 from memorose.providers.embeddings.keep_alive import KeptModel
+from memorose.providers.embeddings.word_table import BUILD_BATCH, WordTable, vocabulary_words, write_table
 
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
 MODEL_DIM = 384
@@ -169,6 +170,8 @@ class LocalEmbedder(Embedder):
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._model: KeptModel[_Model] | None = None
+        self._word_table: WordTable | None = None
+        self._word_table_looked_for = False
         self.texts_embedded = 0
 
     # -- loading ---------------------------------------------------------------------------------
@@ -273,6 +276,44 @@ class LocalEmbedder(Embedder):
         weights = mask[..., None].astype(np.float32)
         summed: np.ndarray = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         return summed
+
+    def embed_words(self, words: list[str]) -> np.ndarray:
+        """Single words: from the word table (word_table.py) where it has them, through
+        the model otherwise."""
+        table = self.word_table()
+        if table is None or not words:
+            return self.embed(words)
+        rows = table.rows(words)
+        out = np.zeros((len(words), self.dim), np.float32)
+        known = rows >= 0
+        out[known] = table.vectors[rows[known]]
+        missing = [w for w, row in zip(words, rows.tolist(), strict=True) if row < 0]
+        if missing:
+            out[~known] = self.embed(missing)
+        return out
+
+    def word_table(self) -> WordTable | None:
+        """The word table of this model in the cache dir, looked for once (None: absent,
+        not verified, or no cache dir; ``memorose prepare-model`` builds it)."""
+        if not self._word_table_looked_for:
+            if self.cache_dir is not None and self._model_path is None:
+                self._word_table = WordTable.load(self.cache_dir, self._hashes[0])
+            self._word_table_looked_for = True
+        return self._word_table
+
+    def build_word_table(self, limit: int | None = None) -> Path:
+        """Embed the vocabulary's whole words once into the cache dir (``limit``: only the
+        first words, for tests). Each word alone, as ``embed([word])`` would run it."""
+        if self.cache_dir is None:
+            raise ConfigError("the word table needs a cache dir ([embeddings] local_cache_dir)")
+        with self._kept().use() as model:
+            words = vocabulary_words(model.tokenizer.get_vocab(), limit)
+        vectors = np.zeros((len(words), self.dim), np.float32)
+        for start in range(0, len(words), BUILD_BATCH):
+            vectors[start : start + BUILD_BATCH] = self._embed_uncached(words[start : start + BUILD_BATCH])
+        path = write_table(self.cache_dir, self._hashes[0], words, vectors)
+        self._word_table_looked_for = False  # found again on the next use
+        return path
 
     def embed_one(self, text: str) -> np.ndarray:
         """One text (a query), from the cache when it was seen before (read-only array)."""
