@@ -87,6 +87,7 @@ class ConsolidationWorker:
             "rejected": 0,
             "errors": 0,
             "rounds": 0,
+            "prefetched": 0,  # texts embedded ahead of their batch
         }
         self.on_batch: Callable[[str, int, int, dict[str, str]], None] | None = None
         #: Called with the whole plan of every applied batch (pipeline metrics).
@@ -157,7 +158,9 @@ class ConsolidationWorker:
             rounds_left -= 1
             if not round_:
                 return
-            await self._consolidate_round(round_)
+            # Nobody else queued: the next round is these tenants' next batches.
+            in_round = {batch.tenant_id for batch in round_}
+            await self._consolidate_round(round_, prefetch=all(t in in_round for t in queue))
             for batch in round_:
                 if batch.error is not None:
                     failed.add(batch.tenant_id)  # retried on the next pass, not in a loop
@@ -227,15 +230,22 @@ class ConsolidationWorker:
             return None
         return _Batch(tenant_id, cursor, min(last, cursor + size), [])
 
-    async def _consolidate_round(self, round_: list[_Batch]) -> None:
+    async def _consolidate_round(self, round_: list[_Batch], prefetch: bool = False) -> None:
         if self.before_plan is not None:
             await self.before_plan()
         now = self.clock()
-        await in_background(self._plan_all, round_, now)
-        proposals = [(b, self._command(b, now)) for b in round_ if b.plan is not None]
-        results = await asyncio.gather(
-            *(self.proposer.propose(command) for _, command in proposals), return_exceptions=True
-        )
+        # The next batches' facts are embedded (in the model, outside the GIL) while this
+        # round is planned (Python) and proposed: the two overlap on two cores.
+        ahead = asyncio.ensure_future(in_background(self._prefetch_next, round_)) if prefetch else None
+        try:
+            await in_background(self._plan_all, round_, now)
+            proposals = [(b, self._command(b, now)) for b in round_ if b.plan is not None]
+            results = await asyncio.gather(
+                *(self.proposer.propose(command) for _, command in proposals), return_exceptions=True
+            )
+        finally:
+            if ahead is not None:
+                await asyncio.wait([ahead])  # never two rounds' prefetches at once
         self.stats["rounds"] += 1
         for batch in round_:
             if batch.error is not None:
@@ -264,6 +274,19 @@ class ConsolidationWorker:
                 self.stats["errors"] += 1
                 log.warning("planning a consolidation batch of %s failed: %s", batch.tenant_id, exc)
                 batch.error = Unavailable(f"consolidation is failing: {str(exc)[:200]}", retry_after=5.0)
+
+    def _prefetch_next(self, round_: list[_Batch]) -> None:
+        """Off the event loop, while the round is proposed and applied: embed each
+        tenant's next batch ahead (Planner.prefetch). Best effort: its failure is the next
+        round's to report, when it plans for real."""
+        for batch in round_:
+            if batch.error is not None:
+                continue
+            events = list(self.reader.events(batch.tenant_id, after_seq=batch.to_seq, limit=self.batch_size))
+            try:
+                self.stats["prefetched"] += self.planner.prefetch(events)
+            except Exception as exc:
+                log.debug("embedding ahead for %s failed: %s", batch.tenant_id, exc)
 
     @staticmethod
     def _command(batch: _Batch, now: float) -> dict[str, Any]:

@@ -186,6 +186,23 @@ class ConsolidationPlanner:
         self._embed_merges(batch)
         return plan
 
+    def prefetch(self, events: list[Event]) -> int:
+        """Embed the facts a coming batch of ``events`` will ask for, into the embedder's
+        cache, while the batch before it is proposed and applied: the model's time (most of
+        a round's) then overlaps the rest of the round, on the other core (the model runs
+        outside the GIL). Only where extraction is offline (an LLM is not called for a
+        guess) and the embedder keeps recent vectors. Returns the texts embedded."""
+        if not isinstance(self.llm, OfflineLLM) or not self.embedder.caches_recent:
+            return 0
+        kept = [e for e in events if self.event_filter.reject_reason(e) is None]
+        facts = self.extractor.extract(kept) if self.extractor is not None else self._extract(kept, Plan([]))
+        texts = list(dict.fromkeys(f.content for f in facts))
+        if texts:
+            started = time.perf_counter()
+            self.embedder.embed(texts)
+            self.embedding_ledger.record("prefetch", len(texts), len(texts), time.perf_counter() - started)
+        return len(texts)
+
     def _embed_merges(self, batch: _Batch) -> None:
         """One model call for every merged text of the batch that still needs the model
         (``merge_vectors = "embed"``, or a part without a vector of this model)."""

@@ -294,3 +294,27 @@ def test_a_batch_sends_each_distinct_text_to_the_model_once() -> None:
         "sent": 2,
         "seconds": planner.embedding_ledger.snapshot()["sites"]["facts"]["seconds"],
     }
+
+
+def test_prefetch_embeds_a_coming_batch_so_planning_it_needs_no_model_call() -> None:
+    """The worker embeds the next batch's facts while the current one is planned: with a
+    caching embedder the plan then finds every fact's vector ready."""
+    from memorose.providers.embeddings.local import LocalEmbedder
+
+    local = LocalEmbedder(cache_size=64)
+    planner = ConsolidationPlanner(local, ConsolidationSettings())
+    events = [
+        Event("t", "s", f"p{i}", i, text, 1.0, 1.0) for i, text in enumerate(_NEW_FACTS + _OLD_FACTS, 1)
+    ]
+    assert planner.prefetch(events) == 4
+    embedded = local.texts_embedded
+    plan = planner.plan("t", events, 1.0)
+    assert local.texts_embedded == embedded and plan.ops  # every fact came from the cache
+    sites = planner.embedding_ledger.snapshot()["sites"]
+    assert sites["prefetch"]["texts"] == 4 and sites["facts"]["texts"] == 4
+
+
+def test_prefetch_does_nothing_without_a_cache_to_fill() -> None:
+    embedder = _CountingEmbedder()
+    planner = ConsolidationPlanner(embedder, ConsolidationSettings())
+    assert planner.prefetch(_new_events()) == 0 and embedder.calls == []

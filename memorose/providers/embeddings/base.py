@@ -12,6 +12,9 @@ class Embedder(ABC):
     #: Recorded with every memory so that a model change is detectable.
     model: str
     dim: int
+    #: Whether recently embedded texts are answered from memory (consolidation embeds a
+    #: coming batch ahead of time only then).
+    caches_recent: bool = False
 
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:

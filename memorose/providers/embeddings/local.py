@@ -168,6 +168,7 @@ class LocalEmbedder(Embedder):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self.caches_recent = cache_size > 0
         self._cache_lock = threading.Lock()
         self._model: KeptModel[_Model] | None = None
         self._word_table: WordTable | None = None
