@@ -236,16 +236,15 @@ class ConsolidationWorker:
         now = self.clock()
         # The next batches' facts are embedded (in the model, outside the GIL) while this
         # round is planned (Python) and proposed: the two overlap on two cores.
+        # A cancelled round (leadership lost) does not wait for it: the thread finishes alone.
         ahead = asyncio.ensure_future(in_background(self._prefetch_next, round_)) if prefetch else None
-        try:
-            await in_background(self._plan_all, round_, now)
-            proposals = [(b, self._command(b, now)) for b in round_ if b.plan is not None]
-            results = await asyncio.gather(
-                *(self.proposer.propose(command) for _, command in proposals), return_exceptions=True
-            )
-        finally:
-            if ahead is not None:
-                await asyncio.wait([ahead])  # never two rounds' prefetches at once
+        await in_background(self._plan_all, round_, now)
+        proposals = [(b, self._command(b, now)) for b in round_ if b.plan is not None]
+        results = await asyncio.gather(
+            *(self.proposer.propose(command) for _, command in proposals), return_exceptions=True
+        )
+        if ahead is not None:
+            await ahead  # never two rounds' prefetches at once
         self.stats["rounds"] += 1
         for batch in round_:
             if batch.error is not None:
@@ -276,15 +275,13 @@ class ConsolidationWorker:
                 batch.error = Unavailable(f"consolidation is failing: {str(exc)[:200]}", retry_after=5.0)
 
     def _prefetch_next(self, round_: list[_Batch]) -> None:
-        """Off the event loop, while the round is proposed and applied: embed each
-        tenant's next batch ahead (Planner.prefetch). Best effort: its failure is the next
-        round's to report, when it plans for real."""
+        """Off the event loop, while the round is planned and proposed: embed each
+        tenant's next batch ahead (Planner.prefetch). Best effort: a failure here is the
+        next round's to report, when it plans for real."""
         for batch in round_:
-            if batch.error is not None:
-                continue
-            events = list(self.reader.events(batch.tenant_id, after_seq=batch.to_seq, limit=self.batch_size))
             try:
-                self.stats["prefetched"] += self.planner.prefetch(events)
+                coming = self.reader.events(batch.tenant_id, after_seq=batch.to_seq, limit=self.batch_size)
+                self.stats["prefetched"] += self.planner.prefetch(list(coming))
             except Exception as exc:
                 log.debug("embedding ahead for %s failed: %s", batch.tenant_id, exc)
 

@@ -188,7 +188,7 @@ class ConsolidationPlanner:
 
     def prefetch(self, events: list[Event]) -> int:
         """Embed the facts a coming batch of ``events`` will ask for, into the embedder's
-        cache, while the batch before it is proposed and applied: the model's time (most of
+        cache, while the batch before it is planned and proposed: the model's time (most of
         a round's) then overlaps the rest of the round, on the other core (the model runs
         outside the GIL). Only where extraction is offline (an LLM is not called for a
         guess) and the embedder keeps recent vectors. Returns the texts embedded."""
