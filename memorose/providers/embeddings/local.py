@@ -17,7 +17,6 @@ the last ``cache_size`` texts' vectors are kept (queries are asked again, facts 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib.metadata
 import threading
 from collections import OrderedDict
@@ -29,7 +28,7 @@ import numpy as np
 
 from memorose.errors import ConfigError
 from memorose.providers.embeddings.base import Embedder, normalise
-from memorose.providers.embeddings.int8_graph import int8_model
+from memorose.providers.embeddings.int8_graph import file_sha256, int8_model
 from memorose.providers.embeddings.keep_alive import KeptModel
 from memorose.providers.embeddings.word_table import BUILD_BATCH, WordTable, vocabulary_words, write_table
 
@@ -55,19 +54,11 @@ def packaged_file(package: str, relative: str) -> Path:
     return Path(str(dist.locate_file(relative)))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified(path: Path, expected: str, what: str) -> Path:
     """``path`` if it exists and has the pinned hash; a ConfigError naming the problem otherwise."""
     if not path.is_file():
         raise ConfigError(f"{what} not found at {path}: is its data package installed?")
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise ConfigError(f"{what} at {path} has sha256 {actual}, expected {expected}: refusing to load it")
     return path
