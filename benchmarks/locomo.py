@@ -197,8 +197,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: How long the bench waits for a node to be ready (its own, or the one ``--url`` names).
+READY_TIMEOUT_S = 120.0
+
+
 @contextmanager
-def local_node(timeout: float = 120.0) -> Iterator[tuple[str, str]]:
+def local_node(timeout: float = READY_TIMEOUT_S) -> Iterator[tuple[str, str]]:
     """Start ``memorose up`` as a subprocess on a temporary data dir; yield (url, admin key).
 
     Background consolidation is pushed out of the way so that the benchmark's own
@@ -228,10 +232,12 @@ def local_node(timeout: float = 120.0) -> Iterator[tuple[str, str]]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Poll ``/readyz`` (serving, and a leader known): a node that answers ``/healthz``
+    may still refuse writes with 503 ``no_leader``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the node exited with status {proc.returncode} before it was ready")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
@@ -431,6 +437,7 @@ def run_locomo(args: argparse.Namespace) -> int:
         if not key:
             print("memorose: --admin-key or MEMOROSE_ADMIN_KEY is required with --url", file=sys.stderr)
             return 2
+        _wait_ready(args.url.rstrip("/"), None, READY_TIMEOUT_S)  # a node started just before
         report = _run(samples, args.url, key, str(data), args.url)
     else:
         _progress("starting a node (memorose up) on a temporary data dir ...")
