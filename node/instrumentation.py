@@ -32,6 +32,16 @@ def node_metrics(service: NodeService) -> NodeMetrics:
         "texts embedded by this node",
         lambda: float(getattr(service.embedder, "texts_embedded", 0)),
     )
+    m.gauge(
+        "memorose_embedder_model_loaded",
+        "1 while the local embedding model is in memory (released after local_keep_alive_secs idle)",
+        lambda: 1.0 if getattr(service.embedder, "loaded", False) else 0.0,
+    )
+    m.counter(
+        "memorose_embedder_model_loads",
+        "times the local embedding model was loaded (the first use, then once per idle spell)",
+        lambda: float(getattr(service.embedder, "loads", 0)),
+    )
     m.gauge("memorose_raft_is_leader", "1 on the leader", lambda: 1.0 if service.is_leader() else 0.0)
     add_raft_metrics(m, service)
     m.registry.register(DataDirCollector(service.data_dir, service.data_dir / "raft" / JOURNAL_NAME))

@@ -105,6 +105,9 @@ async def test_node_and_gateway_metrics_follow_conventions_and_cover_dashboards(
     # disk metrics for the disk alert come from the node itself (no node_exporter)
     assert 0 < samples["memorose_data_dir_available_bytes"] <= samples["memorose_data_dir_size_bytes"]
     assert samples["memorose_raft_journal_bytes"] > 0
+    # whether the local model is resident (0 where the node embeds without one)
+    assert samples["memorose_embedder_model_loaded"] in (0.0, 1.0)
+    assert samples["memorose_embedder_model_loads_total"] >= samples["memorose_embedder_model_loaded"]
     requests = [
         s
         for s in node_families["memorose_http_requests"].samples  # type: ignore[attr-defined]

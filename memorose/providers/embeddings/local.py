@@ -178,6 +178,11 @@ class LocalEmbedder(Embedder):
         """Whether the session is in memory now."""
         return self._model is not None and self._model.loaded
 
+    @property
+    def loads(self) -> int:
+        """How many times the session was loaded (first use, then after each idle release)."""
+        return self._model.loads if self._model is not None else 0
+
     def _kept(self) -> KeptModel[_Model]:
         """This embedder's model slot, shared by every embedder of the process with the
         same files and settings (in-process test nodes would otherwise each load one)."""
