@@ -10,51 +10,26 @@ from pathlib import Path
 import pytest
 
 from memorose import commands
-from memorose.statemachine import StateMachine
 from memorose.storage.fulltext import KIND_EVENT
-from memorose.storage.indexer import Indexer
-from memorose.storage.reader import StateReader
-from memorose.storage.rocks import RocksStore
+from tests.unit.state_node import StateNode
 
 
-class Node:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.store = RocksStore(root / "rocks")
-        self.machine = StateMachine(self.store)
-        self.indexer = self._indexer()
-        self.index = 0
-
-    def _indexer(self) -> Indexer:
-        indexer = Indexer(StateReader(self.store), self.root / "index", dim=8, ann_threshold=1000)
-        indexer.open()
-        return indexer
-
+class Node(StateNode):
     def ingest(self, *contents: str, tenant: str = "t1") -> None:
-        self.index += 1
         events = [
             {
                 "stream_id": "s",
-                "event_id": f"e{self.index}-{i}",
+                "event_id": f"e{self.index + 1}-{i}",
                 "content": c,
                 "metadata": {},
                 "timestamp": 1.0,
             }
             for i, c in enumerate(contents)
         ]
-        payload = commands.encode(commands.ingest([{"tenant_id": tenant, "events": events}], 2.0))
-        assert self.machine.apply(payload, self.index)["ok"]
+        self.apply(commands.ingest([{"tenant_id": tenant, "events": events}], 2.0))
 
     def hits(self, word: str, tenant: str = "t1") -> list[str]:
         return [ref for _, ref, _ in self.indexer.fulltext.search(tenant, [word], kind=KIND_EVENT, limit=100)]
-
-    def restart_indexer(self) -> None:
-        self.indexer.stop()
-        self.indexer = self._indexer()
-
-    def close(self) -> None:
-        self.indexer.stop()
-        self.store.close()
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ import pytest
 from memorose import commands
 from memorose.models import Memory
 from memorose.retrieval.timeline import Entry, TenantTimeline, Timeline
-from memorose.statemachine import StateMachine
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader
-from memorose.storage.rocks import RocksStore
 from memorose.storage.vectors import VectorIndex
+from tests.unit.state_node import StateNode
 
 GAP = 100.0
 DIM = 8
@@ -190,34 +189,20 @@ def memory(memory_id: str, valid_from: float, stream: str = "chat") -> dict[str,
     ).to_dict()
 
 
-class Node:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.store = RocksStore(root / "rocks")
-        self.reader = StateReader(self.store)
-        self.machine = StateMachine(self.store)
-        self.index = 0
-        self.rebuilds = 0
-        self.indexer = self.open_indexer()
+class Node(StateNode):
+    """Applies each command, then lets the indexer follow it at once."""
 
-    def open_indexer(self, name: str = "index") -> Indexer:
-        indexer = Indexer(self.reader, self.root / name, dim=DIM, ann_threshold=1000)
-        indexer.open()
-        return indexer
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, DIM)
+        self.rebuilds = 0
 
     def apply(self, command: dict[str, object]) -> dict[str, object]:
-        self.index += 1
-        result = self.machine.apply(commands.encode(command), self.index)
-        assert result["ok"], result
+        result = super().apply(command)
         self.indexer.catch_up()
         return result
 
     def neighbours(self, indexer: Indexer, memory_id: str, span: int = 1) -> list[tuple[str, int]]:
         return indexer.timeline.neighbours("t1", memory_id, span, 1800.0)
-
-    def close(self) -> None:
-        self.indexer.stop()
-        self.store.close()
 
 
 @pytest.fixture
