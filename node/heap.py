@@ -21,8 +21,9 @@ class HeapSettler(BackgroundTask):
         self.last: HeapReport | None = None
 
     def start(self) -> None:
-        """Settle at once (the caller has just loaded the model and the indexes), then
-        refreeze in the background every ``gc_refreeze_secs``."""
+        """Settle at once (the caller has just loaded the indexes; the local model loads on
+        first use, and its session is C++ memory the collector never walks), then refreeze
+        in the background every ``gc_refreeze_secs``."""
         if not self.settings.gc_freeze:
             return
         configure_gc(self.settings.gc_gen0_threshold)
