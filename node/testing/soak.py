@@ -53,6 +53,9 @@ class SoakConfig:
     writers: int = 4
     event_bytes: int = 2500
     compaction_entries: int = 300
+    #: A small journal cache, so lagging followers are served commands read back from the
+    #: journal file (the path a production node takes after 4 MiB of entries).
+    journal_cache_bytes: int = 64 << 10
     faults: tuple[str, ...] = FAULTS
     #: Share of rounds that are snapshot faults (they take 20-60 s each, the others ~5 s).
     snapshot_share: float = 0.25
@@ -66,7 +69,10 @@ class SoakConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {"MEMOROSE_RAFT_TUNING__LOG_COMPACTION_MIN_ENTRIES": str(self.compaction_entries)}
+        env = {
+            "MEMOROSE_RAFT_TUNING__LOG_COMPACTION_MIN_ENTRIES": str(self.compaction_entries),
+            "MEMOROSE_RAFT_TUNING__JOURNAL_CACHE_BYTES": str(self.journal_cache_bytes),
+        }
         if self.quiet_workers:
             env.update(QUIET_WORKERS)
         return {**env, **self.extra_env}
