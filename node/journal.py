@@ -15,7 +15,7 @@ Truncation (``deleteEntriesFrom``) cuts the file at once: the node only asks for
 Raft's rules allow, i.e. for uncommitted entries that conflict with the leader's (the
 follower logic in node/pysyncobj_fixes.py), or to reset the log under a snapshot.
 
-Only the newest entries' commands stay in memory (``cache_bytes``, 4 MiB by default: what
+Only the newest entries' commands stay in memory (``cache_bytes``, 2 MiB by default: what
 followers are about to be sent and the node is about to apply); for the rest the journal
 keeps each record's index, term and file offset (24 bytes) and reads the command back from
 the file when asked, checking its CRC. Before this the journal held every command since the
@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -54,7 +55,7 @@ MAGIC = b"MRJ1"
 #: A compaction that drops at least this much returns free heap pages to the system.
 RETURN_HEAP_AFTER_BYTES = 4 << 20
 #: Commands of the newest entries kept in memory (the last entry's always is).
-CACHE_BYTES = 4 << 20
+CACHE_BYTES = 2 << 20
 #: Bytes copied per read and write when compaction moves the kept records to a new file.
 COPY_CHUNK = 16 << 20
 _HEAD = struct.Struct("<IQQ")  # length of (index, term, command), index, term
@@ -132,42 +133,45 @@ class DurableJournal(Journal):  # type: ignore[misc]
         return True
 
     def _open_and_load(self) -> int:
-        """Index every intact record (offset, index, term); keep the newest commands."""
+        """Index every intact record (offset, index, term); keep the newest commands. The
+        file is read through a read-only mapping, dropped after: a restarted node does not
+        hold a heap copy of its whole journal even for a moment."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        chunks = []
-        while chunk := os.read(fd, 1 << 24):
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        del chunks
-        if not data:
+        size = os.fstat(fd).st_size
+        if not size:
             os.write(fd, MAGIC)
             os.fsync(fd)
             fsync_dir(self.path.parent)
             return fd
-        if not data.startswith(MAGIC):
-            os.close(fd)
-            raise JournalError(f"{self.path} is not a Memorose Raft journal")
-        view = memoryview(data)
-        offset = len(MAGIC)
-        while offset + _HEAD.size <= len(data):
-            length, idx, term = _HEAD.unpack_from(data, offset)
-            end = offset + 4 + length
-            if end + _CRC.size > len(data):
-                break
-            (crc,) = _CRC.unpack_from(data, end)
-            if crc != zlib.crc32(view[offset:end]):
-                break
-            self._index_record(offset, idx, term)
-            offset = end + _CRC.size
-        self._end = offset
-        self._cache_tail_of(view)
-        view.release()
-        if offset != len(data):
-            log.warning("Raft journal %s: cutting a torn tail of %d bytes", self.path, len(data) - offset)
-            os.ftruncate(fd, offset)
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+            if data[: len(MAGIC)] != MAGIC:
+                os.close(fd)
+                raise JournalError(f"{self.path} is not a Memorose Raft journal")
+            self._end = self._index_records(data)
+            with memoryview(data) as view:
+                self._cache_tail_of(view)
+        if self._end != size:
+            log.warning("Raft journal %s: cutting a torn tail of %d bytes", self.path, size - self._end)
+            os.ftruncate(fd, self._end)
             os.fsync(fd)
-        os.lseek(fd, offset, os.SEEK_SET)
+        os.lseek(fd, self._end, os.SEEK_SET)
         return fd
+
+    def _index_records(self, data: mmap.mmap) -> int:
+        """Index the records up to the first torn or corrupt one; returns where it ends."""
+        offset = len(MAGIC)
+        with memoryview(data) as view:
+            while offset + _HEAD.size <= len(data):
+                length, idx, term = _HEAD.unpack_from(data, offset)
+                end = offset + 4 + length
+                if end + _CRC.size > len(data):
+                    break
+                (crc,) = _CRC.unpack_from(data, end)
+                if crc != zlib.crc32(view[offset:end]):
+                    break
+                self._index_record(offset, idx, term)
+                offset = end + _CRC.size
+        return offset
 
     def _index_record(self, offset: int, idx: int, term: int) -> None:
         self._idx.append(idx)
