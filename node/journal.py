@@ -40,8 +40,9 @@ import struct
 import threading
 import zlib
 from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from pysyncobj.journal import FileJournal, Journal
 
@@ -294,20 +295,26 @@ class DurableJournal(Journal):  # type: ignore[misc]
         end = self._offsets[position + 1] if position + 1 < len(self) else self._end
         return end - self._offsets[0]
 
-    def entries(self, position: int, count: int | None = None, max_bytes: int | None = None) -> list[Entry]:
+    def entries(
+        self, position: int, count: int | None = None, max_bytes: int | None = None
+    ) -> list[Entry] | EntryView:
         """Entries from ``position`` on: ``count`` of them (None: all), and with
         ``max_bytes`` only up to the first whose commands reach that total (it included), as
         PySyncObj's ``__getEntries`` takes them; sizes come from the offsets, so commands
-        past the limit are never read."""
+        past the limit are never read. Without ``max_bytes`` (applying: a restarted node
+        replays its whole journal) the entries come as a view that reads each command when
+        it is reached, so they are never all in memory at once."""
+        position = max(0, position)
         stop = len(self) if count is None else min(len(self), position + count)
-        if max_bytes is not None:
-            total = 0
-            for p in range(position, stop):
-                total += self._command_size(p)
-                if total >= max_bytes:
-                    stop = p + 1
-                    break
-        return [self._entry(p) for p in range(max(0, position), stop)]
+        if max_bytes is None:
+            return EntryView(self, position, stop)
+        total = 0
+        for p in range(position, stop):
+            total += self._command_size(p)
+            if total >= max_bytes:
+                stop = p + 1
+                break
+        return [self._entry(p) for p in range(position, stop)]
 
     def __getitem__(self, item: Any) -> Any:
         if isinstance(item, slice):
@@ -444,6 +451,39 @@ class DurableJournal(Journal):  # type: ignore[misc]
         tmp.write_text(str(self._commit_index))
         os.replace(tmp, self.commit_path)
         self._commit_dirty = False
+
+
+class EntryView(Sequence[Entry]):
+    """Positions ``start``..``stop`` of a journal, read when indexed or iterated. Used
+    within one tick (PySyncObj applies or inspects it at once), while the log cannot change."""
+
+    def __init__(self, journal: DurableJournal, start: int, stop: int) -> None:
+        self._journal, self._start, self._stop = journal, start, max(start, stop)
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | list[Entry]:
+        if isinstance(item, slice):
+            return [self._journal._entry(self._start + p) for p in range(*item.indices(len(self)))]
+        position = item + len(self) if item < 0 else item
+        if not 0 <= position < len(self):
+            raise IndexError("entry view position out of range")
+        return self._journal._entry(self._start + position)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for p in range(self._start, self._stop):
+            yield self._journal._entry(p)
+
+    def __reduce__(self) -> Any:
+        """Sent to a peer (pickled), it goes as the plain list PySyncObj expects."""
+        return (list, (list(self),))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

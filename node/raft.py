@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,10 +273,11 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
 
     def _SyncObj__getEntries(
         self, fromIDx: int | None, count: int | None = None, maxSizeBytes: int | None = None
-    ) -> list[tuple[bytes, int, int]]:
+    ) -> Sequence[tuple[bytes, int, int]]:
         """PySyncObj slices the whole rest of the log and then cuts it at ``maxSizeBytes``;
         our journal keeps only its newest commands in memory, so it is asked for what the
-        cut keeps and reads no command beyond it (same entries as PySyncObj's)."""
+        cut keeps and reads no command beyond it (same entries as PySyncObj's). Without a
+        size (applying) it returns a view that reads each command as it is applied."""
         journal = self._SyncObj__raftLog
         if not isinstance(journal, DurableJournal) or not len(journal):
             return list(SyncObj._SyncObj__getEntries(self, fromIDx, count, maxSizeBytes))

@@ -196,7 +196,7 @@ def test_old_commands_leave_memory_and_are_read_back(tmp_path: Path) -> None:
         (59, None, 1),
         (30, 10, 10**6),
     ]:
-        assert j.entries(position, count, max_bytes) == _pysyncobj_get_entries(
+        assert list(j.entries(position, count, max_bytes)) == _pysyncobj_get_entries(
             expected, position, count, max_bytes
         )
     with pytest.raises(IndexError):
@@ -269,3 +269,21 @@ def test_a_record_changed_on_disk_stops_the_node(tmp_path: Path, monkeypatch: py
     assert j[2] == (b"cmd-3", 3, 1)  # other records are still read
     with pytest.raises(Stopped, match="entry 2"):
         j[1]
+
+
+def test_entries_without_a_size_are_a_view_read_as_iterated(tmp_path: Path) -> None:
+    """Applying a restarted node's whole journal must not hold every command at once: the
+    entries come as a view that reads each one when reached, and pickles as a list."""
+    import pickle
+
+    j = DurableJournal(str(tmp_path / "raft-log"), cache_bytes=0)
+    _fill(j, 20)
+    view = j.entries(3, 10)
+    assert not isinstance(view, list) and len(view) == 10
+    before = j.disk_reads
+    first = next(iter(view))
+    assert first == (b"cmd-4", 4, 1) and j.disk_reads == before + 1  # one read, not ten
+    assert list(view) == [(f"cmd-{i}".encode(), i, 1) for i in range(4, 14)]
+    assert view[-1] == (b"cmd-13", 13, 1) and view[1:3] == [(b"cmd-5", 5, 1), (b"cmd-6", 6, 1)]
+    assert pickle.loads(pickle.dumps(view)) == list(view)
+    assert list(j.entries(18)) == [(b"cmd-19", 19, 1), (b"cmd-20", 20, 1)]
