@@ -354,13 +354,10 @@ class DurableJournal(Journal):  # type: ignore[misc]
         node: stop rather than send or apply something else."""
         offset, size = self._offsets[position], self._command_size(position)
         record = self._pread(offset, size + _OVERHEAD)
-        length, idx, term = _HEAD.unpack_from(record)
         body = record[: _HEAD.size + size]
-        intact = len(record) == size + _OVERHEAD and length == size + 16
-        if (
-            not intact
-            or (idx, term) != (self._idx[position], self._terms[position])
-            or (_CRC.unpack_from(record, len(body))[0] != zlib.crc32(body))
+        if len(record) != size + _OVERHEAD or (
+            _HEAD.unpack_from(record) != (size + 16, self._idx[position], self._terms[position])
+            or _CRC.unpack_from(record, len(body))[0] != zlib.crc32(body)
         ):
             fail_stop(f"Raft journal {self.path}: the record of entry {self._idx[position]} changed on disk")
         self.disk_reads += 1

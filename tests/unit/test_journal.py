@@ -287,3 +287,26 @@ def test_entries_without_a_size_are_a_view_read_as_iterated(tmp_path: Path) -> N
     assert view[-1] == (b"cmd-13", 13, 1) and view[1:3] == [(b"cmd-5", 5, 1), (b"cmd-6", 6, 1)]
     assert pickle.loads(pickle.dumps(view)) == list(view)
     assert list(j.entries(18)) == [(b"cmd-19", 19, 1), (b"cmd-20", 20, 1)]
+
+
+def test_a_journal_cut_short_under_the_node_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose record is no longer all there (the file truncated behind the node's
+    back) stops the node too, instead of raising inside PySyncObj's tick."""
+    import node.journal as journal_module
+
+    class Stopped(Exception):
+        pass
+
+    def stop(reason: str) -> None:
+        raise Stopped(reason)
+
+    monkeypatch.setattr(journal_module, "fail_stop", stop)
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path), cache_bytes=0)
+    _fill(j, 5)
+    j.sync()
+    with open(path, "r+b") as f:
+        f.truncate(j._offsets[1] + 3)  # entries 2.. gone, entry 2's head torn
+    with pytest.raises(Stopped, match="entry 2"):
+        j[1]
+    assert j[-1] == (b"cmd-5", 5, 1)  # the last one is in memory
