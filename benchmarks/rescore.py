@@ -157,6 +157,7 @@ def reorder(ranked: list[Candidate], extra: np.ndarray, n: int, weight: float) -
 def summary(tally: Tally) -> dict[str, float]:
     s = tally.summary()
     return {
+        "R@1": s["1-4"]["recall@1"],
         "R@5": s["1-4"]["recall@5"],
         "R@10": s["1-4"]["recall@10"],
         "R@500w": s["1-4"]["recall@500w"],
@@ -248,6 +249,7 @@ def run_rescore(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
     embedder = build_embedder(settings)
     store = RocksStore(Path(args.data_dir) / "rocks")
+    indexer: Indexer | None = None
     try:
         reader = StateReader(store)
         indexer = Indexer(
@@ -271,9 +273,12 @@ def run_rescore(args: argparse.Namespace) -> int:
         for (n, w), tallies in table.items():
             if w > 0 or n == args.depth[0]:
                 print(json.dumps({"N": n, "a": w, **summary(merged(tallies, set(tenants)))}), flush=True)
-        for row in fit_halves(table, (set(tenants[0::2]), set(tenants[1::2]))):
-            print(json.dumps(row), flush=True)
+        if len(tenants) > 1:  # a fit needs a conversation to fit on and one to report on
+            for row in fit_halves(table, (set(tenants[0::2]), set(tenants[1::2]))):
+                print(json.dumps(row), flush=True)
     finally:
+        if indexer is not None:
+            indexer.stop()  # the Tantivy writer's lock: the directory can be opened again
         store.close()
     print(json.dumps({"load_after": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     return 0

@@ -53,7 +53,16 @@ def test_oracle_marks_memories_that_cite_a_gold_turn() -> None:
 
 def tally(recall10: float) -> Tally:
     t = Tally()
-    t.add(1, {"recall@5": recall10, "recall@10": recall10, "recall@500w": recall10, "footprint@10": 10.0})
+    t.add(
+        1,
+        {
+            "recall@1": recall10,
+            "recall@5": recall10,
+            "recall@10": recall10,
+            "recall@500w": recall10,
+            "footprint@10": 10.0,
+        },
+    )
     return t
 
 
