@@ -28,6 +28,8 @@ BENCHMARKS = (
               "LoCoMo retrieval recall through the HTTP API"),
     Benchmark("ablation", "ablation:add_arguments", "ablation:run_ablation",
               "LoCoMo ranking variants in-process over a data dir that `bench locomo` filled"),
+    Benchmark("rescore", "rescore:add_arguments", "rescore:run_rescore",
+              "LoCoMo: the re-ranker's top N re-scored by a pairwise scorer (cross-encoder, oracle)"),
     Benchmark("consolidation", "consolidation:add_arguments", "consolidation:run_consolidation_bench",
               "consolidation throughput, lag under load, LoCoMo memories and recall"),
     Benchmark("insights", "insights:add_arguments", "insights:run_insights_bench",

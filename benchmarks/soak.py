@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="log_compaction_min_entries of the nodes: small, so snapshots and installs are frequent",
     )
     parser.add_argument(
+        "--journal-cache-bytes",
+        type=int,
+        default=64 << 10,
+        help="raft_tuning.journal_cache_bytes of the nodes: small, so lagging followers are "
+        "served commands read back from the journal file",
+    )
+    parser.add_argument(
         "--faults",
         default=",".join(FAULTS),
         help="comma-separated fault kinds to pick from",
@@ -69,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         writers=args.writers,
         event_bytes=args.event_bytes,
         compaction_entries=args.compaction_entries,
+        journal_cache_bytes=args.journal_cache_bytes,
         faults=faults,
         snapshot_share=args.snapshot_share,
         duration_cap_s=args.duration_cap,
@@ -157,6 +165,7 @@ def summarize(run: SoakRun) -> dict[str, Any]:
             "failpoint_kills": sum(1 for r in run.rounds if r.failpoint_killed),
         },
         "dump_bytes_max": run.dump_bytes_max,
+        "journal_disk_reads": run.journal_disk_reads,
         "logs": run.logs,
         "deaths": run.deaths,
         "loadavg": run.loadavg,
@@ -180,7 +189,10 @@ def print_report(result: dict[str, Any]) -> None:
     if result["stopped_early"]:
         print(f"stopped early: {result['stopped_early']}")
     print(f"operations {result['operations']} attempts {result['attempts']}")
-    print(f"applied index {result['applied_index']}, largest dump {result['dump_bytes_max']:,} bytes")
+    print(
+        f"applied index {result['applied_index']}, largest dump {result['dump_bytes_max']:,} bytes, "
+        f"journal commands read back from disk {result['journal_disk_reads']:,}"
+    )
     print(f"violations {result['violations']}")
     for kind, ids in result["examples"].items():
         print(f"  {kind}: {ids}")

@@ -224,6 +224,9 @@ class RaftSettings(_Section):
     #: The journal keeps every entry in memory until compaction, so this bounds RSS and
     #: journal disk when entries are big (batch ingest); see docs/replication.md.
     log_compaction_max_bytes: int = Field(64 << 20, ge=0)
+    #: Commands of the newest Raft entries kept in memory; older ones are read back from
+    #: the journal file (a follower catching up). Bounds the journal's RSS (docs/replication.md).
+    journal_cache_bytes: int = Field(2 << 20, ge=0)
     commit_timeout_secs: float = Field(10.0, gt=0)
     #: fsync the Raft journal before a node acknowledges entries to the leader (and the
     #: leader before it counts itself): an acknowledged write is on disk on a majority.

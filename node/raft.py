@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from memorose.statemachine import StateMachine
 from memorose.storage.rocks import RocksStore, StorageFailure, StoreError, fsync_dir
 from node import snapshot
 from node.failstop import fail_stop, failpoint
-from node.journal import DurableJournal
+from node.journal import CACHE_BYTES, DurableJournal
 from node.pysyncobj_fixes import AppendEntriesFix, DumpPoint, FollowerRules, TransportGuard, TransportLimits
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,16 @@ JOURNAL_NAME = "raft-log"
 _pysyncobj_create_journal = _pysyncobj_module.createJournal
 
 
+#: Settings of the journal that ``RaftNode.__init__`` is building, for the factory below
+#: (called from inside PySyncObj's constructor, on the constructing thread).
+_building = threading.local()
+
+
 def _create_journal(path: str | None) -> Any:
     """PySyncObj builds its journal through this module-level factory; ours is recognised by
     its file name, anything else (raw PySyncObj users in the same process) is untouched."""
     if path is not None and Path(path).name == JOURNAL_NAME:
-        return DurableJournal(path)
+        return DurableJournal(path, cache_bytes=getattr(_building, "cache_bytes", CACHE_BYTES))
     return _pysyncobj_create_journal(path)
 
 
@@ -199,7 +204,13 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             self._state_changed,
         )
         others = [TCPNode(addr, url=url) for addr, url in partners.items()]
-        super().__init__(TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport)
+        _building.cache_bytes = tuning.journal_cache_bytes
+        try:
+            super().__init__(
+                TCPNode(self_address, url=self_url), others, conf, transportClass=SyncingTransport
+            )
+        finally:
+            del _building.cache_bytes
         self.addOnTickCallback(self._on_tick)
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -259,6 +270,21 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
             self._size_forced_at = applied
             self.forceLogCompaction()
+
+    def _SyncObj__getEntries(
+        self, fromIDx: int | None, count: int | None = None, maxSizeBytes: int | None = None
+    ) -> Sequence[tuple[bytes, int, int]]:
+        """PySyncObj slices the whole rest of the log and then cuts it at ``maxSizeBytes``;
+        our journal keeps only its newest commands in memory, so it is asked for what the
+        cut keeps and reads no command beyond it (same entries as PySyncObj's). Without a
+        size (applying) it returns a view that reads each command as it is applied."""
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, DurableJournal) or not len(journal):
+            return list(SyncObj._SyncObj__getEntries(self, fromIDx, count, maxSizeBytes))
+        first = journal[0][1]
+        if fromIDx is None or fromIDx < first:
+            return []
+        return journal.entries(fromIDx - first, count, maxSizeBytes)
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:

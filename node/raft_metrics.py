@@ -75,6 +75,21 @@ def add_raft_metrics(m: NodeMetrics, service: NodeService) -> None:
         lambda: count("leader_changes"),
     )
     m.counter("memorose_raft_journal_fsyncs", "journal fsyncs before acknowledging", lambda: count("fsyncs"))
+
+    def journal(attr: str) -> float:
+        log = getattr(service.raft, "_SyncObj__raftLog", None) if service.raft is not None else None
+        return float(getattr(log, attr, 0))
+
+    m.gauge(
+        "memorose_raft_journal_cached_bytes",
+        "commands of the newest Raft entries held in memory (raft_tuning.journal_cache_bytes)",
+        lambda: journal("cached_bytes"),
+    )
+    m.counter(
+        "memorose_raft_journal_disk_reads",
+        "Raft entries read back from the journal file (not in the cache: a follower catching up)",
+        lambda: journal("disk_reads"),
+    )
     m.counter("memorose_raft_snapshots_taken", "snapshots this node packed", lambda: snapshots("taken"))
     m.counter(
         "memorose_raft_snapshot_installs",

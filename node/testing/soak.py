@@ -53,6 +53,9 @@ class SoakConfig:
     writers: int = 4
     event_bytes: int = 2500
     compaction_entries: int = 300
+    #: A small journal cache, so lagging followers are served commands read back from the
+    #: journal file (the path a production node takes after 2 MiB of entries).
+    journal_cache_bytes: int = 64 << 10
     faults: tuple[str, ...] = FAULTS
     #: Share of rounds that are snapshot faults (they take 20-60 s each, the others ~5 s).
     snapshot_share: float = 0.25
@@ -66,7 +69,10 @@ class SoakConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {"MEMOROSE_RAFT_TUNING__LOG_COMPACTION_MIN_ENTRIES": str(self.compaction_entries)}
+        env = {
+            "MEMOROSE_RAFT_TUNING__LOG_COMPACTION_MIN_ENTRIES": str(self.compaction_entries),
+            "MEMOROSE_RAFT_TUNING__JOURNAL_CACHE_BYTES": str(self.journal_cache_bytes),
+        }
         if self.quiet_workers:
             env.update(QUIET_WORKERS)
         return {**env, **self.extra_env}
@@ -86,6 +92,10 @@ class SoakRun:
     logs: dict[str, Any] = field(default_factory=dict)
     loadavg: dict[str, Any] = field(default_factory=dict)
     dump_bytes_max: int = 0
+    #: Raft entries the nodes read back from their journal files (at least: a node's count
+    #: since its last scrape is lost when it is killed), so a run shows that path was taken.
+    journal_disk_reads: int = 0
+    _journal_reads_seen: dict[str, float] = field(default_factory=dict)
     longest_ack_gap_s: float = 0.0  # the longest time with no write acknowledged, during the rounds
     seconds: float = 0.0
     workdir: str = ""
@@ -152,6 +162,8 @@ async def _run_in(config: SoakConfig, root: Path) -> SoakRun:
         await _settle(ctx, run, "final")
         run.verdict = await check(cluster, TENANT, run.history, timeout=config.settle_timeout_s)
         run.dump_bytes_max = max((_dump_size(n.data_dir) for n in cluster.nodes), default=0)
+        await _count_journal_reads(cluster, run)
+        run.journal_disk_reads = int(sum(run._journal_reads_seen.values()))
     loads.append(os.getloadavg())
     run.logs = {k: v.as_dict() for k, v in scan_logs({n.node_id: n.log_path for n in cluster.nodes}).items()}
     run.loadavg = {"start": loads[0], "end": loads[-1], "max_1min": max(load[0] for load in loads)}
@@ -193,6 +205,7 @@ async def _settle(ctx: FaultContext, run: SoakRun, when: str) -> bool:
     """Heal everything, restart the dead (recording those that died unbidden), and wait
     for an agreed leader. False if none came within the settle timeout."""
     cluster = ctx.cluster
+    await _count_journal_reads(cluster, run)
     for node in cluster.died():
         run.deaths.append(_death(node, when))
     for node in cluster.nodes:
@@ -207,6 +220,36 @@ async def _settle(ctx: FaultContext, run: SoakRun, when: str) -> bool:
     except AssertionError as exc:
         run.settle_failures.append(f"{when}: {exc}")
         return False
+
+
+async def _count_journal_reads(cluster: Cluster, run: SoakRun) -> None:
+    """Add up ``memorose_raft_journal_disk_reads_total`` over the nodes that answer; a
+    counter that went down belongs to a restarted process, so the old one's last value is
+    banked (kept under the node id with a suffix)."""
+    for node in cluster.nodes:
+        if not node.alive or node.paused:
+            continue
+        try:
+            code, metrics = await cluster.api(node.index).get(
+                "/metrics", timeout=aiohttp.ClientTimeout(total=5)
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            continue
+        if code != 200 or not isinstance(metrics, str):
+            continue
+        value = next(
+            (
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("memorose_raft_journal_disk_reads_total")
+            ),
+            0.0,
+        )
+        seen = run._journal_reads_seen
+        if value < seen.get(node.node_id, 0.0):
+            banked = f"{node.node_id}/before-{len(seen)}"
+            seen[banked] = seen[node.node_id]
+        seen[node.node_id] = value
 
 
 def _death(node: NodeProc, when: str) -> dict[str, Any]:

@@ -157,3 +157,156 @@ def test_a_big_compaction_returns_the_heap(tmp_path: Path, monkeypatch: pytest.M
     j.deleteEntriesTo(100)  # ~100 KiB
     assert trimmed.wait(5)
     assert [j[i][1] for i in range(len(j))] == list(range(106, 111))
+
+
+# -- commands on disk, not in memory ------------------------------------------------------
+
+
+def _pysyncobj_get_entries(
+    log: list[tuple[bytes, int, int]], position: int, count: int | None, max_bytes: int | None
+):
+    """PySyncObj 0.3.17's ``__getEntries`` after its index arithmetic, on a plain list."""
+    result = log[position:] if count is None else log[position : position + count]
+    if max_bytes is None:
+        return result
+    total, last = 0, 0
+    for last, entry in enumerate(result):  # noqa: B007 (used after the loop, as upstream)
+        total += len(entry[0])
+        if total >= max_bytes:
+            break
+    return result[: last + 1]
+
+
+def test_old_commands_leave_memory_and_are_read_back(tmp_path: Path) -> None:
+    """Only the newest commands are kept (``cache_bytes``); the rest come back from the
+    file, byte for byte, through indexing, slices and ``entries``."""
+    j = DurableJournal(str(tmp_path / "raft-log"), cache_bytes=2000)
+    j.setCurrentTerm(1, None)
+    expected = [(bytes([idx % 251]) * (100 + idx), idx, 1) for idx in range(1, 61)]
+    for entry in expected:
+        j.add(*entry)
+    assert j._cached_bytes <= 2000 and j._commands[0] is None and j._commands[-1] is not None
+    assert sum(c is not None for c in j._commands) < 15  # most commands are on disk only
+    assert j[:] == expected and [j[i] for i in range(-60, 60)] == expected + expected
+    assert j.disk_reads > 0
+    for position, count, max_bytes in [
+        (0, None, None),
+        (5, 3, None),
+        (10, None, 900),
+        (59, None, 1),
+        (30, 10, 10**6),
+    ]:
+        assert list(j.entries(position, count, max_bytes)) == _pysyncobj_get_entries(
+            expected, position, count, max_bytes
+        )
+    with pytest.raises(IndexError):
+        j[60]
+
+
+def test_a_random_history_matches_a_list(tmp_path: Path) -> None:
+    """Appends, truncations, compactions and reopens, with a cache that holds a few
+    commands: the journal always equals a plain list, in memory and after a reopen."""
+    import random
+
+    rng = random.Random(7)
+    path = str(tmp_path / "raft-log")
+    j = DurableJournal(path, cache_bytes=700)
+    j.setCurrentTerm(1, None)
+    model: list[tuple[bytes, int, int]] = []
+    next_idx, term = 1, 1
+    for step in range(600):
+        op = rng.random()
+        if op < 0.7 or not model:
+            entry = (rng.randbytes(rng.randint(0, 300)), next_idx, term)
+            j.add(*entry)
+            model.append(entry)
+            next_idx += 1
+        elif op < 0.8:
+            position = rng.randrange(len(model))
+            j.deleteEntriesFrom(position)
+            del model[position:]
+            next_idx = model[-1][1] + 1 if model else next_idx
+            term += 1
+            j.setCurrentTerm(term, None)
+        elif op < 0.9:
+            position = rng.randrange(len(model) + 1)
+            j.deleteEntriesTo(position)
+            model = model[min(position, len(model) - 1) :] if position > 0 else model
+        else:
+            j.sync()
+            j._destroy()
+            j = DurableJournal(path, cache_bytes=rng.choice([0, 300, 700]))
+        assert len(j) == len(model), step
+        assert not model or (j[-1] == model[-1] and j[0] == model[0]), step
+        assert j._cached_bytes == sum(len(c) for c in j._commands if c is not None), step
+        if step % 25 == 0:
+            assert j[:] == model, step
+    j._destroy()
+    assert DurableJournal(path)[:] == model
+
+
+def test_a_record_changed_on_disk_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command read back must be the one written (CRC, index and term): anything else
+    would be sent to followers or applied, so the node stops."""
+    import node.journal as journal_module
+
+    class Stopped(Exception):
+        pass
+
+    def stop(reason: str) -> None:
+        raise Stopped(reason)
+
+    monkeypatch.setattr(journal_module, "fail_stop", stop)
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path), cache_bytes=0)
+    _fill(j, 5)
+    j.sync()
+    with open(path, "r+b") as f:  # flip one byte of entry 2's command
+        f.seek(j._offsets[1] + 20)
+        byte = f.read(1)
+        f.seek(j._offsets[1] + 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert j[2] == (b"cmd-3", 3, 1)  # other records are still read
+    with pytest.raises(Stopped, match="entry 2"):
+        j[1]
+
+
+def test_entries_without_a_size_are_a_view_read_as_iterated(tmp_path: Path) -> None:
+    """Applying a restarted node's whole journal must not hold every command at once: the
+    entries come as a view that reads each one when reached, and pickles as a list."""
+    import pickle
+
+    j = DurableJournal(str(tmp_path / "raft-log"), cache_bytes=0)
+    _fill(j, 20)
+    view = j.entries(3, 10)
+    assert not isinstance(view, list) and len(view) == 10
+    before = j.disk_reads
+    first = next(iter(view))
+    assert first == (b"cmd-4", 4, 1) and j.disk_reads == before + 1  # one read, not ten
+    assert list(view) == [(f"cmd-{i}".encode(), i, 1) for i in range(4, 14)]
+    assert view[-1] == (b"cmd-13", 13, 1) and view[1:3] == [(b"cmd-5", 5, 1), (b"cmd-6", 6, 1)]
+    assert pickle.loads(pickle.dumps(view)) == list(view)
+    assert list(j.entries(18)) == [(b"cmd-19", 19, 1), (b"cmd-20", 20, 1)]
+
+
+def test_a_journal_cut_short_under_the_node_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose record is no longer all there (the file truncated behind the node's
+    back) stops the node too, instead of raising inside PySyncObj's tick."""
+    import node.journal as journal_module
+
+    class Stopped(Exception):
+        pass
+
+    def stop(reason: str) -> None:
+        raise Stopped(reason)
+
+    monkeypatch.setattr(journal_module, "fail_stop", stop)
+    path = tmp_path / "raft-log"
+    j = DurableJournal(str(path), cache_bytes=0)
+    _fill(j, 5)
+    j.sync()
+    with open(path, "r+b") as f:
+        f.truncate(j._offsets[1] + 3)  # entries 2.. gone, entry 2's head torn
+    with pytest.raises(Stopped, match="entry 2"):
+        j[1]
+    assert j[-1] == (b"cmd-5", 5, 1)  # the last one is in memory
