@@ -194,8 +194,9 @@ class StorageSettings(_Section):
     """RocksDB's memory and disk (docs/storage.md, "Memory and disk")."""
 
     #: Uncompressed data blocks kept in memory, shared by every read (RocksDB's own default
-    #: is 32 MiB; the OS page cache still holds the compressed files).
-    block_cache_mib: int = Field(16, ge=1, le=65_536)
+    #: is 32 MiB; the OS page cache still holds the compressed files). 8 MiB: what every
+    #: restarted node had until 2026-12-07 (rocksdict swapped in its own cache on reopen).
+    block_cache_mib: int = Field(8, ge=1, le=65_536)
     #: One memtable; at most two are resident (one filling, one being flushed). RocksDB's
     #: default, 64 MiB, let a busy node hold up to 128 MiB of writes in memory.
     write_buffer_mib: int = Field(16, ge=1, le=4096)

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -39,7 +40,7 @@ from memorose.retrieval.text import analyze
 from memorose.retrieval.timeline import TenantTimeline
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY
 from memorose.storage.indexer import Indexer, is_searchable
-from memorose.storage.reader import StateReader
+from memorose.storage.reader import MemoryHead, StateReader, memory_view
 
 MAX_TAIL_SCAN = 5000
 #: Vector hits below this cosine are not candidates: for a sentence model, unrelated.
@@ -80,17 +81,18 @@ class RetrieveRequest:
 
 class Reads:
     """Memories read during one retrieve, each read once: the candidates, their neighbours
-    and the passages share them (one multi-get per step)."""
+    and the passages share them (one multi-get per step). Each is kept as its head (what
+    ranking reads) with its record, which only the results decode in full."""
 
     def __init__(self, reader: StateReader, tenant_id: str) -> None:
         self.reader = reader
         self.tenant_id = tenant_id
-        self._memories: dict[str, Memory | None] = {}
+        self._memories: dict[str, tuple[MemoryHead, bytes] | None] = {}
 
-    def memories(self, memory_ids: list[str]) -> dict[str, Memory]:
+    def memories(self, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
         missing = [m for m in dict.fromkeys(memory_ids) if m not in self._memories]
         if missing:
-            found = self.reader.memories_many(self.tenant_id, missing)
+            found = self.reader.memory_heads_many(self.tenant_id, missing)
             for memory_id in missing:
                 self._memories[memory_id] = found.get(memory_id)
         out = {}
@@ -303,18 +305,19 @@ class Retriever:
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
         model, dim = self.embedder.model, self.embedder.dim
-        for memory_id, memory in reads.memories(memory_ids).items():
-            if is_searchable(memory) and temporal.admit_memory(memory, req):
-                vector = memory.vector() if memory.in_space(model, dim) else None
+        for memory_id, (head, raw) in reads.memories(memory_ids).items():
+            # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
+            if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
+                vector = np.frombuffer(head.embedding, np.float32) if head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
                 out[key] = Candidate(
                     key,
-                    memory.public,
-                    memory.stream_id,
-                    memory.valid_from,
+                    partial(memory_view, raw),  # built for the few that become results
+                    head.stream_id,
+                    head.valid_from,
                     vector,
-                    text=memory.content,
-                    metadata=memory.metadata,
+                    text=head.content,
+                    metadata=head.metadata,
                 )
         for seq, event in self.reader.events_many(req.tenant_id, seqs).items() if seqs else ():
             if temporal.admit_event(event, req):

@@ -26,7 +26,7 @@ from memorose.retrieval.timeline import Entry, Place, Timeline
 from memorose.runtime import release_free_heap
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
-from memorose.storage.reader import StateReader
+from memorose.storage.reader import MemoryHead, StateReader
 from memorose.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ LOAD_CHUNK = 2048
 MIN_CYCLE_INTERVAL_S = 0.2
 
 
-def is_searchable(memory: Memory) -> bool:
+def is_searchable(memory: Memory | MemoryHead) -> bool:
     """Indexed: everything not archived. Superseded memories stay in the indexes so that
     ``as_of`` and ``enable_arbitration=false`` can find them; retrieval filters them out by
     default (``retrieval.temporal``)."""

@@ -54,7 +54,7 @@ SCAN_PAGE = 256
 class RocksTuning:
     """Memory and compression of the database (``[storage]`` settings; docs/storage.md)."""
 
-    block_cache_mib: int = 16
+    block_cache_mib: int = 8
     write_buffer_mib: int = 16
     compression: str = "zstd"
 
@@ -67,7 +67,15 @@ _COMPRESSION = {
 }
 
 
+#: Bits per key of the bloom filters: ~1% false positives, 1.25 B per key of memory (the
+#: filters are held with the table readers) and of disk.
+BLOOM_BITS_PER_KEY = 10
+
+
 def _options(create: bool = True, tuning: RocksTuning | None = None) -> Options:
+    """Options of the database and of its one column family (``_open`` passes them for
+    both: rocksdict otherwise reopens a database with the column family options it finds
+    in the database's OPTIONS file, which drops the bloom filters and the block cache)."""
     tuning = tuning or RocksTuning()
     opts = Options(raw_mode=True)
     opts.create_if_missing(create)
@@ -79,8 +87,19 @@ def _options(create: bool = True, tuning: RocksTuning | None = None) -> Options:
     opts.set_max_write_buffer_number(2)
     table = BlockBasedOptions()
     table.set_block_cache(Cache(tuning.block_cache_mib << 20))
+    # A point read probes every L0 file and one file per level below whose key range holds
+    # the key: without a filter each probe reads and decompresses a data block, with one
+    # only the file that has the key does (docs/storage.md, "Candidate reads").
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
     opts.set_block_based_table_factory(table)
     return opts
+
+
+def _open(path: Path, opts: Options) -> Rdict:
+    """Open (or create) the database at ``path`` with ``opts`` for the database and for
+    every column family it has (only ``default``: nothing here creates another)."""
+    families = Rdict.list_cf(str(path)) if (path / "CURRENT").exists() else ["default"]
+    return Rdict(str(path), opts, column_families=dict.fromkeys(families, opts))
 
 
 class StorageFailure(RuntimeError):
@@ -106,7 +125,7 @@ class RocksStore:
         self._write_opts.sync = sync_writes
         self._recover_legacy_switch()
         self._live = self._settle_generations()
-        self._db = Rdict(str(self._live), _options(tuning=self.tuning))
+        self._db = _open(self._live, _options(tuning=self.tuning))
 
     @property
     def live_path(self) -> Path:
@@ -274,7 +293,7 @@ class RocksStore:
             old = self._live
             self._db.close()
             try:
-                self._db = Rdict(str(target), _options(create=False, tuning=self.tuning))
+                self._db = _open(target, _options(create=False, tuning=self.tuning))
             except Exception as exc:
                 self._reopen(old)
                 shutil.rmtree(target, ignore_errors=True)
@@ -285,7 +304,7 @@ class RocksStore:
 
     def _reopen(self, generation: Path) -> None:
         try:
-            self._db = Rdict(str(generation), _options(create=False, tuning=self.tuning))
+            self._db = _open(generation, _options(create=False, tuning=self.tuning))
         except Exception as exc:
             raise StorageFailure(f"the live database {generation} does not reopen: {exc}") from exc
 
@@ -320,7 +339,7 @@ def open_applied_index(path: Path) -> int:
     index; raises ``StoreError`` if it is not a database. Used to check a snapshot before
     it is switched in."""
     try:
-        db = Rdict(str(path), _options(create=False))
+        db = _open(path, _options(create=False))
     except Exception as exc:
         raise StoreError(f"{path} is not a RocksDB database: {exc}") from exc
     try:

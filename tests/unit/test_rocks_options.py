@@ -1,0 +1,63 @@
+"""RocksDB's options hold on every open, not only when the database is created: rocksdict
+reopened an existing database with the column family options of its OPTIONS file, which
+dropped the bloom filters and swapped the configured block cache for its own 8 MiB one."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from rocksdict import WriteBatch
+
+from memorose.storage.rocks import RocksStore, RocksTuning, open_applied_index
+
+
+def _write(store: RocksStore, items: dict[bytes, bytes]) -> None:
+    batch = WriteBatch(raw_mode=True)
+    for key, value in items.items():
+        batch.put(key, value)
+    store.write(batch)
+
+
+def _newest_options(store: RocksStore) -> str:
+    files = sorted(store.live_path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
+    return files[-1].read_text()
+
+
+def test_a_reopened_database_gets_the_configured_options(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db", tuning=RocksTuning(block_cache_mib=4, compression="lz4"))
+    _write(store, {b"k": b"v"})
+    store.close()
+
+    store = RocksStore(tmp_path / "db", tuning=RocksTuning(block_cache_mib=12, compression="zstd"))
+    options = _newest_options(store)
+    assert "filter_policy=bloomfilter" in options
+    assert "compression=kZSTD" in options and "bottommost_compression=kZSTD" in options
+    assert "capacity : 12582912" in (store.live_path / "LOG").read_text()
+    assert store.get(b"k") == b"v"
+    store.close()
+
+
+def test_multi_get_across_l0_files_with_and_without_filters(tmp_path: Path) -> None:
+    """Files written before the filters (snappy, no filter) and after (zstd, filtered) answer
+    the same multi-get: the ranges of the L0 files overlap, most probes are misses."""
+    rng = random.Random(5)
+    ids = [f"m-{rng.getrandbits(64):016x}" for _ in range(600)]
+    expected: dict[bytes, bytes] = {}
+    store = RocksStore(tmp_path / "db", tuning=RocksTuning(compression="snappy"))
+    for part in range(3):
+        chunk = {f"M/t/{m}".encode(): f"{m}:{part}".encode() * 40 for m in ids[part::3]}
+        _write(store, chunk)
+        store.flush()  # one L0 file per part, each spanning the whole key range
+        expected.update(chunk)
+    store.close()
+    store = RocksStore(tmp_path / "db")
+    rewritten = {key: value + b"+" for key, value in list(expected.items())[::7]}
+    _write(store, rewritten)
+    store.flush()
+    expected.update(rewritten)
+    keys = [*expected, b"M/t/missing-1", b"M/t/m-0", b"M/t/zzz"]
+    rng.shuffle(keys)
+    assert store.get_many(keys) == [expected.get(key) for key in keys]
+    store.close()
+    assert open_applied_index(store.live_path) == 0
