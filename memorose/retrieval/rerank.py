@@ -79,6 +79,19 @@ def term_counts(content: str) -> Counter[str]:
     return Counter(analyze(content))
 
 
+@dataclass(frozen=True)
+class FeatureTable:
+    """The features of one ranking pass, one column per feature: a pass scores every
+    candidate, but feedback, passages and ``explain`` read the features of a few, so a
+    candidate's dict is only made when asked for (``Candidate.features``)."""
+
+    names: list[str]
+    columns: list[list[float]]
+
+    def column(self, name: str) -> list[float] | None:
+        return self.columns[self.names.index(name)] if name in self.names else None
+
+
 @dataclass
 class Candidate:
     key: Hashable
@@ -90,13 +103,38 @@ class Candidate:
     vector: np.ndarray | None = None
     #: (key of a neighbouring memory, signed distance in the timeline), see timeline.py.
     neighbours: list[tuple[Hashable, int]] = field(default_factory=list)
-    features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
     #: Content and metadata as stored, for ranking before (or without) the view.
     text: str | None = None
     metadata: dict[str, Any] | None = None
     _terms: Counter[str] | None = None
     _length: int | None = None
+    _features: dict[str, float] | None = None
+    #: Where the last ranking pass keeps this candidate's features (row ``_row``).
+    _table: FeatureTable | None = None
+    _row: int = 0
+
+    @property
+    def features(self) -> dict[str, float]:
+        """Feature name -> value from the last ranking pass (rank), as a dict."""
+        if self._features is None:
+            table = self._table
+            row = self._row
+            self._features = (
+                {} if table is None else {n: c[row] for n, c in zip(table.names, table.columns, strict=True)}
+            )
+        return self._features
+
+    @features.setter
+    def features(self, values: dict[str, float]) -> None:
+        self._features, self._table = values, None
+
+    def feature(self, name: str, default: float = 0.0) -> float:
+        """One feature, read without making the dict."""
+        if self._features is None and self._table is not None:
+            column = self._table.column(name)
+            return default if column is None else column[self._row]
+        return self.features.get(name, default)
 
     @property
     def result(self) -> dict[str, Any]:
@@ -336,9 +374,9 @@ def rank(
     for name in names[1:]:
         extra = extra + getattr(weights, name) * np.asarray(features[name], np.float64)
     scores = (np.asarray(bm25, np.float64) + extra).tolist()
-    rows = zip(*(features[name] for name in names), strict=True)
-    for c, row, score in zip(candidates, rows, scores, strict=True):
-        c.features = dict(zip(names, row, strict=True))
+    table = FeatureTable(names, [features[name] for name in names])
+    for row, (c, score) in enumerate(zip(candidates, scores, strict=True)):
+        c._table, c._row, c._features = table, row, None
         c.score = score
     return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))
 
@@ -351,6 +389,13 @@ def _static_features(
 ) -> dict[str, list[float]]:
     """Cosine, time, dated and speaker: what the query's words and their weights do not
     change (``dated`` is empty unless the query asks when)."""
+    table = candidates[0]._table
+    if reuse and table is not None and "cosine" in table.names and all(c._table is table for c in candidates):
+        columns = {name: table.column(name) for name in STATIC_FEATURES}
+        return {
+            name: [] if column is None else [column[c._row] for c in candidates]
+            for name, column in columns.items()
+        }
     if reuse and all("cosine" in c.features for c in candidates):
         return {
             name: [c.features[name] for c in candidates] if name in candidates[0].features else []

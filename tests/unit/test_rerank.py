@@ -183,7 +183,20 @@ def _plain_episode(episode_of: list[int], base: list[float], decay: float) -> li
 
 def test_vectorised_features_equal_the_plain_formulas_bit_for_bit() -> None:
     rng = random.Random(5)
-    vocabulary = "tea pottery class kids memorial trip yoga invoice car highway report dinner".split()
+    vocabulary = [
+        "tea",
+        "pottery",
+        "class",
+        "kids",
+        "memorial",
+        "trip",
+        "yoga",
+        "invoice",
+        "car",
+        "highway",
+        "report",
+        "dinner",
+    ]
     for _ in range(40):
         cands = [
             cand(
