@@ -87,6 +87,9 @@ class FeatureTable:
 
     names: list[str]
     columns: list[list[float]]
+    #: Episode number of each row (``episodes``): a partition of the candidates, the same
+    #: for any order of them, so the feedback pass over the same candidates reuses it.
+    episodes: list[int]
 
     def column(self, name: str) -> list[float] | None:
         return self.columns[self.names.index(name)] if name in self.names else None
@@ -358,7 +361,11 @@ def rank(
     base = bm25
     if weights.dense_context > 0:
         base = _normalised([b + weights.dense_context * c for b, c in zip(bm25, cosine, strict=True)])
-    episode_of = episodes(candidates)
+    previous = candidates[0]._table
+    if reuse_static and previous is not None and all(c._table is previous for c in candidates):
+        episode_of = [previous.episodes[c._row] for c in candidates]
+    else:
+        episode_of = episodes(candidates)
     features = {
         "bm25": bm25,
         "cosine": cosine,
@@ -374,7 +381,7 @@ def rank(
     for name in names[1:]:
         extra = extra + getattr(weights, name) * np.asarray(features[name], np.float64)
     scores = (np.asarray(bm25, np.float64) + extra).tolist()
-    table = FeatureTable(names, [features[name] for name in names])
+    table = FeatureTable(names, [features[name] for name in names], episode_of)
     for row, (c, score) in enumerate(zip(candidates, scores, strict=True)):
         c._table, c._row, c._features = table, row, None
         c.score = score
