@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 KS = (1, 3, 5, 10, 20)
 WORD_BUDGET = 500
@@ -185,7 +186,7 @@ class NodeApi:
         response = self.client.request(method, path, json=body, params=params or None)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
-        return response.json()
+        return orjson.loads(response.content)  # as the SDK decodes (memorose/client/_core.py)
 
     def close(self) -> None:
         self.client.close()

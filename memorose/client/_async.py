@@ -142,7 +142,4 @@ class AsyncMemoroseClient:
 
 
 def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"error": {"code": "bad_response", "message": response.text[:200]}}
+    return core.decode_json(response.content)

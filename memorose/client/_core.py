@@ -3,12 +3,15 @@ leader tracking, retry decisions and response decoding. The clients only move by
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from memorose.api.models import EventIn
 from memorose.client.errors import APIError, AuthenticationError, error_for
@@ -242,3 +245,18 @@ class Call:
         if self.attempt >= self.core.retry.max_attempts:
             raise error
         return self.core.retry.delay(self.attempt - 1, retry_after)
+
+
+def decode_json(content: bytes) -> Any:
+    """A response body: orjson first (a 50-result /retrieve answer is ~45 KB: ~0.1 ms
+    instead of ~0.3 ms), the standard library for what orjson refuses (a ``NaN`` literal,
+    a non-UTF-8 encoding), an error-shaped answer for a body that is not JSON."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(content)
+    except ValueError:
+        text = content[:200].decode("utf-8", errors="replace")
+        return {"error": {"code": "bad_response", "message": text}}

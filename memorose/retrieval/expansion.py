@@ -9,6 +9,7 @@ Lavrenko and Croft 2001, simplified): term weight = sum over the top documents o
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -23,7 +24,7 @@ def feedback_terms(
 ) -> list[str]:
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
-    top = [c for c in ranked if c.features.get("bm25", 0.0) > 0][:n_docs]
+    top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
     pool_df: Counter[str] = Counter()
     for c in ranked:
         pool_df.update(c.terms.keys())

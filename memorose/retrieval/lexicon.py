@@ -19,7 +19,8 @@ Costs and bounds:
   more often than ``min_rebuild_secs`` nor more often than ten times its own build time;
   until it exists the query is answered without expansion. Only ``max_tenants`` lexicons
   are kept (least recently used first out).
-- Expansion is one matrix-vector product per query word.
+- Expansion is one matrix-vector product per query word the lexicon has not met since it
+  was built (``TenantLexicon.near`` remembers the answer).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from memorose.storage.vectors import top_indices
 log = logging.getLogger(__name__)
 
 _WORD_RE = re.compile(r"[a-z]+")
+#: Query words whose closest tenant words a lexicon remembers (a few hundred bytes each).
+MAX_NEAR_WORDS = 20_000
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class TenantLexicon:
     built_at: float
     build_secs: float
     started: int  # builds are numbered as they start: a later start never loses to an earlier
+    #: Per query word: (row, cosine) of its closest words above the threshold, best first.
+    #: A lexicon never changes once built, so this is exact until the next build replaces it;
+    #: questions about one tenant repeat their words (its people, places, hobbies).
+    near: dict[str, list[tuple[int, float]]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -267,18 +274,35 @@ class Lexicon:
             return NO_EXPANSION
         own = {stem(w) for w in words}
         limit = max(1, int(lexicon.docs * s.max_doc_share))
-        sims = (lexicon.matrix @ self.words.matrix(words).T).T  # this order: half the time
         weights: dict[str, float] = {}
-        for row in sims:
-            for j in top_indices(row, s.per_word):
-                cosine = float(row[j])
-                if cosine < s.threshold:
-                    break
+        for near in self._near(lexicon, words):
+            for j, cosine in near:
                 term = lexicon.stems[j]
                 if term in own or lexicon.doc_freq.get(term, 0) > limit:
                     continue
                 weights[term] = max(weights.get(term, 0.0), s.weight * cosine)
         return Expansion(weights, {t: lexicon.doc_freq[t] for t in weights})
+
+    def _near(self, lexicon: TenantLexicon, words: list[str]) -> list[list[tuple[int, float]]]:
+        """For each word, the lexicon's closest words (``per_word`` at most, cosine at least
+        ``threshold``), from the lexicon's memo or one matrix-vector product each."""
+        s = self.settings
+        memo = lexicon.near
+        found = {w: memo[w] for w in dict.fromkeys(words) if w in memo}
+        new = [w for w in dict.fromkeys(words) if w not in found]
+        if new:
+            if len(memo) + len(new) > MAX_NEAR_WORDS:
+                memo.clear()  # a tenant asked about this many words: start over
+            for word, vector in zip(new, self.words.matrix(new), strict=True):
+                row = lexicon.matrix @ vector
+                near = []
+                for j in top_indices(row, s.per_word).tolist():
+                    cosine = float(row[j])
+                    if cosine < s.threshold:
+                        break
+                    near.append((j, cosine))
+                found[word] = memo[word] = near
+        return [found[w] for w in words]
 
 
 def default_expansion_weight(embedding_model: str) -> float:

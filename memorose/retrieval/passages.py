@@ -90,7 +90,7 @@ def _join(passages: list[Passage], memory_id: str, c: Candidate, max_span: int, 
         offset = p.window.get(memory_id)
         if offset is None or offset in p.hits or p.extent(offset) > max_span:
             continue
-        if c.features.get("bm25", 0.0) > 0 and c.score >= min_ratio * p.best.score:
+        if c.feature("bm25") > 0 and c.score >= min_ratio * p.best.score:
             p.hits[offset] = c
             return True
     return False

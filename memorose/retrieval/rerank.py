@@ -79,6 +79,22 @@ def term_counts(content: str) -> Counter[str]:
     return Counter(analyze(content))
 
 
+@dataclass(frozen=True)
+class FeatureTable:
+    """The features of one ranking pass, one column per feature: a pass scores every
+    candidate, but feedback, passages and ``explain`` read the features of a few, so a
+    candidate's dict is only made when asked for (``Candidate.features``)."""
+
+    names: list[str]
+    columns: list[list[float]]
+    #: Episode number of each row (``episodes``): a partition of the candidates, the same
+    #: for any order of them, so the feedback pass over the same candidates reuses it.
+    episodes: list[int]
+
+    def column(self, name: str) -> list[float] | None:
+        return self.columns[self.names.index(name)] if name in self.names else None
+
+
 @dataclass
 class Candidate:
     key: Hashable
@@ -90,13 +106,38 @@ class Candidate:
     vector: np.ndarray | None = None
     #: (key of a neighbouring memory, signed distance in the timeline), see timeline.py.
     neighbours: list[tuple[Hashable, int]] = field(default_factory=list)
-    features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
     #: Content and metadata as stored, for ranking before (or without) the view.
     text: str | None = None
     metadata: dict[str, Any] | None = None
     _terms: Counter[str] | None = None
     _length: int | None = None
+    _features: dict[str, float] | None = None
+    #: Where the last ranking pass keeps this candidate's features (row ``_row``).
+    _table: FeatureTable | None = None
+    _row: int = 0
+
+    @property
+    def features(self) -> dict[str, float]:
+        """Feature name -> value from the last ranking pass (rank), as a dict."""
+        if self._features is None:
+            table = self._table
+            row = self._row
+            self._features = (
+                {} if table is None else {n: c[row] for n, c in zip(table.names, table.columns, strict=True)}
+            )
+        return self._features
+
+    @features.setter
+    def features(self, values: dict[str, float]) -> None:
+        self._features, self._table = values, None
+
+    def feature(self, name: str, default: float = 0.0) -> float:
+        """One feature, read without making the dict."""
+        if self._features is None and self._table is not None:
+            column = self._table.column(name)
+            return default if column is None else column[self._row]
+        return self.features.get(name, default)
 
     @property
     def result(self) -> dict[str, Any]:
@@ -146,8 +187,8 @@ def bm25_scores(
 ) -> list[float]:
     """Okapi BM25 of each candidate; ``term_weights`` scales terms (default 1).
 
-    One numpy column per term (the same float operations, in the same order, as the
-    per-candidate sum it replaced, so scores are bit-identical)."""
+    One matrix for all terms, summed column by column: the same float operations, in the
+    same order, as the per-candidate sum it replaced, so scores are bit-identical."""
     docs = [c.terms for c in candidates]
     if not docs:
         return []
@@ -155,31 +196,42 @@ def bm25_scores(
     avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
     n = max(stats.docs, len(candidates))
     norm = k1 * (1 - b + b * np.asarray(lengths, np.float64) / (avg_len or 1.0))
-    total = np.zeros(len(docs))
-    tfs = term_frequencies(docs, terms)
+    tf = term_frequencies(docs, terms)
+    present = tf > 0
+    matched = present.sum(axis=0).tolist()
+    weights = term_weights or {}
+    idf = np.empty(len(terms))
     for j, t in enumerate(terms):
-        tf = tfs[:, j]
-        present = tf > 0
-        df = min(n, max(stats.doc_freq.get(t, 0), int(present.sum())))
-        idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (term_weights or {}).get(t, 1.0)
-        if present.any():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                total = np.where(present, total + idf * tf * (k1 + 1) / (tf + norm), total)
+        df = min(n, max(stats.doc_freq.get(t, 0), matched[j]))
+        idf[j] = math.log(1 + (n - df + 0.5) / (df + 0.5)) * weights.get(t, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        contributions = np.where(present, idf * tf * (k1 + 1) / (tf + norm[:, None]), 0.0)
+    total = np.zeros(len(docs))
+    for j in np.flatnonzero(present.any(axis=0)).tolist():
+        total += contributions[:, j]
     return list(total.tolist())
 
 
 def term_frequencies(docs: list[Counter[str]], terms: list[str]) -> np.ndarray:
     """Documents x terms matrix of counts: one pass over the documents, each intersected
-    with the query's terms (a candidate holds few of them), instead of terms x documents
-    dictionary lookups."""
+    with the query's terms (a candidate holds few of them), filled in one assignment."""
     columns: dict[str, list[int]] = {}
     for j, t in enumerate(terms):  # a repeated term has a column each time, as it scores
         columns.setdefault(t, []).append(j)
-    wanted = columns.keys()
-    out = np.zeros((len(docs), len(terms)), np.float64)
+    shared = set(columns).intersection
+    rows: list[int] = []
+    cols: list[int] = []
+    counts: list[int] = []
     for i, doc in enumerate(docs):
-        for t in doc.keys() & wanted:
-            out[i, columns[t]] = doc[t]
+        for t in shared(doc):
+            count = doc[t]
+            for j in columns[t]:
+                rows.append(i)
+                cols.append(j)
+                counts.append(count)
+    out = np.zeros((len(docs), len(terms)), np.float64)
+    if rows:
+        out[rows, cols] = counts
     return out
 
 
@@ -208,34 +260,46 @@ def episode_scores(episode_of: list[int], base: list[float], decay: float) -> li
     members: dict[int, list[int]] = {}
     for i, episode in enumerate(episode_of):
         members.setdefault(episode, []).append(i)
+    powers = [decay**rank for rank in range(5)]
     out = [0.0] * len(base)
     for group in members.values():
+        if len(group) == 1:
+            continue  # no other member: 0
         # The five best others of any member are among the group's six best: a member
         # outside those six has the five best as its others.
-        best = sorted(group, key=lambda i: -base[i])[:6]
-        outside = _decayed_sum([base[j] for j in best[:5]], decay)
+        best = sorted(group, key=base.__getitem__, reverse=True)[:6]
+        outside = _decayed_sum([base[j] for j in best[:5]], powers)
         for i in group:
             out[i] = outside
         for i in best[:5]:  # the sixth, if any, has the five best as its others too
-            out[i] = _decayed_sum([base[j] for j in best if j != i][:5], decay)
+            out[i] = _decayed_sum([base[j] for j in best if j != i][:5], powers)
     return out
 
 
-def _decayed_sum(values: list[float], decay: float) -> float:
-    return sum(v * decay**rank for rank, v in enumerate(values))
+def _decayed_sum(values: list[float], powers: list[float]) -> float:
+    """``sum(v * decay**rank)`` with the powers computed once per query."""
+    return sum(v * p for v, p in zip(values, powers, strict=False))
 
 
 def context_scores(candidates: list[Candidate], base: list[float], after: float) -> list[float]:
     """Best match among a candidate's neighbours, discounted by direction and distance."""
-    by_key = {c.key: base[i] for i, c in enumerate(candidates)}
+    # Most candidates match nothing, and most neighbours are not candidates.
+    by_key = {c.key: value for c, value in zip(candidates, base, strict=True) if value}
+    if not by_key:
+        return [0.0] * len(candidates)
+    weights: dict[int, float] = {}  # by signed distance
     out = []
     for c in candidates:
         best = 0.0
         for key, distance in c.neighbours:
-            match = by_key.get(key, 0.0)
-            if match:  # most neighbours are not candidates or do not match
-                weight = (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1)
-                best = max(best, weight * match)
+            match = by_key.get(key)
+            if match:
+                weight = weights.get(distance)
+                if weight is None:
+                    weight = weights[distance] = (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1)
+                value = weight * match
+                if value > best:
+                    best = value
         out.append(best)
     return out
 
@@ -253,10 +317,14 @@ def speaker_scores(candidates: list[Candidate], analysis: QueryAnalysis) -> list
     if not analysis.names:
         return [0.0] * len(candidates)
     names = set(analysis.names)
+    by_speaker: dict[str, float] = {}  # a conversation has a few speakers
     out = []
     for c in candidates:
-        speaker_words = set(c.speaker.lower().split())
-        out.append(1.0 if speaker_words & names else 0.0)
+        speaker = c.speaker
+        score = by_speaker.get(speaker)
+        if score is None:
+            score = by_speaker[speaker] = 1.0 if set(speaker.lower().split()) & names else 0.0
+        out.append(score)
     return out
 
 
@@ -293,7 +361,11 @@ def rank(
     base = bm25
     if weights.dense_context > 0:
         base = _normalised([b + weights.dense_context * c for b, c in zip(bm25, cosine, strict=True)])
-    episode_of = episodes(candidates)
+    previous = candidates[0]._table
+    if reuse_static and previous is not None and all(c._table is previous for c in candidates):
+        episode_of = [previous.episodes[c._row] for c in candidates]
+    else:
+        episode_of = episodes(candidates)
     features = {
         "bm25": bm25,
         "cosine": cosine,
@@ -309,9 +381,9 @@ def rank(
     for name in names[1:]:
         extra = extra + getattr(weights, name) * np.asarray(features[name], np.float64)
     scores = (np.asarray(bm25, np.float64) + extra).tolist()
-    rows = zip(*(features[name] for name in names), strict=True)
-    for c, row, score in zip(candidates, rows, scores, strict=True):
-        c.features = dict(zip(names, row, strict=True))
+    table = FeatureTable(names, [features[name] for name in names], episode_of)
+    for row, (c, score) in enumerate(zip(candidates, scores, strict=True)):
+        c._table, c._row, c._features = table, row, None
         c.score = score
     return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))
 
@@ -324,6 +396,13 @@ def _static_features(
 ) -> dict[str, list[float]]:
     """Cosine, time, dated and speaker: what the query's words and their weights do not
     change (``dated`` is empty unless the query asks when)."""
+    table = candidates[0]._table
+    if reuse and table is not None and "cosine" in table.names and all(c._table is table for c in candidates):
+        columns = {name: table.column(name) for name in STATIC_FEATURES}
+        return {
+            name: [] if column is None else [column[c._row] for c in candidates]
+            for name, column in columns.items()
+        }
     if reuse and all("cosine" in c.features for c in candidates):
         return {
             name: [c.features[name] for c in candidates] if name in candidates[0].features else []

@@ -26,6 +26,7 @@ from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.lexicon import NO_EXPANSION, Expansion, Lexicon
 from memorose.retrieval.query import QueryAnalysis, analyze_query
+from memorose.retrieval.query_vector import QueryVector
 from memorose.retrieval.rerank import (
     DEFAULT_WEIGHTS,
     EPISODE_GAP_S,
@@ -130,28 +131,32 @@ class Retriever:
         started = time.perf_counter()
         pool = max(CANDIDATE_POOL, req.top_k * 2)  # independent of top_k up to 50: stable order
         reference = req.as_of if req.as_of is not None else time.time()  # for "last week"
+        # The query's embedding runs on a helper thread (the model releases the GIL) while
+        # the lexical stage below runs here: BM25, the tail, their records, the tenant's
+        # statistics and the query expansion need no vector.
+        pending = QueryVector(self.embedder, req.query)
         analysis = analyze_query(req.query, reference)
-        query_vec = self.embedder.embed_one(req.query) if req.query.strip() else None
         reads = Reads(self.reader, req.tenant_id)
         # The tail's start is read BEFORE the Tantivy search: the indexer commits (and
         # reloads the searcher) before it advances ``indexed_seq``, so every event is then
         # in the searcher or in the tail. Read after, a commit in between hid the events of
         # that commit from both (seen once as a missing event on a follower).
         tail_after = self.indexer.indexed_seq(req.tenant_id)
-        rankings = [
-            self._bm25_ranking(req, analysis.terms, pool),
-            self._vector_ranking(req, query_vec, pool // 2),
-            self._tail_ranking(req, analysis.terms, pool, tail_after),
-        ]
+        bm25 = self._bm25_ranking(req, analysis.terms, pool)
+        tail = self._tail_ranking(req, analysis.terms, pool, tail_after)
+        reads.memories([str(ref) for kind, ref in cast(list[tuple[str, str]], bm25) if kind == KIND_MEMORY])
+        lexical = self._lexical(req, analysis) if self.rerank else None
+        query_vec = pending.result()
+        rankings = [bm25, self._vector_ranking(req, query_vec, pool // 2), tail]
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
         loaded = self._load_many(req, reads, list(keys))
         candidates = [loaded[k] for k in keys if k in loaded]
         timeline = self.timeline.of(req.tenant_id) if self.rerank or req.passages else None
-        if self.rerank:
+        if lexical is not None:
             assert timeline is not None
-            ranked = self._rerank(req, reads, analysis, candidates, query_vec, timeline)
+            ranked = self._rerank(req, reads, analysis, lexical, candidates, query_vec, timeline)
         else:
             ranked = fuse(candidates, rankings)
         floor = max(req.min_score, 0.0)
@@ -171,20 +176,27 @@ class Retriever:
             results = insights.attach(self.reader, req.tenant_id, req.query, results, req.stream_id, n)
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
+    def _lexical(self, req: RetrieveRequest, analysis: QueryAnalysis) -> tuple[CorpusStats, Expansion]:
+        """The tenant's statistics of the query's terms and the words close in meaning to
+        them (lexicon.py): what the re-ranker needs besides the candidates and the vector."""
+        stats = self.stats.get(req.tenant_id, analysis.terms, req.stream_id)
+        expansion = self.lexicon.expansion(req.tenant_id, req.query) if self.lexicon else NO_EXPANSION
+        return stats, expansion
+
     def _rerank(
         self,
         req: RetrieveRequest,
         reads: Reads,
         analysis: QueryAnalysis,
+        lexical: tuple[CorpusStats, Expansion],
         candidates: list[Candidate],
         query_vec: np.ndarray | None,
         timeline: TenantTimeline,
     ) -> list[Candidate]:
         """Second stage: timeline neighbours join, every candidate is scored (rerank.py), with
         the query's words close in meaning to tenant words (lexicon.py) as extra terms."""
-        stats = self.stats.get(req.tenant_id, analysis.terms, req.stream_id)
+        stats, expansion = lexical
         candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
-        expansion = self.lexicon.expansion(req.tenant_id, req.query) if self.lexicon else NO_EXPANSION
         if expansion.weights:
             stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
         ranked = rank(candidates, analysis, stats, query_vec, self.weights, expansion.weights or None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from aiohttp import web
 
 from memorose.api.models import RetrieveRequest as RetrieveBody
@@ -31,7 +34,19 @@ async def retrieve(request: web.Request) -> web.Response:
     await service.read_barrier(body.consistency)
     if body.consistency == "linearizable":
         await service.wait_indexed()
-    return web.json_response(await service.retrieve(req))
+    return json_answer(await service.retrieve(req))
+
+
+def json_answer(answer: dict[str, Any]) -> web.Response:
+    """The answer encoded by orjson: fifty results are ~45 KB of JSON, which the standard
+    library took ~1 ms to write on the event loop, orjson ~0.1 ms (docs/retrieval.md). A
+    value orjson refuses (an integer beyond 64 bits in someone's metadata) falls back to
+    the standard encoder, so the answer never becomes an error."""
+    try:
+        body = orjson.dumps(answer)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return web.json_response(answer)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _check_top_k(top_k: int, limit: int) -> None:

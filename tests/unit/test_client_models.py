@@ -41,3 +41,15 @@ def test_a_batch_from_request_models() -> None:
     [sent] = request.json["events"]
     assert sent["content"] == "hello" and sent["event_id"].startswith("ev-") and "timestamp" not in sent
     assert api.parse(api.IngestBatchRequest, request.json).events[0].metadata == {"k": 1}
+
+
+def test_bodies_decode_with_orjson_and_what_it_refuses_with_the_standard_library() -> None:
+    assert core.decode_json(b'{"results": [{"score": 0.5}], "took_ms": 1.2}') == {
+        "results": [{"score": 0.5}],
+        "took_ms": 1.2,
+    }
+    odd = core.decode_json(b'{"x": NaN}')  # not JSON, but what Python's json writes
+    assert odd["x"] != odd["x"]
+    assert core.decode_json(b"<html>bad gateway</html>") == {
+        "error": {"code": "bad_response", "message": "<html>bad gateway</html>"}
+    }

@@ -9,6 +9,7 @@ import pytest
 
 from memorose.config import RetrievalSettings
 from memorose.providers.embeddings import Embedder, load_embedder
+from memorose.retrieval import lexicon as lexicon_module
 from memorose.retrieval.lexicon import Lexicon, LexiconSettings, content_words, tenant_lexicon
 
 JOHN = [
@@ -187,3 +188,32 @@ def test_a_build_that_started_earlier_never_replaces_a_later_one(embedder: Embed
         threading.Event().wait(0.05)
     current = lex._tenants["t"]
     assert current.version == 2 and current.docs == len(JOHN)
+
+
+def test_a_lexicon_remembers_its_query_words_until_it_is_rebuilt(embedder: Embedder) -> None:
+    texts = {"t": list(JOHN)}
+    lex = lexicon_over(embedder, texts, min_rebuild_secs=0, rebuild_cost_factor=0)
+    first = lex.expansion("t", "What exercises has John done?")
+    built = lex.get("t")
+    assert built is not None and {"exercises", "john", "done"} <= set(built.near)
+    assert lex.expansion("t", "Which exercises?").weights.get("yoga") == first.weights["yoga"]
+    # A word near nothing is remembered as such, and the answer from memory is the same.
+    assert lex.expansion("t", "exercises done").weights == lex.expansion("t", "exercises done").weights
+    texts["t"].append("John: I'm doing kickboxing now, it gives me energy.")
+    lex.version["t"] = 2  # type: ignore[attr-defined]
+    lex.expansion("t", "What sports has John done?")
+    rebuilt = lex.get("t")
+    assert rebuilt is not None and rebuilt is not built and "kickbox" in rebuilt.stems
+    assert set(rebuilt.near) == {"sports", "john", "done"}, "nothing carried over from the old build"
+
+
+def test_a_lexicon_forgets_its_query_words_past_the_bound(
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lexicon_module, "MAX_NEAR_WORDS", 3)
+    lex = lexicon_over(embedder, {"t": JOHN})
+    lex.expansion("t", "exercises colleague invoice")
+    built = lex.get("t")
+    assert built is not None and len(built.near) == 3
+    assert "yoga" in lex.expansion("t", "exercises sports").weights
+    assert set(built.near) == {"sports"}, "cleared when full, then the new word"

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, datetime
 
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.query import analyze_query
-from memorose.retrieval.rerank import Candidate, CorpusStats, RankWeights, bm25_scores, rank
+from memorose.retrieval.rerank import (
+    Candidate,
+    CorpusStats,
+    RankWeights,
+    bm25_scores,
+    context_scores,
+    episode_scores,
+    episodes,
+    rank,
+)
 
 T0 = datetime(2023, 5, 8, 13, 0, tzinfo=UTC).timestamp()
 OFF = RankWeights(cosine=0, context=0, episode=0, time=0, dated=0, speaker=0, feedback=0)
@@ -121,3 +132,92 @@ def test_cosine_weight_follows_the_embedder() -> None:
     assert default_cosine_weight("local:all-MiniLM-L6-v2-int8:384") == 1.0
     assert default_cosine_weight("gemini:gemini-embedding-001:768") == 1.0
     assert default_cosine_weight("hashing-v1-384") == 0.0
+
+
+# -- the vectorised features give exactly the plain per-candidate formulas -----------------------
+def _plain_bm25(
+    cands: list[Candidate],
+    terms: list[str],
+    stats: CorpusStats,
+    k1: float,
+    b: float,
+    weights: dict[str, float],
+) -> list[float]:
+    lengths = [c.length for c in cands]
+    avg_len = sum(lengths) / len(lengths)
+    n = max(stats.docs, len(cands))
+    out = []
+    for c in cands:
+        norm = k1 * (1 - b + b * c.length / avg_len)
+        score = 0.0
+        for t in terms:
+            tf = c.terms.get(t, 0)
+            if tf:
+                df = min(n, max(stats.doc_freq.get(t, 0), sum(1 for d in cands if t in d.terms)))
+                idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) * weights.get(t, 1.0)
+                score += idf * tf * (k1 + 1) / (tf + norm)
+        out.append(score)
+    return out
+
+
+def _plain_context(cands: list[Candidate], base: list[float], after: float) -> list[float]:
+    by_key = {c.key: base[i] for i, c in enumerate(cands)}
+    out = []
+    for c in cands:
+        best = 0.0
+        for key, distance in c.neighbours:
+            match = by_key.get(key, 0.0)
+            if match:
+                best = max(best, (1.0 if distance < 0 else after) * 0.5 ** (abs(distance) - 1) * match)
+        out.append(best)
+    return out
+
+
+def _plain_episode(episode_of: list[int], base: list[float], decay: float) -> list[float]:
+    out = []
+    for i, episode in enumerate(episode_of):
+        others = sorted((base[j] for j, e in enumerate(episode_of) if e == episode and j != i), reverse=True)
+        out.append(sum(v * decay**rank for rank, v in enumerate(others[:5])))
+    return out
+
+
+def test_vectorised_features_equal_the_plain_formulas_bit_for_bit() -> None:
+    rng = random.Random(5)
+    vocabulary = [
+        "tea",
+        "pottery",
+        "class",
+        "kids",
+        "memorial",
+        "trip",
+        "yoga",
+        "invoice",
+        "car",
+        "highway",
+        "report",
+        "dinner",
+    ]
+    for _ in range(40):
+        cands = [
+            cand(
+                i,
+                " ".join(rng.choices(vocabulary, k=rng.randint(1, 12))),
+                T0 + rng.choice([0, 60, 4000]) * i,
+                stream=rng.choice(["a", "b"]),
+            )
+            for i in range(rng.randint(1, 60))
+        ]
+        for c in cands:
+            c.neighbours = [
+                (rng.choice(cands).key, rng.choice([-2, -1, 1, 2])) for _ in range(rng.randint(0, 4))
+            ]
+        terms = rng.sample([*vocabulary, "absent"], k=rng.randint(1, 8))
+        terms += terms[:1]  # a repeated term scores twice
+        stats = CorpusStats(rng.randint(0, 200), {t: rng.randint(0, 50) for t in vocabulary})
+        weights = {t: rng.random() for t in terms[::2]}
+        scores = bm25_scores(cands, terms, stats, 1.2, 0.3, weights)
+        assert scores == _plain_bm25(cands, terms, stats, 1.2, 0.3, weights)
+        base = [rng.choice([0.0, rng.random()]) for _ in cands]
+        assert context_scores(cands, base, 0.5) == _plain_context(cands, base, 0.5)
+        episode_of = episodes(cands)
+        assert episode_scores(episode_of, base, 0.5) == _plain_episode(episode_of, base, 0.5)

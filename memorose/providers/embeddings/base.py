@@ -15,6 +15,9 @@ class Embedder(ABC):
     #: Whether recently embedded texts are answered from memory (consolidation embeds a
     #: coming batch ahead of time only then).
     caches_recent: bool = False
+    #: Whether its work runs without the GIL (native inference, network I/O), so a query's
+    #: embedding can overlap the retriever's other work (retrieval/query_vector.py).
+    releases_gil: bool = False
 
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -22,6 +25,10 @@ class Embedder(ABC):
 
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def recent(self, text: str) -> np.ndarray | None:
+        """The vector of ``text`` if it is at hand without computing it (a cache), else None."""
+        return None
 
     def embed_words(self, words: list[str]) -> np.ndarray:
         """Vectors of single words (query expansion's); a provider may have them without

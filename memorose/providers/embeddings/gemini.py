@@ -18,6 +18,8 @@ from memorose.providers.retry import Backoff, genai_client
 
 
 class GeminiEmbedder(Embedder):
+    releases_gil = True  # an HTTP call: the query's embedding overlaps the lexical stage
+
     def __init__(
         self,
         api_key: str,

@@ -160,6 +160,7 @@ class LocalEmbedder(Embedder):
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self.caches_recent = cache_size > 0
+        self.releases_gil = True  # onnxruntime's run does
         self._cache_lock = threading.Lock()
         self._model: KeptModel[_Model] | None = None
         self._word_table: WordTable | None = None
@@ -251,6 +252,13 @@ class LocalEmbedder(Embedder):
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return out
+
+    def recent(self, text: str) -> np.ndarray | None:
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+            return hit
 
     def _embed_uncached(self, texts: list[str]) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less

@@ -16,6 +16,8 @@ from memorose.providers.retry import Backoff
 
 
 class OpenAICompatEmbedder(Embedder):
+    releases_gil = True  # an HTTP call: the query's embedding overlaps the lexical stage
+
     def __init__(
         self,
         base_url: str,

@@ -1,0 +1,68 @@
+"""The query's embedding, computed on a helper thread while the retriever's lexical stage runs.
+
+A short query through the local model costs ~4-5 ms of onnxruntime, which releases the GIL;
+BM25, the tail, the records of the BM25 hits, the tenant's statistics and the query
+expansion (together a few milliseconds of Python) need no vector. Overlapped, a query costs
+the longer of the two instead of their sum when a second core is free (docs/retrieval.md,
+"Small-tenant read cost"). The vector is the same either way; only when it is computed
+changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from memorose.providers.embeddings.base import Embedder
+
+#: Helper threads for query embeddings (process-wide). A query whose embedding has not
+#: started when it is needed (all helpers busy with other queries) embeds it itself, so
+#: a burst of queries never waits in this pool's queue.
+HELPERS = 2
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _helpers() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=HELPERS, thread_name_prefix="memorose-query-embed")
+        return _pool
+
+
+class QueryVector:
+    """``embedder.embed_one(text)``, started now and read with ``result()`` (None for a
+    blank query). Computed inline when overlapping cannot pay: the embedder holds the GIL
+    (hashing: tens of microseconds), or it has the text's vector already."""
+
+    def __init__(self, embedder: Embedder, text: str) -> None:
+        self._embedder = embedder
+        self._text = text
+        self._value: np.ndarray | None = None
+        self._future: Future[np.ndarray] | None = None
+        if not text.strip():
+            return
+        known = embedder.recent(text)
+        if known is not None:
+            self._value = known
+        elif embedder.releases_gil:
+            self._future = _helpers().submit(embedder.embed_one, text)
+        else:
+            self._value = embedder.embed_one(text)
+
+    @property
+    def overlapped(self) -> bool:
+        """Whether the embedding was handed to a helper thread (tests)."""
+        return self._future is not None
+
+    def result(self) -> np.ndarray | None:
+        future = self._future
+        if future is None:
+            return self._value
+        if future.cancel():  # never started: the helpers are busy with other queries
+            return self._embedder.embed_one(self._text)
+        return future.result()
