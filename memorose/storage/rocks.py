@@ -54,8 +54,8 @@ SCAN_PAGE = 256
 class RocksTuning:
     """Memory and compression of the database (``[storage]`` settings; docs/storage.md)."""
 
-    block_cache_mib: int = 8
-    write_buffer_mib: int = 16
+    block_cache_mib: int = 4
+    write_buffer_mib: int = 8
     compression: str = "zstd"
 
 
