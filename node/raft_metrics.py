@@ -87,7 +87,7 @@ def add_raft_metrics(m: NodeMetrics, service: NodeService) -> None:
     )
     m.counter(
         "memorose_raft_journal_disk_reads",
-        "Raft entries read back from the journal file (not in the cache: a follower catching up)",
+        "Raft entries read back from the journal file (not in the cache: a replay, a follower catching up)",
         lambda: journal("disk_reads"),
     )
     m.counter("memorose_raft_snapshots_taken", "snapshots this node packed", lambda: snapshots("taken"))
