@@ -22,10 +22,14 @@ class GateEmbedder(HashingEmbedder):
         super().__init__(dim=64)
         self.gate = threading.Event()
         self.threads: dict[str, str] = {}  # text -> the thread that embedded it
+        self.started = threading.Event()  # an embedding began (on whichever thread)
+        self.holding = threading.Semaphore(0)  # released by each "hold" embedding as it blocks
 
     def embed(self, texts: list[str]) -> np.ndarray:
         self.threads[texts[0]] = threading.current_thread().name
+        self.started.set()
         if texts and texts[0].startswith("hold"):
+            self.holding.release()
             assert self.gate.wait(30)
         return super().embed(texts)
 
@@ -35,6 +39,9 @@ def test_overlapped_vector_is_the_inline_one() -> None:
     embedder.gate.set()
     pending = QueryVector(embedder, "What exercises has John done?")
     assert pending.overlapped
+    # A helper that has not picked the job up by ``result()`` is skipped by design (the
+    # query embeds inline instead): wait until one has, so the thread is known.
+    assert embedder.started.wait(30)
     vector = pending.result()
     assert vector is not None
     assert np.array_equal(vector, HashingEmbedder(dim=64).embed_one("What exercises has John done?"))
@@ -63,6 +70,8 @@ def test_busy_helpers_mean_the_query_embeds_its_own_text() -> None:
     embedder = GateEmbedder()
     holding = [QueryVector(embedder, f"hold {i}") for i in range(query_vector.HELPERS)]
     try:
+        for _ in holding:  # both helpers have picked up their job and block in it
+            assert embedder.holding.acquire(timeout=30)
         pending = QueryVector(embedder, "pottery class")
         # Both helpers are blocked: the answer can only come from this thread.
         vector = pending.result()
