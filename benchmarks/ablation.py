@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from benchmarks.locomo import (
     scorable_questions,
     score_results,
 )
-from memorose.config import RetrievalSettings, load_settings
+from memorose.config import RetrievalSettings, Settings, load_settings
+from memorose.providers.embeddings.base import Embedder
 from memorose.providers.factory import build_embedder
 from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS, RankWeights, default_cosine_weight
@@ -80,25 +83,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", default=[], help="e.g. cosine=2 or rerank=0")
 
 
-def run_ablation(args: argparse.Namespace) -> int:
-    settings = load_settings(data_dir=args.data_dir)
+@dataclass
+class OpenDataDir:
+    """A stopped node's data dir opened in-process, as the node opens it (read-only use)."""
+
+    settings: Settings
+    embedder: Embedder
+    reader: StateReader
+    indexer: Indexer
+
+
+@contextmanager
+def open_data_dir(data_dir: str) -> Iterator[OpenDataDir]:
+    """RocksDB, the indexes and the configured embedder of a data dir that ``bench locomo``
+    filled; closed after (the Tantivy writer's lock released, so it can be opened again)."""
+    settings = load_settings(data_dir=data_dir)
     embedder = build_embedder(settings)
-    store = RocksStore(Path(args.data_dir) / "rocks")
+    store = RocksStore(Path(data_dir) / "rocks")
+    indexer: Indexer | None = None
     try:
         reader = StateReader(store)
         indexer = Indexer(
             reader,
-            Path(args.data_dir) / "index",
+            Path(data_dir) / "index",
             dim=embedder.dim,
             ann_threshold=settings.index.ann_threshold,
             model=embedder.model,
         )
         indexer.open()
+        yield OpenDataDir(settings, embedder, reader, indexer)
+    finally:
+        if indexer is not None:
+            indexer.stop()
+        store.close()
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    with open_data_dir(args.data_dir) as opened:
+        embedder, reader = opened.embedder, opened.reader
         samples = load_samples(args.locomo)
         for variant in args.variant or [""]:
             v = parse_variant(variant, embedder.model)
             lexicon = tenant_lexicon(reader, embedder, v.retrieval, background=False)
-            retriever = Retriever(reader, indexer, embedder, v.weights, rerank=v.rerank, lexicon=lexicon)
+            retriever = Retriever(
+                reader, opened.indexer, embedder, v.weights, rerank=v.rerank, lexicon=lexicon
+            )
             report = run(retriever, samples)
             s = report["summary"]
             row = {
@@ -113,6 +142,4 @@ def run_ablation(args: argparse.Namespace) -> int:
                 "p95_ms": round(report["p95_ms"], 1),
             }
             print(json.dumps(row), flush=True)
-    finally:
-        store.close()
     return 0

@@ -29,12 +29,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.ablation import parse_variant
+from benchmarks.ablation import open_data_dir, parse_variant
 from benchmarks.locomo import (
     TOP_K,
     Question,
@@ -44,15 +43,10 @@ from benchmarks.locomo import (
     scorable_questions,
     score_results,
 )
-from memorose.config import load_settings
-from memorose.providers.factory import build_embedder
 from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.rerank import Candidate
 from memorose.retrieval.search import Reads, Retriever, RetrieveRequest
 from memorose.retrieval.timeline import TenantTimeline
-from memorose.storage.indexer import Indexer
-from memorose.storage.reader import StateReader
-from memorose.storage.rocks import RocksStore
 
 #: (question, memory texts) -> one score per text, higher is more relevant.
 Scorer = Callable[[str, list[str]], Sequence[float]]
@@ -246,23 +240,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_rescore(args: argparse.Namespace) -> int:
     print(json.dumps({"load_before": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     scorer = load_scorer(args.scorer)
-    settings = load_settings(data_dir=args.data_dir)
-    embedder = build_embedder(settings)
-    store = RocksStore(Path(args.data_dir) / "rocks")
-    indexer: Indexer | None = None
-    try:
-        reader = StateReader(store)
-        indexer = Indexer(
-            reader,
-            Path(args.data_dir) / "index",
-            dim=embedder.dim,
-            ann_threshold=settings.index.ann_threshold,
-            model=embedder.model,
-        )
-        indexer.open()
+    with open_data_dir(args.data_dir) as opened:
+        embedder, reader = opened.embedder, opened.reader
         v = parse_variant("", embedder.model)
         lexicon = tenant_lexicon(reader, embedder, v.retrieval, background=False)
-        retriever = RecordingRetriever(reader, indexer, embedder, v.weights, rerank=v.rerank, lexicon=lexicon)
+        retriever = RecordingRetriever(
+            reader, opened.indexer, embedder, v.weights, rerank=v.rerank, lexicon=lexicon
+        )
         asked = ask_all(retriever, load_samples(args.locomo))
         cpu_ms = score_all(asked, scorer, max(args.depth))
         print(json.dumps({"scorer": args.scorer, "scorer_cpu_ms_per_question": round(cpu_ms, 2)}), flush=True)
@@ -276,9 +260,5 @@ def run_rescore(args: argparse.Namespace) -> int:
         if len(tenants) > 1:  # a fit needs a conversation to fit on and one to report on
             for row in fit_halves(table, (set(tenants[0::2]), set(tenants[1::2]))):
                 print(json.dumps(row), flush=True)
-    finally:
-        if indexer is not None:
-            indexer.stop()  # the Tantivy writer's lock: the directory can be opened again
-        store.close()
     print(json.dumps({"load_after": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     return 0
