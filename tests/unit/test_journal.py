@@ -245,18 +245,25 @@ def test_a_random_history_matches_a_list(tmp_path: Path) -> None:
     assert DurableJournal(path)[:] == model
 
 
-def test_a_record_changed_on_disk_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A command read back must be the one written (CRC, index and term): anything else
-    would be sent to followers or applied, so the node stops."""
-    import node.journal as journal_module
+class Stopped(Exception):
+    """Raised in place of the node's fail-stop (which would end the test process)."""
 
-    class Stopped(Exception):
-        pass
+
+@pytest.fixture
+def stopped(monkeypatch: pytest.MonkeyPatch) -> type[Exception]:
+    """The journal's ``fail_stop`` raises ``Stopped`` instead of exiting."""
+    import node.journal as journal_module
 
     def stop(reason: str) -> None:
         raise Stopped(reason)
 
     monkeypatch.setattr(journal_module, "fail_stop", stop)
+    return Stopped
+
+
+def test_a_record_changed_on_disk_stops_the_node(tmp_path: Path, stopped: type[Exception]) -> None:
+    """A command read back must be the one written (CRC, index and term): anything else
+    would be sent to followers or applied, so the node stops."""
     path = tmp_path / "raft-log"
     j = DurableJournal(str(path), cache_bytes=0)
     _fill(j, 5)
@@ -267,7 +274,7 @@ def test_a_record_changed_on_disk_stops_the_node(tmp_path: Path, monkeypatch: py
         f.seek(j._offsets[1] + 20)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert j[2] == (b"cmd-3", 3, 1)  # other records are still read
-    with pytest.raises(Stopped, match="entry 2"):
+    with pytest.raises(stopped, match="entry 2"):
         j[1]
 
 
@@ -289,24 +296,15 @@ def test_entries_without_a_size_are_a_view_read_as_iterated(tmp_path: Path) -> N
     assert list(j.entries(18)) == [(b"cmd-19", 19, 1), (b"cmd-20", 20, 1)]
 
 
-def test_a_journal_cut_short_under_the_node_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_journal_cut_short_under_the_node_stops_it(tmp_path: Path, stopped: type[Exception]) -> None:
     """A command whose record is no longer all there (the file truncated behind the node's
     back) stops the node too, instead of raising inside PySyncObj's tick."""
-    import node.journal as journal_module
-
-    class Stopped(Exception):
-        pass
-
-    def stop(reason: str) -> None:
-        raise Stopped(reason)
-
-    monkeypatch.setattr(journal_module, "fail_stop", stop)
     path = tmp_path / "raft-log"
     j = DurableJournal(str(path), cache_bytes=0)
     _fill(j, 5)
     j.sync()
     with open(path, "r+b") as f:
         f.truncate(j._offsets[1] + 3)  # entries 2.. gone, entry 2's head torn
-    with pytest.raises(Stopped, match="entry 2"):
+    with pytest.raises(stopped, match="entry 2"):
         j[1]
     assert j[-1] == (b"cmd-5", 5, 1)  # the last one is in memory
