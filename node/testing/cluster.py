@@ -303,14 +303,27 @@ class Cluster:
 
         return int(await poll(same, timeout, "replicas converged"))
 
-    async def digests(self, tenant: str, indexes: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    async def digests(
+        self, tenant: str, indexes: list[int] | None = None, timeout: float = 60.0
+    ) -> dict[int, dict[str, Any]]:
+        """Each node's digest of a tenant, all taken at one applied index.
+
+        Background consolidation keeps proposing commands after ``wait_converged``
+        returns, so one round of requests can catch the nodes one command apart; digests
+        at different indexes say nothing. Poll until every node answers at the same index.
+        """
         wanted = indexes if indexes is not None else [n.index for n in self.nodes if n.alive]
-        out = {}
-        for i in wanted:
-            code, body = await self.api(i).get(f"/api/v1/admin/digest?tenant_id={tenant}")
-            assert code == 200, body
-            out[i] = body
-        return out
+
+        async def at_one_index() -> dict[int, dict[str, Any]] | None:
+            out = {}
+            for i in wanted:
+                code, body = await self.api(i).get(f"/api/v1/admin/digest?tenant_id={tenant}")
+                assert code == 200, body
+                out[i] = body
+            return out if len({d["applied_index"] for d in out.values()}) == 1 else None
+
+        result: dict[int, dict[str, Any]] = await poll(at_one_index, timeout, "digests at one applied index")
+        return result
 
     async def events(self, i: int, tenant: str) -> list[dict[str, Any]]:
         """Every L0 event of a tenant on node i (paginated, local read)."""
