@@ -149,7 +149,9 @@ def test_reembed_items_travel_compact_too(machines: list[StateMachine]) -> None:
 
 def test_vectors_that_do_not_fit_float16_stay_float32() -> None:
     huge = np.full(8, 1e6, "<f4")
-    command = commands.reembed("t1", [{"memory_id": "m", "embedding": huge.tobytes(), "embedding_dim": 8}], 1.0)
+    command = commands.reembed(
+        "t1", [{"memory_id": "m", "embedding": huge.tobytes(), "embedding_dim": 8}], 1.0
+    )
     payload = commands.encode(command)
     assert "vectors" not in codec.unpack(payload[1:])
     assert commands.decode(payload)["items"][0]["embedding"] == huge.tobytes()
