@@ -88,20 +88,34 @@ def prepare_dump(raft_dir: Path, meta: dict[str, Any], stage: Path, manifest: Pa
     """Turn ``stage`` (a directory holding the checkpoint ``db/``) into a dump directory
     ``dump-<n>`` beside it and write its manifest at ``manifest`` (fsynced; the caller
     renames it over the dump). Returns the description of the tar stream it stands for."""
-    target = raft_dir / f"{DUMP_DIR_PREFIX}{_next_dump_number(raft_dir)}"
-    stage.rename(target)
+    target = _new_dump_dir(raft_dir)
+    (stage / DB_DIR).rename(target / DB_DIR)
+    stage.rmdir()
+    _unshare_mutable(target / DB_DIR)
     fsync_tree(target)
     fsync_dir(raft_dir)
     return _write_manifest(manifest, {**meta, "format": FORMAT_VERSION}, target)
+
+
+def _unshare_mutable(db_dir: Path) -> None:
+    """Only table files may stay shared with the live database: RocksDB links a closed
+    write-ahead log into a checkpoint too, and a database set to recycle its logs would
+    overwrite one in place. Such a file becomes a copy of its own."""
+    for path in db_dir.iterdir():
+        if path.name.endswith(_IMMUTABLE_SUFFIXES) or path.stat().st_nlink == 1:
+            continue
+        copy = path.with_name(path.name + ".copy")
+        shutil.copyfile(path, copy)
+        os.replace(copy, path)
 
 
 def link_dump(raft_dir: Path, meta: dict[str, Any], db_dir: Path, manifest: Path) -> None:
     """A dump directory holding ``db_dir``'s database (tables hard-linked, the rest copied),
     with its manifest at ``manifest``: a received snapshot kept as this node's dump without
     a second copy of its tables. ``db_dir`` must not be open yet."""
-    target = raft_dir / f"{DUMP_DIR_PREFIX}{_next_dump_number(raft_dir)}"
+    target = _new_dump_dir(raft_dir)
     try:
-        (target / DB_DIR).mkdir(parents=True)
+        (target / DB_DIR).mkdir()
         for source in sorted(db_dir.iterdir()):
             if not source.is_file():
                 raise SnapshotError(f"{source}: a snapshot database holds only files")
@@ -131,9 +145,17 @@ def _write_manifest(
     return describe(manifest, meta, directory=target)
 
 
-def _next_dump_number(raft_dir: Path) -> int:
-    numbers = [_dump_number(p.name) for p in raft_dir.glob(f"{DUMP_DIR_PREFIX}*")]
-    return max((n for n in numbers if n is not None), default=0) + 1
+def _new_dump_dir(raft_dir: Path) -> Path:
+    """A new, empty ``dump-<n>`` directory (created exclusively: a pack on its thread and
+    an install on the tick thread never get the same one)."""
+    while True:
+        numbers = [_dump_number(p.name) for p in raft_dir.glob(f"{DUMP_DIR_PREFIX}*")]
+        target = raft_dir / f"{DUMP_DIR_PREFIX}{max((n for n in numbers if n is not None), default=0) + 1}"
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
 
 
 def _dump_number(name: str) -> int | None:

@@ -256,6 +256,8 @@ def test_a_dump_shares_its_tables_with_the_database_and_reads_the_same_every_tim
     live = {p.name: p.stat().st_ino for p in store.live_path.glob("*.sst")}
     kept = {p.name: p.stat().st_ino for p in (tmp_path / "raft").glob("dump-*/db/*.sst")}
     assert live and kept == live  # the same files, not copies
+    others = [p for p in (tmp_path / "raft").glob("dump-*/db/*") if not p.name.endswith(".sst")]
+    assert others and all(p.stat().st_nlink == 1 for p in others)  # logs, MANIFEST: copies
     first = _bytes(dump)
     assert _bytes(dump) == first and len(first) == info.size == snapshot.stream_size(dump)
     assert snapshot.describe(dump) == info
