@@ -103,6 +103,7 @@ class Candidate:
     source: dict[str, Any] | Callable[[], dict[str, Any]]
     stream_id: str
     valid_from: float
+    #: The embedding as stored (float16 or float32; ``cosines`` widens them together).
     vector: np.ndarray | None = None
     #: (key of a neighbouring memory, signed distance in the timeline), see timeline.py.
     neighbours: list[tuple[Hashable, int]] = field(default_factory=list)

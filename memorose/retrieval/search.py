@@ -320,7 +320,7 @@ class Retriever:
         for memory_id, (head, raw) in reads.memories(memory_ids).items():
             # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
             if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
-                vector = head.vector() if head.in_space(model, dim) else None
+                vector = head.stored_vector() if head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
                 out[key] = Candidate(
                     key,

@@ -49,6 +49,13 @@ class MemoryHead(msgspec.Struct, frozen=True, gc=False):
         """``Memory.vector``."""
         return embedding_vector(self.embedding, self.embedding_dim)
 
+    def stored_vector(self) -> np.ndarray:
+        """The embedding as stored (float16 or float32), without a copy: retrieval reads a
+        few hundred per query and widens them together (``embeddings.base.cosines``)."""
+        if self.embedding_dim and len(self.embedding) == 2 * self.embedding_dim:
+            return np.frombuffer(self.embedding, "<f2")
+        return np.frombuffer(self.embedding, np.float32)
+
 
 _HEAD_DECODER = msgspec.msgpack.Decoder(MemoryHead)
 

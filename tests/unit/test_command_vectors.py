@@ -186,3 +186,15 @@ def test_a_malformed_compact_entry_is_an_error_result_on_every_replica(machines:
         assert machine.apply(payload, 1)["ok"] is False
         assert machine.apply(unknown, 2)["ok"] is False
         assert machine.store.applied_index() == 2
+
+
+def test_cosines_of_stored_float16_rows_equal_those_of_their_float32_widening() -> None:
+    """Retrieval hands ``cosines`` the stored float16 rows (no copy per candidate); the
+    scores are bit for bit what the float32 records gave."""
+    from memorose.providers.embeddings.base import cosines
+
+    query = unit_vector(40)
+    stored = [unit_vector(i).astype("<f2") for i in range(50)]
+    mixed: list[np.ndarray | None] = [*stored[:25], None, unit_vector(99), *stored[25:]]
+    widened = [None if v is None else v.astype(np.float32) for v in mixed]
+    assert cosines(query, mixed).tobytes() == cosines(query, widened).tobytes()
