@@ -25,9 +25,9 @@ def feedback_terms(
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
     top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
-    pool_df: Counter[str] = Counter()
-    for c in ranked:
-        pool_df.update(c.terms.keys())
+    # One count over every candidate's distinct terms (a Counter.update per candidate
+    # is a Python-level call each).
+    pool_df = Counter(itertools.chain.from_iterable(c.terms.keys() for c in ranked))
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1

@@ -89,6 +89,9 @@ class Reads:
         self.reader = reader
         self.tenant_id = tenant_id
         self._memories: dict[str, tuple[MemoryHead, bytes] | None] = {}
+        #: Timeline neighbours looked up for the re-ranker (memory id -> (id, distance)),
+        #: which the passages' windows reuse (same span and gap, same timeline).
+        self.neighbours: dict[str, list[tuple[str, int]]] = {}
 
     def memories(self, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
         missing = [m for m in dict.fromkeys(memory_ids) if m not in self._memories]
@@ -102,6 +105,29 @@ class Reads:
             if memory is not None:
                 out[memory_id] = memory
         return out
+
+
+class ViewCache:
+    """API views (``memory_view``) of recently returned memories, each kept with the exact
+    record it was built from: decoding a record and formatting its times is ~10 us, and a
+    small tenant returns the same few memories again and again (docs/retrieval.md). A view
+    is shared: callers copy it (``{**view, ...}``) and never mutate it or its values."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._views: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {}
+
+    def view(self, tenant_id: str, memory_id: str, raw: bytes) -> dict[str, Any]:
+        key = (tenant_id, memory_id)
+        kept = self._views.get(key)
+        if kept is not None and kept[0] == raw:
+            return kept[1]
+        view = memory_view(raw)
+        if len(self._views) >= self.capacity:
+            # Oldest first; another query thread may have evicted it already.
+            self._views.pop(next(iter(self._views), key), None)
+        self._views[key] = (raw, view)
+        return view
 
 
 class Retriever:
@@ -126,6 +152,7 @@ class Retriever:
         self.insights_per_query = 2
         #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
         self.lexicon = lexicon
+        self.views = ViewCache()
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -213,7 +240,10 @@ class Retriever:
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
-            return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
+            near = reads.neighbours.get(memory_id) if PASSAGE_SPAN - 1 == CONTEXT_SPAN else None
+            if near is None:
+                near = timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S)
+            return dict(near)
 
         def load_many(memory_ids: list[str]) -> dict[str, Candidate]:
             loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
@@ -259,6 +289,7 @@ class Retriever:
         near = timeline.neighbours_many(
             [ref for kind, ref in keys if kind == KIND_MEMORY], CONTEXT_SPAN, EPISODE_GAP_S
         )
+        reads.neighbours.update(near)
         for c, (kind, ref) in zip(candidates, keys, strict=True):
             if kind == KIND_MEMORY:
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near[ref]]
@@ -317,6 +348,7 @@ class Retriever:
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
         model, dim = self.embedder.model, self.embedder.dim
+        view = self.views.view
         for memory_id, (head, raw) in reads.memories(memory_ids).items():
             # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
             if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
@@ -324,7 +356,7 @@ class Retriever:
                 key = (KIND_MEMORY, memory_id)
                 out[key] = Candidate(
                     key,
-                    partial(memory_view, raw),  # built for the few that become results
+                    partial(view, req.tenant_id, memory_id, raw),  # built for the few results
                     head.stream_id,
                     head.valid_from,
                     vector,
