@@ -224,12 +224,22 @@ class Retriever:
         the query's words close in meaning to tenant words (lexicon.py) as extra terms."""
         stats, expansion = lexical
         candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
+        if not self._needs_cosine(req):
+            query_vec = None  # every cosine feature is then 0: the scores are the same
         if expansion.weights:
             stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
         ranked = rank(candidates, analysis, stats, query_vec, self.weights, expansion.weights or None)
         if self.weights.feedback > 0 and ranked:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
         return ranked
+
+    def _needs_cosine(self, req: RetrieveRequest) -> bool:
+        """Whether the re-ranker's cosines count: their weight (0 with the hashing embedder,
+        rerank.default_cosine_weight), the dense share of context, or ``explain``, which
+        shows them. One product over ~100 vectors of 384 floats is ~40 us of a 100-memory
+        tenant's ~1.7 ms (docs/benchmarks.md, "fourth session")."""
+        w = self.weights
+        return bool(w.cosine or w.dense_context or req.explain)
 
     def _results(
         self, req: RetrieveRequest, reads: Reads, ranked: list[Candidate], timeline: TenantTimeline | None
