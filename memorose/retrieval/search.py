@@ -62,6 +62,10 @@ FEEDBACK_TERMS = 10
 #: join one (a fixed number, so a smaller ``top_k`` answers with a prefix of a larger one).
 PASSAGE_SPAN = passages.MAX_SPAN
 PASSAGE_DEPTH = 10
+#: A tenant of at most this many memories is "small": its queries read most of it each
+#: time, so records and neighbour lists are kept between them (``RecordCache``,
+#: ``NeighbourMemo``); a larger tenant's path is unchanged.
+SMALL_TENANT = 1000
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,31 @@ class RecordCache:
         kept[key] = entry
 
 
+class NeighbourMemo:
+    """Timeline neighbours (``CONTEXT_SPAN``, ``EPISODE_GAP_S``) of the memories of the last
+    small tenant's timeline that a query looked up: a timeline is immutable, replaced when
+    its tenant's memories move, so its lists are valid for as long as it is the one taken.
+    One timeline at a time, at most ``SMALL_TENANT`` lists."""
+
+    def __init__(self) -> None:
+        self._last: tuple[TenantTimeline, dict[str, list[tuple[str, int]]]] | None = None
+
+    def neighbours_many(
+        self, timeline: TenantTimeline, memory_ids: list[str]
+    ) -> dict[str, list[tuple[str, int]]]:
+        """``timeline.neighbours_many(memory_ids, CONTEXT_SPAN, EPISODE_GAP_S)``."""
+        if len(timeline) > SMALL_TENANT:
+            return timeline.neighbours_many(memory_ids, CONTEXT_SPAN, EPISODE_GAP_S)
+        last = self._last
+        if last is None or last[0] is not timeline:
+            last = self._last = (timeline, {})
+        memo = last[1]
+        missing = [m for m in memory_ids if m not in memo]
+        if missing:
+            memo.update(timeline.neighbours_many(missing, CONTEXT_SPAN, EPISODE_GAP_S))
+        return {m: memo[m] for m in memory_ids}
+
+
 class ViewCache:
     """API views (``memory_view``) of recently returned memories, each kept with the exact
     record it was built from: decoding a record and formatting its times is ~10 us, and a
@@ -205,6 +234,7 @@ class Retriever:
         self.lexicon = lexicon
         self.views = ViewCache()
         self.records = RecordCache()
+        self.near = NeighbourMemo()
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -215,7 +245,8 @@ class Retriever:
         # statistics and the query expansion need no vector.
         pending = QueryVector(self.embedder, req.query)
         analysis = analyze_query(req.query, reference)
-        reads = Reads(self.reader, req.tenant_id, self.records)
+        small = self.timeline.size(req.tenant_id) <= SMALL_TENANT
+        reads = Reads(self.reader, req.tenant_id, self.records if small else None)
         # The tail's start is read BEFORE the Tantivy search: the indexer commits (and
         # reloads the searcher) before it advances ``indexed_seq``, so every event is then
         # in the searcher or in the tail. Read after, a commit in between hid the events of
@@ -348,9 +379,7 @@ class Retriever:
         ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet (one multi-get)."""
         w = self.weights
         keys = [cast(tuple[str, str], c.key) for c in candidates]
-        near = timeline.neighbours_many(
-            [ref for kind, ref in keys if kind == KIND_MEMORY], CONTEXT_SPAN, EPISODE_GAP_S
-        )
+        near = self.near.neighbours_many(timeline, [ref for kind, ref in keys if kind == KIND_MEMORY])
         reads.neighbours.update(near)
         for c, (kind, ref) in zip(candidates, keys, strict=True):
             if kind == KIND_MEMORY:
