@@ -45,6 +45,7 @@ from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import MemoryHead, StateReader, memory_view
 
 MAX_TAIL_SCAN = 5000
+MAX_EMPTY_TAILS = 4096
 #: Vector hits below this cosine are not candidates: for a sentence model, unrelated.
 VECTOR_FLOOR = 0.05
 #: Reciprocal rank fusion constant (first-stage-only mode, ``[retrieval] rerank = false``).
@@ -235,6 +236,9 @@ class Retriever:
         self.views = ViewCache()
         self.records = RecordCache()
         self.near = NeighbourMemo()
+        #: Tenant -> (indexed seq, store change count) of its last scan of the tail that
+        #: found no event: while both hold, the tail is still empty (a RocksDB iterator less).
+        self._empty_tails: dict[str, tuple[int, int]] = {}
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -420,9 +424,17 @@ class Retriever:
     def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int, after: int) -> list[Hashable]:
         """BM25 over events after ``after`` (the indexer's position when the query began):
         those not yet visible in Tantivy (normally a handful, often none)."""
+        writes = self.reader.store.writes  # before the scan, as in RecordCache
+        if self._empty_tails.get(req.tenant_id) == (after, writes):
+            return []  # nothing was written since a scan from ``after`` found no event
+        events = list(self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN))
+        if not events:
+            if len(self._empty_tails) >= MAX_EMPTY_TAILS:
+                _evict_oldest(self._empty_tails)
+            self._empty_tails[req.tenant_id] = (after, writes)
         tail = [
             e
-            for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
+            for e in events
             if (req.stream_id is None or e.stream_id == req.stream_id) and temporal.admit_event(e, req)
         ]
         if not tail or not terms:
