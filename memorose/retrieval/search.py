@@ -181,6 +181,12 @@ class NeighbourMemo:
             memo.update(timeline.neighbours_many(missing, CONTEXT_SPAN, EPISODE_GAP_S))
         return {m: memo[m] for m in memory_ids}
 
+    def neighbours(self, timeline: TenantTimeline, memory_id: str) -> list[tuple[str, int]]:
+        """``timeline.neighbours(memory_id, CONTEXT_SPAN, EPISODE_GAP_S)``."""
+        if len(timeline) > SMALL_TENANT:
+            return timeline.neighbours(memory_id, CONTEXT_SPAN, EPISODE_GAP_S)
+        return self.neighbours_many(timeline, [memory_id])[memory_id]
+
 
 class ViewCache:
     """API views (``memory_view``) of recently returned memories, each kept with the exact
@@ -337,10 +343,10 @@ class Retriever:
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
-            near = reads.neighbours.get(memory_id) if PASSAGE_SPAN - 1 == CONTEXT_SPAN else None
-            if near is None:
-                near = timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S)
-            return dict(near)
+            if PASSAGE_SPAN - 1 != CONTEXT_SPAN:
+                return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
+            near = reads.neighbours.get(memory_id)
+            return dict(near if near is not None else self.near.neighbours(timeline, memory_id))
 
         def load_many(memory_ids: list[str]) -> dict[str, Candidate]:
             loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
