@@ -25,6 +25,9 @@ def feedback_terms(
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
     top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
+    pool_df: Counter[str] = Counter()
+    for c in ranked:
+        pool_df.update(c.terms.keys())
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1
@@ -32,9 +35,6 @@ def feedback_terms(
             if t in query_terms or t in _STOP_STEMS or len(t) < 3 or t.isdigit():
                 continue
             weights[t] = weights.get(t, 0.0) + max(c.score, 0.0) * tf / length
-    # One count over every candidate's distinct terms, in C (``Counter.update`` per
-    # candidate was a Python-level call each; counting only the weighted terms is slower).
-    pool_df = Counter(itertools.chain.from_iterable(c.terms.keys() for c in ranked))
     for t in weights:
         weights[t] *= math.log(1 + len(ranked) / pool_df[t])
     return sorted(weights, key=lambda t: (-weights[t], t))[:n_terms]
