@@ -16,6 +16,7 @@ from memorose import codec, commands
 from memorose.models import Memory
 from memorose.providers.embeddings import load_embedder
 from memorose.retrieval import query as query_module
+from memorose.retrieval import search
 from memorose.retrieval.query import analyze_query
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS
 from memorose.retrieval.search import NeighbourMemo, RecordCache, Retriever, RetrieveRequest, ViewCache
@@ -170,3 +171,18 @@ def test_changing_an_answer_does_not_change_the_next(node: Node) -> None:
     for r in first:
         r["content"], r["score"] = "changed by a caller", -1.0
     assert node.ask("Carla sea", passages=False) == expected
+
+
+def test_a_larger_tenant_reads_its_records_every_time(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "SMALL_TENANT", 3)  # the fixture's tenant has 6 memories
+    first = node.ask("Ana cello")
+    node.store_reads.clear()
+    assert node.ask("Ana cello") == first
+    assert node.store_reads  # nothing kept for it
+
+
+def test_every_kind_of_change_counts(node: Node) -> None:
+    writes = node.store.writes
+    node.store.delete_range(b"\xfe-nothing", b"\xfe-nothing-either")
+    node.apply(commands.noop())
+    assert node.store.writes == writes + 2
