@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rocksdict import WriteBatch
 
 from memorose import codec, commands
 from memorose.models import Memory
@@ -21,7 +22,9 @@ from memorose.retrieval.query import analyze_query
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS
 from memorose.retrieval.search import NeighbourMemo, RecordCache, Retriever, RetrieveRequest, ViewCache
 from memorose.retrieval.timeline import TenantTimeline
-from memorose.storage.reader import MemoryHead
+from memorose.storage import keys
+from memorose.storage.reader import MemoryHead, StateReader
+from memorose.storage.rocks import RocksStore
 from tests.unit.state_node import StateNode
 
 DIM = 8
@@ -186,3 +189,22 @@ def test_every_kind_of_change_counts(node: Node) -> None:
     node.store.delete_range(b"\xfe-nothing", b"\xfe-nothing-either")
     node.apply(commands.noop())
     assert node.store.writes == writes + 2
+
+
+def test_a_snapshot_swap_makes_kept_records_misses(tmp_path: Path) -> None:
+    """A follower installing a snapshot swaps its whole database: nothing kept survives it."""
+
+    def store_with(path: Path, content: str) -> RocksStore:
+        store = RocksStore(path)
+        batch = WriteBatch(raw_mode=True)
+        batch.put(keys.memory("t1", "m-1"), codec.pack(memory(1, content)))
+        store.write(batch)
+        return store
+
+    live = store_with(tmp_path / "live", "before the snapshot")
+    store_with(tmp_path / "snapshot", "after the snapshot").close()
+    reader, records = StateReader(live), RecordCache()
+    assert records.heads_many(reader, "t1", ["m-1"])["m-1"][0].content == "before the snapshot"
+    live.swap(tmp_path / "snapshot")
+    assert records.heads_many(reader, "t1", ["m-1"])["m-1"][0].content == "after the snapshot"
+    live.close()
