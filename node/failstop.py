@@ -31,6 +31,7 @@ EXIT_FATAL = 70
 FAILPOINTS = (
     "snapshot.receive.chunk",  # follower: after writing one received snapshot chunk
     "snapshot.install.unpacked",  # follower: snapshot verified and unpacked, nothing switched yet
+    "snapshot.install.kept",  # follower: received snapshot kept as its dump, database not switched
     "snapshot.install.switched",  # follower: new database switched in, journal not yet reset
     "snapshot.pack.replaced",  # any node: new dump renamed in place, journal not yet compacted
     "journal.compact.written",  # any node: compacted journal written, not yet renamed

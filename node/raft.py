@@ -456,6 +456,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
                 fsync_dir(self.raft_dir)
                 path.unlink()
                 snapshot.remove_unused_dumps(self.raft_dir, self.raft_dir / DUMP_NAME)
+                failpoint("snapshot.install.kept")
             try:
                 self.store.swap(stage / snapshot.DB_DIR)
             except (StoreError, StorageFailure, OSError) as exc:

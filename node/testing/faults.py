@@ -35,7 +35,12 @@ FAULTS = PROCESS_FAULTS + SNAPSHOT_FAULTS
 TAKEOVER_ROUNDS = ("kill_leader", "pause_leader", "cut_node")
 #: Failpoints (node/failstop.py) a receiver hits while installing a snapshot, and those a
 #: node hits while writing its own snapshot and compacting its journal.
-RECEIVER_FAILPOINTS = ("snapshot.receive.chunk", "snapshot.install.unpacked", "snapshot.install.switched")
+RECEIVER_FAILPOINTS = (
+    "snapshot.receive.chunk",
+    "snapshot.install.unpacked",
+    "snapshot.install.kept",
+    "snapshot.install.switched",
+)
 PACKER_FAILPOINTS = ("snapshot.pack.replaced", "journal.compact.written")
 TRANSFER_CHUNK = 1 << 20  # PySyncObj's logCompactionBatchSize as the node configures it
 
