@@ -263,7 +263,7 @@ class Retriever:
             if kind == KIND_MEMORY:
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near[ref]]
         scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
-        best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
+        best = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:CONTEXT_EXPAND].tolist()
         have = {c.key for c in candidates}
         wanted: list[tuple[Hashable, int, int]] = []  # (key, candidate that brings it, distance)
         for i in best:
