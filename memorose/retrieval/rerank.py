@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,7 +76,9 @@ def term_counts(content: str) -> Counter[str]:
     """Memories are re-ranked again and again: analyse each text once (callers never mutate).
     Bounded to ~20 MB: at 100K memories an unbounded-looking 100,000 entries grew the node
     by ~5 MiB per 100 queries (docs/benchmarks.md, "Footprint")."""
-    return Counter(analyze(content))
+    counts: Counter[str] = Counter.__new__(Counter)  # ``Counter(terms)`` without its
+    _count_elements(counts, analyze(content))  # Python-level ``__init__``/``update``: half the cost
+    return counts
 
 
 @dataclass(frozen=True)
