@@ -217,9 +217,10 @@ NARROW_BLOCKS_PER_ROW = 4
 
 def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
     """Rows (ascending) whose score is at least a lower bound of the k-th largest (every
-    finite row when that bound is -inf), or None when it is not usable (a NaN). The bound: the k-th largest of the maxima of
-    ``NARROW_BLOCKS_PER_ROW * k`` disjoint blocks of rows, since k distinct rows (the
-    maxima of k blocks) score at least that much. One pass over the scores, no sort."""
+    finite row when that bound is -inf), or None when it is not usable (a NaN). The bound:
+    the k-th largest of the maxima of ``NARROW_BLOCKS_PER_ROW * k`` disjoint blocks of rows,
+    since k distinct rows (the maxima of k blocks) score at least that much. One pass over
+    the scores, no sort."""
     n = scores.shape[0]
     size = -(-n // (NARROW_BLOCKS_PER_ROW * k))
     maxima = np.maximum.reduceat(scores, np.arange(0, n, size))
@@ -237,10 +238,7 @@ def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
     the rows that can be among them (``_at_least_kth``) and picks from those, lowest row
     first among equal scores at the k-th place."""
     rows = _at_least_kth(scores, k) if k > 0 and scores.shape[0] >= NARROW_ROWS else None
-    if rows is None:
-        top = top_indices(scores, k)
-    else:
-        top = rows[np.argsort(-scores[rows], kind="stable")[:k]]
+    top = top_indices(scores, k) if rows is None else rows[np.argsort(-scores[rows], kind="stable")[:k]]
     values = scores[top]
     finite = np.isfinite(values)
     if not finite.all():
