@@ -336,7 +336,22 @@ def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> 
     query nothing answers does not lift its least bad candidate to 1. One product for all."""
     if query_vec is None:
         return [0.0] * len(candidates)
-    return list(np.maximum(0.0, cosines(query_vec, [c.vector for c in candidates])).tolist())
+    vectors = [c.vector for c in candidates]
+    rows = _matrix_of(vectors, query_vec)
+    found = cosines(query_vec, vectors) if rows is None else (rows @ query_vec).astype(np.float64)
+    return list(np.maximum(0.0, found).tolist())
+
+
+def _matrix_of(vectors: list[np.ndarray | None], like: np.ndarray) -> np.ndarray | None:
+    """The vectors as one matrix when every one is there and of ``like``'s size and type (the
+    matrix ``cosines`` would stack, built by one C call), else None (``cosines`` sorts out
+    the missing and the foreign)."""
+    try:
+        rows = np.array(vectors)
+    except (TypeError, ValueError):  # ragged: another model's vector among them
+        return None
+    fits = rows.ndim == 2 and like.ndim == 1 and rows.shape[1] == like.shape[0]
+    return rows if fits and rows.dtype == like.dtype == np.float32 else None
 
 
 def rank(

@@ -14,10 +14,11 @@ import pytest
 
 from memorose import commands
 from memorose.models import Memory
+from memorose.providers.embeddings.base import cosines
 from memorose.providers.embeddings.hashing import HashingEmbedder
 from memorose.retrieval import query_vector, search
 from memorose.retrieval.query_vector import Background
-from memorose.retrieval.rerank import Candidate, best_first
+from memorose.retrieval.rerank import Candidate, best_first, cosine_scores
 from memorose.retrieval.search import Retriever, RetrieveRequest
 from memorose.storage import vectors
 from memorose.storage.vectors import top_hits
@@ -140,3 +141,23 @@ def test_the_early_vector_ranking_answers_as_the_late_one(
     early_answers = [retriever.retrieve(r)["results"] for r in requests]
     assert all(started[len(requests) :]) and len(started) == 2 * len(requests)
     assert early_answers == late and any(late)
+
+
+def test_cosines_of_candidates_equal_the_per_vector_product() -> None:
+    rng = np.random.default_rng(2)
+    query = rng.standard_normal(DIM).astype(np.float32)
+
+    def vector(kind: str) -> np.ndarray | None:
+        if kind == "none":
+            return None
+        size = DIM if kind == "same" else DIM // 2  # "other": another model's space
+        return rng.standard_normal(size).astype(np.float32)
+
+    for kinds in (["same"] * 50, ["same", "none", "same"], ["same", "other"], ["none"], []):
+        cands = [Candidate(("m", f"m{i}"), {}, "s", 0.0, vector(k)) for i, k in enumerate(kinds)]
+        plain = [
+            max(0.0, float(np.dot(query, c.vector))) if kind == "same" and c.vector is not None else 0.0
+            for c, kind in zip(cands, kinds, strict=True)
+        ]
+        assert np.allclose(cosine_scores(cands, query), plain, rtol=1e-6, atol=1e-6)
+        assert cosine_scores(cands, query) == list(np.maximum(0.0, cosines(query, [c.vector for c in cands])))
