@@ -224,7 +224,7 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
     n = scores.shape[0]
     size = -(-n // (NARROW_BLOCKS_PER_ROW * k))
     maxima = np.maximum.reduceat(scores, np.arange(0, n, size))
-    if maxima.shape[0] < k:
+    if maxima.shape[0] < k or np.isnan(maxima).any():
         return None
     bound = np.partition(maxima, maxima.shape[0] - k)[maxima.shape[0] - k]
     if bound == -np.inf:  # fewer than k blocks hold a row of the stream asked for
@@ -235,10 +235,17 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
 
 def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
     """The ``k`` best finite scores, best first (ties: row order). A large scan keeps only
-    the rows that can be among them (``_at_least_kth``) and picks from those, lowest row
-    first among equal scores at the k-th place."""
+    the rows that can be among them (``_at_least_kth``) and ranks those; where rows tie
+    across the k-th place (rare) the partition of all rows picks which get in, as it did
+    before the shortcut, so the hits are the same."""
+    top = None
     rows = _at_least_kth(scores, k) if k > 0 and scores.shape[0] >= NARROW_ROWS else None
-    top = top_indices(scores, k) if rows is None else rows[np.argsort(-scores[rows], kind="stable")[:k]]
+    if rows is not None:
+        ranked = rows[np.argsort(-scores[rows], kind="stable")]
+        if ranked.shape[0] <= k or scores[ranked[k - 1]] != scores[ranked[k]]:
+            top = ranked[:k]
+    if top is None:
+        top = top_indices(scores, k)
     values = scores[top]
     finite = np.isfinite(values)
     if not finite.all():
