@@ -22,6 +22,7 @@ from benchmarks.report import save_json
 from memorose import commands
 from memorose.config import RaftSettings
 from memorose.storage.rocks import RocksStore
+from node import snapshot
 from node.raft import RaftNode
 from node.runner import free_port
 
@@ -99,7 +100,7 @@ def run_snapshot_bench(args: argparse.Namespace) -> int:
         size_mb = store.disk_bytes() / 1e6
         inline = compaction_stall(node, inline=True)
         background = compaction_stall(node, inline=False)
-        dump_mb = (Path(tmp) / "raft" / "dump").stat().st_size / 1e6
+        dump_mb = snapshot.stream_size(Path(tmp) / "raft" / "dump") / 1e6
         node.destroy()
         time.sleep(0.2)
         store.close()

@@ -143,21 +143,29 @@ def rss_bytes(pid: int) -> int:
 
 
 def disk_usage(root: Path) -> dict[str, int]:
-    """Allocated bytes under ``root``, in total and per top-level entry (rocks, index, raft...)."""
+    """Allocated bytes under ``root``, in total and per top-level entry (rocks, index, raft...).
+    A file with several hard links is counted once, under the first entry that holds it:
+    ``rocks`` comes first, so ``raft`` shows only the tables its dump alone keeps."""
     parts: dict[str, int] = {}
+    seen: set[tuple[int, int]] = set()
     # ``rocks`` is a symlink to its live generation (``rocks-<n>``): counted once, under
     # ``rocks`` (following the link as well counted the database twice).
     linked = {entry.resolve() for entry in root.iterdir() if entry.is_symlink() and entry.is_dir()}
-    for entry in root.iterdir():
+    for entry in sorted(root.iterdir(), key=lambda e: (e.name != "rocks", e.name)):
         if not entry.is_symlink() and entry.resolve() in linked:
             continue
-        paths: Iterable[Path] = entry.rglob("*") if entry.is_dir() else [entry]
+        top = entry.resolve() if entry.is_symlink() and entry.is_dir() else entry
+        paths: Iterable[Path] = top.rglob("*") if top.is_dir() else [top]
         size = 0
-        for path in [entry, *paths] if entry.is_dir() else paths:
+        for path in [top, *paths] if top.is_dir() else paths:
             try:
                 st = path.lstat()
             except FileNotFoundError:
                 continue
+            if st.st_nlink > 1 and not path.is_dir():
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             size += st.st_blocks * 512
         parts[entry.name] = size
     return {"total": sum(parts.values()), **dict(sorted(parts.items()))}

@@ -7,9 +7,10 @@ it is deterministic on every replica. New command types are added here and dispa
 renumbers PySyncObj's method ids.
 
 Vectors travel compactly: in the journal a consolidate or reembed command carries its
-embeddings as float16 (``"vectors": "f16"``), half the bytes of the float32 the rest of the
-system uses; ``decode`` widens them back, so apply stores the same float32 bytes on every
-replica. Entries written before (no ``vectors`` key, float32) decode unchanged.
+embeddings as float16 (``"vectors": "f16"``), half the bytes of float32, and apply stores
+them as they travel: a memory record holds float16 too (``Memory.vector`` widens it, telling
+the two apart by ``embedding_dim``). Entries written before (no ``vectors`` key, float32)
+decode unchanged and store float32, exactly as the version that wrote them did.
 """
 
 from __future__ import annotations
@@ -77,13 +78,20 @@ def _to_f16(embedding: bytes) -> bytes:
     return np.frombuffer(embedding, "<f4").astype("<f2").tobytes()
 
 
-def _to_f32(embedding: bytes) -> bytes:
-    return np.frombuffer(embedding, "<f2").astype("<f4").tobytes()
-
-
 def _fits_f16(embedding: bytes) -> bool:
     values = np.frombuffer(embedding, "<f4")
     return bool(np.isfinite(values).all() and np.abs(values).max(initial=0.0) <= _F16_MAX)
+
+
+def _compactable(holder: dict[str, Any]) -> bool:
+    """float32 that float16 can hold, with the ``embedding_dim`` a float16 record needs to be
+    told apart from float32 (``models.embedding_vector``)."""
+    embedding = holder["embedding"]
+    return (
+        len(embedding) % 4 == 0
+        and holder.get("embedding_dim") == len(embedding) // 4
+        and _fits_f16(embedding)
+    )
 
 
 def _embeddings(command: dict[str, Any]) -> list[dict[str, Any]]:
@@ -121,25 +129,26 @@ def _with_embedding(holder: Any, convert: Callable[[bytes], bytes]) -> Any:
 
 def compact_vectors(command: dict[str, Any]) -> dict[str, Any]:
     """The journal form: float32 embeddings as float16 (unchanged if there are none, if
-    they are already compact, or if one does not fit)."""
+    they are already compact, or if one does not fit or lacks its ``embedding_dim``)."""
     if command.get("vectors") is not None:
         return command
-    embeddings = [h["embedding"] for h in _embeddings(command)]
-    if not embeddings or not all(len(e) % 4 == 0 and _fits_f16(e) for e in embeddings):
+    holders = _embeddings(command)
+    if not holders or not all(_compactable(h) for h in holders):
         return command
     return {**_convert(command, _to_f16), "vectors": VECTORS_F16}
 
 
-def expand_vectors(command: dict[str, Any]) -> dict[str, Any]:
-    """The in-memory form: float32 embeddings (old entries are already in it)."""
+def _check_vectors(command: dict[str, Any]) -> str | None:
+    """The command's vector encoding (None: float32); an unknown one, or a float16
+    embedding of an odd length, is a ``CodecError`` on every replica alike."""
     compact = command.get("vectors")
     if compact is None:
-        return command
+        return None
     if compact != VECTORS_F16:
         raise CodecError(f"unknown vector encoding {compact!r}")
-    out = _convert(command, _to_f32)
-    del out["vectors"]
-    return out
+    if any(len(h["embedding"]) % 2 for h in _embeddings(command)):
+        raise CodecError("a float16 embedding of an odd number of bytes")
+    return compact
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -154,12 +163,8 @@ def decode(payload: bytes) -> dict[str, Any]:
         raise CodecError(f"undecodable command: {exc}") from exc
     if not isinstance(command, dict) or command.get("type") not in KNOWN_TYPES:
         raise CodecError("payload is not a known command")
-    try:
-        return expand_vectors(command)
-    except CodecError:
-        raise
-    except Exception as exc:  # a malformed embedding (odd length, wrong type)
-        raise CodecError(f"undecodable vectors: {exc}") from exc
+    _check_vectors(command)
+    return command
 
 
 def ingest(requests: list[dict[str, Any]], ingested_at: float) -> dict[str, Any]:

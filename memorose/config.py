@@ -267,6 +267,11 @@ class RuntimeSettings(_Section):
     gc_gen0_threshold: int = Field(20_000, ge=100, le=10_000_000)
     #: How often the frozen heap is collected once in full and frozen again (0: never).
     gc_refreeze_secs: float = Field(900.0, ge=0)
+    #: At most this many glibc malloc arenas (0: the C library's default, 8 per core).
+    malloc_arenas: int = Field(2, ge=0, le=1024)
+    #: Return freed heap to the system when the node falls idle after work: checked every
+    #: this many seconds (0: never).
+    heap_trim_check_secs: float = Field(0.5, ge=0)
 
 
 class LimitSettings(_Section):

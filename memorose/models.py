@@ -129,6 +129,22 @@ class Event:
         return cls(**data)
 
 
+def embedding_vector(embedding: bytes, embedding_dim: int) -> np.ndarray:
+    """A stored embedding as float32: float16 records (2 bytes for each of ``embedding_dim``
+    dimensions) are widened, float32 ones are read in place."""
+    if embedding_dim and len(embedding) == 2 * embedding_dim:
+        return np.frombuffer(embedding, "<f2").astype(np.float32)
+    return np.frombuffer(embedding, np.float32)
+
+
+def embedding_fits(embedding: bytes, embedding_dim: int, dim: int) -> bool:
+    """A stored embedding has ``dim`` dimensions, in either encoding (a record without
+    ``embedding_dim``, written before it existed, is float32)."""
+    if embedding_dim:
+        return embedding_dim == dim and len(embedding) in (2 * dim, 4 * dim)
+    return len(embedding) == 4 * dim
+
+
 @dataclass
 class Memory:
     """An L1 memory: a consolidated fact with its embedding and provenance.
@@ -140,7 +156,9 @@ class Memory:
     memory_id: str
     stream_id: str
     content: str
-    embedding: bytes  # float32 little-endian, L2-normalised
+    #: L2-normalised, little-endian: float16 (2 bytes a dimension, what consolidation
+    #: writes) or float32 (records written before, and vectors float16 cannot hold).
+    embedding: bytes
     source_event_ids: list[str]
     created_at: float
     valid_from: float
@@ -151,7 +169,8 @@ class Memory:
     archived: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     embedding_model: str = ""
-    #: Length of ``embedding``; with ``embedding_model`` it tells a model change apart.
+    #: Dimensions of ``embedding``: with ``embedding_model`` it tells a model change apart,
+    #: and with the byte length, float16 from float32.
     embedding_dim: int = 0
     #: Bumped by every change the pipeline makes; each version is kept in the history.
     version: int = 1
@@ -173,12 +192,15 @@ class Memory:
         return out
 
     def vector(self) -> np.ndarray:
-        return np.frombuffer(self.embedding, dtype=np.float32)
+        """The embedding as float32."""
+        return embedding_vector(self.embedding, self.embedding_dim)
 
     def in_space(self, model: str | None, dim: int) -> bool:
         """Embedded by ``model`` (None: any) at ``dim``: comparable with that model's vectors.
         Two models of one dimension (hashing and MiniLM are both 384) are different spaces."""
-        return len(self.embedding) == 4 * dim and (model is None or self.embedding_model == model)
+        return embedding_fits(self.embedding, self.embedding_dim, dim) and (
+            model is None or self.embedding_model == model
+        )
 
     @property
     def is_current(self) -> bool:

@@ -20,7 +20,9 @@ Giving freed heap back: glibc keeps memory that Python and the native libraries 
 arenas, for the next allocation; after a one-off peak (the startup load of a 100K-memory
 tenant decodes every record) that is ~100-200 MB of resident memory nothing will use again.
 ``malloc_trim(0)`` returns the free pages of every arena. On another C library (musl,
-macOS) it is absent and ``release_free_heap`` only collects.
+macOS) it is absent and ``release_free_heap`` only collects. A node also limits the number
+of arenas (``limit_malloc_arenas``) and trims once each time it falls idle after work
+(node/heap.py), so a burst of queries or writes leaves no resident memory behind it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,25 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _load_malloc_trim()
+#: glibc's ``mallopt`` parameter for the most arenas it creates.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(count: int) -> bool:
+    """At most ``count`` glibc malloc arenas from now on (0: the C library's default of 8
+    per core). Every thread that allocates while another holds an arena's lock gets an
+    arena of its own, and each keeps the memory its thread freed for later: a node's
+    Raft, HTTP, indexer, embedding and RocksDB threads held ~80 MB of 423 MiB that way at
+    100K memories (docs/benchmarks.md). True if the C library could be asked."""
+    if count <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, count))
 
 
 def release_free_heap(collect: bool = True) -> bool:

@@ -3,10 +3,11 @@
 One ``@replicated`` method takes opaque bytes (a versioned command) so that adding command
 types never renumbers PySyncObj's method ids.
 
-Snapshots are a RocksDB checkpoint packed in a tar file (node/snapshot.py). Taking the
-checkpoint is quick (a flush and hard links) and happens on the tick thread, so it is
-consistent with the applied index; packing the tar (a full copy of the database) happens on
-a background thread reported through PySyncObj's ``serializeChecker``, so log compaction
+Snapshots are a RocksDB checkpoint kept beside a small manifest (node/snapshot.py), sent
+as a tar stream generated from it. Taking the checkpoint is quick (a flush and hard links)
+and happens on the tick thread, so it is consistent with the applied index; fsyncing and
+describing it (a SHA-256 over the stream, a full read of the database) happen on a
+background thread reported through PySyncObj's ``serializeChecker``, so log compaction
 never stalls heartbeats. A snapshot received from the leader is verified whole before
 anything changes, unpacked and checked, switched in atomically, and installed only when it
 is ahead of this node; a local restart keeps RocksDB and replays the journal tail, which
@@ -347,22 +348,23 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         # previous dump in place until the background thread has a complete one.
 
     def _pack(self, stage: Path, meta: dict[str, Any], gen: int) -> None:
-        """Background thread: tar the checkpoint, then put it in place as the dump (unless
-        a snapshot was installed meanwhile). PySyncObj compacts the journal only after it
-        sees SUCCESS, and loading a dump keeps the log after it, so a crash anywhere here
-        loses nothing."""
+        """Background thread: make the checkpoint a dump directory, describe it, then put
+        its manifest in place as the dump (unless a snapshot was installed meanwhile).
+        PySyncObj compacts the journal only after it sees SUCCESS, and loading a dump keeps
+        the log after it, so a crash anywhere here loses nothing."""
         if not self.pack_inline:
-            lower_this_thread()  # a full copy of the database: yield the CPU to the tick thread
+            lower_this_thread()  # a full read of the database: yield the CPU to the tick thread
         dump = self.raft_dir / DUMP_NAME
         partial = self.raft_dir / "dump.packing"
         state = SERIALIZER_STATE.FAILED
         started = time.perf_counter()
         try:
-            info = snapshot.write_dump(partial, meta, stage / snapshot.DB_DIR)
+            info = snapshot.prepare_dump(self.raft_dir, meta, stage, partial)
             with self._snapshot_lock:
                 if gen == self._snapshot_gen:
                     os.replace(partial, dump)
                     fsync_dir(self.raft_dir)
+                    snapshot.remove_unused_dumps(self.raft_dir, dump)
                     self.snapshot_describer.remember(info)
                     failpoint("snapshot.pack.replaced")
                     state = SERIALIZER_STATE.SUCCESS
@@ -376,6 +378,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
                 partial.unlink()
             shutil.rmtree(stage, ignore_errors=True)
             with self._snapshot_lock:
+                if state != SERIALIZER_STATE.SUCCESS:  # a dump directory no manifest names
+                    snapshot.remove_unused_dumps(self.raft_dir, dump)
                 self._serialize_state = state
 
     def _serialize_checker(self) -> int:
@@ -428,9 +432,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 return None
-            self.snapshot_describer.remember(
-                snapshot.DumpInfo(size=header["size"], sha256=header["sha256"], index=last_index)
-            )
+            # Our dump is now the received database in our own form, a different stream
+            # from what arrived: the describer hashes it when a follower first needs it.
         # Installing can take longer than an election timeout: do not let the time spent
         # here start an election as soon as the tick loop resumes.
         self._SyncObj__raftElectionDeadline = time.monotonic() + self.tuning.max_timeout
@@ -445,8 +448,14 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         try:
             failpoint("snapshot.install.unpacked")
             if received:
-                os.replace(path, self.raft_dir / DUMP_NAME)
+                # Our dump becomes the received database, its tables hard-linked with the
+                # live copy that is switched in next; the received tar goes.
+                manifest = self.raft_dir / "dump.packing"
+                snapshot.link_dump(self.raft_dir, meta, stage / snapshot.DB_DIR, manifest)
+                os.replace(manifest, self.raft_dir / DUMP_NAME)
                 fsync_dir(self.raft_dir)
+                path.unlink()
+                snapshot.remove_unused_dumps(self.raft_dir, self.raft_dir / DUMP_NAME)
             try:
                 self.store.swap(stage / snapshot.DB_DIR)
             except (StoreError, StorageFailure, OSError) as exc:
@@ -569,13 +578,15 @@ def _not_used(filename: str) -> Any:
 
 
 def _remove_leftovers(raft_dir: Path) -> None:
-    """Partial files of a pack, transfer or install that a crash interrupted."""
+    """Partial files of a pack, transfer or install that a crash interrupted, and dump
+    directories the dump's manifest does not name."""
     for pattern in ("install-*", "snapshot-*", "dump.packing", INCOMING_DUMP, "dump.tmp", "dump.1.tmp"):
         for path in raft_dir.glob(pattern):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+    snapshot.remove_unused_dumps(raft_dir, raft_dir / DUMP_NAME)
 
 
 def _node(item: Any) -> TCPNode:

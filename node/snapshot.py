@@ -1,10 +1,18 @@
 """Raft snapshots on disk and on the wire: a dump that cannot install a wrong state.
 
-A dump is a tar file: ``snapshot-meta.json`` (the last entry it covers, the entry before
-it, the cluster members, RocksDB's applied index, a format version) followed by ``db/``, a
-RocksDB checkpoint. PySyncObj streams it to a follower in chunks that carry nothing but
-bytes, and ``tarfile`` reads a truncated archive as a complete one; so nothing here trusts
-the transport:
+On the wire a dump is a tar stream: ``snapshot-meta.json`` (the last entry it covers, the
+entry before it, the cluster members, RocksDB's applied index, a format version) followed by
+``db/``, a RocksDB checkpoint. On disk (``raft/dump``) it is a small JSON manifest that holds
+the meta and names a checkpoint directory beside it (``raft/dump-<n>/db``); that checkpoint's
+table files are hard links shared with the live database, so a dump costs only the tables the
+database has compacted away since (a tar on disk was a second copy of the database). The tar
+stream is generated from the directory, byte for byte the same every time it is read
+(``DumpStream``). A dump written by an earlier version (a tar file at ``raft/dump``) is read,
+sent and installed as it is, until the next snapshot replaces it.
+
+PySyncObj streams the dump to a follower in chunks that carry nothing but bytes, and
+``tarfile`` reads a truncated archive as a complete one; so nothing here trusts the
+transport:
 
 - the sender describes the dump (``DumpInfo``: length, SHA-256, the Raft index it covers)
   and every chunk carries that description and its offset;
@@ -32,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from memorose.storage.rocks import StoreError, fsync_tree, open_applied_index
+from memorose.storage.rocks import StoreError, fsync_dir, fsync_tree, open_applied_index
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +73,140 @@ class DumpInfo:
         }
 
 
-# -- the dump file ----------------------------------------------------------------------------
-def write_dump(path: Path, meta: dict[str, Any], db_dir: Path) -> DumpInfo:
-    """Pack ``meta`` and the checkpoint ``db_dir`` into ``path`` (fsynced) and describe it."""
-    meta = {**meta, "format": FORMAT_VERSION}
-    with tarfile.open(path, "w") as tar:
-        encoded = json.dumps(meta).encode()
-        info = tarfile.TarInfo(META_NAME)
-        info.size = len(encoded)
-        tar.addfile(info, _BytesReader(encoded))
-        tar.add(db_dir, arcname=DB_DIR)
-    fd = os.open(path, os.O_RDONLY)
+# -- the dump on disk --------------------------------------------------------------------------
+#: ``format`` of a manifest dump (a tar file at the dump path is the earlier form).
+MANIFEST_FORMAT = 2
+#: Checkpoint directories of manifest dumps: ``dump-<n>`` beside the manifest.
+DUMP_DIR_PREFIX = "dump-"
+#: Files a checkpoint may share with the live database by hard link: RocksDB never changes
+#: a table file once written. Everything else (MANIFEST, CURRENT, OPTIONS, logs) is copied.
+_IMMUTABLE_SUFFIXES = (".sst", ".blob")
+_BLOCK = 512
+
+
+def prepare_dump(raft_dir: Path, meta: dict[str, Any], stage: Path, manifest: Path) -> DumpInfo:
+    """Turn ``stage`` (a directory holding the checkpoint ``db/``) into a dump directory
+    ``dump-<n>`` beside it and write its manifest at ``manifest`` (fsynced; the caller
+    renames it over the dump). Returns the description of the tar stream it stands for."""
+    target = _new_dump_dir(raft_dir)
+    (stage / DB_DIR).rename(target / DB_DIR)
+    stage.rmdir()
+    _unshare_mutable(target / DB_DIR)
+    fsync_tree(target)
+    fsync_dir(raft_dir)
+    return _write_manifest(manifest, {**meta, "format": FORMAT_VERSION}, target)
+
+
+def _unshare_mutable(db_dir: Path) -> None:
+    """Only table files may stay shared with the live database: RocksDB links a closed
+    write-ahead log into a checkpoint too, and a database set to recycle its logs would
+    overwrite one in place. Such a file becomes a copy of its own."""
+    for path in db_dir.iterdir():
+        if path.name.endswith(_IMMUTABLE_SUFFIXES) or path.stat().st_nlink == 1:
+            continue
+        copy = path.with_name(path.name + ".copy")
+        shutil.copyfile(path, copy)
+        os.replace(copy, path)
+
+
+def link_dump(raft_dir: Path, meta: dict[str, Any], db_dir: Path, manifest: Path) -> None:
+    """A dump directory holding ``db_dir``'s database (tables hard-linked, the rest copied),
+    with its manifest at ``manifest``: a received snapshot kept as this node's dump without
+    a second copy of its tables. ``db_dir`` must not be open yet."""
+    target = _new_dump_dir(raft_dir)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return describe(path, meta)
+        (target / DB_DIR).mkdir()
+        for source in sorted(db_dir.iterdir()):
+            if not source.is_file():
+                raise SnapshotError(f"{source}: a snapshot database holds only files")
+            if source.name.endswith(_IMMUTABLE_SUFFIXES):
+                os.link(source, target / DB_DIR / source.name)
+            else:
+                shutil.copyfile(source, target / DB_DIR / source.name)
+        fsync_tree(target)
+        fsync_dir(raft_dir)
+        _write_manifest(manifest, meta, target, describe_it=False)
+    except (OSError, SnapshotError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        manifest.unlink(missing_ok=True)
+        raise SnapshotError(f"keeping the received snapshot as this node's dump failed: {exc}") from exc
+
+
+def _write_manifest(
+    manifest: Path, meta: dict[str, Any], target: Path, *, describe_it: bool = True
+) -> DumpInfo:
+    body = {"format": MANIFEST_FORMAT, "dir": target.name, "meta": meta}
+    with manifest.open("wb") as f:
+        f.write(json.dumps(body, sort_keys=True).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    if not describe_it:
+        return DumpInfo(size=0, sha256="", index=int(meta["last"][1]))
+    return describe(manifest, meta, directory=target)
+
+
+def _new_dump_dir(raft_dir: Path) -> Path:
+    """A new, empty ``dump-<n>`` directory (created exclusively: a pack on its thread and
+    an install on the tick thread never get the same one)."""
+    while True:
+        numbers = [_dump_number(p.name) for p in raft_dir.glob(f"{DUMP_DIR_PREFIX}*")]
+        target = raft_dir / f"{DUMP_DIR_PREFIX}{max((n for n in numbers if n is not None), default=0) + 1}"
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+
+
+def _dump_number(name: str) -> int | None:
+    suffix = name[len(DUMP_DIR_PREFIX) :]
+    return int(suffix) if name.startswith(DUMP_DIR_PREFIX) and suffix.isdigit() else None
+
+
+def remove_unused_dumps(raft_dir: Path, manifest: Path) -> None:
+    """Delete every ``dump-<n>`` directory the manifest at ``manifest`` does not name (a
+    replaced dump, or one a crash left before its manifest was written)."""
+    keep = _manifest(manifest).get("dir") if _is_manifest(manifest) else None
+    for path in raft_dir.glob(f"{DUMP_DIR_PREFIX}*"):
+        if path.name != keep and _dump_number(path.name) is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_manifest(path: Path) -> bool:
+    """A manifest dump (JSON) rather than a tar file (whose first member name comes first)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(1) == b"{"
+    except FileNotFoundError:
+        return False
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"{path}: unreadable dump manifest ({exc})") from exc
+    if body.get("format") != MANIFEST_FORMAT or not isinstance(body.get("meta"), dict):
+        raise SnapshotError(f"{path}: a dump manifest of an unknown format")
+    if _dump_number(str(body.get("dir"))) is None:
+        raise SnapshotError(f"{path}: the manifest names no dump directory")
+    return body
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """The meta of a dump (its first member); raises SnapshotError if it is not there."""
+    """The meta of a dump (a manifest, or a tar whose first member it is); raises
+    SnapshotError if it is not there."""
+    if _is_manifest(path):
+        meta: dict[str, Any] = _manifest(path)["meta"]
+    else:
+        meta = _tar_meta(path)
+    for key in ("last", "prev", "cluster", "applied_index"):
+        if key not in meta:
+            raise SnapshotError(f"{path}: snapshot meta lacks {key!r}")
+    return meta
+
+
+def _tar_meta(path: Path) -> dict[str, Any]:
     try:
         with tarfile.open(path, "r:") as tar:
             first = tar.next()
@@ -95,32 +217,130 @@ def read_meta(path: Path) -> dict[str, Any]:
             meta: dict[str, Any] = json.loads(member.read())
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise SnapshotError(f"{path}: unreadable snapshot meta ({exc})") from exc
-    for key in ("last", "prev", "cluster", "applied_index"):
-        if key not in meta:
-            raise SnapshotError(f"{path}: snapshot meta lacks {key!r}")
     return meta
 
 
-def describe(path: Path, meta: dict[str, Any] | None = None) -> DumpInfo:
-    """Length and SHA-256 of the dump file (reads it whole), and the index it covers."""
+class DumpStream:
+    """A dump read as its tar stream, sequentially: the file itself for a tar dump, a tar
+    generated from the directory for a manifest dump (headers with fixed owners, modes and
+    times, members in name order, so every read gives the same bytes). A table removed
+    under a reader (the dump was replaced meanwhile) raises OSError: the sender then
+    starts over with the new dump."""
+
+    def __init__(self, path: Path, meta: dict[str, Any] | None = None, directory: Path | None = None) -> None:
+        self._segments: list[bytes | tuple[Path, int]] = []
+        self._file: IO[bytes] | None = None
+        if directory is None and not _is_manifest(path):
+            self._file = path.open("rb")
+            self.size = os.fstat(self._file.fileno()).st_size
+            return
+        if directory is None or meta is None:
+            body = _manifest(path)
+            meta, directory = body["meta"], path.parent / body["dir"]
+        self._build(meta, directory)
+        self.size = sum(len(s) if isinstance(s, bytes) else s[1] + (-s[1] % _BLOCK) for s in self._segments)
+        self._index = 0
+        self._segment_size = 0
+        self._open: IO[bytes] | None = None
+        self._left = 0  # bytes left of the current file segment (its padding follows)
+        self._pending = b""
+
+    def _build(self, meta: dict[str, Any], directory: Path) -> None:
+        encoded = json.dumps(meta, sort_keys=True).encode()
+        self._segments.append(_header(META_NAME, len(encoded)) + _padded(encoded))
+        db = directory / DB_DIR
+        self._segments.append(_header(DB_DIR, 0, directory=True))
+        for path in sorted(db.iterdir()):
+            size = path.stat().st_size
+            self._segments.append(_header(f"{DB_DIR}/{path.name}", size))
+            self._segments.append((path, size))
+        self._segments.append(bytes(2 * _BLOCK))
+
+    def read(self, size: int) -> bytes:
+        if self._file is not None:
+            return self._file.read(size)
+        out: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            if not self._pending and not self._refill():
+                break
+            piece, self._pending = self._pending[:wanted], self._pending[wanted:]
+            out.append(piece)
+            wanted -= len(piece)
+        return b"".join(out)
+
+    def _refill(self) -> bool:
+        """Load the next bytes of the stream into ``_pending``; False at the end."""
+        if self._open is not None:
+            data = self._open.read(min(self._left, _HASH_BLOCK))
+            if len(data) < min(self._left, _HASH_BLOCK):
+                raise OSError(f"{self._open.name}: shorter than when the dump was described")
+            self._left -= len(data)
+            if self._left == 0:
+                self._open.close()
+                self._open = None
+                data += bytes(-self._segment_size % _BLOCK)
+            self._pending = data
+            return True
+        if self._index >= len(self._segments):
+            return False
+        segment = self._segments[self._index]
+        self._index += 1
+        if isinstance(segment, bytes):
+            self._pending = segment
+            return True
+        path, self._segment_size = segment
+        if self._segment_size == 0:
+            return self._refill()
+        self._open, self._left = path.open("rb"), self._segment_size
+        return self._refill()
+
+    def close(self) -> None:
+        for f in (self._file, getattr(self, "_open", None)):
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> DumpStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _header(name: str, size: int, *, directory: bool = False) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.mtime = 0
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % _BLOCK)
+
+
+def describe(path: Path, meta: dict[str, Any] | None = None, *, directory: Path | None = None) -> DumpInfo:
+    """Length and SHA-256 of the dump's tar stream (reads it whole), and the index it covers."""
     meta = meta if meta is not None else read_meta(path)
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
+    with DumpStream(path, meta if directory is not None else None, directory) as stream:
+        while block := stream.read(_HASH_BLOCK):
             digest.update(block)
             size += len(block)
     return DumpInfo(size=size, sha256=digest.hexdigest(), index=int(meta["last"][1]))
 
 
 def unpack(path: Path, work_dir: Path) -> tuple[dict[str, Any], Path]:
-    """Extract a verified dump into a new directory under ``work_dir``; returns the meta
-    and the directory holding ``db/``. The database must open as is, at the meta's
-    applied index, and everything is fsynced. The caller owns (and removes) the directory."""
+    """Extract a verified dump (a received tar, or this node's own dump in either form) into
+    a new directory under ``work_dir``; returns the meta and the directory holding ``db/``.
+    The database must open as is, at the meta's applied index, and everything is fsynced.
+    The caller owns (and removes) the directory."""
     meta = read_meta(path)
     stage = Path(tempfile.mkdtemp(prefix="install-", dir=work_dir))
     try:
-        with tarfile.open(path, "r:") as tar:
+        with DumpStream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             tar.extractall(stage, filter="data")
         db = stage / DB_DIR
         if not (db / "CURRENT").is_file():
@@ -136,6 +356,15 @@ def unpack(path: Path, work_dir: Path) -> tuple[dict[str, Any], Path]:
         shutil.rmtree(stage, ignore_errors=True)
         raise SnapshotError(str(exc)) from exc
     return meta, stage
+
+
+def stream_size(path: Path) -> int:
+    """Bytes of the dump's tar stream (what a transfer sends); 0 if there is no dump."""
+    try:
+        with DumpStream(path) as stream:
+            return stream.size
+    except (OSError, SnapshotError):
+        return 0
 
 
 class Describer:
@@ -189,7 +418,7 @@ class Describer:
 @dataclass
 class _Outgoing:
     info: DumpInfo
-    file: IO[bytes]
+    stream: DumpStream
     offset: int
     term: int
 
@@ -217,7 +446,15 @@ class Sender:
             if transfer is None:
                 return None
         offset = transfer.offset
-        data = transfer.file.read(self.chunk_bytes)
+        try:
+            data = transfer.stream.read(self.chunk_bytes)
+        except OSError:  # the dump was replaced under the transfer: start over with the new one
+            log.info("the dump changed during a transfer to %s; starting over", node)
+            self.cancel(node)
+            return None
+        if not data and transfer.offset < transfer.info.size:  # shorter than described
+            self.cancel(node)
+            return None
         transfer.offset += len(data)
         is_last = transfer.offset >= transfer.info.size
         if is_last:
@@ -229,21 +466,21 @@ class Sender:
         if info is None:
             return None
         try:
-            file = self.describer.path.open("rb")
-        except OSError:
+            stream = DumpStream(self.describer.path)
+        except (OSError, SnapshotError):
             return None
-        if os.fstat(file.fileno()).st_size != info.size:  # replaced since it was described
-            file.close()
+        if stream.size != info.size:  # replaced since it was described
+            stream.close()
             return None
         self.started += 1
-        transfer = _Outgoing(info=info, file=file, offset=0, term=term)
+        transfer = _Outgoing(info=info, stream=stream, offset=0, term=term)
         self._transfers[node] = transfer
         return transfer
 
     def cancel(self, node: Any) -> None:
         transfer = self._transfers.pop(node, None)
         if transfer is not None:
-            transfer.file.close()
+            transfer.stream.close()
 
     def restart(self, node: Any) -> None:
         """The follower asked to start over (it saw a gap or a bad checksum)."""
@@ -341,17 +578,3 @@ class Receiver:
         self._received = 0
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-class _BytesReader:
-    """A minimal file object for ``TarFile.addfile`` (avoids io.BytesIO's copy)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk = self._data[self._pos : end]
-        self._pos += len(chunk)
-        return chunk

@@ -105,6 +105,7 @@ class Candidate:
     source: dict[str, Any] | Callable[[], dict[str, Any]]
     stream_id: str
     valid_from: float
+    #: The embedding as stored (float16 or float32; ``cosines`` widens them together).
     vector: np.ndarray | None = None
     #: (key of a neighbouring memory, signed distance in the timeline), see timeline.py.
     neighbours: list[tuple[Hashable, int]] = field(default_factory=list)
@@ -343,15 +344,17 @@ def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> 
 
 
 def _matrix_of(vectors: list[np.ndarray | None], like: np.ndarray) -> np.ndarray | None:
-    """The vectors as one matrix when every one is there and of ``like``'s size and type (the
-    matrix ``cosines`` would stack, built by one C call), else None (``cosines`` sorts out
-    the missing and the foreign)."""
+    """The vectors as one float32 matrix when every one is there and of ``like``'s size (the
+    matrix ``cosines`` would stack and widen, built by one C call), else None (``cosines``
+    sorts out the missing and the foreign)."""
     try:
         rows = np.array(vectors)
     except (TypeError, ValueError):  # ragged: another model's vector among them
         return None
     fits = rows.ndim == 2 and like.ndim == 1 and rows.shape[1] == like.shape[0]
-    return rows if fits and rows.dtype == like.dtype == np.float32 else None
+    if not fits or like.dtype != np.float32 or rows.dtype not in (np.float32, np.float16):
+        return None
+    return rows if rows.dtype == np.float32 else rows.astype(np.float32)  # stored float16: widened
 
 
 def rank(

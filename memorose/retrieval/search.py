@@ -10,6 +10,7 @@ BM25 over that (small) tail so nothing acknowledged is ever invisible.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ from memorose.storage.indexer import Indexer, is_searchable
 from memorose.storage.reader import MemoryHead, StateReader, memory_view
 
 MAX_TAIL_SCAN = 5000
+MAX_EMPTY_TAILS = 4096
 #: Vector hits below this cosine are not candidates: for a sentence model, unrelated.
 VECTOR_FLOOR = 0.05
 #: Reciprocal rank fusion constant (first-stage-only mode, ``[retrieval] rerank = false``).
@@ -64,6 +66,10 @@ EARLY_SCAN_ROWS = 16_384
 #: join one (a fixed number, so a smaller ``top_k`` answers with a prefix of a larger one).
 PASSAGE_SPAN = passages.MAX_SPAN
 PASSAGE_DEPTH = 10
+#: A tenant of at most this many memories is "small": its queries read most of it each
+#: time, so records and neighbour lists are kept between them (``RecordCache``,
+#: ``NeighbourMemo``); a larger tenant's path is unchanged.
+SMALL_TENANT = 1000
 
 
 @dataclass(frozen=True)
@@ -88,15 +94,22 @@ class Reads:
     and the passages share them (one multi-get per step). Each is kept as its head (what
     ranking reads) with its record, which only the results decode in full."""
 
-    def __init__(self, reader: StateReader, tenant_id: str) -> None:
+    def __init__(self, reader: StateReader, tenant_id: str, records: RecordCache | None = None) -> None:
         self.reader = reader
         self.tenant_id = tenant_id
+        self.records = records
         self._memories: dict[str, tuple[MemoryHead, bytes] | None] = {}
+        #: Timeline neighbours looked up for the re-ranker (memory id -> (id, distance)),
+        #: which the passages' windows reuse (same span and gap, same timeline).
+        self.neighbours: dict[str, list[tuple[str, int]]] = {}
 
     def memories(self, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
         missing = [m for m in dict.fromkeys(memory_ids) if m not in self._memories]
         if missing:
-            found = self.reader.memory_heads_many(self.tenant_id, missing)
+            if self.records is not None:
+                found = self.records.heads_many(self.reader, self.tenant_id, missing)
+            else:
+                found = self.reader.memory_heads_many(self.tenant_id, missing)
             for memory_id in missing:
                 self._memories[memory_id] = found.get(memory_id)
         out = {}
@@ -105,6 +118,106 @@ class Reads:
             if memory is not None:
                 out[memory_id] = memory
         return out
+
+
+class RecordCache:
+    """Memory records (head and bytes) read by recent queries, each tagged with the store's
+    change count (``RocksStore.writes``) read before it was: valid while the store still
+    reads that count, so a record is never served once anything was written after it was
+    read. A small tenant's queries read most of its memories every time (a multi-get and
+    a decode of ~100 records, ~0.15 ms of a ~1.7 ms query); between two writes (touches
+    flush once a second) they come from here. Bounded: oldest first out."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._kept: dict[tuple[str, str], tuple[int, tuple[MemoryHead, bytes]]] = {}
+
+    def heads_many(
+        self, reader: StateReader, tenant_id: str, memory_ids: list[str]
+    ) -> dict[str, tuple[MemoryHead, bytes]]:
+        """``reader.memory_heads_many``, reading from the store only what is not kept."""
+        now = reader.store.writes  # before reading: a write after it invalidates what we read
+        kept = self._kept
+        out: dict[str, tuple[MemoryHead, bytes]] = {}
+        missing = []
+        for memory_id in memory_ids:
+            entry = kept.get((tenant_id, memory_id))
+            if entry is not None and entry[0] == now:
+                out[memory_id] = entry[1]
+            else:
+                missing.append(memory_id)
+        if missing:
+            found = reader.memory_heads_many(tenant_id, missing)
+            for memory_id, record in found.items():
+                self._keep((tenant_id, memory_id), (now, record))
+            out.update(found)
+        return out
+
+    def _keep(self, key: tuple[str, str], entry: tuple[int, tuple[MemoryHead, bytes]]) -> None:
+        kept = self._kept
+        if key not in kept and len(kept) >= self.capacity:
+            _evict_oldest(kept)
+        kept[key] = entry
+
+
+class NeighbourMemo:
+    """Timeline neighbours (``CONTEXT_SPAN``, ``EPISODE_GAP_S``) of the memories of the last
+    small tenant's timeline that a query looked up: a timeline is immutable, replaced when
+    its tenant's memories move, so its lists are valid for as long as it is the one taken.
+    One timeline at a time, at most ``SMALL_TENANT`` lists."""
+
+    def __init__(self) -> None:
+        self._last: tuple[TenantTimeline, dict[str, list[tuple[str, int]]]] | None = None
+
+    def neighbours_many(
+        self, timeline: TenantTimeline, memory_ids: list[str]
+    ) -> dict[str, list[tuple[str, int]]]:
+        """``timeline.neighbours_many(memory_ids, CONTEXT_SPAN, EPISODE_GAP_S)``."""
+        if len(timeline) > SMALL_TENANT:
+            return timeline.neighbours_many(memory_ids, CONTEXT_SPAN, EPISODE_GAP_S)
+        last = self._last
+        if last is None or last[0] is not timeline:
+            last = self._last = (timeline, {})
+        memo = last[1]
+        missing = [m for m in memory_ids if m not in memo]
+        if missing:
+            memo.update(timeline.neighbours_many(missing, CONTEXT_SPAN, EPISODE_GAP_S))
+        return {m: memo[m] for m in memory_ids}
+
+    def neighbours(self, timeline: TenantTimeline, memory_id: str) -> list[tuple[str, int]]:
+        """``timeline.neighbours(memory_id, CONTEXT_SPAN, EPISODE_GAP_S)``."""
+        if len(timeline) > SMALL_TENANT:
+            return timeline.neighbours(memory_id, CONTEXT_SPAN, EPISODE_GAP_S)
+        return self.neighbours_many(timeline, [memory_id])[memory_id]
+
+
+class ViewCache:
+    """API views (``memory_view``) of recently returned memories, each kept with the exact
+    record it was built from: decoding a record and formatting its times is ~10 us, and a
+    small tenant returns the same few memories again and again (docs/retrieval.md). A view
+    is shared: callers copy it (``{**view, ...}``) and never mutate it or its values."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._views: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {}
+
+    def view(self, tenant_id: str, memory_id: str, raw: bytes) -> dict[str, Any]:
+        key = (tenant_id, memory_id)
+        kept = self._views.get(key)
+        if kept is not None and kept[0] == raw:
+            return kept[1]
+        view = memory_view(raw)
+        if key not in self._views and len(self._views) >= self.capacity:
+            _evict_oldest(self._views)
+        self._views[key] = (raw, view)
+        return view
+
+
+def _evict_oldest(kept: dict[Any, Any]) -> None:
+    """Drop the oldest entry of a cache that query threads share: another thread may have
+    dropped it first, or changed the dict between ``iter`` and ``next`` (RuntimeError)."""
+    with contextlib.suppress(StopIteration, RuntimeError):
+        kept.pop(next(iter(kept)), None)
 
 
 class Retriever:
@@ -129,6 +242,12 @@ class Retriever:
         self.insights_per_query = 2
         #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
         self.lexicon = lexicon
+        self.views = ViewCache()
+        self.records = RecordCache()
+        self.near = NeighbourMemo()
+        #: Tenant -> (indexed seq, store change count) of its last scan of the tail that
+        #: found no event: while both hold, the tail is still empty (a RocksDB iterator less).
+        self._empty_tails: dict[str, tuple[int, int]] = {}
 
     def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -140,7 +259,8 @@ class Retriever:
         pending = QueryVector(self.embedder, req.query)
         early_vector = self._early_vector_ranking(req, pending, pool // 2)
         analysis = analyze_query(req.query, reference)
-        reads = Reads(self.reader, req.tenant_id)
+        small = self.timeline.size(req.tenant_id) <= SMALL_TENANT
+        reads = Reads(self.reader, req.tenant_id, self.records if small else None)
         # The tail's start is read BEFORE the Tantivy search: the indexer commits (and
         # reloads the searcher) before it advances ``indexed_seq``, so every event is then
         # in the searcher or in the tail. Read after, a commit in between hid the events of
@@ -202,12 +322,22 @@ class Retriever:
         the query's words close in meaning to tenant words (lexicon.py) as extra terms."""
         stats, expansion = lexical
         candidates += self._neighbours(req, reads, candidates, analysis.terms, stats, timeline)
+        if not self._needs_cosine(req):
+            query_vec = None  # every cosine feature is then 0: the scores are the same
         if expansion.weights:
             stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
         ranked = rank(candidates, analysis, stats, query_vec, self.weights, expansion.weights or None)
         if self.weights.feedback > 0 and ranked:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
         return ranked
+
+    def _needs_cosine(self, req: RetrieveRequest) -> bool:
+        """Whether the re-ranker's cosines count: their weight (0 with the hashing embedder,
+        rerank.default_cosine_weight), the dense share of context, or ``explain``, which
+        shows them. One product over ~100 vectors of 384 floats is ~40 us of a 100-memory
+        tenant's ~1.7 ms (docs/benchmarks.md, "fourth session")."""
+        w = self.weights
+        return bool(w.cosine or w.dense_context or req.explain)
 
     def _results(
         self, req: RetrieveRequest, reads: Reads, ranked: list[Candidate], timeline: TenantTimeline | None
@@ -218,7 +348,10 @@ class Retriever:
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
-            return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
+            if PASSAGE_SPAN - 1 != CONTEXT_SPAN:
+                return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
+            near = reads.neighbours.get(memory_id)
+            return dict(near if near is not None else self.near.neighbours(timeline, memory_id))
 
         def load_many(memory_ids: list[str]) -> dict[str, Candidate]:
             loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
@@ -261,9 +394,8 @@ class Retriever:
         ``CONTEXT_EXPAND`` (by BM25) that are not candidates yet (one multi-get)."""
         w = self.weights
         keys = [cast(tuple[str, str], c.key) for c in candidates]
-        near = timeline.neighbours_many(
-            [ref for kind, ref in keys if kind == KIND_MEMORY], CONTEXT_SPAN, EPISODE_GAP_S
-        )
+        near = self.near.neighbours_many(timeline, [ref for kind, ref in keys if kind == KIND_MEMORY])
+        reads.neighbours.update(near)
         for c, (kind, ref) in zip(candidates, keys, strict=True):
             if kind == KIND_MEMORY:
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near[ref]]
@@ -316,9 +448,17 @@ class Retriever:
     def _tail_ranking(self, req: RetrieveRequest, terms: list[str], k: int, after: int) -> list[Hashable]:
         """BM25 over events after ``after`` (the indexer's position when the query began):
         those not yet visible in Tantivy (normally a handful, often none)."""
+        writes = self.reader.store.writes  # before the scan, as in RecordCache
+        if self._empty_tails.get(req.tenant_id) == (after, writes):
+            return []  # nothing was written since a scan from ``after`` found no event
+        events = list(self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN))
+        if not events:
+            if len(self._empty_tails) >= MAX_EMPTY_TAILS:
+                _evict_oldest(self._empty_tails)
+            self._empty_tails[req.tenant_id] = (after, writes)
         tail = [
             e
-            for e in self.reader.events(req.tenant_id, after_seq=after, limit=MAX_TAIL_SCAN)
+            for e in events
             if (req.stream_id is None or e.stream_id == req.stream_id) and temporal.admit_event(e, req)
         ]
         if not tail or not terms:
@@ -335,14 +475,15 @@ class Retriever:
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
         model, dim = self.embedder.model, self.embedder.dim
+        view = self.views.view
         for memory_id, (head, raw) in reads.memories(memory_ids).items():
             # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
             if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
-                vector = np.frombuffer(head.embedding, np.float32) if head.in_space(model, dim) else None
+                vector = head.stored_vector() if head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
                 out[key] = Candidate(
                     key,
-                    partial(memory_view, raw),  # built for the few that become results
+                    partial(view, req.tenant_id, memory_id, raw),  # built for the few results
                     head.stream_id,
                     head.valid_from,
                     vector,

@@ -311,6 +311,12 @@ class Timeline:
         with self._lock:
             return self._merge(tenant_id)
 
+    def size(self, tenant_id: str) -> int:
+        """Memories in the tenant's timeline as last merged (queued changes not counted):
+        cheap, for choosing a small tenant's path."""
+        with self._lock:
+            return len(self._built.get(tenant_id, EMPTY))
+
     def neighbours(
         self, tenant_id: str, memory_id: str, span: int, max_gap_s: float
     ) -> list[tuple[str, int]]:

@@ -5,7 +5,7 @@ WriteBatch per Raft entry is atomic. Ids are validated (no '/') before they get 
     t/<tenant>                    tenant record: counters, next seq, consolidation cursor
     e/<tenant>/<seq:016x>         L0 event, in ingest order
     i/<tenant>/<event_id>         seq of an event id (idempotency key, lookup)
-    M/<tenant>/<memory_id>        L1 memory (embedding as float32 bytes)
+    M/<tenant>/<memory_id>        L1 memory (embedding as float16, or float32 if older)
     g/<tenant>/<src>/<dst>        memory edge (adjacency; stored under both endpoints)
     h/<tenant>/<memory_id>/<v:08x> one version of a memory (history, why it changed)
     j/<tenant>/<event_id>         why consolidation rejected an event (the event stays in e/)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from memorose import codec
-from memorose.models import Edge, Event, Memory
+from memorose.models import Edge, Event, Memory, embedding_fits, embedding_vector
 from memorose.statemachine import new_tenant_record
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
@@ -31,6 +32,7 @@ class MemoryHead(msgspec.Struct, frozen=True, gc=False):
     superseded_by: str | None = None
     metadata: dict[Any, Any] = {}
     embedding_model: str = ""
+    embedding_dim: int = 0
 
     @property
     def is_current(self) -> bool:
@@ -39,7 +41,20 @@ class MemoryHead(msgspec.Struct, frozen=True, gc=False):
 
     def in_space(self, model: str | None, dim: int) -> bool:
         """``Memory.in_space``."""
-        return len(self.embedding) == 4 * dim and (model is None or self.embedding_model == model)
+        return embedding_fits(self.embedding, self.embedding_dim, dim) and (
+            model is None or self.embedding_model == model
+        )
+
+    def vector(self) -> np.ndarray:
+        """``Memory.vector``."""
+        return embedding_vector(self.embedding, self.embedding_dim)
+
+    def stored_vector(self) -> np.ndarray:
+        """The embedding as stored (float16 or float32), without a copy: retrieval reads a
+        few hundred per query and widens them together (``embeddings.base.cosines``)."""
+        if self.embedding_dim and len(self.embedding) == 2 * self.embedding_dim:
+            return np.frombuffer(self.embedding, "<f2")
+        return np.frombuffer(self.embedding, np.float32)
 
 
 _HEAD_DECODER = msgspec.msgpack.Decoder(MemoryHead)
@@ -61,6 +76,7 @@ def memory_head(raw: bytes) -> MemoryHead:
             m.superseded_by,
             m.metadata,
             m.embedding_model,
+            m.embedding_dim,
         )
 
 

@@ -126,6 +126,10 @@ class RocksStore:
         self._recover_legacy_switch()
         self._live = self._settle_generations()
         self._db = _open(self._live, _options(tuning=self.tuning))
+        #: Changes made through this store so far (writes, range deletes, swaps), counted
+        #: after each is visible: a reader that cached records when it read ``writes`` as
+        #: N may reuse them while it still reads N (memorose/retrieval/search.py).
+        self.writes = 0
 
     @property
     def live_path(self) -> Path:
@@ -257,6 +261,8 @@ class RocksStore:
                 self._db.write(batch, self._write_opts)
             except Exception as exc:
                 raise StorageFailure(f"RocksDB write failed: {exc}") from exc
+            finally:
+                self.writes += 1
 
     @staticmethod
     def encode_index(index: int) -> bytes:
@@ -265,7 +271,10 @@ class RocksStore:
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Local, non-replicated cleanup (for example the indexer's consumed change feed)."""
         with self._lock:
-            self._db.delete_range(start, end)
+            try:
+                self._db.delete_range(start, end)
+            finally:
+                self.writes += 1
 
     # -- snapshots ---------------------------------------------------------------------
     def checkpoint(self, target: Path) -> None:
@@ -298,6 +307,7 @@ class RocksStore:
                 self._reopen(old)
                 shutil.rmtree(target, ignore_errors=True)
                 raise StoreError(f"the snapshot database does not open: {exc}") from exc
+            self.writes += 1
             self._live = target
             self._point_to(target)
         shutil.rmtree(old, ignore_errors=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from node import snapshot
 from node.testing.cluster import Cluster, NodeProc, poll
 from node.testing.network import SnapshotFault
 from node.testing.workload import History, first_ack
@@ -300,7 +301,7 @@ async def _compacted_past(ctx: FaultContext, down: int, last: int) -> bool:
 
 def _dump_chunks(ctx: FaultContext) -> int:
     """Transfer chunks of the largest dump on disk (the leader's is what will be sent)."""
-    sizes = [n.data_dir.joinpath("raft", "dump").stat().st_size for n in ctx.cluster.nodes if _has_dump(n)]
+    sizes = [snapshot.stream_size(n.data_dir / "raft" / "dump") for n in ctx.cluster.nodes if _has_dump(n)]
     return max(1, math.ceil(max(sizes, default=0) / TRANSFER_CHUNK))
 
 

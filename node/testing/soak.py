@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from node import snapshot
 from node.testing.checker import Verdict, check
 from node.testing.cluster import Cluster, NodeProc
 from node.testing.faults import (
@@ -260,8 +261,8 @@ def _death(node: NodeProc, when: str) -> dict[str, Any]:
 
 
 def _dump_size(data_dir: Path) -> int:
-    dump = data_dir / "raft" / "dump"
-    return dump.stat().st_size if dump.is_file() else 0
+    """Bytes a transfer of the node's dump sends (its tar stream)."""
+    return snapshot.stream_size(data_dir / "raft" / "dump")
 
 
 def _round_line(rec: RoundRecord, total: int, history: History) -> str:

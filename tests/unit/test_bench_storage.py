@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,20 @@ def test_disk_usage_counts_the_live_rocksdb_generation_once(tmp_path: Path) -> N
     assert "rocks-0" not in usage
     assert usage["rocks"] >= 65536
     assert usage["total"] == usage["rocks"] + usage["index"]
+
+
+def test_disk_usage_counts_a_table_the_dump_shares_once_under_rocks(tmp_path: Path) -> None:
+    """A snapshot's tables are hard links to the database's: counted once, under ``rocks``."""
+    from benchmarks.storage import disk_usage
+
+    (tmp_path / "rocks-0").mkdir()
+    (tmp_path / "rocks-0" / "000001.sst").write_bytes(b"x" * 65536)
+    (tmp_path / "rocks").symlink_to("rocks-0")
+    (tmp_path / "raft" / "dump-1" / "db").mkdir(parents=True)
+    os.link(tmp_path / "rocks-0" / "000001.sst", tmp_path / "raft" / "dump-1" / "db" / "000001.sst")
+    (tmp_path / "raft" / "dump-1" / "db" / "000002.sst").write_bytes(b"z" * 32768)  # compacted away
+
+    usage = disk_usage(tmp_path)
+
+    assert usage["rocks"] >= 65536
+    assert 32768 <= usage["raft"] < 65536

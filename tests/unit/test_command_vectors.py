@@ -1,6 +1,7 @@
-"""Vectors in the Raft journal: consolidate and reembed commands carry float16, apply
-stores float32 identically on every replica, and entries of the previous format (float32,
-no ``vectors`` key) still apply exactly as before (old journals replay after an upgrade)."""
+"""Vectors in the Raft journal and the records: consolidate and reembed commands carry
+float16, apply stores that float16 identically on every replica, and entries of the
+previous format (float32, no ``vectors`` key) still apply exactly as before (old journals
+replay after an upgrade)."""
 
 from __future__ import annotations
 
@@ -92,12 +93,12 @@ def test_the_journal_form_is_float16_and_half_the_vector_bytes() -> None:
     assert codec.unpack(compact[1:])["vectors"] == commands.VECTORS_F16
     assert command["memories"][0]["embedding"] == vectors[0].tobytes()  # the caller's dict is untouched
     decoded = commands.decode(compact)
-    assert "vectors" not in decoded
-    widened = np.frombuffer(decoded["ops"][1]["embedding"], "<f4")
-    assert widened.shape == (384,) and np.abs(widened - vectors[2]).max() < 1e-3
+    assert decoded["vectors"] == commands.VECTORS_F16
+    kept = np.frombuffer(decoded["ops"][1]["embedding"], "<f2")
+    assert kept.shape == (384,) and kept.tobytes() == vectors[2].astype("<f2").tobytes()
 
 
-def test_replicas_store_identical_float32_from_the_compact_form(machines: list[StateMachine]) -> None:
+def test_replicas_store_identical_float16_from_the_compact_form(machines: list[StateMachine]) -> None:
     vectors = [unit_vector(i) for i in range(4)]
     payload = commands.encode(consolidation(vectors))
     for machine in machines:
@@ -107,6 +108,9 @@ def test_replicas_store_identical_float32_from_the_compact_form(machines: list[S
     for memory_id in ("m-a", "m-b"):
         first, second = (stored_vector(m, memory_id) for m in machines)
         assert first.dtype == np.float32 and first.tobytes() == second.tobytes()
+        record = StateReader(machines[0].store).memory("t1", memory_id)
+        assert record is not None and len(record.embedding) == 2 * 384  # half of float32
+        assert record.in_space("test-384", 384) and not record.in_space("test-384", 192)
     merged = stored_vector(machines[0], "m-a")
     assert np.abs(merged - vectors[2]).max() < 1e-3  # the merge's vector replaced the old one
     assert abs(float(stored_vector(machines[0], "m-b") @ vectors[1]) - 1.0) < 1e-3
@@ -145,10 +149,33 @@ def test_reembed_items_travel_compact_too(machines: list[StateMachine]) -> None:
 
 def test_vectors_that_do_not_fit_float16_stay_float32() -> None:
     huge = np.full(8, 1e6, "<f4")
-    command = commands.reembed("t1", [{"memory_id": "m", "embedding": huge.tobytes()}], 1.0)
+    command = commands.reembed(
+        "t1", [{"memory_id": "m", "embedding": huge.tobytes(), "embedding_dim": 8}], 1.0
+    )
     payload = commands.encode(command)
     assert "vectors" not in codec.unpack(payload[1:])
     assert commands.decode(payload)["items"][0]["embedding"] == huge.tobytes()
+
+
+def test_vectors_without_their_dimension_stay_float32() -> None:
+    """A float16 record is recognised by ``embedding_dim``: without it, keep float32."""
+    vector = unit_vector(1, dim=8)
+    command = commands.reembed("t1", [{"memory_id": "m", "embedding": vector.tobytes()}], 1.0)
+    payload = commands.encode(command)
+    assert "vectors" not in codec.unpack(payload[1:])
+    assert commands.decode(payload)["items"][0]["embedding"] == vector.tobytes()
+
+
+def test_a_float16_record_of_another_dimension_is_not_in_space() -> None:
+    """768 float16 dimensions are as many bytes as 384 float32 ones: ``embedding_dim``
+    tells them apart, and a record without it (written before it existed) is float32."""
+    from memorose.models import embedding_fits, embedding_vector
+
+    wide = unit_vector(5, dim=768).astype("<f2").tobytes()
+    assert embedding_fits(wide, 768, 768) and not embedding_fits(wide, 768, 384)
+    assert embedding_vector(wide, 768).shape == (768,)
+    legacy = unit_vector(6).tobytes()
+    assert embedding_fits(legacy, 0, 384) and embedding_vector(legacy, 0).tobytes() == legacy
 
 
 def test_a_malformed_compact_entry_is_an_error_result_on_every_replica(machines: list[StateMachine]) -> None:
@@ -159,3 +186,15 @@ def test_a_malformed_compact_entry_is_an_error_result_on_every_replica(machines:
         assert machine.apply(payload, 1)["ok"] is False
         assert machine.apply(unknown, 2)["ok"] is False
         assert machine.store.applied_index() == 2
+
+
+def test_cosines_of_stored_float16_rows_equal_those_of_their_float32_widening() -> None:
+    """Retrieval hands ``cosines`` the stored float16 rows (no copy per candidate); the
+    scores are bit for bit what the float32 records gave."""
+    from memorose.providers.embeddings.base import cosines
+
+    query = unit_vector(40)
+    stored = [unit_vector(i).astype("<f2") for i in range(50)]
+    mixed: list[np.ndarray | None] = [*stored[:25], None, unit_vector(99), *stored[25:]]
+    widened = [None if v is None else v.astype(np.float32) for v in mixed]
+    assert cosines(query, mixed).tobytes() == cosines(query, widened).tobytes()

@@ -148,13 +148,25 @@ def test_cosines_of_candidates_equal_the_per_vector_product() -> None:
     def vector(kind: str) -> np.ndarray | None:
         if kind == "none":
             return None
-        size = DIM if kind == "same" else DIM // 2  # "other": another model's space
-        return rng.standard_normal(size).astype(np.float32)
+        size = DIM if kind in ("same", "half") else DIM // 2  # "other": another model's space
+        # "half": a record's stored float16 vector (reader.MemoryHead.stored_vector)
+        return rng.standard_normal(size).astype(np.float16 if kind == "half" else np.float32)
 
-    for kinds in (["same"] * 50, ["same", "none", "same"], ["same", "other"], ["none"], []):
+    for kinds in (
+        ["same"] * 50,
+        ["half"] * 50,
+        ["half", "same", "half"],
+        ["same", "none", "same"],
+        ["same", "other"],
+        ["half", "none"],
+        ["none"],
+        [],
+    ):
         cands = [Candidate(("m", f"m{i}"), {}, "s", 0.0, vector(k)) for i, k in enumerate(kinds)]
         plain = [
-            max(0.0, float(np.dot(query, c.vector))) if kind == "same" and c.vector is not None else 0.0
+            max(0.0, float(np.dot(query, c.vector.astype(np.float32))))
+            if kind in ("same", "half") and c.vector is not None
+            else 0.0
             for c, kind in zip(cands, kinds, strict=True)
         ]
         assert np.allclose(cosine_scores(cands, query), plain, rtol=1e-6, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import weakref
 from collections.abc import Iterator
 
@@ -67,3 +68,35 @@ def test_heap_settler_settles_at_start_and_can_be_turned_off() -> None:
     gc.unfreeze()
     off = asyncio.run(run(RuntimeSettings(gc_freeze=False)))
     assert off.last is None and gc.get_freeze_count() == 0
+
+
+def test_the_heap_is_trimmed_once_when_the_node_falls_idle_after_work() -> None:
+    """CPU used over check intervals (a clock the test drives; 10 ms intervals, idle below
+    0.5 ms): a trim at the first idle interval after busy ones, none while busy or idle."""
+
+    async def run(cpu_per_interval: list[float]) -> int:
+        readings = [0.0, *itertools.accumulate(cpu_per_interval)]
+        done = asyncio.Event()
+
+        def clock() -> float:
+            if len(readings) == 1:
+                done.set()
+            return readings.pop(0) if len(readings) > 1 else readings[0]
+
+        settler = HeapSettler(RuntimeSettings(gc_freeze=False, heap_trim_check_secs=0.01), cpu_clock=clock)
+        settler.start()
+        await asyncio.wait_for(done.wait(), 10)
+        await settler.stop()
+        return settler.trims
+
+    assert asyncio.run(run([0.005, 0.008, 0.0, 0.0, 0.0])) == 1
+    assert asyncio.run(run([0.005, 0.0, 0.004, 0.0001, 0.0])) == 2
+    assert asyncio.run(run([0.0, 0.0001, 0.0])) == 0
+    assert asyncio.run(run([0.003, 0.004, 0.005])) == 0  # never idle yet
+
+
+def test_malloc_arenas_can_be_limited_or_left_to_the_c_library() -> None:
+    from memorose.runtime import _MALLOC_TRIM, limit_malloc_arenas
+
+    assert limit_malloc_arenas(0) is False  # 0: the C library's default, nothing asked
+    assert limit_malloc_arenas(2) is (_MALLOC_TRIM is not None)  # glibc: accepted

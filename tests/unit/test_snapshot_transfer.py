@@ -1,6 +1,7 @@
 """Snapshot transfer and install on real dumps of a real RocksDB: a damaged transfer is
 refused and restarted, a truncated archive never becomes an empty database (the review's
-reproduction), and the switch is crash-safe."""
+reproduction), the switch is crash-safe, and a dump on disk shares its tables with the
+database instead of copying them."""
 
 from __future__ import annotations
 
@@ -34,18 +35,45 @@ def _store_with_rows(path: Path, rows: int, applied: int) -> RocksStore:
     return store
 
 
-def _dump(tmp: Path, rows: int = 2000, applied: int = 500) -> tuple[Path, snapshot.DumpInfo]:
-    store = _store_with_rows(tmp / "src-db", rows, applied)
-    store.checkpoint(tmp / "ckpt")
-    store.close()
-    meta = {
+def _meta(applied: int) -> dict[str, object]:
+    return {
         "last": [b"\x00".hex(), applied + 3, 2],
         "prev": [b"\x00".hex(), applied + 2, 2],
         "cluster": [["127.0.0.1:1", None]],
         "applied_index": applied,
     }
-    info = snapshot.write_dump(tmp / "dump", meta, tmp / "ckpt")
-    return tmp / "dump", info
+
+
+def _take(store: RocksStore, raft: Path, applied: int) -> tuple[Path, snapshot.DumpInfo]:
+    """What a node's log compaction does: checkpoint, dump directory, manifest in place."""
+    raft.mkdir(exist_ok=True)
+    stage = raft / f"snapshot-{applied}"
+    stage.mkdir()
+    store.checkpoint(stage / snapshot.DB_DIR)
+    info = snapshot.prepare_dump(raft, _meta(applied), stage, raft / "dump.packing")
+    os.replace(raft / "dump.packing", raft / "dump")
+    snapshot.remove_unused_dumps(raft, raft / "dump")
+    return raft / "dump", info
+
+
+def _dump(tmp: Path, rows: int = 2000, applied: int = 500) -> tuple[Path, snapshot.DumpInfo]:
+    store = _store_with_rows(tmp / "src-db", rows, applied)
+    taken = _take(store, tmp / "raft", applied)
+    store.close()
+    return taken
+
+
+def _overwrite(store: RocksStore, rows: int, value: bytes) -> None:
+    batch = WriteBatch(raw_mode=True)
+    for i in range(rows):
+        batch.put(f"e/{i:06d}".encode(), value)
+    store.write(batch)
+
+
+def _bytes(dump: Path) -> bytes:
+    """The dump's tar stream, what a transfer sends."""
+    with snapshot.DumpStream(dump) as stream:
+        return stream.read(1 << 40)
 
 
 def _sender(path: Path) -> snapshot.Sender:
@@ -79,7 +107,7 @@ def test_a_whole_transfer_arrives_verified(tmp_path: Path) -> None:
     verdicts = _stream(_sender(dump), receiver)
     assert verdicts[-1] == snapshot.Verdict.COMPLETE
     assert set(verdicts[:-1]) == {snapshot.Verdict.CONTINUE}
-    assert (tmp_path / "incoming").read_bytes() == dump.read_bytes()
+    assert (tmp_path / "incoming").read_bytes() == _bytes(dump) and len(_bytes(dump)) == info.size
 
 
 def test_a_dropped_chunk_is_noticed_and_the_transfer_restarts(tmp_path: Path) -> None:
@@ -124,7 +152,7 @@ def test_a_truncated_archive_never_becomes_an_empty_database(tmp_path: Path) -> 
     """The review's reproduction: a real dump with one chunk cut out of the middle, given
     to the install code directly (as if the checksum had matched): refused, live DB kept."""
     dump, _ = _dump(tmp_path, rows=4000)
-    data = dump.read_bytes()
+    data = _bytes(dump)
     middle = len(data) // 2
     damaged = tmp_path / "damaged"
     damaged.write_bytes(data[:middle] + data[middle + CHUNK :])
@@ -219,3 +247,103 @@ def test_scans_survive_a_swap_in_the_middle(tmp_path: Path) -> None:
     store.swap(tmp_path / "other")
     rest = list(rows)
     assert len(first) + len(rest) == 1000 and store.applied_index() == 2
+
+
+def test_a_dump_shares_its_tables_with_the_database_and_reads_the_same_every_time(tmp_path: Path) -> None:
+    store = _store_with_rows(tmp_path / "db", 3000, applied=40)
+    dump, info = _take(store, tmp_path / "raft", 40)
+    assert dump.stat().st_size < 4096  # the manifest
+    live = {p.name: p.stat().st_ino for p in store.live_path.glob("*.sst")}
+    kept = {p.name: p.stat().st_ino for p in (tmp_path / "raft").glob("dump-*/db/*.sst")}
+    assert live and kept == live  # the same files, not copies
+    others = [p for p in (tmp_path / "raft").glob("dump-*/db/*") if not p.name.endswith(".sst")]
+    assert others and all(p.stat().st_nlink == 1 for p in others)  # logs, MANIFEST: copies
+    first = _bytes(dump)
+    assert _bytes(dump) == first and len(first) == info.size == snapshot.stream_size(dump)
+    assert snapshot.describe(dump) == info
+    assert snapshot.read_meta(dump)["applied_index"] == 40
+    # the live database compacts its tables away: the dump keeps what it covers
+    _overwrite(store, 3000, b"x")
+    store._db.compact_range(None, None)
+    assert _bytes(dump) == first
+    meta, stage = snapshot.unpack(dump, tmp_path)
+    store.swap(stage / snapshot.DB_DIR)
+    assert store.applied_index() == meta["applied_index"] == 40
+    assert len(list(store.scan(b"e/"))) == 3000 and store.get(b"e/000001") != b"x"
+    store.close()
+
+
+def test_a_new_dump_replaces_the_old_directory(tmp_path: Path) -> None:
+    store = _store_with_rows(tmp_path / "db", 500, applied=10)
+    raft = tmp_path / "raft"
+    _take(store, raft, 10)
+    first = sorted(p.name for p in raft.glob("dump-*"))
+    (raft / "dump-99x").mkdir()  # not a dump directory's name: left alone
+    (raft / "dump-77").mkdir()  # a directory a crash left before its manifest
+    dump, _ = _take(store, raft, 11)
+    left = sorted(p.name for p in raft.glob("dump-*"))
+    assert len(first) == 1 and first[0] not in left and "dump-77" not in left
+    assert snapshot.read_meta(dump)["applied_index"] == 11 and "dump-99x" in left
+    store.close()
+
+
+def test_a_dump_of_the_earlier_form_is_sent_and_installed(tmp_path: Path) -> None:
+    """A tar file at the dump path, as nodes wrote it before: read, sent and unpacked as is."""
+    dump, info = _dump(tmp_path)
+    legacy = tmp_path / "legacy-dump"
+    legacy.write_bytes(_bytes(dump))
+    assert snapshot.read_meta(legacy) == snapshot.read_meta(dump)
+    assert snapshot.describe(legacy) == info
+    receiver = snapshot.Receiver(tmp_path / "incoming")
+    assert _stream(_sender(legacy), receiver)[-1] == snapshot.Verdict.COMPLETE
+    meta, stage = snapshot.unpack(legacy, tmp_path)
+    assert meta["applied_index"] == 500 and (stage / snapshot.DB_DIR / "CURRENT").is_file()
+    shutil.rmtree(stage)
+
+
+def test_a_received_dump_is_kept_linked_with_the_database_it_becomes(tmp_path: Path) -> None:
+    dump, _ = _dump(tmp_path, rows=1500)
+    incoming = tmp_path / "incoming"
+    incoming.write_bytes(_bytes(dump))
+    raft = tmp_path / "follower"
+    raft.mkdir()
+    meta, stage = snapshot.unpack(incoming, raft)
+    snapshot.link_dump(raft, meta, stage / snapshot.DB_DIR, raft / "dump.packing")
+    os.replace(raft / "dump.packing", raft / "dump")
+    tables = {p.name: p.stat().st_ino for p in (stage / snapshot.DB_DIR).glob("*.sst")}
+    follower = _store_with_rows(tmp_path / "follower-db", 3, applied=1)
+    follower.swap(stage / snapshot.DB_DIR)
+    assert follower.applied_index() == 500
+    kept = {p.name: p.stat().st_ino for p in raft.glob("dump-*/db/*.sst")}
+    assert tables and kept == tables
+    assert snapshot.read_meta(raft / "dump")["applied_index"] == 500
+    again, stage2 = snapshot.unpack(raft / "dump", tmp_path)  # the follower's own dump installs
+    assert again["applied_index"] == 500
+    shutil.rmtree(stage2)
+    follower.close()
+
+
+def test_a_transfer_whose_dump_is_replaced_starts_over_with_the_new_one(tmp_path: Path) -> None:
+    store = _store_with_rows(tmp_path / "db", 2000, applied=20)
+    raft = tmp_path / "raft"
+    dump, first = _take(store, raft, 20)
+    sender, receiver = _sender(dump), snapshot.Receiver(tmp_path / "incoming")
+    chunk = sender.next_chunk("n2", 3)
+    assert chunk is not None and receiver.accept("n1", chunk[0], chunk[3]) == snapshot.Verdict.CONTINUE
+    _overwrite(store, 2000, b"y" * 50)  # new tables, then a new dump; the old directory is deleted
+    _, second = _take(store, raft, 21)
+    assert second.sha256 != first.sha256
+    chunk = sender.next_chunk("n2", 3)
+    while chunk is not None and chunk[3]["sha256"] == first.sha256:
+        receiver.accept("n1", chunk[0], chunk[3])  # an open table may still be read to its end
+        chunk = sender.next_chunk("n2", 3)
+    deadline = time.monotonic() + 30
+    while chunk is None:  # the old transfer was cancelled; the new dump is being described
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+        chunk = sender.next_chunk("n2", 3)
+    assert chunk[3]["offset"] == 0 and chunk[3]["sha256"] == second.sha256
+    assert receiver.accept("n1", chunk[0], chunk[3]) == snapshot.Verdict.CONTINUE
+    assert _stream(sender, receiver)[-1] == snapshot.Verdict.COMPLETE
+    assert (tmp_path / "incoming").read_bytes() == _bytes(raft / "dump")
+    store.close()

@@ -44,6 +44,8 @@ def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
     same = [(i, other) for i, other in enumerate(others) if other is not None and other.shape == vector.shape]
     if same:
         rows = np.stack([other for _, other in same])
+        if rows.dtype != np.float32:  # stored float16 rows: widened once, for the whole matrix
+            rows = rows.astype(np.float32)
         out[[i for i, _ in same]] = (rows @ vector).astype(np.float64)
     return out
 
