@@ -11,7 +11,9 @@ changes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -21,6 +23,8 @@ from memorose.providers.embeddings.base import Embedder
 #: started when it is needed (all helpers busy with other queries) embeds it itself, so
 #: a burst of queries never waits in this pool's queue.
 HELPERS = 2
+
+T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -55,6 +59,11 @@ class QueryVector:
             self._value = embedder.embed_one(text)
 
     @property
+    def ready(self) -> bool:
+        """Whether ``result()`` returns at once (computed inline, or known already)."""
+        return self._future is None
+
+    @property
     def overlapped(self) -> bool:
         """Whether the embedding was handed to a helper thread (tests)."""
         return self._future is not None
@@ -66,3 +75,18 @@ class QueryVector:
         if future.cancel():  # never started: the helpers are busy with other queries
             return self._embedder.embed_one(self._text)
         return future.result()
+
+
+class Background(Generic[T]):
+    """``work()`` started on a helper thread now, read with ``result()``; run by the caller
+    instead if no helper has taken it by then (all busy with other queries). For work that
+    releases the GIL (a large tenant's int8 scan), so it overlaps the caller's Python."""
+
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._work = work
+        self._future = _helpers().submit(work)
+
+    def result(self) -> T:
+        if self._future.cancel():
+            return self._work()
+        return self._future.result()

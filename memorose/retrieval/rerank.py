@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,7 +76,9 @@ def term_counts(content: str) -> Counter[str]:
     """Memories are re-ranked again and again: analyse each text once (callers never mutate).
     Bounded to ~20 MB: at 100K memories an unbounded-looking 100,000 entries grew the node
     by ~5 MiB per 100 queries (docs/benchmarks.md, "Footprint")."""
-    return Counter(analyze(content))
+    counts: Counter[str] = Counter.__new__(Counter)  # ``Counter(terms)`` without its
+    _count_elements(counts, analyze(content))  # Python-level ``__init__``/``update``: half the cost
+    return counts
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,24 @@ def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> 
     query nothing answers does not lift its least bad candidate to 1. One product for all."""
     if query_vec is None:
         return [0.0] * len(candidates)
-    return list(np.maximum(0.0, cosines(query_vec, [c.vector for c in candidates])).tolist())
+    vectors = [c.vector for c in candidates]
+    rows = _matrix_of(vectors, query_vec)
+    found = cosines(query_vec, vectors) if rows is None else (rows @ query_vec).astype(np.float64)
+    return list(np.maximum(0.0, found).tolist())
+
+
+def _matrix_of(vectors: list[np.ndarray | None], like: np.ndarray) -> np.ndarray | None:
+    """The vectors as one float32 matrix when every one is there and of ``like``'s size (the
+    matrix ``cosines`` would stack and widen, built by one C call), else None (``cosines``
+    sorts out the missing and the foreign)."""
+    try:
+        rows = np.array(vectors)
+    except (TypeError, ValueError):  # ragged: another model's vector among them
+        return None
+    fits = rows.ndim == 2 and like.ndim == 1 and rows.shape[1] == like.shape[0]
+    if not fits or like.dtype != np.float32 or rows.dtype not in (np.float32, np.float16):
+        return None
+    return rows if rows.dtype == np.float32 else rows.astype(np.float32)  # stored float16: widened
 
 
 def rank(
@@ -381,12 +400,33 @@ def rank(
     extra = np.zeros(len(candidates))
     for name in names[1:]:
         extra = extra + getattr(weights, name) * np.asarray(features[name], np.float64)
-    scores = (np.asarray(bm25, np.float64) + extra).tolist()
+    total = np.asarray(bm25, np.float64) + extra
     table = FeatureTable(names, [features[name] for name in names], episode_of)
-    for row, (c, score) in enumerate(zip(candidates, scores, strict=True)):
+    for row, (c, score) in enumerate(zip(candidates, total.tolist(), strict=True)):
         c._table, c._row, c._features = table, row, None
         c.score = score
-    return sorted(candidates, key=lambda c: (-c.score, c.valid_from, str(c.key)))
+    return best_first(candidates, total)
+
+
+def best_first(candidates: list[Candidate], scores: np.ndarray) -> list[Candidate]:
+    """``candidates`` (scored ``scores``) sorted as by the key ``(-score, valid_from,
+    str(key))``: one numpy sort on score and time; only runs tied on both (rare) compare keys,
+    whose ``str`` of a tuple was most of a Python sort's cost."""
+    valid_from = np.fromiter((c.valid_from for c in candidates), np.float64, len(candidates))
+    order = np.lexsort((valid_from, -scores))
+    ranked = [candidates[i] for i in order.tolist()]
+    by_score, by_time = scores[order], valid_from[order]
+    tied = np.flatnonzero((by_score[1:] == by_score[:-1]) & (by_time[1:] == by_time[:-1])).tolist()
+    runs: list[list[int]] = []  # rows of each run of ties, in order
+    for i in tied:
+        if runs and runs[-1][-1] == i:
+            runs[-1].append(i + 1)
+        else:
+            runs.append([i, i + 1])
+    for run in runs:
+        lo, hi = run[0], run[-1] + 1
+        ranked[lo:hi] = sorted(ranked[lo:hi], key=lambda c: str(c.key))
+    return ranked
 
 
 STATIC_FEATURES = ("cosine", "time", "dated", "speaker")

@@ -27,7 +27,7 @@ from memorose.retrieval import graph, insights, passages, temporal
 from memorose.retrieval.expansion import expansion_weights, feedback_terms
 from memorose.retrieval.lexicon import NO_EXPANSION, Expansion, Lexicon
 from memorose.retrieval.query import QueryAnalysis, analyze_query
-from memorose.retrieval.query_vector import QueryVector
+from memorose.retrieval.query_vector import Background, QueryVector
 from memorose.retrieval.rerank import (
     DEFAULT_WEIGHTS,
     EPISODE_GAP_S,
@@ -59,6 +59,9 @@ CONTEXT_EXPAND = 30
 #: Pseudo-relevance feedback: documents read and terms added (expansion.py).
 FEEDBACK_DOCS = 5
 FEEDBACK_TERMS = 10
+#: Vector rows from which a tenant's scan starts on a helper thread (``_early_vector_ranking``);
+#: below it the scan is shorter than handing it over.
+EARLY_SCAN_ROWS = 16_384
 #: Passages (passages.py): memories per passage at most, and how many of the best hits may
 #: join one (a fixed number, so a smaller ``top_k`` answers with a prefix of a larger one).
 PASSAGE_SPAN = passages.MAX_SPAN
@@ -254,6 +257,7 @@ class Retriever:
         # the lexical stage below runs here: BM25, the tail, their records, the tenant's
         # statistics and the query expansion need no vector.
         pending = QueryVector(self.embedder, req.query)
+        early_vector = self._early_vector_ranking(req, pending, pool // 2)
         analysis = analyze_query(req.query, reference)
         small = self.timeline.size(req.tenant_id) <= SMALL_TENANT
         reads = Reads(self.reader, req.tenant_id, self.records if small else None)
@@ -267,7 +271,8 @@ class Retriever:
         reads.memories([str(ref) for kind, ref in cast(list[tuple[str, str]], bm25) if kind == KIND_MEMORY])
         lexical = self._lexical(req, analysis) if self.rerank else None
         query_vec = pending.result()
-        rankings = [bm25, self._vector_ranking(req, query_vec, pool // 2), tail]
+        vector = early_vector.result() if early_vector else self._vector_ranking(req, query_vec, pool // 2)
+        rankings = [bm25, vector, tail]
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
@@ -395,7 +400,7 @@ class Retriever:
             if kind == KIND_MEMORY:
                 c.neighbours = [((KIND_MEMORY, m), d) for m, d in near[ref]]
         scores = bm25_scores(candidates, terms, stats, w.k1, w.b)
-        best = sorted(range(len(candidates)), key=lambda i: -scores[i])[:CONTEXT_EXPAND]
+        best = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:CONTEXT_EXPAND].tolist()
         have = {c.key for c in candidates}
         wanted: list[tuple[Hashable, int, int]] = []  # (key, candidate that brings it, distance)
         for i in best:
@@ -416,6 +421,19 @@ class Retriever:
     def _bm25_ranking(self, req: RetrieveRequest, terms: list[str], k: int) -> list[Hashable]:
         hits = self.indexer.fulltext.search(req.tenant_id, terms, stream_id=req.stream_id, limit=k)
         return [(kind, ref) for kind, ref, _ in hits]
+
+    def _early_vector_ranking(
+        self, req: RetrieveRequest, pending: QueryVector, k: int
+    ) -> Background[list[Hashable]] | None:
+        """A large tenant's vector ranking, started on a helper thread as soon as the query's
+        vector is known: the int8 scan (~1.5 ms at 100K rows) releases the GIL, so it runs
+        while this thread does BM25 and reads records. The same ranking as computed later."""
+        vectors = self.indexer.vectors
+        if not pending.ready or not (
+            vectors.is_large(req.tenant_id) or vectors.count(req.tenant_id) >= EARLY_SCAN_ROWS
+        ):
+            return None
+        return Background(partial(self._vector_ranking, req, pending.result(), k))
 
     def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
         """The ``k`` nearest memories by the int8 matrix's order: no record is read here. The

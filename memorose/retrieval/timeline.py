@@ -175,12 +175,26 @@ class TenantTimeline:
         window = positions[hit][:, None] + np.arange(-span, span + 1)
         inside = (window >= 0) & (window < n)
         window = np.clip(window, 0, n - 1)
-        streams = np.where(inside, self.streams[window], -1).tolist()
-        times = self.valid_from[window].tolist()
-        ids = self.ids[window].tolist()
-        found = (m for m, h in zip(memory_ids, hit.tolist(), strict=True) if h)
-        for row, memory_id in enumerate(found):
-            out[memory_id] = _walk(streams[row], times[row], ids[row], span, span, max_gap_s)
+        streams = np.where(inside, self.streams[window], -1)
+        times = self.valid_from[window]
+        # ``_walk`` for all rows at once: a step is taken while the stream is the centre's
+        # and the gap to the previous step is within ``max_gap_s``; columns in its order
+        # (-1, -2, ..., 1, 2, ...), so the neighbours come out as it lists them.
+        same = streams == streams[:, span : span + 1]
+        close = np.abs(np.diff(times, axis=1)) <= max_gap_s  # column j: rows j and j + 1
+        steps = []
+        for side in (-1, 1):
+            ok = np.ones(len(window), dtype=bool)
+            for distance in range(1, span + 1):
+                column = span + side * distance
+                ok = ok & same[:, column] & close[:, min(column, column - side)]
+                steps.append(ok)
+        rows, columns = np.nonzero(np.stack(steps, axis=1))
+        offsets = np.array([side * d for side in (-1, 1) for d in range(1, span + 1)])[columns]
+        found = [m for m, h in zip(memory_ids, hit.tolist(), strict=True) if h]
+        names = [name.decode() for name in self.ids[window[rows, span + offsets]].tolist()]
+        for row, name, offset in zip(rows.tolist(), names, offsets.tolist(), strict=True):
+            out[found[row]].append((name, offset))
         return out
 
 

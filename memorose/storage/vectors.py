@@ -60,7 +60,10 @@ class _Snapshot:
         """int8 dot products of every row with the query (SIMD, no GIL), as cosines."""
         query_codes, query_scale = quantize(query)
         dots = np.asarray(simsimd.cdist(query_codes, self.codes[: self.n], metric="dot"), np.float64)
-        scores = dots.reshape(-1) * self.scales[: self.n] * float(query_scale[0])
+        # In place: the same products as ``dots * scales * query_scale``, no temporaries.
+        scores = dots.reshape(-1)
+        scores *= self.scales[: self.n]
+        scores *= float(query_scale[0])
         if stream_id is not None:
             code = self.stream_codes.get(stream_id)
             scores[self.streams[: self.n] != code] = -np.inf
@@ -203,9 +206,51 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")]
 
 
+#: ``top_hits`` narrows a scan of at least this many rows to the rows at or above a
+#: threshold first (``_at_least_kth``): a partition of 100K float64 scores cost ~0.9 ms per
+#: query, half the int8 product itself.
+NARROW_ROWS = 16_384
+#: Blocks per wanted row whose maxima set that threshold: more blocks, a tighter threshold
+#: (fewer rows kept) for a longer pass over the maxima.
+NARROW_BLOCKS_PER_ROW = 4
+
+
+def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """Rows (ascending) whose score is at least a lower bound of the k-th largest (every
+    finite row when that bound is -inf), or None when it is not usable (a NaN). The bound:
+    the k-th largest of the maxima of ``NARROW_BLOCKS_PER_ROW * k`` disjoint blocks of rows,
+    since k distinct rows (the maxima of k blocks) score at least that much. One pass over
+    the scores, no sort."""
+    n = scores.shape[0]
+    size = -(-n // (NARROW_BLOCKS_PER_ROW * k))
+    maxima = np.maximum.reduceat(scores, np.arange(0, n, size))
+    if maxima.shape[0] < k or np.isnan(maxima).any():
+        return None
+    bound = np.partition(maxima, maxima.shape[0] - k)[maxima.shape[0] - k]
+    if bound == -np.inf:  # fewer than k blocks hold a row of the stream asked for
+        return np.flatnonzero(scores > bound)  # its rows: every finite score
+    rows = np.flatnonzero(scores >= bound)
+    return rows if rows.shape[0] >= k else None
+
+
 def top_hits(ids: list[str], scores: np.ndarray, k: int) -> list[Hit]:
-    """The ``k`` best finite scores, best first (ties: row order)."""
-    return [(ids[i], float(scores[i])) for i in top_indices(scores, k) if np.isfinite(scores[i])]
+    """The ``k`` best finite scores, best first (ties: row order). A large scan keeps only
+    the rows that can be among them (``_at_least_kth``) and ranks those; where rows tie
+    across the k-th place (rare) the partition of all rows picks which get in, as it did
+    before the shortcut, so the hits are the same."""
+    top = None
+    rows = _at_least_kth(scores, k) if k > 0 and scores.shape[0] >= NARROW_ROWS else None
+    if rows is not None:
+        ranked = rows[np.argsort(-scores[rows], kind="stable")]
+        if ranked.shape[0] <= k or scores[ranked[k - 1]] != scores[ranked[k]]:
+            top = ranked[:k]
+    if top is None:
+        top = top_indices(scores, k)
+    values = scores[top]
+    finite = np.isfinite(values)
+    if not finite.all():
+        top, values = top[finite], values[finite]
+    return [(ids[i], v) for i, v in zip(top.tolist(), values.tolist(), strict=True)]
 
 
 #: Rows of a tenant's matrix scored per block by ``search_many``: bounds the score matrix
