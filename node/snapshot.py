@@ -166,7 +166,10 @@ def _dump_number(name: str) -> int | None:
 def remove_unused_dumps(raft_dir: Path, manifest: Path) -> None:
     """Delete every ``dump-<n>`` directory the manifest at ``manifest`` does not name (a
     replaced dump, or one a crash left before its manifest was written)."""
-    keep = _manifest(manifest).get("dir") if _is_manifest(manifest) else None
+    try:
+        keep = _manifest(manifest).get("dir") if _is_manifest(manifest) else None
+    except SnapshotError:
+        return  # unreadable: delete nothing; loading the dump stops the node with the reason
     for path in raft_dir.glob(f"{DUMP_DIR_PREFIX}*"):
         if path.name != keep and _dump_number(path.name) is not None:
             shutil.rmtree(path, ignore_errors=True)

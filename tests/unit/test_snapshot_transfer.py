@@ -347,3 +347,14 @@ def test_a_transfer_whose_dump_is_replaced_starts_over_with_the_new_one(tmp_path
     assert _stream(sender, receiver)[-1] == snapshot.Verdict.COMPLETE
     assert (tmp_path / "incoming").read_bytes() == _bytes(raft / "dump")
     store.close()
+
+
+def test_an_unreadable_manifest_deletes_nothing_and_is_an_error(tmp_path: Path) -> None:
+    store = _store_with_rows(tmp_path / "db", 200, applied=5)
+    dump, _ = _take(store, tmp_path / "raft", 5)
+    store.close()
+    dump.write_bytes(b'{"format": 2, "dir": "dump-')  # cut short
+    snapshot.remove_unused_dumps(tmp_path / "raft", dump)
+    assert list((tmp_path / "raft").glob("dump-*/db/CURRENT"))  # kept for the operator
+    with pytest.raises(snapshot.SnapshotError):
+        snapshot.read_meta(dump)
