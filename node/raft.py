@@ -450,7 +450,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
             if received:
                 # Our dump becomes the received database, its tables hard-linked with the
                 # live copy that is switched in next; the received tar goes.
-                manifest = self.raft_dir / "dump.packing"
+                manifest = self.raft_dir / "dump.installing"  # not the packer's partial file
                 snapshot.link_dump(self.raft_dir, meta, stage / snapshot.DB_DIR, manifest)
                 os.replace(manifest, self.raft_dir / DUMP_NAME)
                 fsync_dir(self.raft_dir)
@@ -581,7 +581,15 @@ def _not_used(filename: str) -> Any:
 def _remove_leftovers(raft_dir: Path) -> None:
     """Partial files of a pack, transfer or install that a crash interrupted, and dump
     directories the dump's manifest does not name."""
-    for pattern in ("install-*", "snapshot-*", "dump.packing", INCOMING_DUMP, "dump.tmp", "dump.1.tmp"):
+    for pattern in (
+        "install-*",
+        "snapshot-*",
+        "dump.packing",
+        "dump.installing",
+        INCOMING_DUMP,
+        "dump.tmp",
+        "dump.1.tmp",
+    ):
         for path in raft_dir.glob(pattern):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
