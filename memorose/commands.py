@@ -138,17 +138,16 @@ def compact_vectors(command: dict[str, Any]) -> dict[str, Any]:
     return {**_convert(command, _to_f16), "vectors": VECTORS_F16}
 
 
-def _check_vectors(command: dict[str, Any]) -> str | None:
-    """The command's vector encoding (None: float32); an unknown one, or a float16
-    embedding of an odd length, is a ``CodecError`` on every replica alike."""
+def _check_vectors(command: dict[str, Any]) -> None:
+    """An unknown vector encoding, or a float16 embedding of an odd length, is a
+    ``CodecError`` on every replica alike (no ``vectors`` key: float32)."""
     compact = command.get("vectors")
     if compact is None:
-        return None
+        return
     if compact != VECTORS_F16:
         raise CodecError(f"unknown vector encoding {compact!r}")
     if any(len(h["embedding"]) % 2 for h in _embeddings(command)):
         raise CodecError("a float16 embedding of an odd number of bytes")
-    return compact
 
 
 def decode(payload: bytes) -> dict[str, Any]:

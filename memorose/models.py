@@ -129,12 +129,17 @@ class Event:
         return cls(**data)
 
 
-def embedding_vector(embedding: bytes, embedding_dim: int) -> np.ndarray:
-    """A stored embedding as float32: float16 records (2 bytes for each of ``embedding_dim``
-    dimensions) are widened, float32 ones are read in place."""
+def stored_embedding(embedding: bytes, embedding_dim: int) -> np.ndarray:
+    """A stored embedding as it is stored, without a copy: float16 when it holds 2 bytes for
+    each of ``embedding_dim`` dimensions, else float32."""
     if embedding_dim and len(embedding) == 2 * embedding_dim:
-        return np.frombuffer(embedding, "<f2").astype(np.float32)
+        return np.frombuffer(embedding, "<f2")
     return np.frombuffer(embedding, np.float32)
+
+
+def embedding_vector(embedding: bytes, embedding_dim: int) -> np.ndarray:
+    """A stored embedding as float32: float16 is widened, float32 read in place."""
+    return stored_embedding(embedding, embedding_dim).astype(np.float32, copy=False)
 
 
 def embedding_fits(embedding: bytes, embedding_dim: int, dim: int) -> bool:

@@ -78,8 +78,8 @@ class DumpInfo:
 MANIFEST_FORMAT = 2
 #: Checkpoint directories of manifest dumps: ``dump-<n>`` beside the manifest.
 DUMP_DIR_PREFIX = "dump-"
-#: Files a checkpoint may share with the live database by hard link: RocksDB never changes
-#: a table file once written. Everything else (MANIFEST, CURRENT, OPTIONS, logs) is copied.
+#: Files a dump may share with a live database by hard link: RocksDB never changes a table
+#: file once written. Everything else (MANIFEST, CURRENT, OPTIONS, logs) is a copy of its own.
 _IMMUTABLE_SUFFIXES = (".sst", ".blob")
 _BLOCK = 512
 
@@ -94,13 +94,15 @@ def prepare_dump(raft_dir: Path, meta: dict[str, Any], stage: Path, manifest: Pa
     _unshare_mutable(target / DB_DIR)
     fsync_tree(target)
     fsync_dir(raft_dir)
-    return _write_manifest(manifest, {**meta, "format": FORMAT_VERSION}, target)
+    _write_manifest(manifest, {**meta, "format": FORMAT_VERSION}, target)
+    return describe(manifest)
 
 
 def _unshare_mutable(db_dir: Path) -> None:
-    """Only table files may stay shared with the live database: RocksDB links a closed
-    write-ahead log into a checkpoint too, and a database set to recycle its logs would
-    overwrite one in place. Such a file becomes a copy of its own."""
+    """Only table files may stay shared with a live database: RocksDB links a closed
+    write-ahead log into a checkpoint too, a database set to recycle its logs would
+    overwrite one in place, and MANIFEST and CURRENT change. Any other file with another
+    link becomes a copy of its own."""
     for path in db_dir.iterdir():
         if path.name.endswith(_IMMUTABLE_SUFFIXES) or path.stat().st_nlink == 1:
             continue
@@ -116,33 +118,27 @@ def link_dump(raft_dir: Path, meta: dict[str, Any], db_dir: Path, manifest: Path
     target = _new_dump_dir(raft_dir)
     try:
         (target / DB_DIR).mkdir()
-        for source in sorted(db_dir.iterdir()):
+        for source in db_dir.iterdir():
             if not source.is_file():
                 raise SnapshotError(f"{source}: a snapshot database holds only files")
-            if source.name.endswith(_IMMUTABLE_SUFFIXES):
-                os.link(source, target / DB_DIR / source.name)
-            else:
-                shutil.copyfile(source, target / DB_DIR / source.name)
+            os.link(source, target / DB_DIR / source.name)
+        _unshare_mutable(target / DB_DIR)
         fsync_tree(target)
         fsync_dir(raft_dir)
-        _write_manifest(manifest, meta, target, describe_it=False)
+        _write_manifest(manifest, meta, target)
     except (OSError, SnapshotError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         manifest.unlink(missing_ok=True)
         raise SnapshotError(f"keeping the received snapshot as this node's dump failed: {exc}") from exc
 
 
-def _write_manifest(
-    manifest: Path, meta: dict[str, Any], target: Path, *, describe_it: bool = True
-) -> DumpInfo:
+def _write_manifest(manifest: Path, meta: dict[str, Any], target: Path) -> None:
+    """The manifest naming ``target`` (a sibling of ``manifest``), fsynced."""
     body = {"format": MANIFEST_FORMAT, "dir": target.name, "meta": meta}
     with manifest.open("wb") as f:
         f.write(json.dumps(body, sort_keys=True).encode())
         f.flush()
         os.fsync(f.fileno())
-    if not describe_it:
-        return DumpInfo(size=0, sha256="", index=int(meta["last"][1]))
-    return describe(manifest, meta, directory=target)
 
 
 def _new_dump_dir(raft_dir: Path) -> Path:
@@ -230,17 +226,15 @@ class DumpStream:
     under a reader (the dump was replaced meanwhile) raises OSError: the sender then
     starts over with the new dump."""
 
-    def __init__(self, path: Path, meta: dict[str, Any] | None = None, directory: Path | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self._segments: list[bytes | tuple[Path, int]] = []
         self._file: IO[bytes] | None = None
-        if directory is None and not _is_manifest(path):
+        if not _is_manifest(path):
             self._file = path.open("rb")
             self.size = os.fstat(self._file.fileno()).st_size
             return
-        if directory is None or meta is None:
-            body = _manifest(path)
-            meta, directory = body["meta"], path.parent / body["dir"]
-        self._build(meta, directory)
+        body = _manifest(path)
+        self._build(body["meta"], path.parent / body["dir"])
         self.size = sum(len(s) if isinstance(s, bytes) else s[1] + (-s[1] % _BLOCK) for s in self._segments)
         self._index = 0
         self._segment_size = 0
@@ -323,12 +317,12 @@ def _padded(data: bytes) -> bytes:
     return data + bytes(-len(data) % _BLOCK)
 
 
-def describe(path: Path, meta: dict[str, Any] | None = None, *, directory: Path | None = None) -> DumpInfo:
+def describe(path: Path) -> DumpInfo:
     """Length and SHA-256 of the dump's tar stream (reads it whole), and the index it covers."""
-    meta = meta if meta is not None else read_meta(path)
+    meta = read_meta(path)
     digest = hashlib.sha256()
     size = 0
-    with DumpStream(path, meta if directory is not None else None, directory) as stream:
+    with DumpStream(path) as stream:
         while block := stream.read(_HASH_BLOCK):
             digest.update(block)
             size += len(block)

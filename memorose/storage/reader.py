@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 
 from memorose import codec
-from memorose.models import Edge, Event, Memory, embedding_fits, embedding_vector
+from memorose.models import Edge, Event, Memory, embedding_fits, embedding_vector, stored_embedding
 from memorose.statemachine import new_tenant_record
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
@@ -52,9 +52,7 @@ class MemoryHead(msgspec.Struct, frozen=True, gc=False):
     def stored_vector(self) -> np.ndarray:
         """The embedding as stored (float16 or float32), without a copy: retrieval reads a
         few hundred per query and widens them together (``embeddings.base.cosines``)."""
-        if self.embedding_dim and len(self.embedding) == 2 * self.embedding_dim:
-            return np.frombuffer(self.embedding, "<f2")
-        return np.frombuffer(self.embedding, np.float32)
+        return stored_embedding(self.embedding, self.embedding_dim)
 
 
 _HEAD_DECODER = msgspec.msgpack.Decoder(MemoryHead)
