@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from collections import Counter
 
 from memorose.retrieval.rerank import Candidate, CorpusStats
 from memorose.retrieval.text import STOPWORDS, stem
@@ -25,8 +25,8 @@ def feedback_terms(
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
     top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
-    pool_df: Counter[str] = Counter()  # one count of each candidate's distinct terms
-    _count_elements(pool_df, itertools.chain.from_iterable(c.terms for c in ranked))
+    # one count of each candidate's distinct terms
+    pool_df: Counter[str] = Counter(itertools.chain.from_iterable(c.terms for c in ranked))
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1

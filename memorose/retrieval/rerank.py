@@ -337,24 +337,8 @@ def cosine_scores(candidates: list[Candidate], query_vec: np.ndarray | None) -> 
     query nothing answers does not lift its least bad candidate to 1. One product for all."""
     if query_vec is None:
         return [0.0] * len(candidates)
-    vectors = [c.vector for c in candidates]
-    rows = _matrix_of(vectors, query_vec)
-    found = cosines(query_vec, vectors) if rows is None else (rows @ query_vec).astype(np.float64)
+    found = cosines(query_vec, [c.vector for c in candidates])
     return list(np.maximum(0.0, found).tolist())
-
-
-def _matrix_of(vectors: list[np.ndarray | None], like: np.ndarray) -> np.ndarray | None:
-    """The vectors as one float32 matrix when every one is there and of ``like``'s size (the
-    matrix ``cosines`` would stack and widen, built by one C call), else None (``cosines``
-    sorts out the missing and the foreign)."""
-    try:
-        rows = np.array(vectors)
-    except (TypeError, ValueError):  # ragged: another model's vector among them
-        return None
-    fits = rows.ndim == 2 and like.ndim == 1 and rows.shape[1] == like.shape[0]
-    if not fits or like.dtype != np.float32 or rows.dtype not in (np.float32, np.float16):
-        return None
-    return rows if rows.dtype == np.float32 else rows.astype(np.float32)  # stored float16: widened
 
 
 def rank(

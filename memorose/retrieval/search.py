@@ -66,6 +66,8 @@ EARLY_SCAN_ROWS = 16_384
 #: join one (a fixed number, so a smaller ``top_k`` answers with a prefix of a larger one).
 PASSAGE_SPAN = passages.MAX_SPAN
 PASSAGE_DEPTH = 10
+# A passage's window is the re-ranker's neighbour list of its hit (``_results``).
+assert PASSAGE_SPAN - 1 == CONTEXT_SPAN, "passage windows reuse the context neighbours"
 #: A tenant of at most this many memories is "small": its queries read most of it each
 #: time, so records and neighbour lists are kept between them (``RecordCache``,
 #: ``NeighbourMemo``); a larger tenant's path is unchanged.
@@ -348,8 +350,6 @@ class Retriever:
 
         def window_of(c: Candidate) -> dict[str, int]:
             memory_id = str(cast(tuple[str, str], c.key)[1])
-            if PASSAGE_SPAN - 1 != CONTEXT_SPAN:
-                return dict(timeline.neighbours(memory_id, PASSAGE_SPAN - 1, EPISODE_GAP_S))
             near = reads.neighbours.get(memory_id)
             return dict(near if near is not None else self.near.neighbours(timeline, memory_id))
 

@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 
 from memorose import codec
-from memorose.models import Edge, Event, Memory, embedding_fits, embedding_vector, stored_embedding
+from memorose.models import Edge, Event, Memory, embedding_fits, stored_embedding
 from memorose.statemachine import new_tenant_record
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
@@ -44,10 +44,6 @@ class MemoryHead(msgspec.Struct, frozen=True, gc=False):
         return embedding_fits(self.embedding, self.embedding_dim, dim) and (
             model is None or self.embedding_model == model
         )
-
-    def vector(self) -> np.ndarray:
-        """``Memory.vector``."""
-        return embedding_vector(self.embedding, self.embedding_dim)
 
     def stored_vector(self) -> np.ndarray:
         """The embedding as stored (float16 or float32), without a copy: retrieval reads a

@@ -17,7 +17,7 @@ from memorose import codec, commands
 from memorose.models import Memory
 from memorose.providers.embeddings import load_embedder
 from memorose.retrieval import query as query_module
-from memorose.retrieval import search
+from memorose.retrieval import rerank, search
 from memorose.retrieval.query import analyze_query
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS
 from memorose.retrieval.search import NeighbourMemo, RecordCache, Retriever, RetrieveRequest, ViewCache
@@ -125,10 +125,23 @@ def test_rankings_are_those_of_a_retriever_that_keeps_nothing(node: Node) -> Non
             assert kept == fresh.retrieve(RetrieveRequest("t1", query, **options))["results"]
 
 
-def test_cosines_are_skipped_only_where_nothing_shows_them(node: Node) -> None:
+def test_cosines_are_skipped_only_where_nothing_shows_them(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Weight 0 and no ``explain``: no cosine product, the same scores; ``explain`` shows them."""
+    products: list[bool] = []  # per call of the re-ranker's cosines: was there a query vector
+    real = rerank.cosine_scores
+
+    def spy(candidates: list[Any], query_vec: Any) -> list[float]:
+        products.append(query_vec is not None)
+        return real(candidates, query_vec)
+
+    monkeypatch.setattr(rerank, "cosine_scores", spy)
     plain = node.ask("Ana cello", passages=False)
+    assert products and not any(products)
+    products.clear()
     explained = node.ask("Ana cello", passages=False, explain=True)
+    assert products and all(products)
     assert [(r["id"], r["score"]) for r in plain] == [(r["id"], r["score"]) for r in explained]
     assert explained[0]["features"]["cosine"] > 0
 

@@ -40,6 +40,9 @@ def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
     """``vector`` against each of ``others`` (unit vectors) in one product; 0 for one that is
     missing or of another size (another model's space): retrieval's cosine feature and
     arbitration's similarity both need this, per candidate."""
+    rows = _full_matrix(vector, others)
+    if rows is not None:
+        return (rows @ vector).astype(np.float64)
     out = np.zeros(len(others))
     same = [(i, other) for i, other in enumerate(others) if other is not None and other.shape == vector.shape]
     if same:
@@ -48,6 +51,20 @@ def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
             rows = rows.astype(np.float32)
         out[[i for i, _ in same]] = (rows @ vector).astype(np.float64)
     return out
+
+
+def _full_matrix(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray | None:
+    """``others`` as one float32 matrix, built by one C call, when every one is there and of
+    ``vector``'s size (float16 rows widened: the matrix the general path stacks); else None."""
+    if vector.dtype != np.float32 or vector.ndim != 1 or not others:
+        return None
+    try:
+        rows = np.array(others)
+    except (TypeError, ValueError):  # ragged: another model's vector among them
+        return None
+    if rows.ndim != 2 or rows.shape[1] != vector.shape[0] or rows.dtype not in (np.float32, np.float16):
+        return None
+    return rows.astype(np.float32, copy=False)
 
 
 def normalise(matrix: np.ndarray) -> np.ndarray:
