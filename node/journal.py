@@ -317,15 +317,19 @@ class DurableJournal(Journal):  # type: ignore[misc]
         return [self._entry(p) for p in range(position, stop)]
 
     def __getitem__(self, item: Any) -> Any:
-        if isinstance(item, slice):
-            return [self._entry(p) for p in range(*item.indices(len(self)))]
-        position = item + len(self) if item < 0 else item
-        if not 0 <= position < len(self):
-            raise IndexError("journal position out of range")
-        return self._entry(position)
+        return EntryView(self, 0, len(self))[item]
 
     def __len__(self) -> int:
         return len(self._idx)
+
+    def index_at(self, position: int) -> int:
+        """The Raft index of the entry at ``position``, without reading its command."""
+        return self._idx[position]
+
+    def term_at(self, position: int) -> int:
+        """The term of the entry at ``position``, without reading its command (the leader
+        and followers compare terms every tick; an evicted command would be read from disk)."""
+        return self._terms[position]
 
     @property
     def cached_bytes(self) -> int:
@@ -481,6 +485,12 @@ class EntryView(Sequence[Entry]):
     def __reduce__(self) -> Any:
         """Sent to a peer (pickled), it goes as the plain list PySyncObj expects."""
         return (list, (list(self),))
+
+
+def term_at(log: Sequence[Entry], position: int) -> int:
+    """The term of ``log``'s entry at ``position``: from the journal's arrays, or from the
+    entry itself in a plain list (PySyncObj's in-memory log, tests)."""
+    return log.term_at(position) if isinstance(log, DurableJournal) else log[position][2]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -55,6 +55,7 @@ from pysyncobj.syncobj import _RAFT_STATE, SyncObjExceptionWrongVer
 
 from node import snapshot
 from node.failstop import fail_stop, failpoint
+from node.journal import term_at
 from node.transport_guard import GuardStats, TransportGuard, TransportLimits
 
 __all__ = ["AppendEntriesFix", "FollowerRules", "GuardStats", "TransportGuard", "TransportLimits"]
@@ -250,7 +251,7 @@ class FollowerRules:
         if prev_idx is None or prev_idx < first_idx or prev_idx > last_idx:
             self._reply(node, None, success=False, reset=True)  # ask from our last index on
             return
-        if raft_log[prev_idx - first_idx][2] != prev_term:
+        if term_at(raft_log, prev_idx - first_idx) != prev_term:
             self._reply(node, prev_idx, success=False, reset=True)  # step back
             return
         if any(entry[1] != prev_idx + 1 + k for k, entry in enumerate(entries)):
@@ -260,7 +261,7 @@ class FollowerRules:
         position = prev_idx - first_idx + 1
         matched = 0
         while matched < len(entries) and position + matched < len(raft_log):
-            if raft_log[position + matched][2] != entries[matched][2]:
+            if term_at(raft_log, position + matched) != entries[matched][2]:
                 self._truncate_conflict(position + matched, entries[matched][1])
                 break
             matched += 1

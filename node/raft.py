@@ -282,10 +282,22 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         journal = self._SyncObj__raftLog
         if not isinstance(journal, DurableJournal) or not len(journal):
             return list(SyncObj._SyncObj__getEntries(self, fromIDx, count, maxSizeBytes))
-        first = journal[0][1]
+        first = journal.index_at(0)
         if fromIDx is None or fromIDx < first:
             return []
         return journal.entries(fromIDx - first, count, maxSizeBytes)
+
+    def _SyncObj__getPrevLogIndexTerm(self, nextNodeIndex: int) -> tuple[int | None, int | None]:
+        """PySyncObj's, from the journal's term array: it took the term from the entry, and
+        so read the command of every batch's previous entry back from disk when evicted."""
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, DurableJournal) or not len(journal):
+            return SyncObj._SyncObj__getPrevLogIndexTerm(self, nextNodeIndex)  # type: ignore[no-any-return]
+        prev = nextNodeIndex - 1
+        position = prev - journal.index_at(0)
+        if 0 <= position < len(journal):
+            return prev, journal.term_at(position)
+        return None, None
 
     @replicated  # type: ignore[misc]
     def apply(self, payload: bytes) -> dict[str, Any]:

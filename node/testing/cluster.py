@@ -249,6 +249,20 @@ class Cluster:
         assert self.session is not None
         return Api(self.nodes[i].url, self.session)
 
+    async def metric(self, i: int, name: str) -> float | None:
+        """The value of an unlabelled metric on node i (``/metrics``); None if the node does
+        not answer or has no such metric."""
+        if not self.nodes[i].alive or self.nodes[i].paused:
+            return None
+        try:
+            code, text = await self.api(i).get("/metrics", timeout=aiohttp.ClientTimeout(total=5))
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+        if code != 200 or not isinstance(text, str):
+            return None
+        values = (line.split()[-1] for line in text.splitlines() if line.split(" ", 1)[0] == name)
+        return next((float(v) for v in values), None)
+
     async def status(self, i: int) -> dict[str, Any] | None:
         if not self.nodes[i].alive or self.nodes[i].paused:
             return None

@@ -223,29 +223,17 @@ async def _settle(ctx: FaultContext, run: SoakRun, when: str) -> bool:
         return False
 
 
+JOURNAL_DISK_READS = "memorose_raft_journal_disk_reads_total"
+
+
 async def _count_journal_reads(cluster: Cluster, run: SoakRun) -> None:
     """Add up ``memorose_raft_journal_disk_reads_total`` over the nodes that answer; a
     counter that went down belongs to a restarted process, so the old one's last value is
     banked (kept under the node id with a suffix)."""
     for node in cluster.nodes:
-        if not node.alive or node.paused:
+        value = await cluster.metric(node.index, JOURNAL_DISK_READS)
+        if value is None:
             continue
-        try:
-            code, metrics = await cluster.api(node.index).get(
-                "/metrics", timeout=aiohttp.ClientTimeout(total=5)
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            continue
-        if code != 200 or not isinstance(metrics, str):
-            continue
-        value = next(
-            (
-                float(line.split()[-1])
-                for line in metrics.splitlines()
-                if line.startswith("memorose_raft_journal_disk_reads_total")
-            ),
-            0.0,
-        )
         seen = run._journal_reads_seen
         if value < seen.get(node.node_id, 0.0):
             banked = f"{node.node_id}/before-{len(seen)}"

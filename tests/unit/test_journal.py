@@ -308,3 +308,19 @@ def test_a_journal_cut_short_under_the_node_stops_it(tmp_path: Path, stopped: ty
     with pytest.raises(stopped, match="entry 2"):
         j[1]
     assert j[-1] == (b"cmd-5", 5, 1)  # the last one is in memory
+
+
+def test_indexes_and_terms_never_read_a_command_back(tmp_path: Path) -> None:
+    """Raft compares indexes and terms every tick (the previous entry of each batch sent, a
+    follower's consistency check): the journal answers them from its arrays, not the file."""
+    from node.journal import term_at
+
+    j = DurableJournal(str(tmp_path / "raft-log"), cache_bytes=0)
+    _fill(j, 10, term=1)
+    _fill(j, 10, term=2, start=11)
+    before = j.disk_reads
+    assert [j.index_at(p) for p in range(20)] == list(range(1, 21))
+    assert [term_at(j, p) for p in range(20)] == [1] * 10 + [2] * 10
+    assert j.disk_reads == before
+    plain = [(f"cmd-{i}".encode(), i, 1 if i <= 10 else 2) for i in range(1, 21)]
+    assert [term_at(plain, p) for p in range(20)] == [term_at(j, p) for p in range(20)]
