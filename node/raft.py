@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pysyncobj.syncobj as _pysyncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -310,12 +310,17 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         except StorageFailure as exc:
             fail_stop(f"RocksDB failed while applying Raft entry {index}: {exc}")
 
+    @property
+    def journal(self) -> DurableJournal:
+        """The Raft log: the journal ``build_conf`` gives PySyncObj (``_SyncObj__raftLog``)."""
+        return cast(DurableJournal, self._SyncObj__raftLog)
+
     # -- durability ----------------------------------------------------------------------
     def sync_journal(self) -> bool:
         """fsync entries appended since the last sync. Tick thread; free when nothing is new.
         (Term and vote are synced by the journal itself before they are used.)"""
         started = time.perf_counter()
-        if not self._SyncObj__raftLog.sync(fsync=self._fsync):
+        if not self.journal.sync(fsync=self._fsync):
             return False
         took = time.perf_counter() - started
         self.fsync_max_s = max(self.fsync_max_s, took)
@@ -556,8 +561,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         return getattr(leader, "url", None)
 
     def last_log_index(self) -> int:
-        journal = self._SyncObj__raftLog
-        return int(journal[-1][1]) if len(journal) else 0
+        journal = self.journal
+        return int(journal[-1][1]) if len(journal) else 0  # the last command is always cached
 
     def match_index(self) -> dict[str, int]:
         """Leader only: the highest log index each follower is known to hold."""

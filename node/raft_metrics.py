@@ -77,8 +77,7 @@ def add_raft_metrics(m: NodeMetrics, service: NodeService) -> None:
     m.counter("memorose_raft_journal_fsyncs", "journal fsyncs before acknowledging", lambda: count("fsyncs"))
 
     def journal(attr: str) -> float:
-        log = getattr(service.raft, "_SyncObj__raftLog", None) if service.raft is not None else None
-        return float(getattr(log, attr, 0))
+        return float(getattr(service.raft.journal, attr)) if service.raft is not None else 0.0
 
     m.gauge(
         "memorose_raft_journal_cached_bytes",
