@@ -150,6 +150,15 @@ def embedding_fits(embedding: bytes, embedding_dim: int, dim: int) -> bool:
     return len(embedding) == 4 * dim
 
 
+def with_access(record: dict[str, Any], access: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored memory record with its access state folded in. Retrieval feedback (the
+    ``touch`` command) writes ``access_count``, ``last_accessed_at`` and ``importance`` under
+    their own key (``keys.access``) until the record is next written, so an access rewrites
+    a few bytes, not the record with its vector (docs/state-machine.md). Never changes
+    ``record``."""
+    return record if not access else {**record, **access}
+
+
 @dataclass
 class Memory:
     """An L1 memory: a consolidated fact with its embedding and provenance.

@@ -20,7 +20,7 @@ from rocksdict import WriteBatch
 
 from memorose import codec, commands
 from memorose.consolidation.forgetting import should_archive, strengthen
-from memorose.models import event_bytes
+from memorose.models import event_bytes, with_access
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore, StorageFailure
 
@@ -51,17 +51,25 @@ class _Tx:
         self.graph_writes[tenant_id] = self.graph_writes.get(tenant_id, 0) + memories
 
     def memory(self, tenant_id: str, memory_id: str) -> dict[str, Any] | None:
-        """The memory as this entry has left it so far (read-your-writes)."""
+        """The memory as this entry has left it so far (read-your-writes), with its access
+        state (``keys.access``) folded in."""
         key = (tenant_id, memory_id)
         if key not in self.memories:
-            raw = self.store.get(keys.memory(tenant_id, memory_id))
-            self.memories[key] = codec.unpack(raw) if raw else None
+            raw, access = self.store.get_many(
+                [keys.memory(tenant_id, memory_id), keys.access(tenant_id, memory_id)]
+            )
+            self.memories[key] = (
+                with_access(codec.unpack(raw), access and codec.unpack(access)) if raw else None
+            )
         return self.memories[key]
 
     def put_memory(self, record: dict[str, Any]) -> None:
+        """Write the whole record, access state included: a separate access state, if any,
+        is folded into it (``memory`` read it) and goes."""
         tenant_id, memory_id = record["tenant_id"], record["memory_id"]
         self.memories[(tenant_id, memory_id)] = record
         self.put(keys.memory(tenant_id, memory_id), record)
+        self.batch.delete(keys.access(tenant_id, memory_id))
         self.changes.append(["memory+", tenant_id, memory_id])
         self.graph_changed(tenant_id)
 
@@ -392,13 +400,15 @@ class StateMachine:
             current = tx.memory(tenant_id, memory_id)
             if current is None:
                 continue
-            memory = dict(current)
-            memory["access_count"] = memory.get("access_count", 0) + int(count)
-            memory["last_accessed_at"] = max(now, memory.get("last_accessed_at") or 0.0)
-            memory["importance"] = strengthen(memory["importance"], boost, int(count))
-            # Not put_memory: an access changes nothing the indexes hold.
-            tx.memories[(tenant_id, memory_id)] = memory
-            tx.put(keys.memory(tenant_id, memory_id), memory)
+            access = {
+                "access_count": current.get("access_count", 0) + int(count),
+                "last_accessed_at": max(now, current.get("last_accessed_at") or 0.0),
+                "importance": strengthen(current["importance"], boost, int(count)),
+            }
+            # Not put_memory: an access changes nothing the indexes hold, and writing the
+            # access state alone keeps the record's tables untouched (keys.access).
+            tx.memories[(tenant_id, memory_id)] = {**current, **access}
+            tx.put(keys.access(tenant_id, memory_id), access)
             touched += 1
         edges = 0
         for a, b, count in command["co_retrieved"]:
@@ -467,6 +477,7 @@ class StateMachine:
         if memory is None:
             return {"ok": False, "error": {"code": "not_found", "message": "no such memory"}}
         tx.batch.delete(keys.memory(tenant_id, memory_id))
+        tx.batch.delete(keys.access(tenant_id, memory_id))
         tx.memories[(tenant_id, memory_id)] = None
         for key, _ in self.store.scan(keys.edges_of(tenant_id, memory_id)):
             _, neighbour = keys.split_edge_key(key)

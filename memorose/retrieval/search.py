@@ -195,23 +195,27 @@ class NeighbourMemo:
 
 class ViewCache:
     """API views (``memory_view``) of recently returned memories, each kept with the exact
-    record it was built from: decoding a record and formatting its times is ~10 us, and a
-    small tenant returns the same few memories again and again (docs/retrieval.md). A view
-    is shared: callers copy it (``{**view, ...}``) and never mutate it or its values."""
+    record and access state it was built from: decoding a record and formatting its times
+    is ~10 us, and a small tenant returns the same few memories again and again
+    (docs/retrieval.md). The access state is read here, for the few memories shown: ranking
+    never needs it. A view is shared: callers copy it (``{**view, ...}``) and never mutate
+    it or its values."""
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, reader: StateReader, capacity: int = 1024) -> None:
+        self.reader = reader
         self.capacity = capacity
-        self._views: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {}
+        self._views: dict[tuple[str, str], tuple[bytes, bytes | None, dict[str, Any]]] = {}
 
     def view(self, tenant_id: str, memory_id: str, raw: bytes) -> dict[str, Any]:
         key = (tenant_id, memory_id)
+        access = self.reader.access_state(tenant_id, memory_id)
         kept = self._views.get(key)
-        if kept is not None and kept[0] == raw:
-            return kept[1]
-        view = memory_view(raw)
+        if kept is not None and kept[0] == raw and kept[1] == access:
+            return kept[2]
+        view = memory_view(raw, access)
         if key not in self._views and len(self._views) >= self.capacity:
             _evict_oldest(self._views)
-        self._views[key] = (raw, view)
+        self._views[key] = (raw, access, view)
         return view
 
 
@@ -244,7 +248,7 @@ class Retriever:
         self.insights_per_query = 2
         #: Query expansion by meaning over the tenant's words (lexicon.py); None: off.
         self.lexicon = lexicon
-        self.views = ViewCache()
+        self.views = ViewCache(reader)
         self.records = RecordCache()
         self.near = NeighbourMemo()
         #: Tenant -> (indexed seq, store change count) of its last scan of the tail that

@@ -6,6 +6,9 @@ WriteBatch per Raft entry is atomic. Ids are validated (no '/') before they get 
     e/<tenant>/<seq:016x>         L0 event, in ingest order
     i/<tenant>/<event_id>         seq of an event id (idempotency key, lookup)
     M/<tenant>/<memory_id>        L1 memory (embedding as float16, or float32 if older)
+    A/<tenant>/<memory_id>        a memory's access state since its record was last written
+                                  (access_count, last_accessed_at, importance): retrieval
+                                  feedback rewrites these few bytes, not the whole record
     g/<tenant>/<src>/<dst>        memory edge (adjacency; stored under both endpoints)
     h/<tenant>/<memory_id>/<v:08x> one version of a memory (history, why it changed)
     j/<tenant>/<event_id>         why consolidation rejected an event (the event stays in e/)
@@ -23,6 +26,7 @@ TENANT = b"t/"
 EVENT = b"e/"
 EVENT_ID = b"i/"
 MEMORY = b"M/"
+ACCESS = b"A/"
 API_KEY = b"k/"
 CHANGES = b"x/"
 EDGE = b"g/"
@@ -33,7 +37,18 @@ INSIGHT = b"n/"
 INSIGHT_MEMBER = b"N/"
 
 #: Prefixes holding one tenant's replicated state (used by delete and digest).
-TENANT_PREFIXES = (EVENT, EVENT_ID, MEMORY, EDGE, HISTORY, REJECTED, STREAM_TAIL, INSIGHT, INSIGHT_MEMBER)
+TENANT_PREFIXES = (
+    EVENT,
+    EVENT_ID,
+    MEMORY,
+    ACCESS,
+    EDGE,
+    HISTORY,
+    REJECTED,
+    STREAM_TAIL,
+    INSIGHT,
+    INSIGHT_MEMBER,
+)
 
 
 def tenant(tenant_id: str) -> bytes:
@@ -58,6 +73,10 @@ def event_id(tenant_id: str, eid: str) -> bytes:
 
 def memory(tenant_id: str, memory_id: str) -> bytes:
     return tenant_prefix(MEMORY, tenant_id) + memory_id.encode()
+
+
+def access(tenant_id: str, memory_id: str) -> bytes:
+    return tenant_prefix(ACCESS, tenant_id) + memory_id.encode()
 
 
 def edge(tenant_id: str, source: str, target: str) -> bytes:

@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 
 from memorose import codec
-from memorose.models import Edge, Event, Memory, embedding_fits, stored_embedding
+from memorose.models import Edge, Event, Memory, embedding_fits, stored_embedding, with_access
 from memorose.statemachine import new_tenant_record
 from memorose.storage import keys
 from memorose.storage.rocks import RocksStore
@@ -74,9 +74,14 @@ def memory_head(raw: bytes) -> MemoryHead:
         )
 
 
-def memory_view(raw: bytes) -> dict[str, Any]:
-    """The API view (``Memory.public``) of a stored memory record."""
-    return Memory.from_dict(codec.unpack(raw)).public()
+def memory_view(raw: bytes, access: bytes | None = None) -> dict[str, Any]:
+    """The API view (``Memory.public``) of a stored memory record and its access state."""
+    return Memory.from_dict(_record(raw, access)).public()
+
+
+def _record(raw: bytes, access: bytes | None) -> dict[str, Any]:
+    """A stored memory record with its stored access state (``keys.access``) folded in."""
+    return with_access(codec.unpack(raw), access and codec.unpack(access))
 
 
 class StateReader:
@@ -136,15 +141,25 @@ class StateReader:
 
     # -- memories ----------------------------------------------------------------------
     def memory(self, tenant_id: str, memory_id: str) -> Memory | None:
-        raw = self.store.get(keys.memory(tenant_id, memory_id))
-        return Memory.from_dict(codec.unpack(raw)) if raw else None
+        return self.memories_many(tenant_id, [memory_id]).get(memory_id)
 
     def memories_many(self, tenant_id: str, memory_ids: list[str]) -> dict[str, Memory]:
-        """The memories of ``memory_ids`` that exist, read in one multi-get."""
-        raws = self.store.get_many([keys.memory(tenant_id, m) for m in memory_ids])
+        """The memories of ``memory_ids`` that exist, with their access state, read in one
+        multi-get."""
+        n = len(memory_ids)
+        raws = self.store.get_many(
+            [keys.memory(tenant_id, m) for m in memory_ids] + [keys.access(tenant_id, m) for m in memory_ids]
+        )
         return {
-            m: Memory.from_dict(codec.unpack(raw)) for m, raw in zip(memory_ids, raws, strict=True) if raw
+            m: Memory.from_dict(_record(raw, access))
+            for m, raw, access in zip(memory_ids, raws[:n], raws[n:], strict=True)
+            if raw
         }
+
+    def access_state(self, tenant_id: str, memory_id: str) -> bytes | None:
+        """The stored access state of a memory (``keys.access``), if an access was recorded
+        since its record was last written."""
+        return self.store.get(keys.access(tenant_id, memory_id))
 
     def memory_heads_many(self, tenant_id: str, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
         """``memories_many`` as heads, each with its record (for ``memory_view``)."""
@@ -154,14 +169,28 @@ class StateReader:
     def memories(
         self, tenant_id: str, *, after_id: str | None = None, limit: int | None = None
     ) -> Iterator[Memory]:
+        """A tenant's memories in id order, with their access state: two scans side by side
+        (records and access states are both in id order)."""
         prefix = keys.tenant_prefix(keys.MEMORY, tenant_id)
         start = keys.memory(tenant_id, after_id) + b"\x00" if after_id else None
-        for _, raw in self.store.scan(prefix, start=start, limit=limit):
-            yield Memory.from_dict(codec.unpack(raw))
+        access_prefix = keys.tenant_prefix(keys.ACCESS, tenant_id)
+        access_start = keys.access(tenant_id, after_id) + b"\x00" if after_id else None
+        accesses = self.store.scan(access_prefix, start=access_start)
+        pending = next(accesses, None)
+        for key, raw in self.store.scan(prefix, start=start, limit=limit):
+            memory_id = key[len(prefix) :]
+            while pending is not None and pending[0][len(access_prefix) :] < memory_id:
+                pending = next(accesses, None)
+            access = None
+            if pending is not None and pending[0][len(access_prefix) :] == memory_id:
+                access = pending[1]
+            yield Memory.from_dict(_record(raw, access))
 
     def memory_records(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         """A tenant's memories as the stored dicts, in key order: a scan that needs a few
-        fields of every record (the timeline) skips building a ``Memory`` per record."""
+        fields of every record (the timeline, the lexicon) skips building a ``Memory`` per
+        record. The access state (``keys.access``) is NOT folded in: callers want content
+        and times."""
         unpack = codec.unpack
         for _, raw in self.store.scan(keys.tenant_prefix(keys.MEMORY, tenant_id)):
             yield unpack(raw)

@@ -120,7 +120,7 @@ def test_rankings_are_those_of_a_retriever_that_keeps_nothing(node: Node) -> Non
     for query in ["Ana", "Bruno bread", "Carla sea biology", "who plays the cello", "Lisbon spring"]:
         for options in ({}, {"passages": False}, {"explain": True}, {"top_k": 3}):
             kept = node.ask(query, **options)
-            fresh.records, fresh.views, fresh.near = RecordCache(), ViewCache(), NeighbourMemo()
+            fresh.records, fresh.views, fresh.near = RecordCache(), ViewCache(node.reader), NeighbourMemo()
             fresh._empty_tails.clear()
             assert kept == fresh.retrieve(RetrieveRequest("t1", query, **options))["results"]
 
@@ -156,8 +156,8 @@ def test_the_neighbour_memo_answers_as_the_timeline_and_follows_a_new_one() -> N
         assert all(memo.neighbours(timeline, m) == timeline.neighbours(m, 2, 1800.0) for m in ids)
 
 
-def test_caches_stay_within_their_bounds() -> None:
-    views = ViewCache(capacity=3)
+def test_caches_stay_within_their_bounds(node: Node) -> None:
+    views = ViewCache(node.reader, capacity=3)
     raws = [codec.pack(Memory.from_dict(memory(i, FACTS[i % 6])).to_dict()) for i in range(1, 6)]
     for i, raw in enumerate(raws, 1):
         assert views.view("t1", f"m-{i}", raw)["id"] == f"m-{i}"

@@ -1,0 +1,109 @@
+"""Retrieval feedback writes a memory's access state under its own key (``keys.access``), not
+the memory's record: on a real RocksDB and state machine, every reader sees the access
+state folded in, the next write of the record absorbs it, and replicas stay identical."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memorose import codec, commands
+from memorose.consolidation.forgetting import strengthen
+from memorose.storage import keys
+from tests.unit.state_node import StateNode
+from tests.unit.test_small_tenant_reads import FACTS, memory
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[StateNode]:
+    n = StateNode(tmp_path, dim=8)
+    n.apply(commands.consolidate("t1", 0, 0, [memory(i, c) for i, c in enumerate(FACTS, 1)], 2.0))
+    yield n
+    n.close()
+
+
+def raw_record(node: StateNode, memory_id: str) -> bytes | None:
+    return node.store.get(keys.memory("t1", memory_id))
+
+
+def test_a_touch_writes_the_access_state_and_leaves_the_record_alone(node: StateNode) -> None:
+    before = raw_record(node, "m-2")
+    node.apply(commands.touch("t1", 50.0, [["m-2", 3], ["m-5", 1], ["m-gone", 2]], [], 0.1))
+    node.apply(commands.touch("t1", 60.0, [["m-2", 1]], [], 0.1))
+    assert raw_record(node, "m-2") == before  # the record, vector and all, is not rewritten
+    state = codec.unpack(node.store.get(keys.access("t1", "m-2")))
+    expected = {
+        "access_count": 4,
+        "last_accessed_at": 60.0,
+        "importance": strengthen(strengthen(0.5, 0.1, 3), 0.1),
+    }
+    assert state == expected
+    assert node.store.get(keys.access("t1", "m-gone")) is None  # no access state without a memory
+    m2 = node.reader.memory("t1", "m-2")
+    assert m2 is not None and (m2.access_count, m2.last_accessed_at, m2.importance) == tuple(
+        expected.values()
+    )
+    many = node.reader.memories_many("t1", ["m-1", "m-2", "m-5"])
+    assert [many[m].access_count for m in ("m-1", "m-2", "m-5")] == [0, 4, 1]
+
+
+def test_a_scan_folds_each_access_state_into_its_own_memory(node: StateNode) -> None:
+    node.apply(commands.touch("t1", 50.0, [["m-1", 1], ["m-3", 3], ["m-6", 6]], [], 0.1))
+    counts = {m.memory_id: m.access_count for m in node.reader.memories("t1")}
+    assert counts == {"m-1": 1, "m-2": 0, "m-3": 3, "m-4": 0, "m-5": 0, "m-6": 6}
+    page = list(node.reader.memories("t1", after_id="m-2", limit=3))
+    assert [(m.memory_id, m.access_count) for m in page] == [("m-3", 3), ("m-4", 0), ("m-5", 0)]
+    # The raw records are the stored ones (no access state): the timeline and lexicon read them.
+    assert all(r["access_count"] == 0 for r in node.reader.memory_records("t1"))
+
+
+def test_the_next_write_of_the_record_absorbs_the_access_state(node: StateNode) -> None:
+    node.apply(commands.touch("t1", 50.0, [["m-4", 2]], [], 0.1))
+    touched = node.reader.memory("t1", "m-4")
+    node.apply(commands.forget("t1", 10_000.0 * 86_400, ["m-4"], 30.0, 0.99))  # archives: a record write
+    assert node.store.get(keys.access("t1", "m-4")) is None
+    record = codec.unpack(raw_record(node, "m-4"))
+    assert record["archived"] is True
+    assert touched is not None
+    assert (record["access_count"], record["last_accessed_at"], record["importance"]) == (
+        touched.access_count,
+        touched.last_accessed_at,
+        touched.importance,
+    )
+    node.apply(commands.touch("t1", 70.0, [["m-4", 1]], [], 0.1))  # and a later touch starts from there
+    again = node.reader.memory("t1", "m-4")
+    assert again is not None and again.access_count == 3 and again.archived
+
+
+def test_a_touch_counts_when_forgetting_decides(node: StateNode) -> None:
+    """The forget command re-checks each memory at apply with its access state."""
+    day = 86_400.0
+    node.apply(commands.touch("t1", 200 * day, [["m-1", 5]], [], 0.5))
+    result = node.apply(commands.forget("t1", 240 * day, ["m-1", "m-2"], 30.0, 0.1))
+    assert result["archived"] == ["m-2"]  # m-1 was used recently: it stays
+
+
+def test_deleting_a_memory_or_its_tenant_deletes_its_access_state(node: StateNode) -> None:
+    node.apply(commands.touch("t1", 50.0, [["m-1", 1], ["m-2", 1]], [], 0.1))
+    node.apply(commands.delete_memory("t1", "m-1", purge_events=False))
+    assert node.store.get(keys.access("t1", "m-1")) is None
+    assert node.store.get(keys.access("t1", "m-2")) is not None
+    node.apply(commands.delete_tenant("t1"))
+    assert list(node.store.scan(keys.tenant_prefix(keys.ACCESS, "t1"))) == []
+
+
+def test_replicas_applying_the_same_touches_hold_the_same_state(tmp_path: Path) -> None:
+    nodes = [StateNode(tmp_path / name, dim=8) for name in ("a", "b")]
+    try:
+        for n in nodes:
+            n.apply(commands.consolidate("t1", 0, 0, [memory(i, c) for i, c in enumerate(FACTS, 1)], 2.0))
+            n.apply(commands.touch("t1", 50.0, [["m-1", 2], ["m-3", 1]], [["m-1", "m-3", 1]], 0.1))
+        digests = {n.reader.tenant_digest("t1") for n in nodes}
+        assert len(digests) == 1
+        nodes[1].apply(commands.touch("t1", 51.0, [["m-3", 1]], [], 0.1))
+        assert nodes[0].reader.tenant_digest("t1") != nodes[1].reader.tenant_digest("t1")  # it is covered
+    finally:
+        for n in nodes:
+            n.close()
