@@ -217,3 +217,22 @@ def test_a_lexicon_forgets_its_query_words_past_the_bound(
     assert built is not None and len(built.near) == 3
     assert "yoga" in lex.expansion("t", "exercises sports").weights
     assert set(built.near) == {"sports"}, "cleared when full, then the new word"
+
+
+def test_the_word_matrix_is_float16_and_scores_as_float32_would(embedder: Embedder) -> None:
+    """Half the memory of float32, the same closest words and cosines (to 1e-6)."""
+    import numpy as np
+
+    lex = lexicon_over(embedder, {"t": JOHN}, threshold=-1.0)  # every close word, not only > .5
+    questions = ["What exercises has John done?", "Which vehicle broke?", "late paperwork"]
+    for question in questions:
+        lex.expansion("t", question)
+    built = lex.get("t")
+    assert built is not None and built.matrix.dtype == np.float16
+    wide = built.matrix.astype(np.float32)
+    for word, near in built.near.items():
+        reference = wide @ lex.words.matrix([word])[0].astype(np.float32)
+        rows, cosines = [j for j, _ in near], [c for _, c in near]
+        assert len(rows) == LexiconSettings.per_word
+        assert np.allclose(cosines, np.sort(reference)[::-1][: len(rows)], atol=1e-6), word  # the best
+        assert np.allclose(cosines, reference[rows], atol=1e-6), word  # each with its own cosine
