@@ -199,3 +199,29 @@ async def test_a_follower_catches_up_from_commands_read_back_from_the_journal(tm
         after = [await shard.metric(i, JOURNAL_DISK_READS) for i in range(3)]
         assert all(value is not None for value in after)
         assert sum(after) - sum(before) >= 20  # type: ignore[arg-type]
+
+
+async def test_retrieval_feedback_reaches_every_replica(shard: Cluster) -> None:
+    """The leader's touch (access counts under their own key, docs/state-machine.md) is
+    applied by every node: the same access count everywhere, equal digests."""
+    leader = await shard.wait_leader()
+    api = shard.api(leader)
+    await api.ingest("acme", "Carol's favourite tea is a smoky oolong", event_id="tea")
+    await api.ingest("acme", "The server room door code is 4417", event_id="code")
+    await api.consolidate("acme")
+    for _ in range(3):
+        hits = await api.retrieve("acme", "What tea does Carol like?", top_k=1, passages=False)
+    tea = hits[0]["id"]
+    assert hits[0]["layer"] == "L1"
+
+    async def counted() -> bool:
+        _, memory = await api.get(f"/api/v1/memories/{tea}?tenant_id=acme")
+        return bool(memory["access_count"] >= 3)
+
+    await poll(counted, 30, "the leader's touch to apply")
+    await shard.wait_converged()
+    for i in range(3):
+        code, memory = await shard.api(i).get(f"/api/v1/memories/{tea}?tenant_id=acme")
+        assert code == 200 and memory["access_count"] == 3 and memory["importance"] > 0.5
+    digests = await shard.digests("acme")
+    assert len({d["digest"] for d in digests.values()}) == 1
