@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 _WORD_RE = re.compile(r"[a-z]+")
 #: Query words whose closest tenant words a lexicon remembers (a few hundred bytes each).
 MAX_NEAR_WORDS = 20_000
+#: Words whose vectors the process keeps for the next build (~0.9 KB each: ~90 MB at most).
+MAX_CACHED_WORDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,13 @@ def content_words(text: str) -> list[str]:
 
 class WordVectors:
     """Process-wide cache of single-word embeddings, kept as float16 (768 bytes a word at
-    384 dimensions; cosines to two decimals are all expansion needs)."""
+    384 dimensions; cosines to two decimals are all expansion needs). Bounded: past
+    ``max_words`` the words cached first go first (a word still in use is embedded again,
+    or read from the word table, by the next build that needs it)."""
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, max_words: int = MAX_CACHED_WORDS) -> None:
         self.embedder = embedder
+        self.max_words = max_words
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -96,17 +101,18 @@ class WordVectors:
     def matrix(self, words: list[str]) -> np.ndarray:
         """Float16 rows for ``words`` (as cached), embedding the ones never seen in one batch."""
         with self._lock:
-            missing = [w for w in words if w not in self._vectors]
+            rows = {w: self._vectors[w] for w in words if w in self._vectors}
+        missing = [w for w in dict.fromkeys(words) if w not in rows]
         if missing:
-            fresh = self.embedder.embed_words(missing)
+            fresh = np.asarray(self.embedder.embed_words(missing), np.float16)
             with self._lock:
                 for word, vector in zip(missing, fresh, strict=True):
-                    self._vectors[word] = np.asarray(vector, dtype=np.float16)
-        with self._lock:
-            rows = [self._vectors[w] for w in words]
-        if not rows:
+                    self._vectors[word] = rows[word] = vector
+                while len(self._vectors) > self.max_words:
+                    self._vectors.pop(next(iter(self._vectors)))
+        if not words:
             return np.zeros((0, self.embedder.dim), np.float16)
-        return np.stack(rows)
+        return np.stack([rows[w] for w in words])
 
 
 @dataclass(frozen=True)

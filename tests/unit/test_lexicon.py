@@ -236,3 +236,17 @@ def test_the_word_matrix_is_float16_and_scores_as_float32_would(embedder: Embedd
         assert len(rows) == LexiconSettings.per_word
         assert np.allclose(cosines, np.sort(reference)[::-1][: len(rows)], atol=1e-6), word  # the best
         assert np.allclose(cosines, reference[rows], atol=1e-6), word  # each with its own cosine
+
+
+def test_the_process_wide_word_cache_is_bounded(embedder: Embedder) -> None:
+    import numpy as np
+
+    words = lexicon_module.WordVectors(embedder, max_words=4)
+    first = words.matrix(["yoga", "invoice", "highway"])
+    assert len(words) == 3
+    again = words.matrix(["kickboxing", "report", "yoga", "colleague"])  # yoga is cached, 3 new
+    assert len(words) == 4, "the oldest words went"
+    assert np.array_equal(again[2], first[0])
+    reference = lexicon_module.WordVectors(embedder).matrix(["yoga", "invoice", "kickboxing", "colleague"])
+    assert np.array_equal(words.matrix(["yoga", "invoice", "kickboxing", "colleague"]), reference)
+    assert len(words) == 4 and words.matrix([]).shape == (0, embedder.dim)
