@@ -59,7 +59,7 @@ class _Tx:
                 [keys.memory(tenant_id, memory_id), keys.access(tenant_id, memory_id)]
             )
             self.memories[key] = (
-                with_access(codec.unpack(raw), access and codec.unpack(access)) if raw else None
+                with_access(codec.unpack(raw), codec.unpack(access) if access else None) if raw else None
             )
         return self.memories[key]
 

@@ -81,7 +81,7 @@ def memory_view(raw: bytes, access: bytes | None = None) -> dict[str, Any]:
 
 def _record(raw: bytes, access: bytes | None) -> dict[str, Any]:
     """A stored memory record with its stored access state (``keys.access``) folded in."""
-    return with_access(codec.unpack(raw), access and codec.unpack(access))
+    return with_access(codec.unpack(raw), codec.unpack(access) if access else None)
 
 
 class StateReader:
