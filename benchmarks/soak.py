@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workdir", default=None, help="keep the nodes' data dirs and logs here")
     parser.add_argument("--with-workers", action="store_true", help="keep consolidation and insights on")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=0,
+        help="clients retrieving meanwhile (with --with-workers their answers become touch commands)",
+    )
     parser.add_argument("--out", default="benchmarks/results/soak.json", help="JSON result file")
 
 
@@ -85,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         settle_timeout_s=args.settle_timeout,
         workdir=Path(args.workdir) if args.workdir else None,
         quiet_workers=not args.with_workers,
+        readers=args.readers,
     )
 
 
@@ -166,6 +173,7 @@ def summarize(run: SoakRun) -> dict[str, Any]:
         },
         "dump_bytes_max": run.dump_bytes_max,
         "journal_disk_reads": run.journal_disk_reads,
+        "reads_answered": run.reads_answered,
         "logs": run.logs,
         "deaths": run.deaths,
         "loadavg": run.loadavg,
@@ -191,7 +199,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"operations {result['operations']} attempts {result['attempts']}")
     print(
         f"applied index {result['applied_index']}, largest dump {result['dump_bytes_max']:,} bytes, "
-        f"journal commands read back from disk {result['journal_disk_reads']:,}"
+        f"journal commands read back from disk {result['journal_disk_reads']:,}, "
+        f"retrievals answered {result['reads_answered']:,}"
     )
     print(f"violations {result['violations']}")
     for kind, ids in result["examples"].items():

@@ -35,7 +35,7 @@ from node.testing.faults import (
     run_round,
 )
 from node.testing.logscan import scan_logs
-from node.testing.workload import History, run_writers
+from node.testing.workload import History, run_readers, run_writers
 
 TENANT = "soak"
 #: Consolidation and insights are pushed out of the way: the soak is about replication,
@@ -67,6 +67,9 @@ class SoakConfig:
     settle_timeout_s: float = 90.0
     workdir: Path | None = None  # keep data dirs and logs here (default: a temporary dir)
     quiet_workers: bool = True
+    #: Clients retrieving meanwhile: with the workers on, the leader's answers become
+    #: ``touch`` commands (access state under its own key) that faults and snapshots meet.
+    readers: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -97,6 +100,7 @@ class SoakRun:
     #: since its last scrape is lost when it is killed), so a run shows that path was taken.
     journal_disk_reads: int = 0
     _journal_reads_seen: dict[str, float] = field(default_factory=dict)
+    reads_answered: int = 0  # retrievals answered by the readers (``SoakConfig.readers``)
     longest_ack_gap_s: float = 0.0  # the longest time with no write acknowledged, during the rounds
     seconds: float = 0.0
     workdir: str = ""
@@ -154,11 +158,13 @@ async def _run_in(config: SoakConfig, root: Path) -> SoakRun:
         writers = asyncio.create_task(
             run_writers(cluster, TENANT, config.writers, stop, run.history, event_bytes=config.event_bytes)
         )
+        readers = asyncio.create_task(run_readers(cluster, TENANT, config.readers, stop))
         try:
             await _rounds(ctx, run, started, loads)
         finally:
             stop.set()
             await writers
+            run.reads_answered = await readers
         run.longest_ack_gap_s = round(run.history.longest_ack_gap(started, time.monotonic()), 2)
         await _settle(ctx, run, "final")
         run.verdict = await check(cluster, TENANT, run.history, timeout=config.settle_timeout_s)

@@ -165,6 +165,42 @@ async def run_writers(
         await asyncio.gather(*(writer(w) for w in range(writers)))
 
 
+async def run_readers(
+    cluster: Cluster, tenant: str, readers: int, stop: asyncio.Event, interval_s: float = 0.05
+) -> int:
+    """``readers`` clients retrieving from random live nodes until ``stop`` is set; returns
+    the answers received. What a leader returns becomes retrieval feedback (``touch``
+    commands), so faults and snapshots meet those writes too. Errors are ignored: a read of
+    a killed or paused node fails, and the checker judges the replicated state, not reads."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    answered = 0
+    async with aiohttp.ClientSession() as session:
+
+        async def reader(r: int) -> None:
+            nonlocal answered
+            rng = random.Random(r)
+            while not stop.is_set():
+                live = [n for n in cluster.nodes if n.alive and not n.paused]
+                if live:
+                    query = " ".join(rng.choice(_SYLLABLES) for _ in range(2))
+                    body = {"tenant_id": tenant, "query": query, "top_k": 5, "passages": False}
+                    try:
+                        async with session.post(
+                            rng.choice(live).url + "/api/v1/retrieve",
+                            json=body,
+                            headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=5.0),
+                        ) as resp:
+                            await resp.read()
+                            answered += resp.status == 200
+                    except (aiohttp.ClientError, TimeoutError, OSError):
+                        pass
+                await asyncio.sleep(interval_s)
+
+        await asyncio.gather(*(reader(r) for r in range(readers)))
+    return answered
+
+
 async def first_ack(
     cluster: Cluster,
     session: aiohttp.ClientSession,
