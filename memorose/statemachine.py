@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rocksdict import WriteBatch
@@ -148,6 +149,8 @@ class StateMachine:
         self.store = store
         self.applied_count = 0  # entries applied by this process
         self.skipped_count = 0  # entries skipped because RocksDB already had them (journal replay)
+        #: Called after an entry that wrote a change record (the indexer's wake-up).
+        self.on_changes: Callable[[], None] | None = None
 
     def apply(self, payload: bytes, raft_index: int) -> Result:
         """Apply one entry. Raises only ``StorageFailure`` (see the module docstring)."""
@@ -167,6 +170,8 @@ class StateMachine:
             result = {"ok": False, "error": {"code": "apply_failed", "message": str(exc)[:200]}}
             self._stage(tx, raft_index)
         self.store.write(tx.batch)
+        if tx.changes and self.on_changes is not None:
+            self.on_changes()
         return result
 
     def _stage(self, tx: _Tx, raft_index: int) -> None:

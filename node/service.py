@@ -141,6 +141,7 @@ class NodeService:
             on_snapshot_installed=self.indexer.request_rebuild,
             on_state_changed=self._on_raft_state_changed,
         )
+        self.raft.machine.on_changes = self.indexer.changes_written
         self.proposer = Proposer(self.raft, self.settings.raft_tuning.commit_timeout_secs)
         self.batcher = IngestBatcher(self.proposer, time.time)
         self.batcher.start()

@@ -73,3 +73,27 @@ def test_a_restart_behind_what_tantivy_committed_does_not_double_events(
     node.indexer.catch_up()
     assert sorted(node.hits("pear")) == ["1", "2", "3"]
     assert node.indexer.fulltext.num_docs() == 3
+
+
+def test_an_idle_indexer_wakes_when_the_state_machine_writes_a_change(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No polling: with the idle look pushed out to a minute, only the state machine's
+    wake-up (``on_changes``) can make the new events searchable within the deadline."""
+    import time
+
+    from memorose.storage import indexer as indexer_module
+
+    monkeypatch.setattr(indexer_module, "IDLE_LOOK_S", 60.0)
+    node.machine.on_changes = node.indexer.changes_written
+    node.indexer.start()
+    for round_ in range(3):  # each time the indexer is asleep again when the change comes
+        deadline = time.monotonic() + 1.0
+        while node.indexer._changed.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it has looked and gone back to sleep
+        node.ingest(f"pelican number{round_}")
+        deadline = time.monotonic() + 20.0
+        while node.indexer.position < node.index and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert node.indexer.position == node.index, "the indexer slept through the change"
+        assert len(node.hits(f"number{round_}")) == 1
