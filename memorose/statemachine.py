@@ -42,6 +42,9 @@ class _Tx:
         self.pending_ids: dict[tuple[str, str], int] = {}
         self.changes: list[list[Any]] = []
         self.memories: dict[tuple[str, str], dict[str, Any] | None] = {}
+        #: Memories with a stored access state (``keys.access``), as far as ``memory`` read
+        #: or a touch wrote: ``put_memory`` deletes that key only where there may be one.
+        self.access_stored: set[tuple[str, str]] = set()
         self.edges: dict[tuple[str, str, str], dict[str, Any] | None] = {}
         #: Memory writes per tenant in this entry (0: only edges changed). Such an entry sets
         #: the tenant's ``graph_gen`` to its Raft index (an identity of the graph's state,
@@ -62,15 +65,20 @@ class _Tx:
             self.memories[key] = (
                 with_access(codec.unpack(raw), codec.unpack(access) if access else None) if raw else None
             )
+            if access:
+                self.access_stored.add(key)
         return self.memories[key]
 
     def put_memory(self, record: dict[str, Any]) -> None:
         """Write the whole record, access state included: a separate access state, if any,
         is folded into it (``memory`` read it) and goes."""
         tenant_id, memory_id = record["tenant_id"], record["memory_id"]
-        self.memories[(tenant_id, memory_id)] = record
+        key = (tenant_id, memory_id)
+        if key in self.access_stored or key not in self.memories:  # not read: there may be one
+            self.batch.delete(keys.access(tenant_id, memory_id))
+            self.access_stored.discard(key)
+        self.memories[key] = record
         self.put(keys.memory(tenant_id, memory_id), record)
-        self.batch.delete(keys.access(tenant_id, memory_id))
         self.changes.append(["memory+", tenant_id, memory_id])
         self.graph_changed(tenant_id)
 
@@ -413,6 +421,7 @@ class StateMachine:
             # Not put_memory: an access changes nothing the indexes hold, and writing the
             # access state alone keeps the record's tables untouched (keys.access).
             tx.memories[(tenant_id, memory_id)] = {**current, **access}
+            tx.access_stored.add((tenant_id, memory_id))
             tx.put(keys.access(tenant_id, memory_id), access)
             touched += 1
         edges = 0

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -44,37 +45,30 @@ class QueryVector:
     (hashing: tens of microseconds), or it has the text's vector already."""
 
     def __init__(self, embedder: Embedder, text: str) -> None:
-        self._embedder = embedder
-        self._text = text
         self._value: np.ndarray | None = None
-        self._future: Future[np.ndarray] | None = None
+        self._background: Background[np.ndarray] | None = None
         if not text.strip():
             return
         known = embedder.recent(text)
         if known is not None:
             self._value = known
         elif embedder.releases_gil:
-            self._future = _helpers().submit(embedder.embed_one, text)
+            self._background = Background(partial(embedder.embed_one, text))
         else:
             self._value = embedder.embed_one(text)
 
     @property
     def ready(self) -> bool:
         """Whether ``result()`` returns at once (computed inline, or known already)."""
-        return self._future is None
+        return self._background is None
 
     @property
     def overlapped(self) -> bool:
         """Whether the embedding was handed to a helper thread (tests)."""
-        return self._future is not None
+        return self._background is not None
 
     def result(self) -> np.ndarray | None:
-        future = self._future
-        if future is None:
-            return self._value
-        if future.cancel():  # never started: the helpers are busy with other queries
-            return self._embedder.embed_one(self._text)
-        return future.result()
+        return self._value if self._background is None else self._background.result()
 
 
 class Background(Generic[T]):
