@@ -201,9 +201,15 @@ class StorageSettings(_Section):
     #: default, 64 MiB, let a busy node hold up to 128 MiB of writes in memory. 8 MiB:
     #: retrieval's access counts rewrite records, so a serving node's memtables fill too.
     write_buffer_mib: int = Field(8, ge=1, le=4096)
-    #: SST compression: zstd keeps a 100K-memory database ~25% smaller than snappy (and the
-    #: Raft dump, a copy of it, with it). Applies to files written from then on.
-    compression: Literal["zstd", "lz4", "snappy", "none"] = "zstd"
+    #: SST compression, applied to files written from then on (older files stay readable).
+    #: LZ4 with a per-table dictionary: at 100K memories (local model) the database is 7%
+    #: smaller than plain zstd and a multi-get of 250 records 2.4x faster.
+    compression: Literal["zstd", "lz4", "snappy", "none"] = "lz4"
+    #: Dictionary sampled from each table's data to compress its blocks against (0: none).
+    compression_dict_kib: int = Field(16, ge=0, le=1024)
+    #: Target table size. RocksDB buffers a table's data uncompressed until it can sample
+    #: the dictionary, so this bounds that buffer during flushes and compactions.
+    target_file_mib: int = Field(4, ge=1, le=1024)
 
 
 class RaftSettings(_Section):

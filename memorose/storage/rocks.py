@@ -56,7 +56,9 @@ class RocksTuning:
 
     block_cache_mib: int = 4
     write_buffer_mib: int = 8
-    compression: str = "zstd"
+    compression: str = "lz4"
+    compression_dict_kib: int = 16
+    target_file_mib: int = 4
 
 
 _COMPRESSION = {
@@ -66,6 +68,11 @@ _COMPRESSION = {
     "none": DBCompressionType.none,
 }
 
+
+#: RocksDB's "library default" compression level (zstd's 3; LZ4 ignores it).
+_DEFAULT_LEVEL = 32767
+#: The compression window (zstd's; LZ4 ignores it), RocksDB's default.
+_WINDOW_BITS = -14
 
 #: Bits per key of the bloom filters: ~1% false positives, 1.25 B per key of memory (the
 #: filters are held with the table readers) and of disk.
@@ -83,6 +90,10 @@ def _options(create: bool = True, tuning: RocksTuning | None = None) -> Options:
     compression = _COMPRESSION[tuning.compression]()
     opts.set_compression_type(compression)
     opts.set_bottommost_compression_type(compression)
+    _set_dictionary(opts, tuning.compression_dict_kib << 10)
+    # A table is compressed with a dictionary sampled from its own data, which RocksDB
+    # buffers uncompressed until the table is full: small tables bound that buffer.
+    opts.set_target_file_size_base(tuning.target_file_mib << 20)
     opts.set_write_buffer_size(tuning.write_buffer_mib << 20)
     opts.set_max_write_buffer_number(2)
     table = BlockBasedOptions()
@@ -93,6 +104,20 @@ def _options(create: bool = True, tuning: RocksTuning | None = None) -> Options:
     table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
     opts.set_block_based_table_factory(table)
     return opts
+
+
+def _set_dictionary(opts: Options, dict_bytes: int) -> None:
+    """Compress each table's blocks against a dictionary of ``dict_bytes`` sampled from the
+    table (0: none). A record is about one 4 KB block; alone it compresses poorly, with the
+    dictionary (the field names, the words the tenant repeats) LZ4 beats plain zstd on disk
+    and reads 2.4x faster (docs/storage.md, "Compression")."""
+    if dict_bytes <= 0:
+        return
+    opts.set_compression_options(_WINDOW_BITS, _DEFAULT_LEVEL, 0, dict_bytes)
+    opts.set_bottommost_compression_options(_WINDOW_BITS, _DEFAULT_LEVEL, 0, dict_bytes, True)
+    # zstd trains its dictionary on up to 100x its size of samples; LZ4 uses samples as is.
+    opts.set_zstd_max_train_bytes(dict_bytes * 100)
+    opts.set_bottommost_zstd_max_train_bytes(dict_bytes * 100, True)
 
 
 def _open(path: Path, opts: Options) -> Rdict:
