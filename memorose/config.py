@@ -231,6 +231,11 @@ class RaftSettings(_Section):
     #: The journal keeps every entry in memory until compaction, so this bounds RSS and
     #: journal disk when entries are big (batch ingest); see docs/replication.md.
     log_compaction_max_bytes: int = Field(64 << 20, ge=0)
+    #: Also compact once the snapshot dump holds more than this many bytes (and more than a
+    #: quarter of its tables) that the database has compacted away (0: off): the dump shares
+    #: its tables with the database until RocksDB rewrites them, so this bounds the second
+    #: copy on disk (docs/replication.md, "A dump shares its tables with the database").
+    dump_unshared_max_bytes: int = Field(32 << 20, ge=0)
     #: Commands of the newest Raft entries kept in memory; older ones are read back from
     #: the journal file (a follower catching up). Bounds the journal's RSS (docs/replication.md).
     journal_cache_bytes: int = Field(2 << 20, ge=0)

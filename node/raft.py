@@ -74,6 +74,9 @@ ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 LEADER = 2
 CANDIDATE = 1
 DUMP_NAME = "dump"
+#: How often the tick thread looks at how much of the dump the database no longer shares
+#: (a directory listing and a stat per table).
+DUMP_LOOK_S = 10.0
 INCOMING_DUMP = "dump.incoming"
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 #: Socket buffers and ``recv`` size of the Raft connections (PySyncObj: 64 KiB). A batch
@@ -188,7 +191,9 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self._last_tick = time.perf_counter()
         self.max_tick_gap_s = 0.0
         self.long_ticks = 0
-        self._size_forced_at = 0  # applied index at the last compaction forced by size
+        self._forced_at = 0  # applied index at the last compaction forced here (size or dump)
+        self._dump_looked_at = time.monotonic()  # last look at the tables only the dump holds
+        self.dump_unshared_bytes = 0
         # the Raft port's limits, read by SyncingTransport while PySyncObj builds it
         self.transport_limits = transport_limits(tuning)
         # observability
@@ -240,6 +245,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if self.sync_journal():
             self._wake_tick_loop()
         self._compact_by_size()
+        self._compact_when_dump_diverged()
         now = time.perf_counter()
         gap = now - self._last_tick
         self._last_tick = now
@@ -265,11 +271,32 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         limit = self.tuning.log_compaction_max_bytes
         applied = self.raftLastApplied
         forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
-        if limit <= 0 or forced or applied <= self._size_forced_at + 1:
+        if limit <= 0 or forced or applied <= self._forced_at + 1:
             return
         journal = self._SyncObj__raftLog
         if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
-            self._size_forced_at = applied
+            self._forced_at = applied
+            self.forceLogCompaction()
+
+    def _compact_when_dump_diverged(self) -> None:
+        """The dump shares its tables with the database (hard links) until RocksDB's
+        compaction rewrites them; from then on the dump alone holds the old ones, up to a
+        second copy of the database on disk until the next snapshot (20,000 entries or 600
+        s away). A snapshot is a flush, hard links and one read of the dump (its hash), so
+        take one once the dump holds more of its own than the larger of
+        ``dump_unshared_max_bytes`` and a quarter of its tables: the hash's cost is then
+        paid once per quarter of the database that compaction rewrote."""
+        limit = self.tuning.dump_unshared_max_bytes
+        now = time.monotonic()
+        if limit <= 0 or now - self._dump_looked_at < DUMP_LOOK_S:
+            return
+        self._dump_looked_at = now
+        unshared, total = snapshot.unshared_table_bytes(self.raft_dir / DUMP_NAME)
+        self.dump_unshared_bytes = unshared
+        applied = self.raftLastApplied
+        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
+        if unshared > max(limit, total // 4) and not forced and applied > self._forced_at + 1:
+            self._forced_at = applied
             self.forceLogCompaction()
 
     def _SyncObj__getEntries(

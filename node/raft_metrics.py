@@ -95,6 +95,11 @@ def add_raft_metrics(m: NodeMetrics, service: NodeService) -> None:
         "snapshots installed",
         lambda: snapshots("installed"),
     )
+    m.gauge(
+        "memorose_raft_dump_unshared_bytes",
+        "table bytes only the snapshot dump still holds (compacted away by the database since)",
+        lambda: count("dump_unshared_bytes"),
+    )
     m.counter("memorose_raft_tick_stalls", "Raft tick gaps over 500 ms", lambda: count("long_ticks"))
 
 

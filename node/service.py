@@ -405,6 +405,7 @@ class NodeService:
             "elections": raft.elections,
             "leader_changes": raft.leader_changes,
             "snapshots": dict(raft.snapshot_stats),
+            "dump_unshared_bytes": raft.dump_unshared_bytes,
             "journal_fsyncs": raft.fsyncs,
             "journal_fsync_max_ms": round(raft.fsync_max_s * 1000, 1),
             "max_tick_gap_ms": round(raft.max_tick_gap_s * 1000, 1),

@@ -171,6 +171,25 @@ def remove_unused_dumps(raft_dir: Path, manifest: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def unshared_table_bytes(manifest: Path) -> tuple[int, int]:
+    """(bytes of the tables only the dump named by ``manifest`` still holds, bytes of all its
+    tables). A table the live database compacted away after the dump linked it has one link
+    left; one both hold has two. (0, 0) when there is no manifest dump (none yet, or a tar)."""
+    try:
+        if not _is_manifest(manifest):
+            return 0, 0
+        db_dir = manifest.parent / str(_manifest(manifest)["dir"]) / DB_DIR
+        unshared = total = 0
+        for path in db_dir.glob("*.sst"):
+            info = path.stat()
+            total += info.st_size
+            if info.st_nlink == 1:
+                unshared += info.st_size
+        return unshared, total
+    except (OSError, SnapshotError):
+        return 0, 0  # replaced or removed meanwhile: the next look sees the new dump
+
+
 def _is_manifest(path: Path) -> bool:
     """A manifest dump (JSON) rather than a tar file (whose first member name comes first)."""
     try:

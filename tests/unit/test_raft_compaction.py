@@ -11,12 +11,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from memorose import commands
 from memorose.config import RaftSettings
 from memorose.storage.reader import StateReader
 from memorose.storage.rocks import RocksStore
+from node import raft as raft_module
+from node import snapshot
 from node.journal import DurableJournal
-from node.raft import JOURNAL_NAME, RaftNode
+from node.raft import DUMP_NAME, JOURNAL_NAME, RaftNode
 from node.runner import free_port
 
 LIMIT = 256 * 1024
@@ -32,9 +36,9 @@ def _wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:  #
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _start(tmp: Path, address: str, max_bytes: int) -> tuple[RaftNode, RocksStore]:
+def _start(tmp: Path, address: str, max_bytes: int, dump_unshared: int = 0) -> tuple[RaftNode, RocksStore]:
     store = RocksStore(tmp / "rocks")
-    tuning = RaftSettings(**NEVER, log_compaction_max_bytes=max_bytes)
+    tuning = RaftSettings(**NEVER, log_compaction_max_bytes=max_bytes, dump_unshared_max_bytes=dump_unshared)
     node = RaftNode(address, {}, store, tuning, tmp / "raft", None)
     _wait(node.is_leader, what="leadership")
     return node, store
@@ -139,3 +143,48 @@ def test_bytes_through_counts_the_records_up_to_an_index(tmp_path: Path) -> None
         assert journal.bytes_through(8) == 2 * one
     finally:
         journal._destroy()
+
+
+def test_a_snapshot_is_taken_once_compaction_leaves_the_dump_holding_its_own_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dump links the database's tables. When RocksDB rewrites them (here a full
+    compaction), only the dump still holds the old ones: the node then takes a snapshot,
+    whose dump shares the new tables again, and nothing is lost."""
+    monkeypatch.setattr(raft_module, "DUMP_LOOK_S", 0.05)
+    node, store = _start(tmp_path, f"127.0.0.1:{free_port()}", LIMIT, dump_unshared=1)
+    manifest = tmp_path / "raft" / DUMP_NAME
+    try:
+        _ingest(node, 0, 280)  # just past the size limit: the first snapshot
+        _wait(lambda: node.snapshot_stats["taken"] >= 1, what="a snapshot forced by size")
+        _wait(lambda: manifest.exists(), what="the dump")
+        unshared, total = snapshot.unshared_table_bytes(manifest)
+        assert total > 0 and unshared == 0  # a fresh dump shares every table
+        _ingest(node, 280, 20)
+        time.sleep(0.3)  # several looks: nothing to re-share yet
+        assert node.snapshot_stats["taken"] == 1
+
+        store._db.compact_range(None, None)  # rewrites every table the dump links
+        _wait(lambda: snapshot.unshared_table_bytes(manifest)[0] > 0, what="compaction to rewrite the tables")
+        _ingest(node, 300, 20)  # a snapshot needs entries applied since the last one
+        _wait(lambda: node.snapshot_stats["taken"] >= 2, what="a snapshot forced by the dump's own tables")
+        _wait(lambda: snapshot.unshared_table_bytes(manifest)[0] == 0, what="a dump that shares its tables")
+        assert _event_ids(store) == [f"e-{i}" for i in range(320)]
+    finally:
+        _stop(node, store)
+
+
+def test_the_dump_rule_leaves_a_shared_dump_alone_and_can_be_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raft_module, "DUMP_LOOK_S", 0.05)
+    node, store = _start(tmp_path, f"127.0.0.1:{free_port()}", LIMIT, dump_unshared=0)
+    try:
+        _ingest(node, 0, 280)
+        _wait(lambda: node.snapshot_stats["taken"] >= 1, what="a snapshot forced by size")
+        store._db.compact_range(None, None)
+        _ingest(node, 280, 20)
+        time.sleep(0.3)
+        assert node.snapshot_stats["taken"] == 1  # 0: off, whatever the dump holds
+    finally:
+        _stop(node, store)

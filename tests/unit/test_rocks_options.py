@@ -70,7 +70,8 @@ def test_tables_are_compressed_against_a_dictionary_and_older_tables_stay_readab
     rng = random.Random(11)
     words = [f"word{i}" for i in range(300)]
     records = {
-        f"M/t/m-{i:06d}".encode(): " ".join(rng.choice(words) for _ in range(60)).encode() for i in range(3000)
+        f"M/t/m-{i:06d}".encode(): " ".join(rng.choice(words) for _ in range(60)).encode()
+        for i in range(3000)
     }
     store = RocksStore(tmp_path / "db", tuning=RocksTuning(compression="zstd", compression_dict_kib=0))
     _write(store, records)
