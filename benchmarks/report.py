@@ -80,10 +80,17 @@ def _reads_table(result: dict[str, Any]) -> list[str]:
             bm25,
             f"{health['p50']:.2f}" if health else "-",
             rates,
-            f"{s.get('rss_bytes_per_memory', 0):,}",
+            _rss_per_memory(s),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _rss_per_memory(s: dict[str, Any]) -> str:
+    """Idle RSS / memories, and above a warm empty node of the same code where measured."""
+    above = s.get("rss_bytes_per_memory_above_empty")
+    total = f"{s.get('rss_bytes_per_memory', 0):,}"
+    return total if above is None else f"{total} ({above:,} above empty)"
 
 
 def _other_table(result: dict[str, Any]) -> list[str]:

@@ -670,6 +670,15 @@ async def measure_node(
     }
 
 
+def rss_above_empty(row: dict[str, Any], size: int) -> int | None:
+    """Bytes of RSS per memory above a warm empty node of the same code (``warm_up_empty``),
+    when that was measured (a run that reuses ``--data``)."""
+    warm = row.get("build", {}).get("empty_warm_rss_mib")
+    if warm is None:
+        return None
+    return round((row["idle_rss_mib"] - warm) * 2**20 / size)
+
+
 async def run_scenario(
     cfg: BenchConfig, session: aiohttp.ClientSession, workdir: Path, sc: Scenario, single_ingest: bool
 ) -> list[dict[str, Any]]:
@@ -708,7 +717,10 @@ async def run_scenario(
                 raise BenchError(f"{node.data_dir} holds other data ({made_of}): use another --data")
             log(f"  reusing the data built {built['date']} under {node.data_dir}")
             empty = await measure_empty_node(session, workdir / f"empty-{sc.name}", admin_key, env, cfg)
-            log(f"  an empty node of the same code: RSS {empty['empty_rss_mib']} MiB")
+            log(
+                f"  an empty node of the same code: RSS {empty['empty_rss_mib']} MiB, "
+                f"{empty['empty_warm_rss_mib']} MiB after one retrieve"
+            )
             built = {**built, **empty, "reused": True}
         await _check_counts(client, sc)
         row = {
@@ -727,6 +739,7 @@ async def run_scenario(
             "node_ready_s": ready_s,
             **await measure_node(client, node, sc, warmup, cfg.in_flight),
         }
+        row["rss_bytes_per_memory_above_empty"] = rss_above_empty(row, sc.size)
         row["floor"] = exact_floor(sc.by_tenant, sc.queries, warmup)
         peer = bm25s_peer(sc.by_tenant, sc.queries, warmup)
         if peer is not None:
@@ -734,7 +747,9 @@ async def run_scenario(
         row["other_processes_cpu_cores"] = meter.other_cores()
         log(
             f"  path {row['vector_path']}; floor p99 {row['floor']['ms']['p99']} ms; "
-            f"bm25s p99 {peer['ms']['p99'] if peer else '-'} ms; RSS {row['idle_rss_mib']} MiB"
+            f"bm25s p99 {peer['ms']['p99'] if peer else '-'} ms; RSS {row['idle_rss_mib']} MiB, "
+            f"{row['rss_bytes_per_memory']} B per memory "
+            f"({row['rss_bytes_per_memory_above_empty'] or '-'} B above a warm empty node)"
         )
         results.append(row)
         if single_ingest and cfg.single_events > 0 and not built.get("reused"):
@@ -757,12 +772,28 @@ async def measure_empty_node(
     node = NodeProcess(data_dir, admin_key, env, cfg.node_code)
     try:
         await node.start(session)
-        rss = await wait_idle(Client(session, node), node)
+        client = Client(session, node)
+        rss = await wait_idle(client, node)
         anon = memory_status(node.pid).get("RssAnon", 0)
+        warm = await warm_up_empty(client, node)
     finally:
         node.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
-    return {"empty_rss_mib": round(rss / 2**20, 1), "empty_rss_anon_mib": round(anon / 2**20, 1)}
+    return {
+        "empty_rss_mib": round(rss / 2**20, 1),
+        "empty_rss_anon_mib": round(anon / 2**20, 1),
+        "empty_warm_rss_mib": round(warm / 2**20, 1),
+    }
+
+
+async def warm_up_empty(client: Client, node: NodeProcess) -> int:
+    """RSS of the empty node once it has answered one retrieve over one event: what every
+    node holds whatever its size (the embedding model loaded, the query path's imports), so
+    that ``(idle RSS - this) / memories`` is what each memory adds."""
+    event = {"tenant_id": "bench-warm", "event_id": "warm-1", "stream_id": "s", "content": "a warm-up event"}
+    await client.call("POST", "/api/v1/events", json.dumps(event).encode(), expect=202)
+    await client.post("/api/v1/retrieve", {"tenant_id": "bench-warm", "query": "warm-up event"})
+    return await wait_idle(client, node)
 
 
 async def build_data(cfg: BenchConfig, client: Client, node: NodeProcess, sc: Scenario) -> dict[str, Any]:

@@ -87,6 +87,12 @@ def test_built_data_is_reused(tmp_path: Path) -> None:
     # The reuse restarted the node on its first Raft port, and measured an empty node again.
     assert (data / "60-1tenant.raft-port").exists()
     assert second["empty_rss_mib"] > 0 and second["empty_rss_anon_mib"] > 0  # type: ignore[operator]
+    # ... and once more after it answered a retrieve: what each memory adds is measured above it.
+    warm = second["build"]["empty_warm_rss_mib"]  # type: ignore[index]
+    assert warm >= second["empty_rss_mib"] * 0.95  # type: ignore[operator]
+    above = second["rss_bytes_per_memory_above_empty"]
+    assert above == round((second["idle_rss_mib"] - warm) * 2**20 / 60)  # type: ignore[operator]
+    assert first["rss_bytes_per_memory_above_empty"] is None  # a build has no warm empty node
 
 
 def test_disk_usage_counts_the_live_rocksdb_generation_once(tmp_path: Path) -> None:
