@@ -39,6 +39,9 @@ def _leader_redirect(request: web.Request, exc: NotLeader) -> web.Response:
     )
 
 
+#: Status recorded for a request whose client disconnected before sending its body (nginx's).
+CLIENT_CLOSED = 499
+
 #: HTTP methods get their own label value; anything else is "other" (bounded cardinality).
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
@@ -70,6 +73,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, "http_error"
         )
         response = error_response(exc.status, code, exc.reason)
+    except ConnectionResetError:
+        # The client went away before its request body arrived: nobody reads an answer.
+        # Counted under nginx's "client closed request" status, not as a server error.
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        response = error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal", "internal error")

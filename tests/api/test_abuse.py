@@ -380,6 +380,33 @@ async def test_body_timeout_is_408(start: NodeStarter) -> None:
     assert await stored(api) == (0, 0)
 
 
+async def test_a_client_gone_mid_body_is_counted_as_closed_not_as_a_server_error(api: Api) -> None:
+    """The body never arrives because the client disconnected: nobody to answer, nothing
+    stored, and /metrics counts it as 499 (client closed), not as a 500."""
+    _, writer = await _raw(api.url)
+    writer.write(
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + ADMIN_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    writer.close()
+
+    async def counted(status: str) -> bool:
+        _, text = await api.get("/metrics")
+        return any(
+            line.startswith("memorose_http_requests_total{")
+            and 'route="/api/v1/events"' in line
+            and f'status="{status}"' in line
+            for line in str(text).splitlines()
+        )
+
+    await wait_until(lambda: counted("499"), what="the dropped request counted")
+    assert not await counted("500")
+    assert await stored(api) == (0, 0)
+    await still_serving(api)
+
+
 async def test_slow_header_connections_are_closed(start: NodeStarter) -> None:
     _, api = await start(limits={"header_timeout_secs": 0.5})
     conns = [await _raw(api.url) for _ in range(20)]
