@@ -295,7 +295,8 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self.dump_unshared_bytes = unshared
         applied = self.raftLastApplied
         forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
-        if unshared > max(limit, total // 4) and not forced and applied > self._forced_at + 1:
+        packing = self._serialize_state == SERIALIZER_STATE.SERIALIZING  # a new dump is on its way
+        if unshared > max(limit, total // 4) and not (forced or packing) and applied > self._forced_at + 1:
             log.info("the dump alone holds %d of its %d table bytes: taking a snapshot", unshared, total)
             self._forced_at = applied
             self.forceLogCompaction()
