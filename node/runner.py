@@ -16,10 +16,14 @@ from aiohttp import web
 from memorose.cli_support import OperatorError
 from memorose.config import Settings
 from memorose.http_guard import ConnectionGuard, GuardedSite
+from memorose.runtime import raise_open_file_limit
 from node.http import build_app
 from node.service import NodeService
 
 log = logging.getLogger(__name__)
+
+#: Below this many open files a node warns at start (tables, connections, journal, dumps).
+LOW_OPEN_FILES = 4096
 
 
 #: Ports this process has handed out: the kernel may offer a just-released port again, and
@@ -82,6 +86,9 @@ async def serve_forever(settings: Settings, on_ready: Callable[[RunningNode], No
     """Serve until SIGINT/SIGTERM, stop gracefully, then end the process at once: the
     interpreter's own teardown would join worker threads still busy with abandoned work,
     which made stops take up to 15 s. Only for the CLI (tests use ``start_node``)."""
+    open_files = raise_open_file_limit()
+    if 0 <= open_files < LOW_OPEN_FILES:
+        log.warning("open-file limit %d: RocksDB keeps every table open; raise it (ulimit -n)", open_files)
     node = await start_node(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,9 +1,12 @@
-"""The server's garbage-collector settings (memorose/runtime.py, node/heap.py)."""
+"""The server's process settings: garbage collector (memorose/runtime.py, node/heap.py), open files."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import resource
+import subprocess
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -67,3 +70,19 @@ def test_heap_settler_settles_at_start_and_can_be_turned_off() -> None:
     gc.unfreeze()
     off = asyncio.run(run(RuntimeSettings(gc_freeze=False)))
     assert off.last is None and gc.get_freeze_count() == 0
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    """In a child started with a soft limit of 256 under a hard limit of 2048."""
+    code = (
+        "import resource; from memorose.runtime import raise_open_file_limit; "
+        "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])"
+    )
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["2048", "2048"]
