@@ -25,6 +25,7 @@ from typing import Any
 from memorose import commands
 from memorose.config import ForgettingSettings
 from memorose.consolidation.forgetting import effective_importance, should_archive
+from memorose.errors import MemoroseError
 from memorose.models import Memory
 from memorose.priority import in_background
 from memorose.storage.reader import StateReader
@@ -88,6 +89,8 @@ class TouchFlusher(BackgroundTask):
             await asyncio.sleep(self.interval)
             try:
                 await self.flush()
+            except MemoroseError as exc:  # lost leadership, no quorum: expected under faults
+                log.warning("touch flush failed (%s); that feedback is dropped", exc)
             except Exception:
                 log.warning("touch flush failed; that feedback is dropped", exc_info=True)
 
