@@ -202,8 +202,8 @@ class StorageSettings(_Section):
     #: retrieval's access counts rewrite records, so a serving node's memtables fill too.
     write_buffer_mib: int = Field(8, ge=1, le=4096)
     #: SST compression, applied to files written from then on (older files stay readable).
-    #: LZ4 with a per-table dictionary: at 100K memories (local model) the database is 7%
-    #: smaller than plain zstd and a multi-get of 250 records 2.4x faster.
+    #: LZ4 with a per-table dictionary: at 100K memories (local model) the database is 6%
+    #: smaller than plain zstd and a multi-get of 250 records ~2x faster (docs/storage.md).
     compression: Literal["zstd", "lz4", "snappy", "none"] = "lz4"
     #: Dictionary sampled from each table's data to compress its blocks against (0: none).
     compression_dict_kib: int = Field(16, ge=0, le=1024)

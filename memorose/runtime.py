@@ -112,3 +112,19 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rocksdb_open_files(soft: int | None = None) -> int:
+    """RocksDB's ``max_open_files`` for a process whose soft limit of open files is ``soft``
+    (read from the process when None): -1 (every table stays open) when the limit is
+    generous or unlimited, else half of it, so that tables never take the descriptors the
+    node's connections and journal need (RocksDB then closes least used tables)."""
+    if soft is None:
+        try:
+            import resource
+        except ImportError:
+            return -1
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return -1
+    return -1 if soft < 0 or soft >= OPEN_FILES_WANTED else max(64, soft // 2)

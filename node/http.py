@@ -42,6 +42,18 @@ def _leader_redirect(request: web.Request, exc: NotLeader) -> web.Response:
 #: Status recorded for a request whose client disconnected before sending its body (nginx's).
 CLIENT_CLOSED = 499
 
+
+def _internal_error(request: web.Request) -> web.Response:
+    """A 500 for an exception no handler expected (logged with its traceback)."""
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal", "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 #: HTTP methods get their own label value; anything else is "other" (bounded cardinality).
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
@@ -74,13 +86,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         response = error_response(exc.status, code, exc.reason)
     except ConnectionResetError:
-        # The client went away before its request body arrived: nobody reads an answer.
-        # Counted under nginx's "client closed request" status, not as a server error.
-        log.debug("client closed the connection during %s %s", request.method, request.path)
-        response = error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+        if _client_gone(request):
+            # The client went away before its request body arrived: nobody reads an answer.
+            # Counted under nginx's "client closed request" status, not as a server error.
+            log.debug("client closed the connection during %s %s", request.method, request.path)
+            response = error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+        else:  # another connection of the handler's failed: a server error
+            response = _internal_error(request)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = error_response(500, "internal", "internal error")
+        response = _internal_error(request)
     method = request.method if request.method in _METHODS else "other"
     metrics.http_requests.labels(method, route, str(response.status)).inc()
     metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)

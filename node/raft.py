@@ -77,6 +77,8 @@ DUMP_NAME = "dump"
 #: How often the tick thread looks at how much of the dump the database no longer shares
 #: (a directory listing and a stat per table).
 DUMP_LOOK_S = 10.0
+#: The least time between two snapshots taken because the dump stopped sharing its tables.
+DUMP_RESHARE_MIN_S = 60.0
 INCOMING_DUMP = "dump.incoming"
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 #: Socket buffers and ``recv`` size of the Raft connections (PySyncObj: 64 KiB). A batch
@@ -193,6 +195,7 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         self.long_ticks = 0
         self._forced_at = 0  # applied index at the last compaction forced here (size or dump)
         self._dump_looked_at = time.monotonic()  # last look at the tables only the dump holds
+        self._reshared_at = -DUMP_RESHARE_MIN_S  # last snapshot that look asked for
         self.dump_unshared_bytes = 0
         # the Raft port's limits, read by SyncingTransport while PySyncObj builds it
         self.transport_limits = transport_limits(tuning)
@@ -284,21 +287,32 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         second copy of the database on disk until the next snapshot (20,000 entries or 600
         s away). A snapshot is a flush, hard links and one read of the dump (its hash), so
         take one once the dump holds more of its own than the larger of
-        ``dump_unshared_max_bytes`` and a quarter of its tables: the hash's cost is then
-        paid once per quarter of the database that compaction rewrote."""
+        ``dump_unshared_max_bytes`` and a quarter of its tables (``should_reshare``).
+        Looked at every ``DUMP_LOOK_S``; not while a snapshot is being taken or sent (a new
+        dump restarts a transfer), and at most once per ``DUMP_RESHARE_MIN_S`` (a
+        filesystem without hard links would otherwise ask for one at every look).
+        PySyncObj takes it only once an entry was applied since the last one: a node
+        that receives no write at all keeps the second copy until its next write."""
         limit = self.tuning.dump_unshared_max_bytes
         now = time.monotonic()
         if limit <= 0 or now - self._dump_looked_at < DUMP_LOOK_S:
             return
         self._dump_looked_at = now
+        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
+        busy = self._serialize_state != SERIALIZER_STATE.NOT_SERIALIZING or self.snapshot_sender.sending
+        if forced or busy:
+            return
         unshared, total = snapshot.unshared_table_bytes(self.raft_dir / DUMP_NAME)
         self.dump_unshared_bytes = unshared
         applied = self.raftLastApplied
-        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
-        packing = self._serialize_state == SERIALIZER_STATE.SERIALIZING  # a new dump is on its way
-        if unshared > max(limit, total // 4) and not (forced or packing) and applied > self._forced_at + 1:
+        if (
+            snapshot.should_reshare(unshared, total, limit)
+            and applied > self._forced_at + 1
+            and now - self._reshared_at >= DUMP_RESHARE_MIN_S
+        ):
             log.info("the dump alone holds %d of its %d table bytes: taking a snapshot", unshared, total)
             self._forced_at = applied
+            self._reshared_at = now
             self.forceLogCompaction()
 
     def _SyncObj__getEntries(

@@ -28,6 +28,7 @@ from memorose.providers.factory import build_embedder, build_llm
 from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS, default_cosine_weight
 from memorose.retrieval.search import Retriever, RetrieveRequest
+from memorose.runtime import rocksdb_open_files
 from memorose.statemachine import content_sha
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader, hash_key
@@ -70,7 +71,7 @@ class NodeService:
         self.store = RocksStore(
             self.data_dir / "rocks",
             sync_writes=settings.raft_tuning.sync_apply,
-            tuning=RocksTuning(**settings.storage.model_dump()),
+            tuning=RocksTuning(**settings.storage.model_dump(), max_open_files=rocksdb_open_files()),
         )
         self.reader = StateReader(self.store)
         #: The leader's clock for everything it stamps into commands (tests replace it).

@@ -174,10 +174,12 @@ def remove_unused_dumps(raft_dir: Path, manifest: Path) -> None:
 def unshared_table_bytes(manifest: Path) -> tuple[int, int]:
     """(bytes of the tables only the dump named by ``manifest`` still holds, bytes of all its
     tables). A table the live database compacted away after the dump linked it has one link
-    left; one both hold has two. (0, 0) when there is no manifest dump (none yet, or a tar)."""
+    left; one both hold has two. A tar dump (an earlier version's) is a copy: all of it is
+    its own. (0, 0) when there is no dump."""
     try:
         if not _is_manifest(manifest):
-            return 0, 0
+            size = manifest.stat().st_size
+            return size, size
         db_dir = manifest.parent / str(_manifest(manifest)["dir"]) / DB_DIR
         unshared = total = 0
         for path in db_dir.glob("*.sst"):
@@ -187,7 +189,14 @@ def unshared_table_bytes(manifest: Path) -> tuple[int, int]:
                 unshared += info.st_size
         return unshared, total
     except (OSError, SnapshotError):
-        return 0, 0  # replaced or removed meanwhile: the next look sees the new dump
+        return 0, 0  # none, or replaced or removed meanwhile: the next look sees the new one
+
+
+def should_reshare(unshared: int, total: int, limit: int) -> bool:
+    """Whether the dump holds enough of its own to be worth a snapshot: more than ``limit``
+    bytes and more than a quarter of its tables (so the snapshot's hash of the whole dump is
+    paid at most once per quarter of the database that compaction rewrote)."""
+    return limit > 0 and unshared > max(limit, total // 4)
 
 
 def _is_manifest(path: Path) -> bool:
@@ -492,6 +501,11 @@ class Sender:
         transfer = _Outgoing(info=info, stream=stream, offset=0, term=term)
         self._transfers[node] = transfer
         return transfer
+
+    @property
+    def sending(self) -> bool:
+        """Whether a transfer is under way (a new dump would make it start over)."""
+        return bool(self._transfers)
 
     def cancel(self, node: Any) -> None:
         transfer = self._transfers.pop(node, None)

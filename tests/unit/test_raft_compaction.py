@@ -188,3 +188,17 @@ def test_the_dump_rule_leaves_a_shared_dump_alone_and_can_be_turned_off(
         assert node.snapshot_stats["taken"] == 1  # 0: off, whatever the dump holds
     finally:
         _stop(node, store)
+
+
+def test_a_dump_is_re_shared_past_the_limit_and_a_quarter_of_its_tables() -> None:
+    mib = 1 << 20
+    assert snapshot.should_reshare(40 * mib, 100 * mib, 32 * mib)
+    assert not snapshot.should_reshare(40 * mib, 200 * mib, 32 * mib)  # under a quarter
+    assert not snapshot.should_reshare(20 * mib, 20 * mib, 32 * mib)  # under the limit
+    assert not snapshot.should_reshare(40 * mib, 100 * mib, 0)  # off
+
+
+def test_a_tar_dump_counts_as_all_its_own_and_no_dump_as_nothing(tmp_path: Path) -> None:
+    assert snapshot.unshared_table_bytes(tmp_path / DUMP_NAME) == (0, 0)
+    (tmp_path / DUMP_NAME).write_bytes(b"snapshot-meta.json" + b"\0" * 1000)  # an earlier version's tar
+    assert snapshot.unshared_table_bytes(tmp_path / DUMP_NAME) == (1018, 1018)

@@ -116,3 +116,11 @@ def test_the_dictionary_makes_small_records_smaller_on_disk(tmp_path: Path) -> N
         assert store.get_many(list(records)[:50]) == list(records.values())[:50]
         store.close()
     assert sizes[16] < 0.9 * sizes[0], sizes
+
+
+def test_a_bounded_number_of_open_tables_reaches_rocksdb(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db", tuning=RocksTuning(max_open_files=300))
+    _write(store, {b"k": b"v"})
+    assert "max_open_files=300" in _newest_options(store)
+    assert store.get(b"k") == b"v"
+    store.close()

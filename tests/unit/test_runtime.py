@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from memorose.config import RuntimeSettings
-from memorose.runtime import configure_gc, settle_heap
+from memorose.runtime import OPEN_FILES_WANTED, configure_gc, rocksdb_open_files, settle_heap
 from node.heap import HeapSettler
 
 
@@ -73,16 +73,23 @@ def test_heap_settler_settles_at_start_and_can_be_turned_off() -> None:
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
-    """In a child started with a soft limit of 256 under a hard limit of 2048."""
+    """A child lowers its own soft limit to 256, then raises it: it ends at the hard limit."""
     code = (
         "import resource; from memorose.runtime import raise_open_file_limit; "
-        "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); "
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], raise_open_file_limit(), hard)"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    lowered, raised, hard = (int(x) for x in out.stdout.split())
+    assert lowered == 256
+    expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    assert raised == expected
 
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))
 
-    out = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.split() == ["2048", "2048"]
+def test_rocksdb_keeps_every_table_open_only_under_a_generous_limit() -> None:
+    assert rocksdb_open_files(1 << 20) == -1
+    assert rocksdb_open_files(OPEN_FILES_WANTED) == -1
+    assert rocksdb_open_files(4096) == 2048  # half for tables, half for the rest
+    assert rocksdb_open_files(100) == 64
+    assert isinstance(rocksdb_open_files(), int)
