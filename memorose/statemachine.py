@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rocksdict import WriteBatch
@@ -57,17 +57,33 @@ class _Tx:
     def memory(self, tenant_id: str, memory_id: str) -> dict[str, Any] | None:
         """The memory as this entry has left it so far (read-your-writes), with its access
         state (``keys.access``) folded in."""
-        key = (tenant_id, memory_id)
-        if key not in self.memories:
-            raw, access = self.store.get_many(
-                [keys.memory(tenant_id, memory_id), keys.access(tenant_id, memory_id)]
-            )
+        self.prefetch(tenant_id, [memory_id])
+        return self.memories[(tenant_id, memory_id)]
+
+    def prefetch(
+        self, tenant_id: str, memory_ids: Iterable[str], edges: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Read the memories (with their access states) and the edges (source, target) this
+        entry has not read yet, in one multi-get: what ``memory`` and ``edge`` would read
+        one by one. A touch reads a few hundred keys, and on a busy node every call into
+        the store waits for its lock behind the queries' reads (docs/state-machine.md)."""
+        wanted = [m for m in dict.fromkeys(memory_ids) if (tenant_id, m) not in self.memories]
+        links = [e for e in dict.fromkeys(edges) if (tenant_id, *e) not in self.edges]
+        if not wanted and not links:
+            return
+        lookups = [k for m in wanted for k in (keys.memory(tenant_id, m), keys.access(tenant_id, m))]
+        lookups += [keys.edge(tenant_id, source, target) for source, target in links]
+        found = self.store.get_many(lookups)
+        for i, memory_id in enumerate(wanted):
+            raw, access = found[2 * i], found[2 * i + 1]
+            key = (tenant_id, memory_id)
             self.memories[key] = (
                 with_access(codec.unpack(raw), codec.unpack(access) if access else None) if raw else None
             )
             if access:
                 self.access_stored.add(key)
-        return self.memories[key]
+        for (source, target), raw in zip(links, found[2 * len(wanted) :], strict=True):
+            self.edges[(tenant_id, source, target)] = codec.unpack(raw) if raw else None
 
     def put_memory(self, record: dict[str, Any]) -> None:
         """Write the whole record, access state included: a separate access state, if any,
@@ -83,11 +99,8 @@ class _Tx:
         self.graph_changed(tenant_id)
 
     def edge(self, tenant_id: str, source: str, target: str) -> dict[str, Any] | None:
-        key = (tenant_id, source, target)
-        if key not in self.edges:
-            raw = self.store.get(keys.edge(tenant_id, source, target))
-            self.edges[key] = codec.unpack(raw) if raw else None
-        return self.edges[key]
+        self.prefetch(tenant_id, (), [(source, target)])
+        return self.edges[(tenant_id, source, target)]
 
     def put_edge(self, tenant_id: str, source: str, target: str, record: dict[str, Any]) -> None:
         self.edges[(tenant_id, source, target)] = record
@@ -408,6 +421,12 @@ class StateMachine:
     # -- retrieval feedback and forgetting ------------------------------------------------
     def _touch(self, tx: _Tx, command: dict[str, Any]) -> Result:
         tenant_id, now, boost = command["tenant_id"], command["now"], command["boost"]
+        pairs = [(a, b) for a, b, _ in command["co_retrieved"]]
+        tx.prefetch(
+            tenant_id,
+            [memory_id for memory_id, _ in command["accesses"]] + [m for pair in pairs for m in pair],
+            pairs + [(b, a) for a, b in pairs],
+        )
         touched = 0
         for memory_id, count in command["accesses"]:
             current = tx.memory(tenant_id, memory_id)

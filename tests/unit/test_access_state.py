@@ -107,3 +107,38 @@ def test_replicas_applying_the_same_touches_hold_the_same_state(tmp_path: Path) 
     finally:
         for n in nodes:
             n.close()
+
+
+def test_a_touch_reads_its_memories_and_edges_in_one_multi_get(
+    node: StateNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One call into the store for the whole touch: on a busy node every call waits for the
+    store's lock behind the queries' reads, and the Raft thread applies touches. The result
+    is the one the key-by-key reads gave (edges strengthened both ways, unknown ids skipped)."""
+    node.apply(commands.touch("t1", 40.0, [["m-1", 1]], [["m-1", "m-2", 1]], 0.1))
+    calls: list[int] = []
+    get_many, get = node.store.get_many, node.store.get
+
+    def counting_get_many(keys_: list[bytes]) -> list[bytes | None]:
+        calls.append(len(keys_))
+        return get_many(keys_)
+
+    def counting_get(key: bytes) -> bytes | None:
+        calls.append(1)
+        return get(key)
+
+    monkeypatch.setattr(node.store, "get_many", counting_get_many)
+    monkeypatch.setattr(node.store, "get", counting_get)
+    accesses = [["m-1", 2], ["m-3", 1], ["m-4", 1], ["m-gone", 1]]
+    pairs = [["m-1", "m-2", 1], ["m-3", "m-4", 2], ["m-1", "m-gone", 1]]
+    node.apply(commands.touch("t1", 50.0, accesses, pairs, 0.1))
+    monkeypatch.undo()
+
+    reads_of_the_touch = [n for n in calls if n > 1]
+    assert reads_of_the_touch == [2 * 5 + 2 * 3]  # 5 memories (+ access states), 3 pairs both ways
+    m1 = node.reader.memory("t1", "m-1")
+    assert m1 is not None and m1.access_count == 3
+    assert node.store.get(keys.access("t1", "m-gone")) is None
+    targets = {e.target: e for e in node.reader.edges_of("t1", "m-1")}
+    assert set(targets) == {"m-2"}  # no edge to a memory that does not exist
+    assert {e.target for e in node.reader.edges_of("t1", "m-3")} == {"m-4"}
