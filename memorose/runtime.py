@@ -98,8 +98,8 @@ def raise_open_file_limit() -> int:
     """Raise the soft limit of open files to the hard limit (or ``OPEN_FILES_WANTED`` when
     that is unlimited), as database servers do: RocksDB keeps every table open (4 MiB
     tables: ~250 per GB of database) beside the node's client and Raft connections, and a
-    common default soft limit is 1,024. Returns the soft limit now (-1 where the platform
-    has none)."""
+    common default soft limit is 1,024. Returns the soft limit now (-1: unlimited, or
+    no such limit on this platform)."""
     try:
         import resource
     except ImportError:  # not a POSIX system
@@ -111,7 +111,7 @@ def raise_open_file_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return _soft_open_files()
 
 
 def rocksdb_open_files(soft: int | None = None) -> int:
@@ -120,11 +120,15 @@ def rocksdb_open_files(soft: int | None = None) -> int:
     generous or unlimited, else half of it, so that tables never take the descriptors the
     node's connections and journal need (RocksDB then closes least used tables)."""
     if soft is None:
-        try:
-            import resource
-        except ImportError:
-            return -1
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if soft == resource.RLIM_INFINITY:
-            return -1
+        soft = _soft_open_files()
     return -1 if soft < 0 or soft >= OPEN_FILES_WANTED else max(64, soft // 2)
+
+
+def _soft_open_files() -> int:
+    """The soft limit of open files (-1: unlimited, or no such limit on this platform)."""
+    try:
+        import resource
+    except ImportError:
+        return -1
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return -1 if soft == resource.RLIM_INFINITY else soft

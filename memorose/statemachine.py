@@ -57,8 +57,10 @@ class _Tx:
     def memory(self, tenant_id: str, memory_id: str) -> dict[str, Any] | None:
         """The memory as this entry has left it so far (read-your-writes), with its access
         state (``keys.access``) folded in."""
-        self.prefetch(tenant_id, [memory_id])
-        return self.memories[(tenant_id, memory_id)]
+        key = (tenant_id, memory_id)
+        if key not in self.memories:  # the Raft thread asks again and again: a hit reads nothing
+            self.prefetch(tenant_id, [memory_id])
+        return self.memories[key]
 
     def prefetch(
         self, tenant_id: str, memory_ids: Iterable[str], edges: Iterable[tuple[str, str]] = ()
@@ -99,8 +101,10 @@ class _Tx:
         self.graph_changed(tenant_id)
 
     def edge(self, tenant_id: str, source: str, target: str) -> dict[str, Any] | None:
-        self.prefetch(tenant_id, (), [(source, target)])
-        return self.edges[(tenant_id, source, target)]
+        key = (tenant_id, source, target)
+        if key not in self.edges:
+            self.prefetch(tenant_id, (), [(source, target)])
+        return self.edges[key]
 
     def put_edge(self, tenant_id: str, source: str, target: str, record: dict[str, Any]) -> None:
         self.edges[(tenant_id, source, target)] = record

@@ -272,14 +272,21 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         Counting applied bytes only: entries not yet applied cannot be compacted, and a
         forced compaction without newly applied entries would do nothing."""
         limit = self.tuning.log_compaction_max_bytes
-        applied = self.raftLastApplied
-        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
-        if limit <= 0 or forced or applied <= self._forced_at + 1:
+        if limit <= 0 or not self._may_force_compaction():
             return
         journal = self._SyncObj__raftLog
-        if isinstance(journal, DurableJournal) and journal.bytes_through(applied) > limit:
-            self._forced_at = applied
-            self.forceLogCompaction()
+        if isinstance(journal, DurableJournal) and journal.bytes_through(self.raftLastApplied) > limit:
+            self._force_compaction()
+
+    def _may_force_compaction(self) -> bool:
+        """No compaction is pending, and entries were applied since the last one forced here
+        (PySyncObj does nothing for a forced compaction without newly applied entries)."""
+        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
+        return not forced and self.raftLastApplied > self._forced_at + 1
+
+    def _force_compaction(self) -> None:
+        self._forced_at = self.raftLastApplied
+        self.forceLogCompaction()
 
     def _compact_when_dump_diverged(self) -> None:
         """The dump shares its tables with the database (hard links) until RocksDB's
@@ -298,22 +305,15 @@ class RaftNode(AppendEntriesFix, FollowerRules, SyncObj):  # type: ignore[misc]
         if limit <= 0 or now - self._dump_looked_at < DUMP_LOOK_S:
             return
         self._dump_looked_at = now
-        forced: bool = getattr(self, "_SyncObj__forceLogCompaction", False)
         busy = self._serialize_state != SERIALIZER_STATE.NOT_SERIALIZING or self.snapshot_sender.sending
-        if forced or busy:
+        if busy or not self._may_force_compaction():
             return
         unshared, total = snapshot.unshared_table_bytes(self.raft_dir / DUMP_NAME)
         self.dump_unshared_bytes = unshared
-        applied = self.raftLastApplied
-        if (
-            snapshot.should_reshare(unshared, total, limit)
-            and applied > self._forced_at + 1
-            and now - self._reshared_at >= DUMP_RESHARE_MIN_S
-        ):
+        if snapshot.should_reshare(unshared, total, limit) and now - self._reshared_at >= DUMP_RESHARE_MIN_S:
             log.info("the dump alone holds %d of its %d table bytes: taking a snapshot", unshared, total)
-            self._forced_at = applied
             self._reshared_at = now
-            self.forceLogCompaction()
+            self._force_compaction()
 
     def _SyncObj__getEntries(
         self, fromIDx: int | None, count: int | None = None, maxSizeBytes: int | None = None

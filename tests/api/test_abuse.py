@@ -341,16 +341,22 @@ async def _raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(host, int(port))
 
 
-async def test_concurrency_cap_is_503(start: NodeStarter) -> None:
-    _, api = await start(limits={"max_concurrent_requests": 1, "body_timeout_secs": 20})
-    _, writer = await _raw(api.url)
-    # One request admitted and held: its body never finishes arriving.
+async def _partial_post(api: Api) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose POST announced 100 body bytes and sent one."""
+    reader, writer = await _raw(api.url)
     writer.write(
         b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
         + ADMIN_KEY.encode()
         + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
     await writer.drain()
+    return reader, writer
+
+
+async def test_concurrency_cap_is_503(start: NodeStarter) -> None:
+    _, api = await start(limits={"max_concurrent_requests": 1, "body_timeout_secs": 20})
+    # One request admitted and held: its body never finishes arriving.
+    _, writer = await _partial_post(api)
 
     async def overloaded() -> bool:
         status, body = await api.get("/api/v1/status?tenant_id=victim")
@@ -367,13 +373,7 @@ async def _ok(api: Api) -> bool:
 
 async def test_body_timeout_is_408(start: NodeStarter) -> None:
     _, api = await start(limits={"body_timeout_secs": 0.3})
-    reader, writer = await _raw(api.url)
-    writer.write(
-        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + ADMIN_KEY.encode()
-        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-    )
-    await writer.drain()
+    reader, writer = await _partial_post(api)
     answer = await asyncio.wait_for(reader.read(), 30)
     assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
     writer.close()
@@ -383,13 +383,7 @@ async def test_body_timeout_is_408(start: NodeStarter) -> None:
 async def test_a_client_gone_mid_body_is_counted_as_closed_not_as_a_server_error(api: Api) -> None:
     """The body never arrives because the client disconnected: nobody to answer, nothing
     stored, and /metrics counts it as 499 (client closed), not as a 500."""
-    _, writer = await _raw(api.url)
-    writer.write(
-        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + ADMIN_KEY.encode()
-        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-    )
-    await writer.drain()
+    _, writer = await _partial_post(api)
     writer.close()
 
     async def counted(status: str) -> bool:

@@ -145,6 +145,18 @@ def test_bytes_through_counts_the_records_up_to_an_index(tmp_path: Path) -> None
         journal._destroy()
 
 
+def _wait_for_looks(node: RaftNode, looks: int) -> None:
+    """Until the dump rule has looked ``looks`` more times (each look stamps its time)."""
+    seen = [node._dump_looked_at]
+
+    def looked() -> bool:
+        if node._dump_looked_at != seen[-1]:
+            seen.append(node._dump_looked_at)
+        return len(seen) > looks
+
+    _wait(looked, what=f"{looks} looks at the dump")
+
+
 def test_a_snapshot_is_taken_once_compaction_leaves_the_dump_holding_its_own_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,7 +173,7 @@ def test_a_snapshot_is_taken_once_compaction_leaves_the_dump_holding_its_own_tab
         unshared, total = snapshot.unshared_table_bytes(manifest)
         assert total > 0 and unshared == 0  # a fresh dump shares every table
         _ingest(node, 280, 20)
-        time.sleep(0.3)  # several looks: nothing to re-share yet
+        _wait_for_looks(node, 3)  # the rule looked (entries applied): nothing to re-share yet
         assert node.snapshot_stats["taken"] == 1
 
         store._db.compact_range(None, None)  # rewrites every table the dump links
