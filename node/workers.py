@@ -79,7 +79,9 @@ class ConsolidationWorker:
         #: Notified after every round (waiters re-read their tenant's cursor).
         self._round_done = asyncio.Condition()
         #: Per tenant, the planning failure of its last round (raised to its waiters).
-        self._failures: dict[str, Exception] = {}
+        #: tenant -> (the number of the round that failed it, the error to raise).
+        self._failures: dict[str, tuple[int, Exception]] = {}
+        self._rounds_started = 0
         self.stats: dict[str, int] = {
             "batches": 0,
             "events": 0,
@@ -178,14 +180,17 @@ class ConsolidationWorker:
         if record is None:
             return
         target = record["next_seq"] - 1 if upto_seq is None else upto_seq
-        self._failures.pop(tenant_id, None)
+        # A round already planned when the caller asked may still fail with an outage
+        # that is over now: only a round started after this call may fail it.
+        asked_after_round = self._rounds_started
         async with self._round_done:
             while self.is_leader():
                 record = self.reader.tenant(tenant_id)
                 if record is None or record["cursor"] >= min(target, record["next_seq"] - 1):
                     return
-                failure = self._failures.pop(tenant_id, None)
-                if failure is not None:
+                round_no, failure = self._failures.get(tenant_id, (0, None))
+                if failure is not None and round_no > asked_after_round:
+                    del self._failures[tenant_id]
                     raise failure
                 self._wanted[tenant_id] = max(self._wanted.get(tenant_id, 0), target)
                 self._trigger.set()
@@ -233,6 +238,8 @@ class ConsolidationWorker:
     async def _consolidate_round(self, round_: list[_Batch], prefetch: bool = False) -> None:
         if self.before_plan is not None:
             await self.before_plan()
+        self._rounds_started += 1
+        round_no = self._rounds_started
         now = self.clock()
         # The next batches' facts are embedded (in the model, outside the GIL) while this
         # round is planned (Python) and proposed: the two overlap on two cores.
@@ -248,7 +255,7 @@ class ConsolidationWorker:
         self.stats["rounds"] += 1
         for batch in round_:
             if batch.error is not None:
-                self._failures[batch.tenant_id] = batch.error
+                self._failures[batch.tenant_id] = (round_no, batch.error)
                 self._wanted.pop(batch.tenant_id, None)
         failure: BaseException | None = None
         for (batch, _), result in zip(proposals, results, strict=True):

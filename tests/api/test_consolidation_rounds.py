@@ -4,6 +4,8 @@ the rounds, and a batch whose planning fails fails alone."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import numpy as np
@@ -65,12 +67,16 @@ class _FailsOn(Embedder):
     """The node's embedder, except that it fails a batch holding ``word`` (a provider
     outage seen by one tenant's batch)."""
 
-    def __init__(self, inner: Embedder, word: str) -> None:
-        self.inner, self.word = inner, word
+    def __init__(self, inner: Embedder, word: str, gate: threading.Event | None = None) -> None:
+        self.inner, self.word, self.gate = inner, word, gate
         self.dim, self.model = inner.dim, inner.model
+        self.entered = threading.Event()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if any(self.word in t for t in texts):
+            self.entered.set()
+            if self.gate is not None:  # hold the failing call until the test lets it fail
+                self.gate.wait(timeout=30)
             raise RuntimeError("embedding provider unavailable")
         return self.inner.embed(texts)
 
@@ -90,6 +96,31 @@ async def test_a_failing_batch_fails_its_tenant_only(start: NodeStarter) -> None
 
     planner.embedder = planner.embedder.inner  # the provider is back: the next call drains it
     await api.consolidate("t01")
+    assert (await tenant_status(api, "t01"))["l1_memories"] == EVENTS_PER_TENANT
+
+
+async def test_a_round_planned_before_the_outage_ended_does_not_fail_a_later_caller(
+    start: NodeStarter,
+) -> None:
+    # The round in flight plans t01 with the failing provider; the provider comes back and
+    # a caller asks: the stale round's failure is not the caller's, the next round drains t01.
+    node, api = await start(**ROUNDS)
+    planner, worker = _planner(node), node.service.worker
+    assert worker is not None
+    gated = _FailsOn(planner.embedder, "t01", gate=threading.Event())
+    planner.embedder = gated
+    await ingest_all(api, ["t01"])
+    worker.trigger()
+    await wait_until(lambda: _true(gated.entered.is_set()), what="a round planning t01")
+
+    planner.embedder = gated.inner
+    caller = asyncio.ensure_future(api.post("/api/v1/consolidate", {"tenant_id": "t01", "wait": True}))
+    await wait_until(lambda: _true("t01" in worker._wanted), what="the caller waiting on the rounds")
+    assert gated.gate is not None
+    gated.gate.set()  # the stale round fails now, after the caller asked
+
+    status, body = await caller
+    assert status == 200, body
     assert (await tenant_status(api, "t01"))["l1_memories"] == EVENTS_PER_TENANT
 
 
