@@ -97,3 +97,29 @@ def test_dated_statements() -> None:
     assert is_dated("I went to a support group yesterday")
     assert is_dated("We moved here in 2019")
     assert not is_dated("I love painting sunsets")
+
+
+def test_dated_by_tokens_answers_as_the_expression_does() -> None:
+    # is_dated looks the tokens up instead of running _TIME_WORDS; every answer must be the
+    # expression's, on the corpus the benchmarks use and on the edges of a word boundary.
+    from benchmarks.corpus import generate
+    from memorose.retrieval.query import _TIME_WORDS
+
+    edges = [
+        "LAST Monday we met",
+        "in 2019, then 2020s and 20190 and x2019 and 1999!",
+        "the 1899 fair, the 2100 plan",
+        "last_week and next_year",  # '_' is a word character to \b
+        "see you _tomorrow_",
+        "Ago.",
+        "week-end or weekend",
+        "ſince then",  # folds to "since" under re.I
+        "Treffen am Montag, 2021 in München",
+        "yesterday's game",
+        "pastmonth monthly yearly",
+        "",
+        "a" * 45 + " today",
+    ]
+    texts = edges + [r.content for r in generate(3000, seed=11)]
+    for text in texts:
+        assert is_dated.__wrapped__(text) == bool(_TIME_WORDS.search(text)), text
