@@ -60,7 +60,7 @@ def _reads_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "| scenario | embedder | server `took_ms` p50 / p99 | node CPU ms / query | client p50 / p99 ms "
         "| exact float32 scan p50 / p99 ms | bm25s p50 / p99 ms (source in top 10) | `/healthz` p50 ms "
-        "| q/s 1 in flight / N in flight (ratio) | idle RSS bytes / memory |",
+        "| q/s 1 in flight / N in flight (ratio; its ceiling on this machine) | idle RSS bytes / memory |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in result["scenarios"]:
@@ -69,7 +69,7 @@ def _reads_table(result: dict[str, Any]) -> list[str]:
         bm25 = f"{_ms(peer['ms'])} ({peer['source_in_top10']:.0%})" if peer else "-"
         health = r.get("healthz_ms")
         t = r.get("throughput")
-        rates = f"{t['qps_1']:.0f} / {t['qps_n']:.0f} at {t['in_flight']} ({t['ratio']:.2f}x)" if t else "-"
+        rates = _rates(t)
         cells = [
             s["scenario"],
             s.get("embedder", "-"),
@@ -84,6 +84,16 @@ def _reads_table(result: dict[str, Any]) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _rates(t: dict[str, Any] | None) -> str:
+    """q/s with 1 and N in flight, their ratio and, where measured, its ceiling on this
+    machine (benchmarks/storage.py, ``throughput_ceiling``)."""
+    if not t:
+        return "-"
+    rates = f"{t['qps_1']:.0f} / {t['qps_n']:.0f} at {t['in_flight']} ({t['ratio']:.2f}x"
+    ceiling = t.get("ratio_ceiling")
+    return rates + (f"; ceiling {ceiling:.2f}x)" if ceiling else ")")
 
 
 def _rss_per_memory(s: dict[str, Any]) -> str:

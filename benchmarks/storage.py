@@ -510,26 +510,76 @@ async def run_queries(
 
 
 async def run_throughput(
-    client: Client, queries: list[tuple[str, str, str]], in_flight: int
+    client: Client, queries: list[tuple[str, str, str]], in_flight: int, node_pid: int | None = None
 ) -> dict[str, Any]:
     """Queries per second with one query in flight, then with ``in_flight``, back to back over
-    the same (warm) queries: how far concurrent reads of one node scale."""
+    the same (warm) queries: how far concurrent reads of one node scale.
+
+    With ``node_pid``: the cores the node and this client kept busy in each phase, and the
+    ratio's ceiling on this machine (``ratio_ceiling``): the CPUs over the cores one query
+    in flight already takes. A node that overlaps one query's work on two threads (the vector
+    scan, the query's embedding) scales less with more queries in flight, not because it
+    serialises them but because the cores are already taken."""
     bodies = [json.dumps({"tenant_id": t, "query": q, "top_k": TOP_K}).encode() for t, q, _ in queries]
 
     async def one(body: bytes) -> None:
         await client.timed_post("/api/v1/retrieve", body)
 
-    rates = {}
+    rates: dict[int, float] = {}
+    cores: dict[int, tuple[float, float]] = {}
     for workers in (1, in_flight):
+        before = _process_ticks(node_pid)
         started = time.perf_counter()
         await run_pool(bodies, workers, one)
-        rates[workers] = len(bodies) / (time.perf_counter() - started)
-    return {
+        elapsed = time.perf_counter() - started
+        rates[workers] = len(bodies) / elapsed
+        if before is not None:
+            cores[workers] = _cores_since(before, node_pid, elapsed)
+    out: dict[str, Any] = {
         "in_flight": in_flight,
         "qps_1": round(rates[1], 1),
         "qps_n": round(rates[in_flight], 1),
         "ratio": round(rates[in_flight] / rates[1], 2),
     }
+    if cores:
+        (node_1, client_1), (node_n, client_n) = cores[1], cores[in_flight]
+        out.update(
+            node_cores_1=node_1,
+            client_cores_1=client_1,
+            node_cores_n=node_n,
+            client_cores_n=client_n,
+            ratio_ceiling=throughput_ceiling(os.cpu_count() or 1, node_1 + client_1),
+        )
+    return out
+
+
+def _process_ticks(node_pid: int | None) -> tuple[int, int] | None:
+    """CPU ticks of the node and of this process so far; None without a node or off Linux."""
+    if node_pid is None:
+        return None
+    try:
+        return _cpu_ticks(node_pid), _cpu_ticks("self")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cores_since(before: tuple[int, int], node_pid: int | None, elapsed: float) -> tuple[float, float]:
+    """Cores the node and this client kept busy since ``before`` (``elapsed`` seconds)."""
+    after = _process_ticks(node_pid)
+    if after is None or elapsed <= 0:
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (
+        round((after[0] - before[0]) / hz / elapsed, 2),
+        round((after[1] - before[1]) / hz / elapsed, 2),
+    )
+
+
+def throughput_ceiling(cpus: int, cores_at_one: float) -> float | None:
+    """The most that more queries in flight can multiply throughput by on ``cpus`` CPUs,
+    when one query in flight (node and client together) keeps ``cores_at_one`` busy:
+    perfect scaling until every CPU is busy, no lock and no GIL."""
+    return round(cpus / cores_at_one, 2) if cores_at_one > 0 else None
 
 
 async def healthz_ms(client: Client, calls: int = 200) -> dict[str, float]:
@@ -650,9 +700,16 @@ async def measure_node(
     )
     retrieve["healthz_ms"] = await healthz_ms(client)
     if in_flight > 1:
-        retrieve["throughput"] = await run_throughput(client, sc.queries[warmup:], in_flight)
+        retrieve["throughput"] = await run_throughput(client, sc.queries[warmup:], in_flight, node.pid)
         t = retrieve["throughput"]
         log(f"  throughput {t['qps_1']} q/s with 1 in flight, {t['qps_n']} with {in_flight}: {t['ratio']}x")
+        if t.get("ratio_ceiling") is not None:
+            log(
+                f"  cores busy (node + client): {t['node_cores_1']} + {t['client_cores_1']} "
+                f"with 1 in flight, "
+                f"{t['node_cores_n']} + {t['client_cores_n']} with {in_flight}; "
+                f"ceiling of the ratio on {os.cpu_count()} CPUs: {t['ratio_ceiling']}x"
+            )
     rss = await wait_idle(client, node)
     mem = memory_status(node.pid)
     disk = disk_usage(node.data_dir)

@@ -53,7 +53,12 @@ def test_tiny_storage_bench(tmp_path: Path) -> None:
         assert row["retrieve"]["source_in_top10"] > 0.5
     for name in ("300-1tenant", "300-5tenants"):  # issue 12's baselines, measured in the same run
         retrieve = rows[name]["retrieve"]
-        assert retrieve["throughput"]["in_flight"] == 8 and retrieve["throughput"]["ratio"] > 0
+        throughput = retrieve["throughput"]
+        assert throughput["in_flight"] == 8 and throughput["ratio"] > 0
+        # The ceiling: the CPUs over the cores that one query in flight kept busy.
+        busy = throughput["node_cores_1"] + throughput["client_cores_1"]
+        assert throughput["node_cores_1"] > 0 and throughput["node_cores_n"] > 0
+        assert throughput["ratio_ceiling"] == round((os.cpu_count() or 1) / busy, 2)
         assert retrieve["healthz_ms"]["p50"] > 0 and retrieve["node_cpu_ms_per_query"] >= 0
         assert rows[name]["bm25s"]["source_in_top10"] > 0.5
     assert result["ingest_single"]["events"] == 50
