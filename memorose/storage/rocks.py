@@ -138,6 +138,65 @@ class StorageFailure(RuntimeError):
     the node stops instead (node/failstop.py)."""
 
 
+class _SharedLock:
+    """Any number of shared holders, or one exclusive holder; a waiting exclusive holder
+    goes before new shared ones. Reads and writes share the open database (RocksDB is
+    thread-safe, and its calls release the GIL): the query threads' multi-gets no longer
+    wait for each other, nor the Raft thread's writes for them. Only what replaces or
+    closes the database waits for them all. Not reentrant: a holder never asks again."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._holders = 0
+        self._exclusive = False
+        self._exclusive_waiting = 0
+        self.shared = _Shared(self)
+
+    def acquire_shared(self) -> None:
+        with self._cond:
+            while self._exclusive or self._exclusive_waiting:
+                self._cond.wait()
+            self._holders += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._holders -= 1
+            if self._holders == 0 and self._exclusive_waiting:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._exclusive_waiting += 1
+            try:
+                while self._exclusive or self._holders:
+                    self._cond.wait()
+            finally:
+                self._exclusive_waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class _Shared:
+    """``with lock.shared:`` (a plain object, not a generator: it is taken per read)."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: _SharedLock) -> None:
+        self._owner = owner
+
+    def __enter__(self) -> None:
+        self._owner.acquire_shared()
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner.release_shared()
+
+
 class StoreError(RuntimeError):
     """The database on disk is not what it must be (a snapshot that does not open, a
     missing database with no switch to finish)."""
@@ -150,7 +209,11 @@ class RocksStore:
         self.path = Path(path)
         self.tuning = tuning or RocksTuning()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        #: Shared by reads and writes, exclusive to what swaps or closes the database.
+        self._open = _SharedLock()
+        #: One writer at a time, and none while ``writes_paused`` (a consistent multi-key
+        #: read), a checkpoint, a swap or a close. Taken before ``_open``, never after it.
+        self._writers = threading.RLock()
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync_writes
         self._recover_legacy_switch()
@@ -229,7 +292,7 @@ class RocksStore:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        with self._lock:
+        with self._open.shared:
             try:
                 return self._db.get(key)
             except Exception as exc:
@@ -241,7 +304,7 @@ class RocksStore:
         the records of all its candidates."""
         if not keys:
             return []
-        with self._lock:
+        with self._open.shared:
             try:
                 return cast(list[bytes | None], self._db.get(cast(Any, keys)))
             except Exception as exc:
@@ -266,7 +329,7 @@ class RocksStore:
     def _page(self, position: bytes, inclusive: bool, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Up to SCAN_PAGE rows from ``position`` on, read under the lock."""
         out: list[tuple[bytes, bytes]] = []
-        with self._lock, _as_storage_failure("scan"):
+        with self._open.shared, _as_storage_failure("scan"):
             it = self._db.iter()
             it.seek(position)
             if not inclusive and it.valid() and it.key() == position:
@@ -286,7 +349,7 @@ class RocksStore:
 
     # -- writes ------------------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
-        with self._lock:
+        with self._writers, self._open.shared:
             try:
                 self._db.write(batch, self._write_opts)
             except Exception as exc:
@@ -300,7 +363,7 @@ class RocksStore:
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Local, non-replicated cleanup (for example the indexer's consumed change feed)."""
-        with self._lock:
+        with self._writers, self._open.shared:
             try:
                 self._db.delete_range(start, end)
             finally:
@@ -311,7 +374,7 @@ class RocksStore:
         """A consistent point-in-time copy (hard links, cheap) in ``target``."""
         if target.exists():
             shutil.rmtree(target)
-        with self._lock:
+        with self._writers, self._open.shared:
             self._db.flush()
             Checkpoint(self._db).create_checkpoint(str(target))
 
@@ -328,7 +391,7 @@ class RocksStore:
         target = self._next_generation()
         source.rename(target)
         fsync_dir(self.path.parent)
-        with self._lock:
+        with self._writers, self._open.exclusive():
             old = self._live
             self._db.close()
             try:
@@ -350,16 +413,16 @@ class RocksStore:
 
     @contextlib.contextmanager
     def writes_paused(self) -> Iterator[None]:
-        """Hold off writers (the apply thread) for a consistent multi-key read."""
-        with self._lock:
+        """Hold off writers (the apply thread) and swaps for a consistent multi-key read."""
+        with self._writers:
             yield
 
     def flush(self) -> None:
-        with self._lock:
+        with self._open.shared:
             self._db.flush()
 
     def close(self) -> None:
-        with self._lock:
+        with self._writers, self._open.exclusive():
             self._db.close()
 
     def disk_bytes(self) -> int:
