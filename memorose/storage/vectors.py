@@ -347,10 +347,10 @@ class VectorIndex:
 
     @staticmethod
     def _build_ann(table, n: int) -> None:  # type: ignore[no-untyped-def]
+        from lancedb.index import IvfHnswSq  # lancedb is imported once a tenant needs it
+
         partitions = max(1, int(np.sqrt(n) / 2))
-        table.create_index(
-            metric="cosine", index_type="IVF_HNSW_SQ", num_partitions=partitions, vector_column_name="vector"
-        )
+        table.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions))
 
     # -- writes (indexer thread) ---------------------------------------------------------
     def upsert(self, tenant_id: str, ids: list[str], streams: list[str], vectors: np.ndarray) -> None:
