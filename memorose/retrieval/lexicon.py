@@ -10,7 +10,9 @@ this lifts R@10 from .794 to .814 and multi-hop R@10 from .504 to .554 (docs/ret
 
 Costs and bounds:
 - A word is embedded once per process (``WordVectors``, shared by all tenants): a few
-  milliseconds per new word, paid by whichever build first meets it.
+  milliseconds per new word, paid by whichever build first meets it. A word the provider
+  keeps (the local model's word table, memory-mapped) is read from it each time instead,
+  so the cache holds only the other words.
 - A small tenant's lexicon (``sync_max_memories``) is brought up to date by the query that
   finds it stale, so answers never depend on when a build finished. A larger tenant's
   lexicon (its ``max_words`` most frequent content words, their stems, document
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 _WORD_RE = re.compile(r"[a-z]+")
 #: Query words whose closest tenant words a lexicon remembers (a few hundred bytes each).
 MAX_NEAR_WORDS = 20_000
-#: Words whose vectors the process keeps for the next build (~0.9 KB each: ~90 MB at most).
+#: Words outside the provider's word table whose vectors the process keeps for the next
+#: build (~0.9 KB each: ~90 MB at most).
 MAX_CACHED_WORDS = 100_000
 
 
@@ -99,6 +102,23 @@ class WordVectors:
         return len(self._vectors)
 
     def matrix(self, words: list[str]) -> np.ndarray:
+        """Float16 rows for ``words``: the provider's stored vectors where it keeps them
+        (the local model's word table, memory-mapped: caching a copy of those held ~0.9 KB
+        a word for nothing), the rest as cached, embedding the ones never seen in one batch."""
+        if not words:
+            return np.zeros((0, self.embedder.dim), np.float16)
+        stored = self.embedder.stored_word_vectors(words)
+        if stored is None:
+            return self._cached(words)
+        known, vectors = stored
+        if known.all():
+            return vectors
+        out = np.empty((len(words), self.embedder.dim), np.float16)
+        out[known] = vectors
+        out[~known] = self._cached([w for w, kept in zip(words, known.tolist(), strict=True) if not kept])
+        return out
+
+    def _cached(self, words: list[str]) -> np.ndarray:
         """Float16 rows for ``words`` (as cached), embedding the ones never seen in one batch."""
         with self._lock:
             rows = {w: self._vectors[w] for w in words if w in self._vectors}

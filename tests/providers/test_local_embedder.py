@@ -219,6 +219,24 @@ def test_word_table_gives_the_models_word_vectors_without_running_it(tmp_path: P
     assert ((vectors * alone).sum(axis=1) > 0.999).all()
 
 
+def test_query_expansion_reads_the_tables_words_from_it_and_caches_only_the_others(tmp_path: Path) -> None:
+    from memorose.retrieval.lexicon import WordVectors
+
+    LocalEmbedder(cache_size=0, cache_dir=tmp_path).build_word_table(limit=400)
+    local = LocalEmbedder(cache_size=0, cache_dir=tmp_path)
+    table = local.word_table()
+    assert table is not None
+    kept = sorted(table.index)[100:103]
+    asked = [kept[0], "kickboxing", kept[1], kept[2]]  # kickboxing is not in the table
+    words = WordVectors(local)
+    rows = words.matrix(asked)
+    assert len(words) == 1  # only the word the table lacks holds a copy
+    # the rows the cache of every word gave before: the provider's vectors, as float16
+    assert rows.dtype == np.float16 and np.array_equal(rows, np.asarray(local.embed_words(asked), np.float16))
+    assert np.array_equal(words.matrix(kept), table.vectors[table.rows(kept)])
+    assert len(words) == 1 and words.matrix([]).shape == (0, local.dim)
+
+
 def test_a_damaged_or_absent_word_table_is_not_used(tmp_path: Path) -> None:
     assert LocalEmbedder(cache_dir=tmp_path).word_table() is None  # never built
     assert LocalEmbedder().word_table() is None  # no cache dir

@@ -35,6 +35,12 @@ class Embedder(ABC):
         running its model (the local model's word table)."""
         return self.embed(words)
 
+    def stored_word_vectors(self, words: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The vectors of ``words`` this provider keeps without running its model, as (a
+        boolean mask of the words it keeps, their float16 rows in order), or None if it
+        keeps none. Those need no cache of their own (retrieval/lexicon.py, ``WordVectors``)."""
+        return None
+
 
 def cosines(vector: np.ndarray, others: list[np.ndarray | None]) -> np.ndarray:
     """``vector`` against each of ``others`` (unit vectors) in one product; 0 for one that is

@@ -285,17 +285,25 @@ class LocalEmbedder(Embedder):
     def embed_words(self, words: list[str]) -> np.ndarray:
         """Single words: from the word table (word_table.py) where it has them, through
         the model otherwise."""
-        table = self.word_table()
-        if table is None or not words:
+        stored = self.stored_word_vectors(words)
+        if stored is None:
             return self.embed(words)
-        rows = table.rows(words)
+        known, vectors = stored
         out = np.zeros((len(words), self.dim), np.float32)
-        known = rows >= 0
-        out[known] = table.vectors[rows[known]]
-        missing = [w for w, row in zip(words, rows.tolist(), strict=True) if row < 0]
+        out[known] = vectors
+        missing = [w for w, kept in zip(words, known.tolist(), strict=True) if not kept]
         if missing:
             out[~known] = self.embed(missing)
         return out
+
+    def stored_word_vectors(self, words: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The word table's rows of ``words`` (float16, read from its memory map)."""
+        table = self.word_table()
+        if table is None or not words:
+            return None
+        rows = table.rows(words)
+        known = rows >= 0
+        return known, np.asarray(table.vectors[rows[known]], np.float16)
 
     def word_table(self) -> WordTable | None:
         """The word table of this model in the cache dir, looked for once (None: absent,
