@@ -25,11 +25,14 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from memorose.insights.projection import Projection, TenantGraph, to_networkx
+
+if TYPE_CHECKING:  # scipy.sparse is imported by the first pass (projection.py)
+    import scipy.sparse as sp
 
 PAGERANK_ALPHA = 0.85
 PAGERANK_TOL = 1e-6
@@ -117,6 +120,7 @@ def analyze_incremental(
 def full_labels(projection: Projection, resolution: float, seed: int) -> np.ndarray:
     """Louvain from singletons (igraph; its generator is process-wide, hence the lock)."""
     import igraph  # imported by the first pass: a node that runs none never holds it
+    import scipy.sparse as sp
 
     n = len(projection.ids)
     if projection.matrix.nnz == 0:
@@ -160,6 +164,8 @@ def incremental_labels(
     aggregate[~free] = kept
     aggregate[free] = blocks + np.arange(frontier)
     size = blocks + frontier
+    import scipy.sparse as sp  # imported by the first pass (projection.py)
+
     membership = sp.csr_array((np.ones(n), (np.arange(n), aggregate)), shape=(n, size))
     collapsed = (membership.T @ matrix @ membership).tocsr()
     collapsed.sum_duplicates()
@@ -194,6 +200,8 @@ def pagerank(matrix: sp.csr_array, start: np.ndarray | None = None) -> np.ndarra
     out = np.asarray(matrix.sum(axis=1)).ravel()
     scale = np.zeros(n)
     scale[out != 0] = 1.0 / out[out != 0]
+    import scipy.sparse as sp
+
     walk = (sp.dia_array((scale, 0), shape=(n, n)) @ matrix).tocsr()
     uniform = np.full(n, 1.0 / n)
     x = uniform.copy() if start is None or start.sum() <= 0 else start / start.sum()

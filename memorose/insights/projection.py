@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from memorose import codec
 from memorose.storage import keys
 from memorose.storage.reader import StateReader
 
-if TYPE_CHECKING:  # networkx (~20 MiB resident) is imported by the first pass, not at start
-    import networkx as nx
+if TYPE_CHECKING:  # networkx (~20 MiB resident) and scipy.sparse (~22 MiB) are imported
+    import networkx as nx  # by the first pass, not at start
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -283,6 +283,8 @@ class TenantGraph:
         """Pairs once (source < target, the record the original projection used), both
         memories active, mirrored into a symmetric matrix. Rows are positions in ``ids``
         (sorted), so source < target is a comparison of positions."""
+        import scipy.sparse as sp
+
         n = len(ids)
         if not self.out:
             return sp.csr_array((n, n))

@@ -117,14 +117,15 @@ def test_rocksdb_gets_the_storage_settings(tmp_path: Path) -> None:
 
 def test_a_node_imports_neither_other_commands_nor_unused_libraries() -> None:
     """``memorose node`` builds only its own command group, and starting a node's service
-    imports no LanceDB/pyarrow (only with a large tenant) and no graph libraries (only with
-    an insight pass): together ~40 MiB of an idle node's memory."""
+    imports no LanceDB/pyarrow (only with a large tenant) and no graph libraries or
+    scipy.sparse (only with an insight pass): together ~55 MiB of an idle node's memory."""
     probe = (
         "import sys\n"
         "from memorose.cli import build_parser\n"
         "build_parser('node')\n"
         "import node.runner, node.service\n"
-        "heavy = ['benchmarks.cli', 'gateway.app', 'pyarrow', 'lancedb', 'networkx', 'igraph', 'community']\n"
+        "heavy = ['benchmarks.cli', 'gateway.app', 'pyarrow', 'lancedb', 'networkx', 'igraph', 'community',"
+        " 'scipy']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run(
