@@ -541,14 +541,14 @@ async def run_throughput(
         "qps_n": round(rates[in_flight], 1),
         "ratio": round(rates[in_flight] / rates[1], 2),
     }
-    if cores:
+    if 1 in cores and in_flight in cores:
         (node_1, client_1), (node_n, client_n) = cores[1], cores[in_flight]
         out.update(
             node_cores_1=node_1,
             client_cores_1=client_1,
             node_cores_n=node_n,
             client_cores_n=client_n,
-            ratio_ceiling=throughput_ceiling(os.cpu_count() or 1, node_1 + client_1),
+            ratio_ceiling=throughput_ceiling(len(os.sched_getaffinity(0)), node_1 + client_1),
         )
     return out
 
@@ -708,7 +708,7 @@ async def measure_node(
                 f"  cores busy (node + client): {t['node_cores_1']} + {t['client_cores_1']} "
                 f"with 1 in flight, "
                 f"{t['node_cores_n']} + {t['client_cores_n']} with {in_flight}; "
-                f"ceiling of the ratio on {os.cpu_count()} CPUs: {t['ratio_ceiling']}x"
+                f"ceiling of the ratio on {len(os.sched_getaffinity(0))} CPUs: {t['ratio_ceiling']}x"
             )
     rss = await wait_idle(client, node)
     mem = memory_status(node.pid)

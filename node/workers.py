@@ -44,6 +44,7 @@ class _Batch:
     events: list[Event]
     plan: Plan | None = None
     error: Exception | None = None
+    round_no: int = 0  # the round that planned it (ConsolidationWorker._rounds_started)
 
 
 class ConsolidationWorker:
@@ -76,6 +77,9 @@ class ConsolidationWorker:
         self._pass: asyncio.Task[None] | None = None
         #: Tenants a caller waits for (``consolidate_tenant``): first in the next round.
         self._wanted: dict[str, int] = {}
+        #: Tenant -> rounds started when its latest waiting caller asked: a failure of a
+        #: round started before that is not the caller's (``_retry_for_caller``).
+        self._wanted_after: dict[str, int] = {}
         #: Notified after every round (waiters re-read their tenant's cursor).
         self._round_done = asyncio.Condition()
         #: Per tenant, the planning failure of its last round (raised to its waiters).
@@ -146,7 +150,7 @@ class ConsolidationWorker:
         """Drain every tenant with pending events, round-robin, one batch per tenant per round."""
         queue: deque[str] = deque()
         queued: set[str] = set()
-        failed: set[str] = set()
+        failed: dict[str, int] = {}  # tenant -> the round its batch failed in
         rounds_left = 0
         while self.is_leader():
             if rounds_left <= 0:
@@ -165,7 +169,7 @@ class ConsolidationWorker:
             await self._consolidate_round(round_, prefetch=all(t in in_round for t in queue))
             for batch in round_:
                 if batch.error is not None:
-                    failed.add(batch.tenant_id)  # retried on the next pass, not in a loop
+                    failed[batch.tenant_id] = batch.round_no  # retried on the next pass, not in a loop
                 elif batch.tenant_id not in queued:
                     queue.append(batch.tenant_id)  # still pending? checked when picked again
                     queued.add(batch.tenant_id)
@@ -193,6 +197,7 @@ class ConsolidationWorker:
                     del self._failures[tenant_id]
                     raise failure
                 self._wanted[tenant_id] = max(self._wanted.get(tenant_id, 0), target)
+                self._wanted_after[tenant_id] = max(self._wanted_after.get(tenant_id, 0), asked_after_round)
                 self._trigger.set()
                 await self._round_done.wait()
 
@@ -200,8 +205,10 @@ class ConsolidationWorker:
     def _pending_tenants(self) -> list[str]:
         return [t for t, record in self.reader.tenant_records() if record["cursor"] < record["next_seq"] - 1]
 
-    def _next_round(self, queue: deque[str], queued: set[str], failed: set[str]) -> list[_Batch]:
-        """Wanted tenants first, then the pass's queue, until ``round_events`` events."""
+    def _next_round(self, queue: deque[str], queued: set[str], failed: dict[str, int]) -> list[_Batch]:
+        """Wanted tenants first, then the pass's queue, until ``round_events`` events. A
+        tenant whose batch failed in this pass waits for the next one, unless a caller
+        asked for it after the failing round had started (``_retry_for_caller``)."""
         picked: list[_Batch] = []
         seen: set[str] = set()
         budget = self.round_events
@@ -209,6 +216,8 @@ class ConsolidationWorker:
         while budget > 0 and (wanted or queue):
             if wanted:
                 tenant_id = wanted.pop(0)
+                if tenant_id in failed and self._retry_for_caller(tenant_id, failed[tenant_id]):
+                    del failed[tenant_id]
             else:
                 tenant_id = queue.popleft()
                 queued.discard(tenant_id)
@@ -217,11 +226,20 @@ class ConsolidationWorker:
             seen.add(tenant_id)
             batch = self._batch_of(tenant_id, min(self.batch_size, budget))
             if batch is None:
-                self._wanted.pop(tenant_id, None)
+                self._unwant(tenant_id)
                 continue
             picked.append(batch)
             budget -= batch.to_seq - batch.cursor
         return picked
+
+    def _retry_for_caller(self, tenant_id: str, failed_in_round: int) -> bool:
+        """Whether a caller waits for this tenant who asked once the round that failed it
+        had started: that failure was never the caller's to see, so it is retried now."""
+        return self._wanted_after.get(tenant_id, -1) >= failed_in_round
+
+    def _unwant(self, tenant_id: str) -> None:
+        self._wanted.pop(tenant_id, None)
+        self._wanted_after.pop(tenant_id, None)
 
     def _batch_of(self, tenant_id: str, size: int) -> _Batch | None:
         record = self.reader.tenant(tenant_id)
@@ -240,6 +258,8 @@ class ConsolidationWorker:
             await self.before_plan()
         self._rounds_started += 1
         round_no = self._rounds_started
+        for batch in round_:
+            batch.round_no = round_no
         now = self.clock()
         # The next batches' facts are embedded (in the model, outside the GIL) while this
         # round is planned (Python) and proposed: the two overlap on two cores.
@@ -256,7 +276,7 @@ class ConsolidationWorker:
         for batch in round_:
             if batch.error is not None:
                 self._failures[batch.tenant_id] = (round_no, batch.error)
-                self._wanted.pop(batch.tenant_id, None)
+                self._unwant(batch.tenant_id)
         failure: BaseException | None = None
         for (batch, _), result in zip(proposals, results, strict=True):
             if isinstance(result, BaseException):

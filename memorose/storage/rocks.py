@@ -2,10 +2,10 @@
 
 Only the state machine writes (one WriteBatch per Raft entry); everything else reads.
 ``swap`` replaces the live database with a verified checkpoint when a Raft snapshot is
-installed. Every access to the handle happens under one lock, and scans read in pages
-(each page under the lock, re-seeking from the last key), so a swap never closes the
-handle under a running reader: a scan that spans a swap simply continues on the new
-database.
+installed. Every access to the handle holds the shared side of one lock, which a swap or
+a close takes alone, and scans read in pages (each page under the lock, re-seeking from
+the last key), so a swap never closes the handle under a running reader: a scan that spans
+a swap simply continues on the new database.
 
 Layout: ``path`` (``rocks``) is a symlink to a generation directory (``rocks-<n>``), and a
 switch opens the new generation where it lies, then flips the symlink atomically. No
@@ -46,7 +46,7 @@ from rocksdict import (
 from memorose.storage import keys
 
 #: Rows read per lock hold in ``scan``: big enough to amortise the re-seek, small enough
-#: that the apply thread never waits long behind a reader.
+#: that a swap (a snapshot install) never waits long behind a reader.
 SCAN_PAGE = 256
 
 
@@ -171,8 +171,11 @@ class _SharedLock:
             try:
                 while self._exclusive or self._holders:
                     self._cond.wait()
-            finally:
+            except BaseException:
                 self._exclusive_waiting -= 1
+                self._cond.notify_all()  # readers queued behind this waiter go on
+                raise
+            self._exclusive_waiting -= 1
             self._exclusive = True
         try:
             yield

@@ -103,13 +103,19 @@ async def test_a_round_planned_before_the_outage_ended_does_not_fail_a_later_cal
     start: NodeStarter,
 ) -> None:
     # The round in flight plans t01 with the failing provider; the provider comes back and
-    # a caller asks: the stale round's failure is not the caller's, the next round drains t01.
-    node, api = await start(**ROUNDS)
+    # a caller asks: the stale round's failure is not the caller's, and the next round of
+    # the same pass drains t01 (not the next pass, after a long backlog).
+    node, api = await start(
+        consolidation={"interval_secs": 3600, "batch_size": 100, "mode": "verbatim"},
+        insights={"enabled": False},
+    )
     planner, worker = _planner(node), node.service.worker
     assert worker is not None
+    worker.batch_size, worker.round_events = 4, 8  # ~100 rounds for the backlog below
     gated = _FailsOn(planner.embedder, "t01", gate=threading.Event())
     planner.embedder = gated
-    await ingest_all(api, ["t01"])
+    backlog = [f"b{i:02d}" for i in range(30)]
+    await ingest_all(api, ["t01", *backlog])
     worker.trigger()
     await wait_until(lambda: _true(gated.entered.is_set()), what="a round planning t01")
 
@@ -122,6 +128,8 @@ async def test_a_round_planned_before_the_outage_ended_does_not_fail_a_later_cal
     status, body = await caller
     assert status == 200, body
     assert (await tenant_status(api, "t01"))["l1_memories"] == EVENTS_PER_TENANT
+    pending = sum([(await tenant_status(api, t))["pending_events"] for t in backlog])
+    assert pending > 0  # served within the pass over the backlog
 
 
 def _planner(node: RunningNode) -> Any:
