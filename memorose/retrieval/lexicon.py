@@ -41,6 +41,7 @@ import numpy as np
 import simsimd
 
 from memorose.config import RetrievalSettings
+from memorose.priority import lower_this_thread
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval.text import STOPWORDS, stem
 from memorose.storage.indexer import is_searchable_record
@@ -246,6 +247,10 @@ class Lexicon:
                 self._worker.start()
 
     def _work(self) -> None:
+        # A large tenant's build (every record read, thousands of words through the model
+        # after a restart) is background work: it yields the CPU to queries and Raft
+        # (memorose/priority.py).
+        lower_this_thread()
         while True:
             self._build(self._queue.get(), scheduled=True)
 

@@ -60,6 +60,7 @@ def test_tiny_storage_bench(tmp_path: Path) -> None:
         assert throughput["node_cores_1"] > 0 and throughput["node_cores_n"] > 0
         assert throughput["ratio_ceiling"] == round(len(os.sched_getaffinity(0)) / busy, 2)
         assert retrieve["healthz_ms"]["p50"] > 0 and retrieve["node_cpu_ms_per_query"] >= 0
+        assert retrieve["warmup"] == 20 and "quiet_after_warmup_s" in retrieve
         assert rows[name]["bm25s"]["source_in_top10"] > 0.5
     assert result["ingest_single"]["events"] == 50
     assert rows["300-1tenant"]["ingest_batch"]["events"] == 300

@@ -3,10 +3,13 @@ real local model."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import pytest
 
+from memorose import priority
 from memorose.config import RetrievalSettings
 from memorose.providers.embeddings import Embedder, load_embedder
 from memorose.retrieval import lexicon as lexicon_module
@@ -118,6 +121,26 @@ def test_the_first_query_of_a_tenant_is_not_kept_waiting(embedder: Embedder) -> 
             break
         threading.Event().wait(0.05)
     assert "yoga" in lex.expansion("t", "What exercises has John done?").weights
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux")
+def test_background_builds_run_on_a_lowered_thread(embedder: Embedder) -> None:
+    process_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    seen: list[int | None] = []
+
+    def texts_of(tenant: str) -> list[str]:
+        seen.append(priority.thread_nice())
+        return JOHN
+
+    lex = Lexicon(embedder, texts_of, lambda tenant: 1, background=True)
+    lex.expansion("t", "What exercises has John done?")  # schedules the build
+    for _ in range(200):
+        if lex.builds:
+            break
+        threading.Event().wait(0.05)
+    assert lex.builds == 1
+    assert seen == [min(19, process_nice + priority.BACKGROUND_NICE)]
+    assert priority.thread_nice() == process_nice  # the querying thread is untouched
 
 
 def test_off_for_the_hashing_embedder_unless_asked() -> None:
