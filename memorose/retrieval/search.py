@@ -479,11 +479,14 @@ class Retriever:
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
         model, dim = self.embedder.model, self.embedder.dim
+        # Vectors only feed the cosine feature: with its weight at 0 (the hashing embedder)
+        # and nothing else asking, ~250 decodes per query at 100K are not made.
+        with_vectors = self.rerank and self._needs_cosine(req)
         view = self.views.view
         for memory_id, (head, raw) in reads.memories(memory_ids).items():
             # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
             if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
-                vector = head.stored_vector() if head.in_space(model, dim) else None
+                vector = head.stored_vector() if with_vectors and head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
                 out[key] = Candidate(
                     key,

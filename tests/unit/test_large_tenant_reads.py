@@ -171,3 +171,30 @@ def test_cosines_of_candidates_equal_the_per_vector_product() -> None:
         ]
         assert np.allclose(cosine_scores(cands, query), plain, rtol=1e-6, atol=1e-6)
         assert cosine_scores(cands, query) == list(np.maximum(0.0, cosines(query, [c.vector for c in cands])))
+
+
+def test_candidates_carry_vectors_only_where_a_cosine_is_asked_for(retriever: Retriever) -> None:
+    # With the cosine's weight at 0 (the hashing embedder's default) no feature reads a
+    # vector, so none is decoded; explain (which shows the cosine) and a weight ask for them.
+    from dataclasses import replace
+
+    from memorose.retrieval.rerank import DEFAULT_WEIGHTS
+    from memorose.retrieval.search import Reads
+    from memorose.storage.fulltext import KIND_MEMORY
+
+    no_cosine = Retriever(
+        retriever.reader, retriever.indexer, retriever.embedder, weights=replace(DEFAULT_WEIGHTS, cosine=0.0)
+    )
+    keys: list[object] = [(KIND_MEMORY, f"m-{i:04d}") for i in range(20)]
+    plain = RetrieveRequest("t1", "pottery class in Lisbon")
+    explained = RetrieveRequest("t1", "pottery class in Lisbon", explain=True)
+
+    def loaded(r: Retriever, req: RetrieveRequest) -> list[Candidate]:
+        return list(r._load_many(req, Reads(r.reader, "t1"), keys).values())  # type: ignore[arg-type]
+
+    assert len(loaded(no_cosine, plain)) == 20
+    assert all(c.vector is None for c in loaded(no_cosine, plain))
+    assert all(c.vector is not None for c in loaded(no_cosine, explained))
+    assert all(c.vector is not None for c in loaded(retriever, plain))
+    answer = [(r["id"], r["score"]) for r in no_cosine.retrieve(plain)["results"]]
+    assert answer and answer == [(r["id"], r["score"]) for r in no_cosine.retrieve(explained)["results"]]
