@@ -195,6 +195,17 @@ class CpuMeter:
         except (OSError, IndexError, ValueError):
             return None
 
+    def our_cores(self) -> tuple[float, float] | None:
+        """Cores the node and this process kept busy since the meter started."""
+        end = self._read()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        hz, elapsed = os.sysconf("SC_CLK_TCK"), end[0] - self._start[0]
+        return (
+            round((end[3] - self._start[3]) / hz / elapsed, 2),
+            round((end[2] - self._start[2]) / hz / elapsed, 2),
+        )
+
     def other_cores(self) -> float | None:
         end = self._read()
         if self._start is None or end is None or end[0] <= self._start[0]:
@@ -528,13 +539,13 @@ async def run_throughput(
     rates: dict[int, float] = {}
     cores: dict[int, tuple[float, float]] = {}
     for workers in (1, in_flight):
-        before = _process_ticks(node_pid)
+        meter = CpuMeter(node_pid) if node_pid is not None else None
         started = time.perf_counter()
         await run_pool(bodies, workers, one)
-        elapsed = time.perf_counter() - started
-        rates[workers] = len(bodies) / elapsed
-        if before is not None:
-            cores[workers] = _cores_since(before, node_pid, elapsed)
+        rates[workers] = len(bodies) / (time.perf_counter() - started)
+        busy = meter.our_cores() if meter is not None else None
+        if busy is not None:
+            cores[workers] = busy
     out: dict[str, Any] = {
         "in_flight": in_flight,
         "qps_1": round(rates[1], 1),
@@ -551,28 +562,6 @@ async def run_throughput(
             ratio_ceiling=throughput_ceiling(len(os.sched_getaffinity(0)), node_1 + client_1),
         )
     return out
-
-
-def _process_ticks(node_pid: int | None) -> tuple[int, int] | None:
-    """CPU ticks of the node and of this process so far; None without a node or off Linux."""
-    if node_pid is None:
-        return None
-    try:
-        return _cpu_ticks(node_pid), _cpu_ticks("self")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _cores_since(before: tuple[int, int], node_pid: int | None, elapsed: float) -> tuple[float, float]:
-    """Cores the node and this client kept busy since ``before`` (``elapsed`` seconds)."""
-    after = _process_ticks(node_pid)
-    if after is None or elapsed <= 0:
-        return 0.0, 0.0
-    hz = os.sysconf("SC_CLK_TCK")
-    return (
-        round((after[0] - before[0]) / hz / elapsed, 2),
-        round((after[1] - before[1]) / hz / elapsed, 2),
-    )
 
 
 def throughput_ceiling(cpus: int, cores_at_one: float) -> float | None:
