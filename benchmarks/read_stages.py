@@ -48,7 +48,8 @@ METHODS = (
     ("retrieve", "retrieve"),
     ("Tantivy search", "_bm25_ranking"),
     ("tail scan", "_tail_ranking"),
-    ("vector ranking (a helper thread for large tenants)", "_vector_ranking"),
+    # On a helper thread, overlapped, when the query's vector is known at once (hashing).
+    ("vector ranking (int8 scan)", "_vector_ranking"),
     ("candidates built", "_load_many"),
     ("second stage", "_rerank"),
     ("neighbours", "_neighbours"),
