@@ -1,7 +1,7 @@
 """Where a retrieve's time goes: each step of ``Retriever.retrieve``, in-process, timed.
 
-Over a copy of a scenario that ``memorose bench storage --data DIR`` built (the same tenant
-and the same kind of queries as that bench, drawn with other seeds), the retriever is called
+Over a copy of a scenario that ``memorose bench storage --data DIR`` built (its tenants, and
+queries drawn from its corpus as that bench draws them), the retriever is called
 directly, one query at a time, with a timer around each of its steps. It prints, per query,
 the wall time inside each step (nested steps are inside their parents), the query thread's
 CPU time, and the garbage collections that ran. What it shows is where to cut; the figures of
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--queries", type=int, default=300, help="measured queries")
     parser.add_argument("--warmup", type=int, default=20, help="queries before measuring")
-    parser.add_argument("--seed", type=int, default=11, help="seed of the drawn queries")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many drawn queries (another set)")
     parser.add_argument(
         "--preloaded-heads",
         action="store_true",
@@ -176,14 +176,14 @@ def _scenario_dir(data: Path, name: str | None) -> Path:
     return data / name
 
 
-def _queries(scenario: Path, queries: int, warmup: int, seed: int) -> list[tuple[str, str]]:
-    """(tenant, text) drawn as ``bench storage`` draws them for this scenario, other seed."""
+def _queries(scenario: Path, queries: int, warmup: int, offset: int) -> list[tuple[str, str]]:
+    """(tenant, text) drawn as ``bench storage`` draws them for this scenario, the first
+    ``offset`` skipped."""
     built = json.loads(scenario.with_name(scenario.name + ".built.json").read_text())
-    cfg = BenchConfig(sizes=[built["size"]], tenants=built["tenants"], queries=queries + warmup,
+    cfg = BenchConfig(sizes=[built["size"]], tenants=built["tenants"], queries=offset + queries + warmup,
                       out=Path(os.devnull), seed=built["seed"])  # fmt: skip
     drawn = build_scenario(cfg, built["size"], built["tenants"]).queries
-    rotated = drawn[seed % len(drawn) :] + drawn[: seed % len(drawn)]
-    return [(tenant, text) for tenant, text, _ in rotated][: queries + warmup]
+    return [(tenant, text) for tenant, text, _ in drawn[offset:]][: queries + warmup]
 
 
 def measure(retriever: Retriever, asked: list[tuple[str, str]], warmup: int) -> dict[str, Any]:
@@ -220,8 +220,10 @@ def measure(retriever: Retriever, asked: list[tuple[str, str]], warmup: int) -> 
 
 
 def run_read_stages(args: argparse.Namespace) -> int:
+    if args.queries < 1 or args.warmup < 0 or args.offset < 0:
+        raise SystemExit("--queries must be positive, --warmup and --offset not negative")
     scenario = _scenario_dir(Path(args.data), args.scenario)
-    asked = _queries(scenario, args.queries, args.warmup, args.seed)
+    asked = _queries(scenario, args.queries, args.warmup, args.offset)
     with tempfile.TemporaryDirectory(prefix="memorose-read-stages-") as tmp:
         copy = Path(tmp) / scenario.name  # the node's indexes catch up on open: not in place
         shutil.copytree(scenario, copy, symlinks=True, ignore=shutil.ignore_patterns("raft"))
