@@ -83,6 +83,9 @@ def test_steps_of_each_query_are_timed_and_the_counterfactual_answers_the_same(
     assert preloaded["answers"] == answers
 
 
-def test_a_missing_scenario_is_named(built: Path, tmp_path: Path) -> None:
+def test_a_missing_scenario_or_a_bad_count_is_named(built: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no built scenario 'nope'"):
         _run(built, tmp_path / "x.json", "--scenario", "nope")
+    with pytest.raises(SystemExit, match="--queries must be positive"):
+        _run(built, tmp_path / "x.json", "--queries", "0")
+    assert not (tmp_path / "x.json").exists()
