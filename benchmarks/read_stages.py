@@ -39,7 +39,7 @@ from benchmarks.storage import BenchConfig, build_scenario, percentiles
 from memorose.retrieval import rerank, search
 from memorose.retrieval.lexicon import tenant_lexicon
 from memorose.retrieval.search import Reads, Retriever, RetrieveRequest
-from memorose.runtime import configure_gc, settle_heap
+from memorose.runtime import prepare_heap
 from memorose.storage import keys
 from memorose.storage.reader import MemoryHead, memory_head
 
@@ -233,9 +233,8 @@ def run_read_stages(args: argparse.Namespace) -> int:
             retriever = Retriever(
                 opened.reader, opened.indexer, opened.embedder, variant.weights, lexicon=lexicon
             )
-            if opened.settings.runtime.gc_freeze:  # the collector as a node sets it (node/heap.py)
-                configure_gc(opened.settings.runtime.gc_gen0_threshold)
-                settle_heap()
+            runtime = opened.settings.runtime  # the collector as a node sets it (node/heap.py)
+            prepare_heap(runtime.gc_freeze, runtime.gc_gen0_threshold)
             with ExitStack() as stack:
                 heads = None
                 if args.preloaded_heads:

@@ -17,7 +17,7 @@ from gateway.limits import guarded_site
 from memorose.cli_support import OperatorError, check_port_free
 from memorose.config import RuntimeSettings
 from memorose.errors import ConfigError
-from memorose.runtime import configure_gc, settle_heap
+from memorose.runtime import prepare_heap
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -91,8 +91,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         except OSError as exc:  # taken between the check and now
             await runner.cleanup()
             raise OperatorError(f"gateway HTTP address {settings.http}: {exc.strerror}: {PORT_FIX}") from None
-        configure_gc(RuntimeSettings().gc_gen0_threshold)  # memorose/runtime.py: short GC pauses
-        settle_heap()
+        runtime = RuntimeSettings()  # memorose/runtime.py: short GC pauses
+        prepare_heap(runtime.gc_freeze, runtime.gc_gen0_threshold)
         print(f"Memorose gateway listening on http://{settings.http}", flush=True)
         print(f"  shards: {json.dumps(settings.shards)}", flush=True)
         print(f"  dashboard: http://{settings.http}/dashboard  (sign in with the admin key)", flush=True)

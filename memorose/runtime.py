@@ -65,6 +65,16 @@ def settle_heap(*, refreeze: bool = False) -> HeapReport:
     return report
 
 
+def prepare_heap(gc_freeze: bool, gen0_threshold: int) -> HeapReport | None:
+    """What a server process does once it has loaded what it keeps (``[runtime]``
+    settings): the young-generation threshold, then a settle. None when ``gc_freeze`` is
+    off (the collector is left as CPython sets it)."""
+    if not gc_freeze:
+        return None
+    configure_gc(gen0_threshold)
+    return settle_heap()
+
+
 def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from memorose.config import RuntimeSettings
-from memorose.runtime import HeapReport, configure_gc, settle_heap
+from memorose.runtime import HeapReport, prepare_heap, settle_heap
 from node.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,9 @@ class HeapSettler(BackgroundTask):
         """Settle at once (the caller has just loaded the indexes; the local model loads on
         first use, and its session is C++ memory the collector never walks), then refreeze
         in the background every ``gc_refreeze_secs``."""
-        if not self.settings.gc_freeze:
+        self.last = prepare_heap(self.settings.gc_freeze, self.settings.gc_gen0_threshold)
+        if self.last is None:
             return
-        configure_gc(self.settings.gc_gen0_threshold)
-        self.last = settle_heap()
         log.info("heap settled at start: %d objects frozen (%.0f ms)", self.last.frozen, self.last.took_ms)
         if self.settings.gc_refreeze_secs > 0:
             super().start()

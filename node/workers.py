@@ -47,6 +47,16 @@ class _Batch:
     round_no: int = 0  # the round that planned it (ConsolidationWorker._rounds_started)
 
 
+@dataclass(frozen=True)
+class _Want:
+    """What the callers waiting for one tenant (``consolidate_tenant``) ask."""
+
+    upto_seq: int  # consolidated at least this far
+    #: Rounds started when the latest of them asked: a failure of a round started before
+    #: that is not theirs to see (``_retry_for_caller``).
+    asked_after_round: int
+
+
 class ConsolidationWorker:
     def __init__(
         self,
@@ -76,10 +86,7 @@ class ConsolidationWorker:
         self._task: asyncio.Task[None] | None = None
         self._pass: asyncio.Task[None] | None = None
         #: Tenants a caller waits for (``consolidate_tenant``): first in the next round.
-        self._wanted: dict[str, int] = {}
-        #: Tenant -> rounds started when its latest waiting caller asked: a failure of a
-        #: round started before that is not the caller's (``_retry_for_caller``).
-        self._wanted_after: dict[str, int] = {}
+        self._wanted: dict[str, _Want] = {}
         #: Notified after every round (waiters re-read their tenant's cursor).
         self._round_done = asyncio.Condition()
         #: Per tenant, the planning failure of its last round (raised to its waiters).
@@ -196,8 +203,7 @@ class ConsolidationWorker:
                 if failure is not None and round_no > asked_after_round:
                     del self._failures[tenant_id]
                     raise failure
-                self._wanted[tenant_id] = max(self._wanted.get(tenant_id, 0), target)
-                self._wanted_after[tenant_id] = max(self._wanted_after.get(tenant_id, 0), asked_after_round)
+                self._want(tenant_id, target, asked_after_round)
                 self._trigger.set()
                 await self._round_done.wait()
 
@@ -235,19 +241,26 @@ class ConsolidationWorker:
     def _retry_for_caller(self, tenant_id: str, failed_in_round: int) -> bool:
         """Whether a caller waits for this tenant who asked once the round that failed it
         had started: that failure was never the caller's to see, so it is retried now."""
-        return self._wanted_after.get(tenant_id, -1) >= failed_in_round
+        want = self._wanted.get(tenant_id)
+        return want is not None and want.asked_after_round >= failed_in_round
+
+    def _want(self, tenant_id: str, upto_seq: int, asked_after_round: int) -> None:
+        """Each field the most any waiting caller asks."""
+        was = self._wanted.get(tenant_id, _Want(0, 0))
+        self._wanted[tenant_id] = _Want(
+            max(was.upto_seq, upto_seq), max(was.asked_after_round, asked_after_round)
+        )
 
     def _unwant(self, tenant_id: str) -> None:
         self._wanted.pop(tenant_id, None)
-        self._wanted_after.pop(tenant_id, None)
 
     def _batch_of(self, tenant_id: str, size: int) -> _Batch | None:
         record = self.reader.tenant(tenant_id)
         if record is None:
             return None
         cursor, last = record["cursor"], record["next_seq"] - 1
-        upto = self._wanted.get(tenant_id)
-        if upto is not None and cursor >= min(upto, last):
+        want = self._wanted.get(tenant_id)
+        if want is not None and cursor >= min(want.upto_seq, last):
             return None  # what the caller waits for is done; the pass takes the rest
         if cursor >= last:
             return None

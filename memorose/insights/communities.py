@@ -146,6 +146,8 @@ def incremental_labels(
     max_frontier_share: float,
 ) -> tuple[np.ndarray, int] | None:
     """Labels per row of the projection, and the size of the frontier (see the module docstring)."""
+    import scipy.sparse as sp  # imported by the first pass (projection.py)
+
     ids, matrix, n = projection.ids, projection.matrix, len(projection.ids)
     prev = np.fromiter((previous.get(m, -1) for m in ids), dtype=np.int64, count=n)
     free = prev < 0  # new memories ...
@@ -164,8 +166,6 @@ def incremental_labels(
     aggregate[~free] = kept
     aggregate[free] = blocks + np.arange(frontier)
     size = blocks + frontier
-    import scipy.sparse as sp  # imported by the first pass (projection.py)
-
     membership = sp.csr_array((np.ones(n), (np.arange(n), aggregate)), shape=(n, size))
     collapsed = (membership.T @ matrix @ membership).tocsr()
     collapsed.sum_duplicates()
@@ -194,14 +194,14 @@ def incremental_labels(
 def pagerank(matrix: sp.csr_array, start: np.ndarray | None = None) -> np.ndarray:
     """Weighted PageRank as networkx computes it (alpha 0.85, dangling mass spread evenly,
     l1 tolerance n * 1e-6), from ``start`` when given (the previous pass's vector)."""
+    import scipy.sparse as sp
+
     n = matrix.shape[0]
     if n == 0:
         return np.zeros(0)
     out = np.asarray(matrix.sum(axis=1)).ravel()
     scale = np.zeros(n)
     scale[out != 0] = 1.0 / out[out != 0]
-    import scipy.sparse as sp
-
     walk = (sp.dia_array((scale, 0), shape=(n, n)) @ matrix).tocsr()
     uniform = np.full(n, 1.0 / n)
     x = uniform.copy() if start is None or start.sum() <= 0 else start / start.sum()
