@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 
-from memorose.retrieval.rerank import Candidate, CorpusStats
+from memorose.retrieval.rerank import Candidate, CorpusStats, candidate_terms
 from memorose.retrieval.text import STOPWORDS, stem
 
 _STOP_STEMS = frozenset(stem(w) for w in STOPWORDS)
@@ -25,8 +24,6 @@ def feedback_terms(
     """Candidate expansion terms from the ``n_docs`` best candidates that match the query
     itself (feedback from documents ranked only by context or cosine would drift), best first."""
     top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
-    # one count of each candidate's distinct terms
-    pool_df: Counter[str] = Counter(itertools.chain.from_iterable(c.terms for c in ranked))
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1
@@ -34,8 +31,14 @@ def feedback_terms(
             if t in query_terms or t in _STOP_STEMS or len(t) < 3 or t.isdigit():
                 continue
             weights[t] = weights.get(t, 0.0) + max(c.score, 0.0) * tf / length
-    for t in weights:
-        weights[t] *= math.log(1 + len(ranked) / pool_df[t])
+    if not weights:
+        return []
+    # In how many candidates each term occurs: one matrix over the candidates' terms (the
+    # packed terms where they have them: no candidate's text is analysed for this).
+    terms = list(weights)
+    counts, _ = candidate_terms(ranked, terms)
+    for t, pool_df in zip(terms, (counts > 0).sum(axis=0).tolist(), strict=True):
+        weights[t] *= math.log(1 + len(ranked) / pool_df)
     return sorted(weights, key=lambda t: (-weights[t], t))[:n_terms]
 
 

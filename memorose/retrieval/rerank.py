@@ -28,12 +28,13 @@ from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from memorose.providers.embeddings.base import cosines
 from memorose.retrieval.query import QueryAnalysis, is_dated
+from memorose.retrieval.terms import Vocabulary, packed_matrix
 from memorose.retrieval.text import analyze
 
 EPISODE_GAP_S = 1800.0
@@ -113,6 +114,16 @@ class Candidate:
     #: Content and metadata as stored, for ranking before (or without) the view.
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    #: Ranking facts kept by the indexer (timeline.py), when the candidate came from there:
+    #: its analysed terms packed (terms.py) with their vocabulary, its speaker and whether
+    #: it carries a time expression. Ranking then needs neither its text nor its record.
+    packed: bytes | None = None
+    vocabulary: Vocabulary | None = None
+    fact_speaker: str | None = None
+    fact_dated: bool | None = None
+    #: False while made from facts only: its record is read (and the facts re-checked)
+    #: before it is shown (``search.Retriever._confirmed``).
+    confirmed: bool = True
     _terms: Counter[str] | None = None
     _length: int | None = None
     _features: dict[str, float] | None = None
@@ -156,7 +167,10 @@ class Candidate:
     def terms(self) -> Counter[str]:
         """Analysed terms of the content (shared, read-only)."""
         if self._terms is None:
-            self._terms = term_counts(self.content)
+            if self.packed is not None and self.vocabulary is not None:
+                self._terms = self.vocabulary.unpack(self.packed)
+            else:
+                self._terms = term_counts(self.content)
         return self._terms
 
     @property
@@ -167,7 +181,14 @@ class Candidate:
         return self._length
 
     @property
+    def dated(self) -> bool:
+        """Whether the content carries a time expression (``query.is_dated``)."""
+        return self.fact_dated if self.fact_dated is not None else is_dated(self.content)
+
+    @property
     def speaker(self) -> str:
+        if self.fact_speaker is not None:
+            return self.fact_speaker
         metadata = self.metadata if self.metadata is not None else (self.result.get("metadata") or {})
         return str(metadata.get("speaker", "")) if isinstance(metadata, dict) else ""
 
@@ -192,14 +213,12 @@ def bm25_scores(
 
     One matrix for all terms, summed column by column: the same float operations, in the
     same order, as the per-candidate sum it replaced, so scores are bit-identical."""
-    docs = [c.terms for c in candidates]
-    if not docs:
+    if not candidates:
         return []
-    lengths = [c.length for c in candidates]
+    tf, lengths = candidate_terms(candidates, terms)
     avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
     n = max(stats.docs, len(candidates))
     norm = k1 * (1 - b + b * np.asarray(lengths, np.float64) / (avg_len or 1.0))
-    tf = term_frequencies(docs, terms)
     present = tf > 0
     matched = present.sum(axis=0).tolist()
     weights = term_weights or {}
@@ -209,10 +228,36 @@ def bm25_scores(
         idf[j] = math.log(1 + (n - df + 0.5) / (df + 0.5)) * weights.get(t, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         contributions = np.where(present, idf * tf * (k1 + 1) / (tf + norm[:, None]), 0.0)
-    total = np.zeros(len(docs))
+    total = np.zeros(len(candidates))
     for j in np.flatnonzero(present.any(axis=0)).tolist():
         total += contributions[:, j]
     return list(total.tolist())
+
+
+def candidate_terms(candidates: list[Candidate], terms: list[str]) -> tuple[np.ndarray, list[int]]:
+    """(candidates x terms matrix of counts, each candidate's length): from the packed
+    terms the indexer keeps where a candidate has them (terms.py: no text analysed), from
+    its analysed text otherwise. Both give the same counts for the same text."""
+    vocabulary = next((c.vocabulary for c in candidates if c.packed is not None), None)
+    packed = [i for i, c in enumerate(candidates) if c.packed is not None and c.vocabulary is vocabulary]
+    if vocabulary is None or not packed:
+        return term_frequencies([c.terms for c in candidates], terms), [c.length for c in candidates]
+    part, part_lengths = packed_matrix(
+        [cast(bytes, candidates[i].packed) for i in packed], vocabulary.ids_of(terms)
+    )
+    if len(packed) == len(candidates):
+        return part, [int(n) for n in part_lengths.tolist()]
+    tf = np.zeros((len(candidates), len(terms)), np.float64)
+    lengths = [0] * len(candidates)
+    tf[packed] = part
+    for i, n in zip(packed, part_lengths.tolist(), strict=True):
+        lengths[i] = int(n)
+    done = set(packed)
+    rest = [i for i in range(len(candidates)) if i not in done]
+    tf[rest] = term_frequencies([candidates[i].terms for i in rest], terms)
+    for i in rest:
+        lengths[i] = candidates[i].length
+    return tf, lengths
 
 
 def term_frequencies(docs: list[Counter[str]], terms: list[str]) -> np.ndarray:
@@ -436,6 +481,6 @@ def _static_features(
     return {
         "cosine": cosine_scores(candidates, query_vec),
         "time": time_scores(candidates, analysis),
-        "dated": [float(is_dated(c.content)) for c in candidates] if analysis.asks_when else [],
+        "dated": [float(c.dated) for c in candidates] if analysis.asks_when else [],
         "speaker": speaker_scores(candidates, analysis),
     }

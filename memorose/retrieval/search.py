@@ -274,7 +274,9 @@ class Retriever:
         tail_after = self.indexer.indexed_seq(req.tenant_id)
         bm25 = self._bm25_ranking(req, analysis.terms, pool)
         tail = self._tail_ranking(req, analysis.terms, pool, tail_after)
-        reads.memories([str(ref) for kind, ref in cast(list[tuple[str, str]], bm25) if kind == KIND_MEMORY])
+        timeline = self.timeline.of(req.tenant_id) if self.rerank or req.passages else None
+        if not self._ranks_from_facts(req):  # records read now, while the vector is computed
+            reads.memories([str(r) for kind, r in cast(list[tuple[str, str]], bm25) if kind == KIND_MEMORY])
         lexical = self._lexical(req, analysis) if self.rerank else None
         query_vec = pending.result()
         vector = early_vector.result() if early_vector else self._vector_ranking(req, query_vec, pool // 2)
@@ -282,9 +284,8 @@ class Retriever:
         keys: dict[Hashable, None] = {}
         for ranking in rankings:
             keys.update(dict.fromkeys(ranking))
-        loaded = self._load_many(req, reads, list(keys))
+        loaded = self._load_many(req, reads, list(keys), timeline if self.rerank else None)
         candidates = [loaded[k] for k in keys if k in loaded]
-        timeline = self.timeline.of(req.tenant_id) if self.rerank or req.passages else None
         if lexical is not None:
             assert timeline is not None
             ranked = self._rerank(req, reads, analysis, lexical, candidates, query_vec, timeline)
@@ -337,6 +338,12 @@ class Retriever:
             ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
         return ranked
 
+    def _ranks_from_facts(self, req: RetrieveRequest) -> bool:
+        """Whether the candidates are ranked from the facts the timeline keeps (timeline.py),
+        reading only the results' records: not for ``as_of`` (what was true then is not
+        what the timeline keeps) nor when cosines count (the vectors are in the records)."""
+        return self.rerank and req.as_of is None and not self._needs_cosine(req)
+
     def _needs_cosine(self, req: RetrieveRequest) -> bool:
         """Whether the re-ranker's cosines count: their weight (0 with the hashing embedder,
         rerank.default_cosine_weight), the dense share of context, or ``explain``, which
@@ -350,6 +357,7 @@ class Retriever:
     ) -> list[dict[str, Any]]:
         """The ``top_k`` results: passages of adjacent hits (passages.py), or one per memory."""
         if not req.passages or timeline is None:
+            ranked = self._confirmed(req, reads, ranked, req.top_k)
             return [{**c.result, "score": round(c.score, 6), **_explain(req, c)} for c in ranked[: req.top_k]]
 
         def window_of(c: Candidate) -> dict[str, int]:
@@ -361,9 +369,44 @@ class Retriever:
             loaded = self._load_many(req, reads, [(KIND_MEMORY, m) for m in memory_ids])
             return {str(cast(tuple[str, str], key)[1]): c for key, c in loaded.items()}
 
-        found = passages.group(ranked, req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
+        # Passages are built over a prefix of confirmed candidates, longer while that prefix
+        # ends before ``top_k`` passages (``group`` stops at the same hit over any prefix
+        # that holds them all).
+        seen = req.top_k + PASSAGE_DEPTH
+        while True:
+            ranked = self._confirmed(req, reads, ranked, seen)
+            found = passages.group(ranked[:seen], req.top_k, PASSAGE_SPAN, PASSAGE_DEPTH, window_of)
+            if len(found) >= req.top_k or seen >= len(ranked):
+                break
+            seen *= 2
         passages.fill(found, load_many)
         return [{**passages.result(p), **_explain(req, p.best)} for p in found]
+
+    def _confirmed(
+        self, req: RetrieveRequest, reads: Reads, ranked: list[Candidate], n: int
+    ) -> list[Candidate]:
+        """``ranked`` with its first ``n`` candidates read from their records: the facts they
+        were ranked from trail RocksDB by an indexer cycle, so a memory gone, archived or
+        superseded since is dropped here (the next ones move up), and the others get their
+        view and text as stored now."""
+        while True:
+            pending = [c for c in ranked[:n] if not c.confirmed]
+            if not pending:
+                return ranked
+            memory_ids = [str(cast(tuple[str, str], c.key)[1]) for c in pending]
+            found = reads.memories(memory_ids)
+            dropped: set[Hashable] = set()
+            for c, memory_id in zip(pending, memory_ids, strict=True):
+                record = found.get(memory_id)
+                if record is None or not _admits(req, record[0]):
+                    dropped.add(c.key)
+                    continue
+                head, raw = record
+                c.source = partial(self.views.view, req.tenant_id, memory_id, raw)
+                c.text, c.metadata, c.confirmed = head.content, head.metadata, True
+            if not dropped:
+                return ranked
+            ranked = [c for c in ranked if c.key not in dropped]
 
     def _feedback(
         self,
@@ -412,7 +455,7 @@ class Retriever:
                 if key not in have:
                     have.add(key)
                     wanted.append((key, i, distance))
-        loaded = self._load_many(req, reads, [key for key, _, _ in wanted])
+        loaded = self._load_many(req, reads, [key for key, _, _ in wanted], timeline)
         added: list[Candidate] = []
         for key, i, distance in wanted:
             neighbour = loaded.get(key)
@@ -470,24 +513,37 @@ class Retriever:
         return [(KIND_EVENT, str(e.seq)) for e in bm25_rank(tail, terms)[:k]]
 
     def _load_many(
-        self, req: RetrieveRequest, reads: Reads, keys: list[Hashable]
+        self,
+        req: RetrieveRequest,
+        reads: Reads,
+        keys: list[Hashable],
+        timeline: TenantTimeline | None = None,
     ) -> dict[Hashable, Candidate]:
         """Searchable memories and pending events as ranking candidates, read in one
         multi-get per kind; keys gone or not admitted by the temporal filter (temporal.py)
-        are absent."""
+        are absent. With the tenant's ``timeline``, the memories it holds are made from the
+        facts it keeps, unread and unconfirmed (``_confirmed``), where the request allows
+        (``_ranks_from_facts``); otherwise they are read and take only its packed terms."""
         memory_ids = [str(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_MEMORY]
         seqs = [int(ref) for kind, ref in cast(list[tuple[str, str]], keys) if kind == KIND_EVENT]
         out: dict[Hashable, Candidate] = {}
+        packed: dict[str, bytes] = {}
+        if timeline is not None and memory_ids and req.as_of is None:
+            if self._ranks_from_facts(req):
+                memory_ids = self._from_facts(req, reads, timeline, memory_ids, out)
+            else:
+                rows = timeline.rows_of(memory_ids)
+                packed = {m: timeline.terms[row] for m, row in zip(memory_ids, rows, strict=True) if row >= 0}
         model, dim = self.embedder.model, self.embedder.dim
         # Vectors only feed the cosine feature: with its weight at 0 (the hashing embedder)
         # and nothing else asking, ~250 decodes per query at 100K are not made.
         with_vectors = self.rerank and self._needs_cosine(req)
         view = self.views.view
         for memory_id, (head, raw) in reads.memories(memory_ids).items():
-            # A head has every field admit_memory reads (tests/unit/test_candidate_reads.py).
-            if is_searchable(head) and temporal.admit_memory(cast(Memory, head), req):
+            if _admits(req, head):
                 vector = head.stored_vector() if with_vectors and head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
+                terms = packed.get(memory_id)
                 out[key] = Candidate(
                     key,
                     partial(view, req.tenant_id, memory_id, raw),  # built for the few results
@@ -496,12 +552,69 @@ class Retriever:
                     vector,
                     text=head.content,
                     metadata=head.metadata,
+                    packed=terms,
+                    vocabulary=self.timeline.vocabulary if terms is not None else None,
                 )
         for seq, event in self.reader.events_many(req.tenant_id, seqs).items() if seqs else ():
             if temporal.admit_event(event, req):
                 key = (KIND_EVENT, str(seq))
                 out[key] = Candidate(key, event_result(event), event.stream_id, event.timestamp)
         return out
+
+    def _from_facts(
+        self,
+        req: RetrieveRequest,
+        reads: Reads,
+        timeline: TenantTimeline,
+        memory_ids: list[str],
+        out: dict[Hashable, Candidate],
+    ) -> list[str]:
+        """Candidates of the memories the timeline holds, from its columns (no record read);
+        returns the ids it does not hold (read from their records by the caller)."""
+        rows = timeline.rows_of(memory_ids)
+        held = [(m, row) for m, row in zip(memory_ids, rows, strict=True) if row >= 0]
+        if held:
+            picked = np.array([row for _, row in held], np.int64)
+            streams = timeline.streams[picked].tolist()
+            times = timeline.valid_from[picked].tolist()
+            current = timeline.current[picked].tolist()
+            speakers = timeline.speakers[picked].tolist()
+            dated = timeline.dated[picked].tolist()
+            terms = timeline.terms[picked].tolist()
+            stream_names, speaker_names = timeline.stream_names, timeline.speaker_names
+            vocabulary = self.timeline.vocabulary
+            late = self._late_view
+            everything = not req.enable_arbitration  # superseded memories too (temporal.py)
+            for i, (memory_id, _) in enumerate(held):
+                if current[i] or everything:
+                    key = (KIND_MEMORY, memory_id)
+                    c = Candidate(
+                        key,
+                        partial(late, reads, req.tenant_id, memory_id),
+                        stream_names[streams[i]],
+                        times[i],
+                        packed=terms[i],
+                        vocabulary=vocabulary,
+                        fact_speaker=speaker_names[speakers[i]],
+                        fact_dated=dated[i],
+                        confirmed=False,
+                    )
+                    out[key] = c
+        return [m for m, row in zip(memory_ids, rows, strict=True) if row < 0]
+
+    def _late_view(self, reads: Reads, tenant_id: str, memory_id: str) -> dict[str, Any]:
+        """The view of a candidate made from facts and shown without ``_confirmed`` (no
+        path does so; kept correct rather than failing): its record as stored now."""
+        record = reads.memories([memory_id]).get(memory_id)
+        if record is None:
+            raise LookupError(f"memory {memory_id} is gone")
+        return self.views.view(tenant_id, memory_id, record[1])
+
+
+def _admits(req: RetrieveRequest, head: MemoryHead) -> bool:
+    """A memory record the request may see. A head has every field ``admit_memory`` reads
+    (tests/unit/test_candidate_reads.py)."""
+    return is_searchable(head) and temporal.admit_memory(cast(Memory, head), req)
 
 
 def fuse(candidates: list[Candidate], rankings: list[list[Hashable]]) -> list[Candidate]:

@@ -9,12 +9,15 @@ rebuild) and changed with every memory change it follows. A tenant's first query
 finds its timeline ready; it used to decode all of the tenant's records to build it (about
 15 ms per 1,000 memories: most of a cold tenant's query, docs/retrieval.md "Timeline").
 
-A timeline holds only what neighbours need, as numpy columns in timeline order (id bytes,
-stream code, valid time) plus the id order for lookups: ~42 bytes per memory with 26-byte
-ids, no Python object per memory. Changes are queued per tenant and merged (O(n) copies,
-no re-sort) by the indexer at the end of its cycle while that is cheap, otherwise by the
-first query that needs them. Like the other indexes it may trail RocksDB by a cycle; a stale entry is
-harmless: candidates are re-read and re-checked (``is_searchable``) before they are ranked.
+A timeline holds what neighbours need, as numpy columns in timeline order (id bytes,
+stream code, valid time) plus the id order for lookups, and what ranking reads of each
+memory (``Facts``: whether it is current, its speaker, whether it is dated, its analysed
+terms packed by ``terms.py``), so that ranking reads no record: ~200 bytes per memory
+with 26-byte ids, one Python object (the packed terms) per memory. Changes are queued per
+tenant and merged (O(n) copies, no re-sort) by the indexer at the end of its cycle while
+that is cheap, otherwise by the first query that needs them. Like the other indexes it may
+trail RocksDB by a cycle: ranking may see a fact a cycle old, and the results are re-read
+and re-checked before they are returned (``search.Retriever._confirmed``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,47 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-#: (memory id, stream id, valid_from) of one searchable memory.
-Entry = tuple[str, str, float]
-#: What a change leaves of a memory: (stream id, valid_from), or None (gone or archived).
-Place = tuple[str, float] | None
+from memorose.retrieval.query import is_dated
+from memorose.retrieval.terms import Vocabulary
+
+
+class Facts(NamedTuple):
+    """What ranking reads of a memory besides its place (``search.Retriever``)."""
+
+    current: bool  # not superseded (``Memory.is_current``)
+    speaker: str  # ``metadata.speaker``, "" when none
+    dated: bool  # its content carries a time expression (``query.is_dated``)
+    terms: bytes  # its analysed terms (``Vocabulary.pack``)
+
+
+#: (memory id, stream id, valid_from, ranking facts) of one searchable memory.
+Entry = tuple[str, str, float, Facts]
+#: What a change leaves of a memory: (stream id, valid_from, facts), or None (gone or archived).
+Place = tuple[str, float, Facts] | None
+
+
+class _Codes:
+    """Names -> small integer codes, extending a given table."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = list(names)
+        self._codes = {name: code for code, name in enumerate(names)}
+
+    def code(self, name: str) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = len(self._names)
+            self._names.append(name)
+        return code
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._names)
+
 
 #: The indexer merges a tenant's queued changes at the end of its cycle when the timeline
 #: has at most this many entries (a merge then costs up to ~10-15 ms on the loaded 2-core
@@ -46,44 +83,71 @@ class TenantTimeline:
     valid_from: np.ndarray  # float64, same order
     by_id: np.ndarray  # int32 positions in id order (``searchsorted`` with ``sorter``)
     stream_names: tuple[str, ...]
+    # Ranking facts (``Facts``), same order:
+    current: np.ndarray  # bool
+    speakers: np.ndarray  # int32 codes into ``speaker_names``
+    dated: np.ndarray  # bool
+    terms: np.ndarray  # object: packed terms (bytes)
+    speaker_names: tuple[str, ...]
 
     @classmethod
-    def build(cls, entries: Iterable[Entry], stream_names: tuple[str, ...] = ()) -> TenantTimeline:
-        names = list(stream_names)
-        codes = {name: code for code, name in enumerate(names)}
-        ids: list[bytes] = []
-        streams: list[int] = []
-        times: list[float] = []
-        for memory_id, stream_id, valid_from in entries:
-            code = codes.get(stream_id)
-            if code is None:
-                code = codes[stream_id] = len(names)
-                names.append(stream_id)
-            ids.append(memory_id.encode())
-            streams.append(code)
-            times.append(valid_from)
-        return cls._sorted(
-            np.array(ids, dtype=bytes),
-            np.array(streams, dtype=np.int32),
-            np.array(times, dtype=np.float64),
-            tuple(names),
-        )
-
-    @classmethod
-    def _sorted(
-        cls, ids: np.ndarray, streams: np.ndarray, valid_from: np.ndarray, names: tuple[str, ...]
+    def build(
+        cls, entries: Iterable[Entry], stream_names: tuple[str, ...] = (), speaker_names: tuple[str, ...] = ()
     ) -> TenantTimeline:
-        order = np.lexsort((ids, valid_from, streams))
-        ids, streams, valid_from = ids[order], streams[order], valid_from[order]
-        by_id = np.argsort(ids, kind="stable").astype(np.int32)
-        return cls(ids, streams, valid_from, by_id, names)
+        streams = _Codes(stream_names)
+        speakers = _Codes(speaker_names)
+        ids: list[bytes] = []
+        stream_codes: list[int] = []
+        times: list[float] = []
+        current: list[bool] = []
+        speaker_codes: list[int] = []
+        dated: list[bool] = []
+        terms: list[bytes] = []
+        for memory_id, stream_id, valid_from, facts in entries:
+            ids.append(memory_id.encode())
+            stream_codes.append(streams.code(stream_id))
+            times.append(valid_from)
+            current.append(facts.current)
+            speaker_codes.append(speakers.code(facts.speaker))
+            dated.append(facts.dated)
+            terms.append(facts.terms)
+        packed = np.empty(len(terms), dtype=object)
+        packed[:] = terms
+        columns = (
+            np.array(ids, dtype=bytes),
+            np.array(stream_codes, dtype=np.int32),
+            np.array(times, dtype=np.float64),
+            np.array(current, dtype=bool),
+            np.array(speaker_codes, dtype=np.int32),
+            np.array(dated, dtype=bool),
+            packed,
+        )
+        order = np.lexsort((columns[0], columns[2], columns[1]))
+        ids_, streams_, times_, current_, speakers_, dated_, terms_ = (c[order] for c in columns)
+        by_id = np.argsort(ids_, kind="stable").astype(np.int32)
+        return cls(
+            ids_, streams_, times_, by_id, streams.names, current_, speakers_, dated_, terms_, speakers.names
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.streams.nbytes + self.valid_from.nbytes + self.by_id.nbytes)
+        fixed = (self.ids, self.streams, self.valid_from, self.by_id, self.current, self.speakers, self.dated)
+        return int(sum(c.nbytes for c in fixed) + self.terms.nbytes + sum(len(t) + 33 for t in self.terms))
+
+    def rows_of(self, memory_ids: list[str]) -> list[int]:
+        """Row of each memory in the columns, -1 where it is not in the timeline."""
+        return [int(p) for p in self._find(np.array([m.encode() for m in memory_ids], dtype=bytes)).tolist()]
+
+    def facts(self, row: int) -> Facts:
+        return Facts(
+            bool(self.current[row]),
+            self.speaker_names[int(self.speakers[row])],
+            bool(self.dated[row]),
+            self.terms[row],
+        )
 
     def _find(self, keys: np.ndarray) -> np.ndarray:
         """Position of each id (bytes) in timeline order, -1 where absent."""
@@ -95,14 +159,13 @@ class TenantTimeline:
         return np.where(self.ids[positions] == keys, positions, -1)
 
     def place_of(self, memory_ids: list[str]) -> list[Place]:
-        """(stream, valid_from) of each memory, None where it is not in the timeline."""
-        positions = self._find(np.array([m.encode() for m in memory_ids], dtype=bytes))
-        at = np.maximum(positions, 0)
-        streams = self.streams[at].tolist() if len(self.ids) else []
-        times = self.valid_from[at].tolist() if len(self.ids) else []
+        """(stream, valid_from, facts) of each memory, None where it is not in the timeline."""
+        positions = self.rows_of(memory_ids)
         return [
-            None if p < 0 else (self.stream_names[streams[i]], times[i])
-            for i, p in enumerate(positions.tolist())
+            None
+            if p < 0
+            else (self.stream_names[int(self.streams[p])], float(self.valid_from[p]), self.facts(p))
+            for p in positions
         ]
 
     def merged(self, changes: dict[str, Place]) -> TenantTimeline:
@@ -113,7 +176,9 @@ class TenantTimeline:
         keep = np.ones(len(self.ids), dtype=bool)
         keep[found[found >= 0]] = False
         added = TenantTimeline.build(
-            ((m, place[0], place[1]) for m, place in changes.items() if place is not None), self.stream_names
+            ((m, *place) for m, place in changes.items() if place is not None),
+            self.stream_names,
+            self.speaker_names,
         )
         width = np.result_type(self.ids, added.ids)  # compared at one width: no key truncated
         ids, added_ids = self.ids[keep].astype(width, copy=False), added.ids.astype(width, copy=False)
@@ -129,12 +194,21 @@ class TenantTimeline:
             rank,
             (at + np.arange(len(at)))[added.by_id],
         )
+
+        def inserted(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+            return np.insert(mine[keep], at, theirs)
+
         return TenantTimeline(
             np.insert(ids, at, added_ids),
             np.insert(streams, at, added.streams),
             np.insert(times, at, added.valid_from),
             by_id.astype(np.int32),
             added.stream_names,
+            inserted(self.current, added.current),
+            inserted(self.speakers, added.speakers),
+            inserted(self.dated, added.dated),
+            inserted(self.terms, added.terms),
+            added.speaker_names,
         )
 
     def neighbours(self, memory_id: str, span: int, max_gap_s: float) -> list[tuple[str, int]]:
@@ -248,6 +322,8 @@ class Timeline:
     query threads read)."""
 
     def __init__(self) -> None:
+        #: Term ids of every tenant's packed terms (``Facts.terms``).
+        self.vocabulary = Vocabulary()
         self._built: dict[str, TenantTimeline] = {}
         self._pending: dict[str, dict[str, Place]] = {}
         self._lock = threading.Lock()
@@ -324,6 +400,11 @@ class Timeline:
         return self.of(tenant_id).neighbours(memory_id, span, max_gap_s)
 
     def nbytes(self) -> int:
-        """Bytes held by the timelines' columns (queued changes not counted)."""
+        """Bytes held by the timelines' columns and the vocabulary (queued changes not counted)."""
         with self._lock:
-            return sum(t.nbytes for t in self._built.values())
+            return sum(t.nbytes for t in self._built.values()) + self.vocabulary.nbytes
+
+    def facts_of(self, content: str, metadata: object, current: bool) -> Facts:
+        """A searchable memory's ranking facts, its text analysed once here."""
+        speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
+        return Facts(current, str(speaker), is_dated(content), self.vocabulary.pack(content))

@@ -22,7 +22,7 @@ import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
-from memorose.retrieval.timeline import Entry, Place, Timeline
+from memorose.retrieval.timeline import Entry, Facts, Place, Timeline
 from memorose.runtime import release_free_heap
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
@@ -294,7 +294,7 @@ class Indexer:
                 if memory is not None and is_searchable(memory):
                     self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
                     searchable.append(memory)
-                    places[memory_id] = (memory.stream_id, memory.valid_from)
+                    places[memory_id] = (memory.stream_id, memory.valid_from, self._facts(memory))
                 else:
                     places[memory_id] = None
                     self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
@@ -392,9 +392,16 @@ class Indexer:
                 self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
                 _breathe(n)
             self._load_vectors(tenant_id, chunk)
-            entries.extend(_entries(chunk))
+            entries.extend(self._entries(chunk))
         self.vectors.end_load(tenant_id)
         self.timeline.replace(tenant_id, entries)
+
+    def _facts(self, memory: Memory) -> Facts:
+        return self.timeline.facts_of(memory.content, memory.metadata, memory.is_current)
+
+    def _entries(self, memories: list[Memory]) -> Iterator[Entry]:
+        """Timeline entries of searchable memories."""
+        return ((m.memory_id, m.stream_id, m.valid_from, self._facts(m)) for m in memories)
 
     def _searchable_chunks(self, tenant_id: str) -> Iterator[list[Memory]]:
         """A tenant's searchable memories, ``LOAD_CHUNK`` at a time, in key order."""
@@ -430,28 +437,34 @@ class Indexer:
                 entries: list[Entry] = []
                 for chunk in self._searchable_chunks(tenant_id):
                     self._load_vectors(tenant_id, chunk)
-                    entries.extend(_entries(chunk))
+                    entries.extend(self._entries(chunk))
                 self.vectors.end_load(tenant_id)
                 self.timeline.replace(tenant_id, entries)  # from the records decoded anyway
 
     def _load_large_tenant_timelines(self) -> None:
         """Timelines of the tenants whose vectors stay in LanceDB (not decoded at start-up):
-        three fields of each stored record, without building ``Memory`` objects."""
+        a few fields of each stored record, without building ``Memory`` objects."""
+        facts_of = self.timeline.facts_of
         for tenant_id in self.reader.tenant_ids():
             if self.vectors.is_large(tenant_id):
                 self.timeline.replace(
                     tenant_id,
                     (
-                        (r["memory_id"], r["stream_id"], r["valid_from"])
+                        (
+                            r["memory_id"],
+                            r["stream_id"],
+                            r["valid_from"],
+                            facts_of(r["content"], r.get("metadata"), _is_current_record(r)),
+                        )
                         for r in self.reader.memory_records(tenant_id)
                         if is_searchable_record(r)
                     ),
                 )
 
 
-def _entries(memories: list[Memory]) -> Iterator[Entry]:
-    """Timeline entries of searchable memories."""
-    return ((m.memory_id, m.stream_id, m.valid_from) for m in memories)
+def _is_current_record(record: dict[str, Any]) -> bool:
+    """``Memory.is_current`` of a stored memory record."""
+    return record.get("valid_to") is None and record.get("superseded_by") is None
 
 
 def _chunks(items: Iterable[Memory], size: int) -> Iterator[list[Memory]]:

@@ -21,7 +21,7 @@ from memorose.retrieval import rerank, search
 from memorose.retrieval.query import analyze_query
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS
 from memorose.retrieval.search import NeighbourMemo, RecordCache, Retriever, RetrieveRequest, ViewCache
-from memorose.retrieval.timeline import TenantTimeline
+from memorose.retrieval.timeline import Facts, TenantTimeline
 from memorose.storage import keys
 from memorose.storage.reader import MemoryHead, StateReader
 from memorose.storage.rocks import RocksStore
@@ -147,9 +147,10 @@ def test_cosines_are_skipped_only_where_nothing_shows_them(
 
 
 def test_the_neighbour_memo_answers_as_the_timeline_and_follows_a_new_one() -> None:
-    entries = [(f"m-{i}", "chat" if i % 3 else "mail", 10.0 * i) for i in range(60)]
+    nothing = Facts(True, "", False, b"")
+    entries = [(f"m-{i}", "chat" if i % 3 else "mail", 10.0 * i, nothing) for i in range(60)]
     memo = NeighbourMemo()
-    ids = [m for m, _, _ in entries] + ["m-unknown"]
+    ids = [m for m, _, _, _ in entries] + ["m-unknown"]
     for timeline in (TenantTimeline.build(entries), TenantTimeline.build(entries[::2])):
         assert memo.neighbours_many(timeline, ids[:20]) == timeline.neighbours_many(ids[:20], 2, 1800.0)
         assert memo.neighbours_many(timeline, ids) == timeline.neighbours_many(ids, 2, 1800.0)

@@ -1,0 +1,215 @@
+"""Ranking from the facts the indexer keeps (retrieval/terms.py, timeline.py; issue 12's
+100K reads): packed terms count as the analysed text does, BM25 over them is bit-identical,
+a retrieve ranked from facts answers as one ranked from the records while reading only its
+results' records, and a memory changed after the indexer's last cycle is re-checked before
+it is shown. Real RocksDB and Tantivy under a state machine, no Raft."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memorose import commands
+from memorose.models import Memory
+from memorose.providers.embeddings import load_embedder
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, Candidate, CorpusStats, bm25_scores, term_counts
+from memorose.retrieval.rerank import term_frequencies as text_frequencies
+from memorose.retrieval.search import PASSAGE_DEPTH, Retriever, RetrieveRequest
+from memorose.retrieval.terms import Vocabulary, packed_matrix
+from memorose.storage.reader import MemoryHead
+from tests.unit.state_node import StateNode
+
+DIM = 8
+EMBEDDER = load_embedder("hashing", dim=DIM)
+TEXTS = [
+    "Ana plays the cello on Sundays, the cello her grandmother gave her",
+    "Ana moved to Lisbon last spring",
+    "Bruno bakes sourdough bread at 6:30 every morning in 2023",
+    "Straße, café und Ünïcode — naïve façade",
+    "a_b c-d e.f 42 42 42",
+    "",
+    "!!!",
+    " ".join(["again"] * 300) + " once",  # a count far above a byte
+]
+
+
+def test_packed_terms_count_as_the_analysed_text() -> None:
+    vocabulary = Vocabulary()
+    packed = [vocabulary.pack(t) for t in TEXTS]
+    assert [vocabulary.unpack(p) for p in packed] == [term_counts(t) for t in TEXTS]
+    assert packed[5] == packed[6] == b""
+    query = ["cello", "ana", "unknown-term", "cello", "42", "again", "cafe", "lisbon"]
+    tf, lengths = packed_matrix(packed, vocabulary.ids_of(query))
+    assert tf.tolist() == text_frequencies([term_counts(t) for t in TEXTS], query).tolist()
+    assert lengths.tolist() == [sum(term_counts(t).values()) for t in TEXTS]
+    assert tf[7].tolist()[5] == 300 and tf[0].tolist()[0] == tf[0].tolist()[3] == 2  # repeated column
+    assert packed_matrix([], [1])[0].shape == (0, 1)
+
+
+def candidates(texts: list[str], vocabulary: Vocabulary, packed_share: float) -> list[Candidate]:
+    rng = random.Random(7)
+    out = []
+    for i, text in enumerate(texts):
+        c = Candidate(("memory", f"m-{i}"), {}, "chat", float(i), text=text)
+        if rng.random() < packed_share:
+            c.text, c.packed, c.vocabulary = None, vocabulary.pack(text), vocabulary
+        out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("packed_share", [0.0, 0.5, 1.0])
+def test_bm25_from_packed_terms_is_bit_identical(packed_share: float) -> None:
+    rng = random.Random(3)
+    words = ["cello", "lisbon", "bread", "moved", "sunday", "the", "ana", "bruno", "sea", "42"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(200)]
+    vocabulary = Vocabulary()
+    stats = CorpusStats(5000, {"cello": 40, "ana": 300, "the": 4000})
+    terms = ["cello", "ana", "moved", "nowhere", "the", "cello"]
+    weights = {"moved": 0.3}
+    expected = bm25_scores(candidates(texts, vocabulary, 0.0), terms, stats, 1.2, 0.3, weights)
+    found = bm25_scores(candidates(texts, vocabulary, packed_share), terms, stats, 1.2, 0.3, weights)
+    assert found == expected  # exact: the same counts and lengths, the same float operations
+    assert any(expected) and not all(expected)
+
+
+# -- a retrieve on real components ---------------------------------------------------------
+
+FACTS = [  # (content, speaker, stream)
+    ("Ana plays the cello on Sundays", "Ana", "chat"),
+    ("Ana moved to Lisbon last spring", "Ana", "chat"),
+    ("Bruno bakes sourdough bread", "Bruno", "chat"),
+    ("Bruno repairs old bicycles on 12 May 2024", "Bruno", "chat"),
+    ("Carla studies marine biology", "Carla", "mail"),
+    ("Carla swims in the cold sea every morning", "Carla", "mail"),
+    ("the cello was a gift from her grandmother", "Ana", "chat"),
+    ("they went to the sea in Lisbon in 2023", "Bruno", "mail"),
+]
+QUERIES = [
+    "Ana cello",
+    "when did Bruno repair bicycles",
+    "Where does Ana live?",
+    "Carla sea",
+    "what did Bruno bake",
+    "grandmother gift",
+    "Lisbon",
+    "nothing matches this",
+]
+
+
+def memory(i: int, content: str, speaker: str = "", stream: str = "chat") -> dict[str, Any]:
+    return Memory(
+        tenant_id="t1",
+        memory_id=f"m-{i}",
+        stream_id=stream,
+        content=content,
+        embedding=EMBEDDER.embed_one(content).tobytes(),
+        source_event_ids=[f"ev-{i}"],
+        created_at=1.0,
+        valid_from=100.0 * i,
+        embedding_model=EMBEDDER.model,
+        embedding_dim=DIM,
+        metadata={"speaker": speaker} if speaker else {},
+    ).to_dict()
+
+
+class Node(StateNode):
+    """Applies each command; the indexer follows only when told (``follow``). Counts the
+    records retrieval reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, DIM)
+        self.retriever = Retriever(self.reader, self.indexer, EMBEDDER, replace(DEFAULT_WEIGHTS, cosine=0.0))
+        self.read: list[str] = []
+        heads_many = self.reader.memory_heads_many
+
+        def counted(tenant_id: str, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
+            self.read.extend(memory_ids)
+            return heads_many(tenant_id, memory_ids)
+
+        self.reader.memory_heads_many = counted  # type: ignore[method-assign]
+
+    def ask(self, query: str, **options: Any) -> list[dict[str, Any]]:
+        self.retriever.records._kept.clear()  # a small tenant's cache would hide the reads
+        found: list[dict[str, Any]] = self.retriever.retrieve(RetrieveRequest("t1", query, **options))[
+            "results"
+        ]
+        return found
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path)
+    memories = [memory(i, c, s, stream) for i, (c, s, stream) in enumerate(FACTS, 1)]
+    n.apply(commands.consolidate("t1", 0, 0, memories, 2.0))
+    n.indexer.catch_up()
+    yield n
+    n.close()
+
+
+def answers(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(r["id"], r["score"], r.get("passage"), r["content"]) for r in results]
+
+
+@pytest.mark.parametrize("options", [{}, {"passages": False}, {"top_k": 2}, {"enable_arbitration": False}])
+def test_ranking_from_facts_answers_as_ranking_from_the_records(
+    node: Node, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> None:
+    from_facts = {}
+    facts_reads = 0
+    for q in QUERIES:
+        node.read.clear()
+        from_facts[q] = answers(node.ask(q, **options))
+        if options.get("passages", True):  # the hits that may join a passage are read too
+            assert len(node.read) <= options.get("top_k", 10) + PASSAGE_DEPTH
+        else:  # only the results' records were read
+            assert set(node.read) <= {r[0] for r in from_facts[q]}
+        facts_reads += len(node.read)
+    node.read.clear()
+    monkeypatch.setattr(Retriever, "_ranks_from_facts", lambda self, req: False)
+    for q in QUERIES:
+        assert answers(node.ask(q, **options)) == from_facts[q], q
+    assert len(node.read) > facts_reads  # the record path reads every candidate
+    assert sum(bool(a) for a in from_facts.values()) >= 6
+
+
+def test_a_memory_changed_since_the_indexer_last_ran_is_re_checked(node: Node) -> None:
+    """The facts trail RocksDB by an indexer cycle: what was superseded, deleted or archived
+    since is dropped when its record is read, and the next candidates move up."""
+    before = [r["id"] for r in node.ask("Ana cello Lisbon", passages=False)]
+    assert {"m-1", "m-2", "m-7"} <= set(before)
+    op = {
+        "op": "supersede",
+        "memory_id": "m-2",
+        "memory": memory(9, "Ana moved to Porto", "Ana"),
+        "reason": "x",
+    }
+    node.apply(commands.consolidate("t1", 0, 0, [], 3.0, ops=[op]))
+    node.apply(commands.delete_memory("t1", "m-1"))
+    # Not followed yet: the timeline still holds m-1 and m-2 as current facts.
+    assert node.indexer.timeline.of("t1").place_of(["m-2"])[0] is not None
+    now = [r["id"] for r in node.ask("Ana cello Lisbon", passages=False)]
+    assert "m-1" not in now and "m-2" not in now
+    assert now == [m for m in before if m not in ("m-1", "m-2")][: len(now)] and "m-7" in now
+    assert [r["id"] for r in node.ask("Ana cello Lisbon", passages=False, top_k=1)] == now[:1]
+    everything = [r["id"] for r in node.ask("Ana cello Lisbon", passages=False, enable_arbitration=False)]
+    assert "m-2" in everything and "m-1" not in everything  # superseded: shown when asked for
+    node.indexer.catch_up()  # the successor is indexed; the facts now say what the records say
+    followed = [r["id"] for r in node.ask("Ana cello Lisbon", passages=False)]
+    assert "m-9" in followed and not {"m-1", "m-2"} & set(followed)
+
+
+def test_packed_terms_stay_valid_as_the_vocabulary_grows() -> None:
+    vocabulary = Vocabulary()
+    first = vocabulary.pack("alpha beta beta")
+    for i in range(2000):
+        vocabulary.pack(f"word{i} other{i % 7}")
+    assert vocabulary.unpack(first) == term_counts("alpha beta beta")
+    assert vocabulary.ids_of(["alpha", "word1999", "never"])[2] == -1
+    assert len(vocabulary) == 2 + 2000 + 7
+    assert np.frombuffer(first, "<u8").size == 2
