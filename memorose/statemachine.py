@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 from rocksdict import WriteBatch
 
 from memorose import codec, commands
@@ -28,6 +29,18 @@ from memorose.storage.rocks import RocksStore, StorageFailure
 log = logging.getLogger(__name__)
 
 Result = dict[str, Any]
+
+
+class _AccessFields(msgspec.Struct, gc=False):
+    """The fields of a stored memory record that a touch reads, decoded without the rest
+    (its content and vector, most of its bytes). Absent fields stay absent."""
+
+    access_count: Any = msgspec.UNSET
+    last_accessed_at: Any = msgspec.UNSET
+    importance: Any = msgspec.UNSET
+
+
+_ACCESS_FIELDS = msgspec.msgpack.Decoder(_AccessFields)
 
 
 class _Tx:
@@ -46,6 +59,8 @@ class _Tx:
         #: or a touch wrote: ``put_memory`` deletes that key only where there may be one.
         self.access_stored: set[tuple[str, str]] = set()
         self.edges: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        #: Whether a memory exists, as far as ``access_states`` read it (not in ``memories``).
+        self.present: dict[tuple[str, str], bool] = {}
         #: Memory writes per tenant in this entry (0: only edges changed). Such an entry sets
         #: the tenant's ``graph_gen`` to its Raft index (an identity of the graph's state,
         #: unique even across a tenant's deletion) and adds to ``graph_changes``.
@@ -86,6 +101,56 @@ class _Tx:
                 self.access_stored.add(key)
         for (source, target), raw in zip(links, found[2 * len(wanted) :], strict=True):
             self.edges[(tenant_id, source, target)] = codec.unpack(raw) if raw else None
+
+    def exists(self, tenant_id: str, memory_id: str) -> bool:
+        """Whether the memory exists as this entry has left it so far."""
+        key = (tenant_id, memory_id)
+        if key in self.memories:
+            return self.memories[key] is not None
+        if key in self.present:
+            return self.present[key]
+        return self.memory(tenant_id, memory_id) is not None
+
+    def access_states(
+        self, tenant_id: str, memory_ids: list[str], edges: list[tuple[str, str]]
+    ) -> dict[str, dict[str, Any] | None]:
+        """Each memory's ``access_count``, ``last_accessed_at`` and ``importance`` (those it
+        has) as ``memory`` would show them, None where it does not exist: what a touch reads,
+        with the ``edges`` (as ``prefetch``) in one multi-get, its records decoded for these
+        fields only (the full decode was a quarter of a touch's apply on the Raft thread:
+        docs/state-machine.md)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        wanted = []
+        for memory_id in dict.fromkeys(memory_ids):
+            key = (tenant_id, memory_id)
+            if key in self.memories:
+                out[memory_id] = self.memories[key]
+            else:
+                wanted.append(memory_id)
+        links = [e for e in dict.fromkeys(edges) if (tenant_id, *e) not in self.edges]
+        lookups = [k for m in wanted for k in (keys.memory(tenant_id, m), keys.access(tenant_id, m))]
+        lookups += [keys.edge(tenant_id, source, target) for source, target in links]
+        found = self.store.get_many(lookups) if lookups else []
+        for (source, target), raw in zip(links, found[2 * len(wanted) :], strict=True):
+            self.edges[(tenant_id, source, target)] = codec.unpack(raw) if raw else None
+        for i, memory_id in enumerate(wanted):
+            raw, access = found[2 * i], found[2 * i + 1]
+            key = (tenant_id, memory_id)
+            self.present[key] = bool(raw)
+            if not raw:
+                out[memory_id] = None
+                continue
+            fields = _ACCESS_FIELDS.decode(raw)
+            state = {
+                name: value
+                for name in ("access_count", "last_accessed_at", "importance")
+                if (value := getattr(fields, name)) is not msgspec.UNSET
+            }
+            if access:
+                state.update(codec.unpack(access))
+                self.access_stored.add(key)
+            out[memory_id] = state
+        return out
 
     def put_memory(self, record: dict[str, Any]) -> None:
         """Write the whole record, access state included: a separate access state, if any,
@@ -407,7 +472,7 @@ class StateMachine:
     def _link(self, tx: _Tx, tenant_id: str, edge: dict[str, Any], now: float) -> bool:
         """Add (or strengthen) an edge in both directions; False if an endpoint is missing."""
         a, b, kind, weight = edge["a"], edge["b"], edge["kind"], float(edge["w"])
-        if a == b or tx.memory(tenant_id, a) is None or tx.memory(tenant_id, b) is None:
+        if a == b or not tx.exists(tenant_id, a) or not tx.exists(tenant_id, b):
             return False
         reverse = {"supersedes": "superseded_by", "superseded_by": "supersedes"}.get(kind, kind)
         for source, target, k in ((a, b, kind), (b, a, reverse)):
@@ -426,14 +491,13 @@ class StateMachine:
     def _touch(self, tx: _Tx, command: dict[str, Any]) -> Result:
         tenant_id, now, boost = command["tenant_id"], command["now"], command["boost"]
         pairs = [(a, b) for a, b, _ in command["co_retrieved"]]
-        tx.prefetch(
-            tenant_id,
-            [memory_id for memory_id, _ in command["accesses"]] + [m for pair in pairs for m in pair],
-            pairs + [(b, a) for a, b in pairs],
+        accessed = [memory_id for memory_id, _ in command["accesses"]]
+        states = tx.access_states(
+            tenant_id, accessed + [m for pair in pairs for m in pair], pairs + [(b, a) for a, b in pairs]
         )
         touched = 0
         for memory_id, count in command["accesses"]:
-            current = tx.memory(tenant_id, memory_id)
+            current = states.get(memory_id)
             if current is None:
                 continue
             access = {
@@ -443,7 +507,9 @@ class StateMachine:
             }
             # Not put_memory: an access changes nothing the indexes hold, and writing the
             # access state alone keeps the record's tables untouched (keys.access).
-            tx.memories[(tenant_id, memory_id)] = {**current, **access}
+            states[memory_id] = {**current, **access}
+            if (tenant_id, memory_id) in tx.memories:  # a whole record: kept whole
+                tx.memories[(tenant_id, memory_id)] = {**current, **access}
             tx.access_stored.add((tenant_id, memory_id))
             tx.put(keys.access(tenant_id, memory_id), access)
             touched += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,46 @@ def test_a_touch_reads_its_memories_and_edges_in_one_multi_get(
     targets = {e.target: e for e in node.reader.edges_of("t1", "m-1")}
     assert set(targets) == {"m-2"}  # no edge to a memory that does not exist
     assert {e.target for e in node.reader.edges_of("t1", "m-3")} == {"m-4"}
+
+
+def _store_dump(node: StateNode) -> dict[bytes, bytes]:
+    return dict(node.store.scan(b""))
+
+
+def test_a_touch_reads_three_fields_and_writes_what_reading_whole_records_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A touch decodes only the access fields of the records it touches (``access_states``);
+    applied to a second replica whose touches read whole records (``memory``), the same
+    commands leave byte-identical stores: missing memories, repeated touches, pairs of
+    missing ends, a record rewritten in between, an archived memory."""
+    touches = [
+        commands.touch("t1", 50.0, [["m-2", 3], ["m-5", 1], ["m-gone", 2]], [["m-2", "m-5", 2]], 0.1),
+        commands.touch("t1", 60.0, [["m-2", 1], ["m-6", 4]], [["m-2", "m-6", 1], ["m-6", "m-gone", 1]], 0.1),
+        commands.forget("t1", 10_000.0 * 86_400, ["m-5"], 30.0, 0.99),  # m-5 rewritten (archived)
+        commands.touch("t1", 70.0, [["m-5", 1], ["m-1", 1]], [["m-1", "m-5", 3], ["m-1", "m-1", 1]], 0.1),
+        commands.delete_memory("t1", "m-6"),
+        commands.touch("t1", 80.0, [["m-6", 1], ["m-2", 2]], [["m-2", "m-6", 1]], 0.1),
+    ]
+    dumps = []
+    for name, whole in (("light", False), ("whole", True)):
+        if whole:
+
+            def whole_records(tx: Any, tenant_id: str, memory_ids: list[str], edges: Any) -> dict[str, Any]:
+                tx.prefetch(tenant_id, memory_ids, edges)
+                return {m: tx.memory(tenant_id, m) for m in memory_ids}
+
+            monkeypatch.setattr("memorose.statemachine._Tx.access_states", whole_records)
+            monkeypatch.setattr(
+                "memorose.statemachine._Tx.exists", lambda tx, t, m: tx.memory(t, m) is not None
+            )
+        replica = StateNode(tmp_path / name, dim=8)
+        replica.apply(commands.consolidate("t1", 0, 0, [memory(i, c) for i, c in enumerate(FACTS, 1)], 2.0))
+        results = [replica.apply(command) for command in touches]
+        dumps.append((results, _store_dump(replica)))
+        replica.close()
+    assert dumps[0] == dumps[1]
+    results, dump = dumps[0]
+    assert [r.get("touched") for r in results if "touched" in r] == [2, 2, 2, 1]
+    assert [r.get("edges") for r in results if "edges" in r] == [1, 1, 1, 0]
+    assert any(k.startswith(keys.tenant_prefix(keys.ACCESS, "t1")) for k in dump)
