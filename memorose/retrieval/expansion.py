@@ -18,12 +18,17 @@ from memorose.retrieval.text import STOPWORDS, stem
 _STOP_STEMS = frozenset(stem(w) for w in STOPWORDS)
 
 
+def feedback_docs(ranked: list[Candidate], n_docs: int) -> list[Candidate]:
+    """The ``n_docs`` best candidates that match the query itself (feedback from documents
+    ranked only by context or cosine would drift): whose words ``feedback_terms`` reads."""
+    return list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
+
+
 def feedback_terms(
     ranked: list[Candidate], query_terms: list[str], docs: int, n_docs: int, n_terms: int
 ) -> list[str]:
-    """Candidate expansion terms from the ``n_docs`` best candidates that match the query
-    itself (feedback from documents ranked only by context or cosine would drift), best first."""
-    top = list(itertools.islice((c for c in ranked if c.feature("bm25") > 0), n_docs))
+    """Candidate expansion terms from the ``feedback_docs``, best first."""
+    top = feedback_docs(ranked, n_docs)
     weights: dict[str, float] = {}
     for c in top:
         length = sum(c.terms.values()) or 1

@@ -34,7 +34,7 @@ import numpy as np
 
 from memorose.providers.embeddings.base import cosines
 from memorose.retrieval.query import QueryAnalysis, is_dated
-from memorose.retrieval.terms import Vocabulary, packed_matrix
+from memorose.retrieval.terms import packed_matrix, term_ids
 from memorose.retrieval.text import analyze
 
 EPISODE_GAP_S = 1800.0
@@ -115,10 +115,9 @@ class Candidate:
     text: str | None = None
     metadata: dict[str, Any] | None = None
     #: Ranking facts kept by the indexer (timeline.py), when the candidate came from there:
-    #: its analysed terms packed (terms.py) with their vocabulary, its speaker and whether
-    #: it carries a time expression. Ranking then needs neither its text nor its record.
+    #: its analysed terms packed (terms.py), its speaker and whether it carries a time
+    #: expression. Ranking then needs neither its text nor its record.
     packed: bytes | None = None
-    vocabulary: Vocabulary | None = None
     fact_speaker: str | None = None
     fact_dated: bool | None = None
     #: False while made from facts only: its record is read (and the facts re-checked)
@@ -167,10 +166,7 @@ class Candidate:
     def terms(self) -> Counter[str]:
         """Analysed terms of the content (shared, read-only)."""
         if self._terms is None:
-            if self.packed is not None and self.vocabulary is not None:
-                self._terms = self.vocabulary.unpack(self.packed)
-            else:
-                self._terms = term_counts(self.content)
+            self._terms = term_counts(self.content)
         return self._terms
 
     @property
@@ -238,13 +234,10 @@ def candidate_terms(candidates: list[Candidate], terms: list[str]) -> tuple[np.n
     """(candidates x terms matrix of counts, each candidate's length): from the packed
     terms the indexer keeps where a candidate has them (terms.py: no text analysed), from
     its analysed text otherwise. Both give the same counts for the same text."""
-    vocabulary = next((c.vocabulary for c in candidates if c.packed is not None), None)
-    packed = [i for i, c in enumerate(candidates) if c.packed is not None and c.vocabulary is vocabulary]
-    if vocabulary is None or not packed:
+    packed = [i for i, c in enumerate(candidates) if c.packed is not None]
+    if not packed:
         return term_frequencies([c.terms for c in candidates], terms), [c.length for c in candidates]
-    part, part_lengths = packed_matrix(
-        [cast(bytes, candidates[i].packed) for i in packed], vocabulary.ids_of(terms)
-    )
+    part, part_lengths = packed_matrix([cast(bytes, candidates[i].packed) for i in packed], term_ids(terms))
     if len(packed) == len(candidates):
         return part, [int(n) for n in part_lengths.tolist()]
     tf = np.zeros((len(candidates), len(terms)), np.float64)

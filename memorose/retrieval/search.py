@@ -24,7 +24,7 @@ import numpy as np
 from memorose.models import Event, Memory, event_public
 from memorose.providers.embeddings.base import Embedder
 from memorose.retrieval import graph, insights, passages, temporal
-from memorose.retrieval.expansion import expansion_weights, feedback_terms
+from memorose.retrieval.expansion import expansion_weights, feedback_docs, feedback_terms
 from memorose.retrieval.lexicon import NO_EXPANSION, Expansion, Lexicon
 from memorose.retrieval.query import QueryAnalysis, analyze_query
 from memorose.retrieval.query_vector import Background, QueryVector
@@ -335,7 +335,7 @@ class Retriever:
             stats = CorpusStats(stats.docs, {**expansion.doc_freq, **stats.doc_freq})
         ranked = rank(candidates, analysis, stats, query_vec, self.weights, expansion.weights or None)
         if self.weights.feedback > 0 and ranked:
-            ranked = self._feedback(req, analysis, ranked, stats, query_vec, expansion)
+            ranked = self._feedback(req, reads, analysis, ranked, stats, query_vec, expansion)
         return ranked
 
     def _ranks_from_facts(self, req: RetrieveRequest) -> bool:
@@ -411,6 +411,7 @@ class Retriever:
     def _feedback(
         self,
         req: RetrieveRequest,
+        reads: Reads,
         analysis: QueryAnalysis,
         ranked: list[Candidate],
         stats: CorpusStats,
@@ -420,6 +421,7 @@ class Retriever:
         """Second pass with pseudo-relevance feedback terms (expansion.py)."""
         w = self.weights
         known = analysis.terms + list(expansion.weights)
+        self._texts(reads, feedback_docs(ranked, FEEDBACK_DOCS))  # their words are read
         extra = feedback_terms(ranked, known, stats.docs, FEEDBACK_DOCS, FEEDBACK_TERMS)
         extra_stats = self.stats.get(req.tenant_id, extra, req.stream_id)
         term_weights = {**expansion_weights(extra, extra_stats, w.feedback), **expansion.weights}
@@ -427,6 +429,16 @@ class Retriever:
             return ranked
         merged = CorpusStats(stats.docs, {**stats.doc_freq, **extra_stats.doc_freq})
         return rank(ranked, analysis, merged, query_vec, w, term_weights, reuse_static=True)
+
+    def _texts(self, reads: Reads, candidates: list[Candidate]) -> None:
+        """The text of candidates made from facts (their terms are ids: terms.py), read from
+        their records in one multi-get; a memory gone since has none."""
+        unread = [c for c in candidates if c.text is None and c.packed is not None]
+        if unread:
+            found = reads.memories([str(cast(tuple[str, str], c.key)[1]) for c in unread])
+            for c in unread:
+                record = found.get(str(cast(tuple[str, str], c.key)[1]))
+                c.text = record[0].content if record is not None else ""
 
     def _neighbours(
         self,
@@ -543,7 +555,6 @@ class Retriever:
             if _admits(req, head):
                 vector = head.stored_vector() if with_vectors and head.in_space(model, dim) else None
                 key = (KIND_MEMORY, memory_id)
-                terms = packed.get(memory_id)
                 out[key] = Candidate(
                     key,
                     partial(view, req.tenant_id, memory_id, raw),  # built for the few results
@@ -552,8 +563,7 @@ class Retriever:
                     vector,
                     text=head.content,
                     metadata=head.metadata,
-                    packed=terms,
-                    vocabulary=self.timeline.vocabulary if terms is not None else None,
+                    packed=packed.get(memory_id),
                 )
         for seq, event in self.reader.events_many(req.tenant_id, seqs).items() if seqs else ():
             if temporal.admit_event(event, req):
@@ -582,7 +592,6 @@ class Retriever:
             dated = timeline.dated[picked].tolist()
             terms = timeline.terms[picked].tolist()
             stream_names, speaker_names = timeline.stream_names, timeline.speaker_names
-            vocabulary = self.timeline.vocabulary
             late = self._late_view
             everything = not req.enable_arbitration  # superseded memories too (temporal.py)
             for i, (memory_id, _) in enumerate(held):
@@ -594,7 +603,6 @@ class Retriever:
                         stream_names[streams[i]],
                         times[i],
                         packed=terms[i],
-                        vocabulary=vocabulary,
                         fact_speaker=speaker_names[speakers[i]],
                         fact_dated=dated[i],
                         confirmed=False,

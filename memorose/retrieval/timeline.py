@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from memorose.retrieval.query import is_dated
-from memorose.retrieval.terms import Vocabulary
+from memorose.retrieval.terms import pack
 
 
 class Facts(NamedTuple):
@@ -39,7 +39,7 @@ class Facts(NamedTuple):
     current: bool  # not superseded (``Memory.is_current``)
     speaker: str  # ``metadata.speaker``, "" when none
     dated: bool  # its content carries a time expression (``query.is_dated``)
-    terms: bytes  # its analysed terms (``Vocabulary.pack``)
+    terms: bytes  # its analysed terms (``terms.pack``)
 
 
 #: (memory id, stream id, valid_from, ranking facts) of one searchable memory.
@@ -322,8 +322,6 @@ class Timeline:
     query threads read)."""
 
     def __init__(self) -> None:
-        #: Term ids of every tenant's packed terms (``Facts.terms``).
-        self.vocabulary = Vocabulary()
         self._built: dict[str, TenantTimeline] = {}
         self._pending: dict[str, dict[str, Place]] = {}
         self._lock = threading.Lock()
@@ -400,11 +398,12 @@ class Timeline:
         return self.of(tenant_id).neighbours(memory_id, span, max_gap_s)
 
     def nbytes(self) -> int:
-        """Bytes held by the timelines' columns and the vocabulary (queued changes not counted)."""
+        """Bytes held by the timelines' columns (queued changes not counted)."""
         with self._lock:
-            return sum(t.nbytes for t in self._built.values()) + self.vocabulary.nbytes
+            return sum(t.nbytes for t in self._built.values())
 
-    def facts_of(self, content: str, metadata: object, current: bool) -> Facts:
-        """A searchable memory's ranking facts, its text analysed once here."""
-        speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
-        return Facts(current, str(speaker), is_dated(content), self.vocabulary.pack(content))
+
+def facts_of(content: str, metadata: object, current: bool) -> Facts:
+    """A searchable memory's ranking facts, its text analysed once here."""
+    speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
+    return Facts(current, str(speaker), is_dated(content), pack(content))

@@ -22,7 +22,7 @@ import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
-from memorose.retrieval.timeline import Entry, Facts, Place, Timeline
+from memorose.retrieval.timeline import Entry, Facts, Place, Timeline, facts_of
 from memorose.runtime import release_free_heap
 from memorose.storage import keys
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
@@ -397,7 +397,7 @@ class Indexer:
         self.timeline.replace(tenant_id, entries)
 
     def _facts(self, memory: Memory) -> Facts:
-        return self.timeline.facts_of(memory.content, memory.metadata, memory.is_current)
+        return facts_of(memory.content, memory.metadata, memory.is_current)
 
     def _entries(self, memories: list[Memory]) -> Iterator[Entry]:
         """Timeline entries of searchable memories."""
@@ -444,7 +444,6 @@ class Indexer:
     def _load_large_tenant_timelines(self) -> None:
         """Timelines of the tenants whose vectors stay in LanceDB (not decoded at start-up):
         a few fields of each stored record, without building ``Memory`` objects."""
-        facts_of = self.timeline.facts_of
         for tenant_id in self.reader.tenant_ids():
             if self.vectors.is_large(tenant_id):
                 self.timeline.replace(

@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from memorose import commands
@@ -21,7 +20,7 @@ from memorose.providers.embeddings import load_embedder
 from memorose.retrieval.rerank import DEFAULT_WEIGHTS, Candidate, CorpusStats, bm25_scores, term_counts
 from memorose.retrieval.rerank import term_frequencies as text_frequencies
 from memorose.retrieval.search import PASSAGE_DEPTH, Retriever, RetrieveRequest
-from memorose.retrieval.terms import Vocabulary, packed_matrix
+from memorose.retrieval.terms import pack, packed_matrix, term_id, term_ids
 from memorose.storage.reader import MemoryHead
 from tests.unit.state_node import StateNode
 
@@ -40,25 +39,32 @@ TEXTS = [
 
 
 def test_packed_terms_count_as_the_analysed_text() -> None:
-    vocabulary = Vocabulary()
-    packed = [vocabulary.pack(t) for t in TEXTS]
-    assert [vocabulary.unpack(p) for p in packed] == [term_counts(t) for t in TEXTS]
+    packed = [pack(t) for t in TEXTS]
     assert packed[5] == packed[6] == b""
     query = ["cello", "ana", "unknown-term", "cello", "42", "again", "cafe", "lisbon"]
-    tf, lengths = packed_matrix(packed, vocabulary.ids_of(query))
+    tf, lengths = packed_matrix(packed, term_ids(query))
     assert tf.tolist() == text_frequencies([term_counts(t) for t in TEXTS], query).tolist()
     assert lengths.tolist() == [sum(term_counts(t).values()) for t in TEXTS]
     assert tf[7].tolist()[5] == 300 and tf[0].tolist()[0] == tf[0].tolist()[3] == 2  # repeated column
+    assert len(packed[7]) == 8 * 3  # 300 = 255 + 45 in two words, "once" in a third
     assert packed_matrix([], [1])[0].shape == (0, 1)
 
 
-def candidates(texts: list[str], vocabulary: Vocabulary, packed_share: float) -> list[Candidate]:
+def test_term_ids_are_stable_and_spread() -> None:
+    """The same id in every process (not Python's salted ``hash``), 56 bits wide."""
+    assert term_id("cello") == 0x2DADEDD8492B4C
+    words = [f"w{i}" for i in range(50_000)]
+    ids = term_ids(words)
+    assert len(set(ids)) == len(words) and max(ids) < 2**56 and max(ids) > 2**50
+
+
+def candidates(texts: list[str], packed_share: float) -> list[Candidate]:
     rng = random.Random(7)
     out = []
     for i, text in enumerate(texts):
         c = Candidate(("memory", f"m-{i}"), {}, "chat", float(i), text=text)
         if rng.random() < packed_share:
-            c.text, c.packed, c.vocabulary = None, vocabulary.pack(text), vocabulary
+            c.text, c.packed = None, pack(text)
         out.append(c)
     return out
 
@@ -68,12 +74,11 @@ def test_bm25_from_packed_terms_is_bit_identical(packed_share: float) -> None:
     rng = random.Random(3)
     words = ["cello", "lisbon", "bread", "moved", "sunday", "the", "ana", "bruno", "sea", "42"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(200)]
-    vocabulary = Vocabulary()
     stats = CorpusStats(5000, {"cello": 40, "ana": 300, "the": 4000})
     terms = ["cello", "ana", "moved", "nowhere", "the", "cello"]
     weights = {"moved": 0.3}
-    expected = bm25_scores(candidates(texts, vocabulary, 0.0), terms, stats, 1.2, 0.3, weights)
-    found = bm25_scores(candidates(texts, vocabulary, packed_share), terms, stats, 1.2, 0.3, weights)
+    expected = bm25_scores(candidates(texts, 0.0), terms, stats, 1.2, 0.3, weights)
+    found = bm25_scores(candidates(texts, packed_share), terms, stats, 1.2, 0.3, weights)
     assert found == expected  # exact: the same counts and lengths, the same float operations
     assert any(expected) and not all(expected)
 
@@ -202,14 +207,3 @@ def test_a_memory_changed_since_the_indexer_last_ran_is_re_checked(node: Node) -
     node.indexer.catch_up()  # the successor is indexed; the facts now say what the records say
     followed = [r["id"] for r in node.ask("Ana cello Lisbon", passages=False)]
     assert "m-9" in followed and not {"m-1", "m-2"} & set(followed)
-
-
-def test_packed_terms_stay_valid_as_the_vocabulary_grows() -> None:
-    vocabulary = Vocabulary()
-    first = vocabulary.pack("alpha beta beta")
-    for i in range(2000):
-        vocabulary.pack(f"word{i} other{i % 7}")
-    assert vocabulary.unpack(first) == term_counts("alpha beta beta")
-    assert vocabulary.ids_of(["alpha", "word1999", "never"])[2] == -1
-    assert len(vocabulary) == 2 + 2000 + 7
-    assert np.frombuffer(first, "<u8").size == 2

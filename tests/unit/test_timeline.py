@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import tracemalloc
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import pytest
 
 from memorose import commands
 from memorose.models import Memory
-from memorose.retrieval.terms import Vocabulary
-from memorose.retrieval.text import analyze
+from memorose.retrieval.terms import pack
 from memorose.retrieval.timeline import Entry, Facts, Place, TenantTimeline, Timeline
 from memorose.storage.indexer import Indexer
 from memorose.storage.reader import StateReader
@@ -27,19 +25,16 @@ from tests.unit.state_node import StateNode
 
 GAP = 100.0
 DIM = 8
-VOCABULARY = Vocabulary()
 
 
 def facts(rng: random.Random | None = None, text: str = "") -> Facts:
     """Ranking facts, random with ``rng``."""
     if rng is None:
-        return Facts(True, "", False, VOCABULARY.pack(text))
+        return Facts(True, "", False, pack(text))
     words = " ".join(
         rng.choice(["ana", "cello", "paris", "moved", "hiking"]) for _ in range(rng.randint(0, 6))
     )
-    return Facts(
-        rng.random() < 0.7, rng.choice(["", "Ana", "Bo"]), rng.random() < 0.2, VOCABULARY.pack(words)
-    )
+    return Facts(rng.random() < 0.7, rng.choice(["", "Ana", "Bo"]), rng.random() < 0.2, pack(words))
 
 
 def entry(memory_id: str, stream: str, valid_from: float) -> Entry:
@@ -101,7 +96,7 @@ def test_merged_changes_equal_a_build_from_scratch() -> None:
     changes[entries[0][0]] = None  # deleted
     changes[entries[1][0]] = ("other", entries[1][2], entries[1][3])  # moved to a new stream
     changes[entries[2][0]] = (entries[2][1], entries[2][2] + 77.0, entries[2][3])  # new valid time
-    new_facts = Facts(False, "Cy", True, VOCABULARY.pack("superseded since"))
+    new_facts = Facts(False, "Cy", True, pack("superseded since"))
     changes[entries[3][0]] = (entries[3][1], entries[3][2], new_facts)  # new facts only
     changes["m-never-there"] = None
     merged = base.merged(changes)
@@ -176,7 +171,7 @@ def test_queued_changes_are_merged_by_the_indexer_or_the_next_query(monkeypatch:
     assert timeline.of("t") is before
     timeline.update("t", {"m-3": entry("m-3", "s", 3.0)[1:]})
     assert timeline.of("t").neighbours("m-3", 2, GAP) == [("m-2", -1), ("m-1", -2)]
-    superseded = Facts(False, "", False, VOCABULARY.pack("m-1"))
+    superseded = Facts(False, "", False, pack("m-1"))
     timeline.update("t", {"m-1": ("s", 1.0, superseded)})  # same place, new facts: kept
     assert timeline.of("t").place_of(["m-1"]) == [("s", 1.0, superseded)]
 
@@ -194,9 +189,8 @@ def test_queued_changes_are_merged_by_the_indexer_or_the_next_query(monkeypatch:
 
 def test_a_timeline_costs_a_couple_of_hundred_bytes_per_memory() -> None:
     tenants, per_tenant = 100, 1000
-    vocabulary = Vocabulary()
     texts = [  # ~15 distinct terms each, as a conversation turn
-        vocabulary.pack(" ".join(f"w{(i * 7 + j * 13) % 5000}" for j in range(15)) + " the and w1")
+        pack(" ".join(f"w{(i * 7 + j * 13) % 5000}" for j in range(15)) + " the and w1")
         for i in range(per_tenant)
     ]
     rows = [
@@ -217,9 +211,7 @@ def test_a_timeline_costs_a_couple_of_hundred_bytes_per_memory() -> None:
         tracemalloc.stop()
     per_memory = held / (tenants * per_tenant)
     columns = tenants * per_tenant * (26 + 4 + 8 + 4 + 1 + 4 + 1 + 8)
-    assert (
-        timeline.nbytes() == columns + tenants * sum(len(t) + 33 for t in texts) + timeline.vocabulary.nbytes
-    )
+    assert timeline.nbytes() == columns + tenants * sum(len(t) + 33 for t in texts)
     # The columns and pointers (the packed terms are shared by the tenants here, counted by
     # nbytes above: ~150 B each).
     assert per_memory < 70, per_memory
@@ -300,7 +292,7 @@ def test_a_superseded_memory_stays_beside_its_successor(node: Node) -> None:
         old, new = indexer.timeline.of("t1").place_of(["m-2", "m-2b"])
         assert old is not None and new is not None
         assert not old[2].current and new[2].current  # ranking reads "current" from here
-        assert indexer.timeline.vocabulary.unpack(new[2].terms) == Counter(analyze("fact m-2b"))
+        assert new[2].terms == pack("fact m-2b")  # the same ids in every process
 
 
 def test_deleted_and_archived_memories_leave_and_a_restored_one_returns(node: Node) -> None:
@@ -325,12 +317,8 @@ def test_a_touch_re_sorts_nothing_and_a_deleted_tenant_is_dropped(node: Node) ->
 
 
 def readable(indexer: Indexer, memory_ids: list[str]) -> list[object]:
-    """Each memory's place with its facts, the packed terms unpacked."""
-    vocabulary = indexer.timeline.vocabulary
-    return [
-        None if place is None else (*place[:2], (*place[2][:3], vocabulary.unpack(place[2].terms)))
-        for place in indexer.timeline.of("t1").place_of(memory_ids)
-    ]
+    """Each memory's place with its facts."""
+    return list(indexer.timeline.of("t1").place_of(memory_ids))
 
 
 def test_a_tenant_in_lancedb_gets_its_timeline_from_the_stored_records(
@@ -363,5 +351,4 @@ def test_a_tenant_in_lancedb_gets_its_timeline_from_the_stored_records(
         "m-2": [],
         "m-3": [("m-1", -1), ("m-4", 1), ("m-4b", 2)],
     }
-    # The facts, read from the records, are the warm ones (term ids are the new indexer's).
-    assert readable(node.indexer, ids) == warm_places
+    assert readable(node.indexer, ids) == warm_places  # the facts, read from the records
