@@ -30,6 +30,8 @@ BENCHMARKS = (
               "LoCoMo ranking variants in-process over a data dir that `bench locomo` filled"),
     Benchmark("read-stages", "read_stages:add_arguments", "read_stages:run_read_stages",
               "where a retrieve's time goes: each step timed in-process over a `bench storage` build"),
+    Benchmark("touch-apply", "touch_apply:add_arguments", "touch_apply:run_touch_apply",
+              "what a flush of retrieval feedback costs the Raft thread, over a `bench storage` build"),
     Benchmark("rescore", "rescore:add_arguments", "rescore:run_rescore",
               "LoCoMo: the re-ranker's top N re-scored by a pairwise scorer (cross-encoder, oracle)"),
     Benchmark("consolidation", "consolidation:add_arguments", "consolidation:run_consolidation_bench",

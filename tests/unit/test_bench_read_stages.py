@@ -1,4 +1,5 @@
-"""``memorose bench read-stages`` over a tiny ``bench storage`` build, so it cannot rot.
+"""``memorose bench read-stages`` and ``touch-apply`` over a tiny ``bench storage`` build,
+so they cannot rot.
 
 Asserts what the run produced (its steps, counts, answers, the untouched source data), never
 how fast it was.
@@ -15,6 +16,8 @@ import pytest
 from benchmarks.args import add_storage_arguments
 from benchmarks.read_stages import METHODS, RECORD_READS, add_arguments, run_read_stages
 from benchmarks.storage import run_storage_bench
+from benchmarks.touch_apply import add_arguments as touch_arguments
+from benchmarks.touch_apply import run_touch_apply
 
 QUERIES = 12
 
@@ -89,3 +92,23 @@ def test_a_missing_scenario_or_a_bad_count_is_named(built: Path, tmp_path: Path)
     with pytest.raises(SystemExit, match="--queries must be positive"):
         _run(built, tmp_path / "x.json", "--queries", "0")
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_touch_apply_applies_flush_shaped_touches_to_a_copy(built: Path, tmp_path: Path) -> None:
+    """``memorose bench touch-apply`` over the same build: commands shaped as the flusher's
+    (every access of a real memory, pairs among the top 5), applied to a copy."""
+    before = _files(built)
+    out = tmp_path / "touch.json"
+    args = _parse(touch_arguments, "--data", str(built), "--flushes", "6", "--queries-per-flush", "4",
+                  "--out", str(out))  # fmt: skip
+    assert run_touch_apply(args) == 0
+    result = json.loads(out.read_text())
+    assert _files(built) == before
+    assert result["memories"] == 60 and result["commands"] == 6
+    # 4 queries of 10 results among 60 memories: 40 accesses at most, fewer when they repeat;
+    # 10 pairs per query among its top 5.
+    assert 10 <= result["accesses_per_command"] <= 40 and 10 <= result["pairs_per_command"] <= 40
+    assert 0 < result["apply_ms"]["p50"] <= result["apply_ms"]["max"]
+    with pytest.raises(SystemExit, match="must be positive"):
+        run_touch_apply(_parse(touch_arguments, "--data", str(built), "--flushes", "0"))
