@@ -41,6 +41,19 @@ class _AccessFields(msgspec.Struct, gc=False):
 
 
 _ACCESS_FIELDS = msgspec.msgpack.Decoder(_AccessFields)
+_ACCESS_NAMES = ("access_count", "last_accessed_at", "importance")
+
+
+def _access_fields(raw: bytes) -> dict[str, Any]:
+    """The access fields a stored memory record has. A record msgspec will not take as a
+    struct (a key that is not a string, say) is decoded whole, as before: the same values,
+    or the same error, on every replica."""
+    try:
+        fields = _ACCESS_FIELDS.decode(raw)
+    except msgspec.MsgspecError:
+        record = codec.unpack(raw)
+        return {name: record[name] for name in _ACCESS_NAMES if name in record}
+    return {name: value for name in _ACCESS_NAMES if (value := getattr(fields, name)) is not msgspec.UNSET}
 
 
 class _Tx:
@@ -140,12 +153,7 @@ class _Tx:
             if not raw:
                 out[memory_id] = None
                 continue
-            fields = _ACCESS_FIELDS.decode(raw)
-            state = {
-                name: value
-                for name in ("access_count", "last_accessed_at", "importance")
-                if (value := getattr(fields, name)) is not msgspec.UNSET
-            }
+            state = _access_fields(raw)
             if access:
                 state.update(codec.unpack(access))
                 self.access_stored.add(key)

@@ -186,3 +186,14 @@ def test_a_touch_reads_three_fields_and_writes_what_reading_whole_records_writes
     assert [r.get("touched") for r in results if "touched" in r] == [2, 2, 2, 1]
     assert [r.get("edges") for r in results if "edges" in r] == [1, 1, 1, 0]
     assert any(k.startswith(keys.tenant_prefix(keys.ACCESS, "t1")) for k in dump)
+
+
+def test_a_record_msgspec_will_not_take_is_read_whole() -> None:
+    """An integer map key (msgpack allows it, codec.unpack reads it) is no struct field: the
+    touch then decodes the record whole, with the same values as before."""
+    from memorose.statemachine import _access_fields
+
+    odd = codec.pack({1: "x", "importance": 0.5, "access_count": 2, "content": "c"})
+    assert _access_fields(odd) == {"importance": 0.5, "access_count": 2}
+    plain = codec.pack({"importance": 0.25, "content": "c", "last_accessed_at": None})
+    assert _access_fields(plain) == {"importance": 0.25, "last_accessed_at": None}
