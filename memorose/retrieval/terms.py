@@ -44,10 +44,11 @@ def term_ids(terms: Iterable[str]) -> list[int]:
     return [term_id(t) for t in terms]
 
 
-def pack(content: str) -> bytes:
-    """The analysed terms of ``content`` with their counts, packed."""
+def pack(content: str, tokens: list[str] | None = None) -> bytes:
+    """The analysed terms of ``content`` (``tokens``, when the caller analysed it already)
+    with their counts, packed."""
     counts: Counter[str] = Counter.__new__(Counter)
-    _count_elements(counts, analyze(content))
+    _count_elements(counts, analyze(content) if tokens is None else tokens)
     words: list[int] = []
     for term, n in counts.items():
         word = term_id(term) << _COUNT_BITS

@@ -403,7 +403,8 @@ class Timeline:
             return sum(t.nbytes for t in self._built.values())
 
 
-def facts_of(content: str, metadata: object, current: bool) -> Facts:
-    """A searchable memory's ranking facts, its text analysed once here."""
+def facts_of(content: str, metadata: object, current: bool, tokens: list[str] | None = None) -> Facts:
+    """A searchable memory's ranking facts; ``tokens``: its analysed text, when the caller
+    has it (the indexer analyses each text once, for Tantivy and for these)."""
     speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
-    return Facts(current, str(speaker), is_dated(content), pack(content))
+    return Facts(current, str(speaker), is_dated(content), pack(content, tokens))

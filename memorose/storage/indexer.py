@@ -22,6 +22,7 @@ import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
+from memorose.retrieval.text import analyze
 from memorose.retrieval.timeline import Entry, Facts, Place, Timeline, facts_of
 from memorose.runtime import release_free_heap
 from memorose.storage import keys
@@ -292,9 +293,12 @@ class Indexer:
             for memory_id in memory_ids:
                 memory = found.get(memory_id)
                 if memory is not None and is_searchable(memory):
-                    self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content)
+                    tokens = analyze(memory.content)  # once: Tantivy's document and the facts
+                    self.fulltext.upsert(
+                        KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content, tokens=tokens
+                    )
                     searchable.append(memory)
-                    places[memory_id] = (memory.stream_id, memory.valid_from, self._facts(memory))
+                    places[memory_id] = (memory.stream_id, memory.valid_from, _facts(memory, tokens))
                 else:
                     places[memory_id] = None
                     self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
@@ -389,19 +393,13 @@ class Indexer:
         entries: list[Entry] = []
         for chunk in self._searchable_chunks(tenant_id):
             for n, m in enumerate(chunk):
-                self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content)
+                tokens = analyze(m.content)  # once: Tantivy's document and the facts
+                self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content, tokens=tokens)
+                entries.append((m.memory_id, m.stream_id, m.valid_from, _facts(m, tokens)))
                 _breathe(n)
             self._load_vectors(tenant_id, chunk)
-            entries.extend(self._entries(chunk))
         self.vectors.end_load(tenant_id)
         self.timeline.replace(tenant_id, entries)
-
-    def _facts(self, memory: Memory) -> Facts:
-        return facts_of(memory.content, memory.metadata, memory.is_current)
-
-    def _entries(self, memories: list[Memory]) -> Iterator[Entry]:
-        """Timeline entries of searchable memories."""
-        return ((m.memory_id, m.stream_id, m.valid_from, self._facts(m)) for m in memories)
 
     def _searchable_chunks(self, tenant_id: str) -> Iterator[list[Memory]]:
         """A tenant's searchable memories, ``LOAD_CHUNK`` at a time, in key order."""
@@ -437,7 +435,7 @@ class Indexer:
                 entries: list[Entry] = []
                 for chunk in self._searchable_chunks(tenant_id):
                     self._load_vectors(tenant_id, chunk)
-                    entries.extend(self._entries(chunk))
+                    entries.extend(_entries(chunk))
                 self.vectors.end_load(tenant_id)
                 self.timeline.replace(tenant_id, entries)  # from the records decoded anyway
 
@@ -459,6 +457,15 @@ class Indexer:
                         if is_searchable_record(r)
                     ),
                 )
+
+
+def _facts(memory: Memory, tokens: list[str] | None = None) -> Facts:
+    return facts_of(memory.content, memory.metadata, memory.is_current, tokens)
+
+
+def _entries(memories: list[Memory]) -> Iterator[Entry]:
+    """Timeline entries of searchable memories."""
+    return ((m.memory_id, m.stream_id, m.valid_from, _facts(m)) for m in memories)
 
 
 def _is_current_record(record: dict[str, Any]) -> bool:

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memorose import commands
-from memorose.models import Memory
-from memorose.providers.embeddings import load_embedder
-from memorose.retrieval.rerank import DEFAULT_WEIGHTS, Candidate, CorpusStats, bm25_scores, term_counts
+from memorose.retrieval.rerank import Candidate, CorpusStats, bm25_scores, term_counts
 from memorose.retrieval.rerank import term_frequencies as text_frequencies
-from memorose.retrieval.search import PASSAGE_DEPTH, Retriever, RetrieveRequest
+from memorose.retrieval.search import PASSAGE_DEPTH, Retriever
 from memorose.retrieval.terms import pack, packed_matrix, term_id, term_ids
-from memorose.storage.reader import MemoryHead
-from tests.unit.state_node import StateNode
+from tests.unit.test_small_tenant_reads import Node as SmallTenantNode
+from tests.unit.test_small_tenant_reads import memory as small_memory
 
-DIM = 8
-EMBEDDER = load_embedder("hashing", dim=DIM)
 TEXTS = [
     "Ana plays the cello on Sundays, the cello her grandmother gave her",
     "Ana moved to Lisbon last spring",
@@ -108,43 +103,25 @@ QUERIES = [
 
 
 def memory(i: int, content: str, speaker: str = "", stream: str = "chat") -> dict[str, Any]:
-    return Memory(
-        tenant_id="t1",
-        memory_id=f"m-{i}",
-        stream_id=stream,
-        content=content,
-        embedding=EMBEDDER.embed_one(content).tobytes(),
-        source_event_ids=[f"ev-{i}"],
-        created_at=1.0,
-        valid_from=100.0 * i,
-        embedding_model=EMBEDDER.model,
-        embedding_dim=DIM,
-        metadata={"speaker": speaker} if speaker else {},
-    ).to_dict()
+    """The small-tenant reads' memory, in ``stream``, said by ``speaker``."""
+    return {
+        **small_memory(i, content),
+        "stream_id": stream,
+        "metadata": {"speaker": speaker} if speaker else {},
+    }
 
 
-class Node(StateNode):
-    """Applies each command; the indexer follows only when told (``follow``). Counts the
-    records retrieval reads."""
+class Node(SmallTenantNode):
+    """The small-tenant reads' node (the indexer follows when told, record reads counted),
+    each query starting with an empty record cache so that every read it makes shows."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, DIM)
-        self.retriever = Retriever(self.reader, self.indexer, EMBEDDER, replace(DEFAULT_WEIGHTS, cosine=0.0))
-        self.read: list[str] = []
-        heads_many = self.reader.memory_heads_many
-
-        def counted(tenant_id: str, memory_ids: list[str]) -> dict[str, tuple[MemoryHead, bytes]]:
-            self.read.extend(memory_ids)
-            return heads_many(tenant_id, memory_ids)
-
-        self.reader.memory_heads_many = counted  # type: ignore[method-assign]
+    @property
+    def read(self) -> list[str]:
+        return [memory_id for ids in self.store_reads for memory_id in ids]
 
     def ask(self, query: str, **options: Any) -> list[dict[str, Any]]:
-        self.retriever.records._kept.clear()  # a small tenant's cache would hide the reads
-        found: list[dict[str, Any]] = self.retriever.retrieve(RetrieveRequest("t1", query, **options))[
-            "results"
-        ]
-        return found
+        self.retriever.records._kept.clear()
+        return super().ask(query, **options)
 
 
 @pytest.fixture
@@ -168,14 +145,14 @@ def test_ranking_from_facts_answers_as_ranking_from_the_records(
     from_facts = {}
     facts_reads = 0
     for q in QUERIES:
-        node.read.clear()
+        node.store_reads.clear()
         from_facts[q] = answers(node.ask(q, **options))
         if options.get("passages", True):  # the hits that may join a passage are read too
             assert len(node.read) <= options.get("top_k", 10) + PASSAGE_DEPTH
         else:  # only the results' records were read
             assert set(node.read) <= {r[0] for r in from_facts[q]}
         facts_reads += len(node.read)
-    node.read.clear()
+    node.store_reads.clear()
     monkeypatch.setattr(Retriever, "_ranks_from_facts", lambda self, req: False)
     for q in QUERIES:
         assert answers(node.ask(q, **options)) == from_facts[q], q
