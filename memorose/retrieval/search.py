@@ -339,10 +339,13 @@ class Retriever:
         return ranked
 
     def _ranks_from_facts(self, req: RetrieveRequest) -> bool:
-        """Whether the candidates are ranked from the facts the timeline keeps (timeline.py),
-        reading only the results' records: not for ``as_of`` (what was true then is not
-        what the timeline keeps) nor when cosines count (the vectors are in the records)."""
-        return self.rerank and req.as_of is None and not self._needs_cosine(req)
+        """Whether the candidates are ranked from the facts the timeline keeps (timeline.py)
+        and, where cosines count, the vector index's int8 rows, reading only the results'
+        records: not for ``as_of`` (what was true then is not what the timeline keeps) nor
+        for cosines of a tenant in LanceDB (its vectors are only in the records)."""
+        if not self.rerank or req.as_of is not None:
+            return False
+        return not self._needs_cosine(req) or not self.indexer.vectors.is_large(req.tenant_id)
 
     def _needs_cosine(self, req: RetrieveRequest) -> bool:
         """Whether the re-ranker's cosines count: their weight (0 with the hashing embedder,
@@ -592,6 +595,7 @@ class Retriever:
             dated = timeline.dated[picked].tolist()
             terms = timeline.terms[picked].tolist()
             stream_names, speaker_names = timeline.stream_names, timeline.speaker_names
+            vectors = self._held_vectors(req, [m for m, _ in held])
             late = self._late_view
             everything = not req.enable_arbitration  # superseded memories too (temporal.py)
             for i, (memory_id, _) in enumerate(held):
@@ -602,6 +606,7 @@ class Retriever:
                         partial(late, reads, req.tenant_id, memory_id),
                         stream_names[streams[i]],
                         times[i],
+                        vectors[i],
                         packed=terms[i],
                         fact_speaker=speaker_names[speakers[i]],
                         fact_dated=dated[i],
@@ -609,6 +614,16 @@ class Retriever:
                     )
                     out[key] = c
         return [m for m, row in zip(memory_ids, rows, strict=True) if row < 0]
+
+    def _held_vectors(self, req: RetrieveRequest, memory_ids: list[str]) -> list[np.ndarray | None]:
+        """The cosine feature's vectors of candidates made from facts: the vector index's
+        int8 rows, widened (``VectorIndex.held_rows``); None where it holds none (a vector of
+        another model: cosine 0, as from the record) or the cosines do not count."""
+        found = self.indexer.vectors.held_rows(req.tenant_id, memory_ids) if self._needs_cosine(req) else None
+        if found is None:
+            return [None] * len(memory_ids)
+        rows, held = found
+        return [row if ok else None for row, ok in zip(rows, held.tolist(), strict=True)]
 
     def _late_view(self, reads: Reads, tenant_id: str, memory_id: str) -> dict[str, Any]:
         """The view of a candidate made from facts and shown without ``_confirmed`` (no

@@ -505,6 +505,29 @@ class VectorIndex:
         distances = rows.column("_distance").to_pylist()
         return [(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
 
+    def held_rows(self, tenant_id: str, memory_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rows of these memories in the tenant's int8 matrix, widened to float32
+        (``codes * scale``), and which of them it holds (a memory whose vector is of another
+        model is not there): what ranking's cosine feature reads instead of the float16
+        vectors of the records (cosine error < 0.003 for unit vectors, docs/retrieval.md).
+        None for a tenant in LanceDB, whose vectors are only in the records."""
+        with self._lock:
+            if tenant_id in self._tables:
+                return None
+            matrix = self._matrices.get(tenant_id)
+            if matrix is None:
+                return np.zeros((len(memory_ids), self.dim), np.float32), np.zeros(len(memory_ids), bool)
+            rows = [matrix.rows.get(m, -1) for m in memory_ids]
+            snapshot = matrix.snapshot()
+        picked = np.asarray(rows, np.int64)
+        held = picked >= 0
+        out = np.zeros((len(memory_ids), self.dim), np.float32)
+        if held.any():
+            # Outside the lock: the snapshot's rows never change in place (copy-on-write).
+            at = picked[held]
+            out[held] = snapshot.codes[at] * snapshot.scales[at, None]
+        return out, held
+
     def count(self, tenant_id: str) -> int:
         with self._lock:
             table = self._tables.get(tenant_id)

@@ -6,18 +6,21 @@ it is shown. Real RocksDB and Tantivy under a state machine, no Raft."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memorose import commands
-from memorose.retrieval.rerank import Candidate, CorpusStats, bm25_scores, term_counts
+from memorose.retrieval.rerank import DEFAULT_WEIGHTS, Candidate, CorpusStats, bm25_scores, term_counts
 from memorose.retrieval.rerank import term_frequencies as text_frequencies
 from memorose.retrieval.search import PASSAGE_DEPTH, Retriever
 from memorose.retrieval.terms import pack, packed_matrix, term_id, term_ids
+from tests.unit.test_small_tenant_reads import DIM
 from tests.unit.test_small_tenant_reads import Node as SmallTenantNode
 from tests.unit.test_small_tenant_reads import memory as small_memory
 
@@ -158,6 +161,42 @@ def test_ranking_from_facts_answers_as_ranking_from_the_records(
         assert answers(node.ask(q, **options)) == from_facts[q], q
     assert len(node.read) > facts_reads  # the record path reads every candidate
     assert sum(bool(a) for a in from_facts.values()) >= 6
+
+
+@pytest.mark.parametrize("options", [{"passages": False, "explain": True, "top_k": 3}, {}])
+def test_cosines_from_the_int8_rows_rank_as_the_records_vectors(
+    node: Node, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> None:
+    """Where cosines count (a sentence model's weight), a candidate's cosine comes from the
+    vector index's int8 row instead of its record: the same memories, scores within the
+    rows' quantisation error (so only near-ties change places), and still only the shown
+    records read."""
+    node.retriever.weights = replace(DEFAULT_WEIGHTS, cosine=1.0)
+    # |row - codes * scale| <= max|row| / 254 <= 1/254 a coordinate, times |query|_1 <= sqrt(dim)
+    bound = math.sqrt(DIM) / 254
+    from_rows = {}
+    for q in QUERIES:
+        node.store_reads.clear()
+        from_rows[q] = node.ask(q, **options)
+        if options.get("passages", True):
+            assert len(node.read) <= 10 + PASSAGE_DEPTH
+        else:  # only the results' records were read
+            assert set(node.read) <= {r["id"] for r in from_rows[q]}
+    monkeypatch.setattr(Retriever, "_ranks_from_facts", lambda self, req: False)
+    cosines = []
+    for q in QUERIES:
+        from_records = node.ask(q, **options)
+        exact = {r["id"]: r for r in from_records}
+        assert set(exact) == {r["id"] for r in from_rows[q]}, q
+        for i, a in enumerate(from_rows[q]):
+            b = exact[a["id"]]
+            assert a["score"] == pytest.approx(b["score"], abs=bound)
+            # Ahead of every later result, unless the exact scores are a near-tie.
+            assert all(b["score"] >= exact[c["id"]]["score"] - 2 * bound for c in from_rows[q][i:])
+            if "features" in a:
+                assert a["features"]["cosine"] == pytest.approx(b["features"]["cosine"], abs=bound)
+                cosines.append(b["features"]["cosine"])
+    assert not options.get("explain") or max(cosines) > 0.3  # the cosines did count
 
 
 def test_a_memory_changed_since_the_indexer_last_ran_is_re_checked(node: Node) -> None:

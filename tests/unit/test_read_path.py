@@ -54,6 +54,24 @@ def test_search_finds_the_float32_best_by_int8_codes(tmp_path: Path) -> None:
     assert [score for _, score in hits] == sorted((score for _, score in hits), reverse=True)
 
 
+def test_held_rows_are_the_int8_rows_widened(tmp_path: Path) -> None:
+    """What ranking's cosine feature reads instead of a record's vector: each memory's row
+    (after deletes moved rows about), none for a memory or tenant the matrix lacks."""
+    rows = unit_rows(30)
+    index = exact_index(tmp_path, rows)
+    index.remove("t", "m3")  # the last row moves into row 3
+    found = index.held_rows("t", ["m29", "m3", "m7", "nope"])
+    assert found is not None
+    vectors, held = found
+    assert held.tolist() == [True, False, True, False]
+    codes, scales = quantize(rows[[29, 7]])
+    assert np.array_equal(vectors[[0, 2]], codes.astype(np.float32) * scales[:, None])
+    assert not vectors[[1, 3]].any()
+    assert np.abs(vectors[0] @ rows[29] - 1.0) < 0.01
+    other = index.held_rows("other", ["m1"])
+    assert other is not None and not other[1].any()
+
+
 def test_stream_filter_and_unknown_stream(tmp_path: Path) -> None:
     rows = unit_rows(100)
     index = exact_index(tmp_path, rows, ["a" if i % 2 else "b" for i in range(100)])
