@@ -22,6 +22,7 @@ and re-checked before they are returned (``search.Retriever._confirmed``).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class Facts(NamedTuple):
     speaker: str  # ``metadata.speaker``, "" when none
     dated: bool  # its content carries a time expression (``query.is_dated``)
     terms: bytes  # its analysed terms (``terms.pack``)
+    #: ``text_digest`` of its content: what the facts of a text are kept under on disk
+    #: between runs (``storage/facts_cache.py``); 0: not known.
+    digest: int = 0
 
 
 #: (memory id, stream id, valid_from, ranking facts) of one searchable memory.
@@ -89,6 +93,7 @@ class TenantTimeline:
     dated: np.ndarray  # bool
     terms: np.ndarray  # object: packed terms (bytes)
     speaker_names: tuple[str, ...]
+    digests: np.ndarray  # uint64 ``Facts.digest``
 
     @classmethod
     def build(
@@ -103,6 +108,7 @@ class TenantTimeline:
         speaker_codes: list[int] = []
         dated: list[bool] = []
         terms: list[bytes] = []
+        digests: list[int] = []
         for memory_id, stream_id, valid_from, facts in entries:
             ids.append(memory_id.encode())
             stream_codes.append(streams.code(stream_id))
@@ -111,6 +117,7 @@ class TenantTimeline:
             speaker_codes.append(speakers.code(facts.speaker))
             dated.append(facts.dated)
             terms.append(facts.terms)
+            digests.append(facts.digest)
         packed = np.empty(len(terms), dtype=object)
         packed[:] = terms
         columns = (
@@ -121,12 +128,23 @@ class TenantTimeline:
             np.array(speaker_codes, dtype=np.int32),
             np.array(dated, dtype=bool),
             packed,
+            np.array(digests, dtype=np.uint64),
         )
         order = np.lexsort((columns[0], columns[2], columns[1]))
-        ids_, streams_, times_, current_, speakers_, dated_, terms_ = (c[order] for c in columns)
+        ids_, streams_, times_, current_, speakers_, dated_, terms_, digests_ = (c[order] for c in columns)
         by_id = np.argsort(ids_, kind="stable").astype(np.int32)
         return cls(
-            ids_, streams_, times_, by_id, streams.names, current_, speakers_, dated_, terms_, speakers.names
+            ids_,
+            streams_,
+            times_,
+            by_id,
+            streams.names,
+            current_,
+            speakers_,
+            dated_,
+            terms_,
+            speakers.names,
+            digests_,
         )
 
     def __len__(self) -> int:
@@ -134,7 +152,16 @@ class TenantTimeline:
 
     @property
     def nbytes(self) -> int:
-        fixed = (self.ids, self.streams, self.valid_from, self.by_id, self.current, self.speakers, self.dated)
+        fixed = (
+            self.ids,
+            self.streams,
+            self.valid_from,
+            self.by_id,
+            self.current,
+            self.speakers,
+            self.dated,
+            self.digests,
+        )
         return int(sum(c.nbytes for c in fixed) + self.terms.nbytes + sum(len(t) + 33 for t in self.terms))
 
     def rows_of(self, memory_ids: list[str]) -> list[int]:
@@ -147,6 +174,7 @@ class TenantTimeline:
             self.speaker_names[int(self.speakers[row])],
             bool(self.dated[row]),
             self.terms[row],
+            int(self.digests[row]),
         )
 
     def _find(self, keys: np.ndarray) -> np.ndarray:
@@ -209,6 +237,7 @@ class TenantTimeline:
             inserted(self.dated, added.dated),
             inserted(self.terms, added.terms),
             added.speaker_names,
+            inserted(self.digests, added.digests),
         )
 
     def neighbours(self, memory_id: str, span: int, max_gap_s: float) -> list[tuple[str, int]]:
@@ -397,14 +426,36 @@ class Timeline:
         """``TenantTimeline.neighbours`` in the tenant's current timeline."""
         return self.of(tenant_id).neighbours(memory_id, span, max_gap_s)
 
+    def all(self) -> list[TenantTimeline]:
+        """Every tenant's current timeline (queued changes merged)."""
+        with self._lock:
+            return [self._merge(tenant_id) for tenant_id in dict.fromkeys([*self._built, *self._pending])]
+
     def nbytes(self) -> int:
         """Bytes held by the timelines' columns (queued changes not counted)."""
         with self._lock:
             return sum(t.nbytes for t in self._built.values())
 
 
-def facts_of(content: str, metadata: object, current: bool, tokens: list[str] | None = None) -> Facts:
+def text_digest(content: str) -> int:
+    """A 64-bit digest of a memory's text (BLAKE2b), never 0: the key its facts are kept
+    under on disk between runs."""
+    return int.from_bytes(hashlib.blake2b(content.encode(), digest_size=8).digest(), "little") or 1
+
+
+def speaker_of(metadata: object) -> str:
+    speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
+    return str(speaker)
+
+
+def facts_of(
+    content: str,
+    metadata: object,
+    current: bool,
+    tokens: list[str] | None = None,
+    digest: int | None = None,
+) -> Facts:
     """A searchable memory's ranking facts; ``tokens``: its analysed text, when the caller
     has it (the indexer analyses each text once, for Tantivy and for these)."""
-    speaker = metadata.get("speaker", "") if isinstance(metadata, dict) else ""
-    return Facts(current, str(speaker), is_dated(content), pack(content, tokens))
+    digest = text_digest(content) if digest is None else digest
+    return Facts(current, speaker_of(metadata), is_dated(content), pack(content, tokens), digest)

@@ -16,21 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from memorose.models import Memory
 from memorose.priority import lower_this_thread
 from memorose.retrieval.text import analyze
-from memorose.retrieval.timeline import Entry, Facts, Place, Timeline, facts_of
+from memorose.retrieval.timeline import Entry, Facts, Place, Timeline, facts_of, speaker_of, text_digest
 from memorose.runtime import release_free_heap
-from memorose.storage import keys
+from memorose.storage import facts_cache, keys
+from memorose.storage.facts_cache import FactsCache
 from memorose.storage.fulltext import KIND_EVENT, KIND_MEMORY, FullTextIndex
 from memorose.storage.reader import MemoryHead, StateReader
 from memorose.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STATE_VERSION = 1
 _CHANGES_PER_CYCLE = 2000
@@ -80,6 +82,12 @@ class Indexer:
             root / "lance", dim=dim, ann_threshold=ann_threshold, exact_vectors=self.stored_vectors
         )
         self._state_path = root / "state.json"
+        #: The timelines' text facts of the last run (facts_cache.py): read while a start-up
+        #: loads the timelines, then let go.
+        self._facts_path = root / "facts"
+        self._known: FactsCache | None = None
+        #: Memories indexed since the facts cache was last written: written again at stop.
+        self._facts_unsaved = 0
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
@@ -129,8 +137,12 @@ class Indexer:
                 t: self.reader.tenant_or_empty(t)["next_seq"] - 1 for t in self.reader.tenant_ids()
             }
             self.vectors.open_existing()
+            self._known = FactsCache.load(self._facts_path)
             self._load_small_tenant_vectors()
             self._load_large_tenant_timelines()
+            known, self._known = self._known, None
+            if known.misses * 10 > known.hits:  # a tenth or more analysed: worth writing again
+                self._save_facts()
         self.catch_up()
         release_free_heap()  # what the startup load freed goes back to the system
 
@@ -150,6 +162,8 @@ class Indexer:
                 log.warning("the indexer did not stop within %.1f s; abandoned", timeout)
                 return
         self.fulltext.close()
+        if self._facts_unsaved:
+            self._save_facts()
 
     def request_rebuild(self, tenant_id: str | None = None) -> None:
         """Everything (after a snapshot install replaced RocksDB wholesale, or an operator's
@@ -204,6 +218,17 @@ class Indexer:
             json.dumps({"version": STATE_VERSION, "position": self.position, "tenants": self._indexed_seq})
         )
         os.replace(tmp, self._state_path)
+
+    def _save_facts(self) -> None:
+        """Write the timelines' text facts for the next start-up (a cache: a failure costs
+        that start-up the analysis, nothing else)."""
+        try:
+            count = facts_cache.write(self._facts_path, self.timeline.all())
+        except OSError as exc:
+            log.warning("facts cache not written (%s)", exc)
+            return
+        self._facts_unsaved = 0
+        log.info("facts of %d texts kept for the next start-up", count)
 
     def stale_vector_count(self, tenant_id: str | None = None) -> int:
         """Memories waiting for a vector of the current model (all tenants when None)."""
@@ -299,6 +324,7 @@ class Indexer:
                     )
                     searchable.append(memory)
                     places[memory_id] = (memory.stream_id, memory.valid_from, _facts(memory, tokens))
+                    self._facts_unsaved += 1
                 else:
                     places[memory_id] = None
                     self.fulltext.delete(KIND_MEMORY, tenant_id, memory_id)
@@ -353,6 +379,7 @@ class Indexer:
             self.position = position
             self._progress.notify_all()
         self._save_state()
+        self._save_facts()
         self.rebuilds += 1
         release_free_heap()
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)
@@ -435,7 +462,7 @@ class Indexer:
                 entries: list[Entry] = []
                 for chunk in self._searchable_chunks(tenant_id):
                     self._load_vectors(tenant_id, chunk)
-                    entries.extend(_entries(chunk))
+                    entries.extend(self._entries(chunk))
                 self.vectors.end_load(tenant_id)
                 self.timeline.replace(tenant_id, entries)  # from the records decoded anyway
 
@@ -444,28 +471,39 @@ class Indexer:
         a few fields of each stored record, without building ``Memory`` objects."""
         for tenant_id in self.reader.tenant_ids():
             if self.vectors.is_large(tenant_id):
-                self.timeline.replace(
-                    tenant_id,
-                    (
-                        (
-                            r["memory_id"],
-                            r["stream_id"],
-                            r["valid_from"],
-                            facts_of(r["content"], r.get("metadata"), _is_current_record(r)),
-                        )
-                        for r in self.reader.memory_records(tenant_id)
-                        if is_searchable_record(r)
-                    ),
-                )
+                entries: list[Entry] = []
+                records = (r for r in self.reader.memory_records(tenant_id) if is_searchable_record(r))
+                for chunk in _chunks(records, LOAD_CHUNK):
+                    facts = self._known_facts(
+                        [(r["content"], r.get("metadata"), _is_current_record(r)) for r in chunk]
+                    )
+                    entries.extend(
+                        (r["memory_id"], r["stream_id"], r["valid_from"], f)
+                        for r, f in zip(chunk, facts, strict=True)
+                    )
+                self.timeline.replace(tenant_id, entries)
+
+    def _entries(self, memories: list[Memory]) -> list[Entry]:
+        """Timeline entries of searchable memories being loaded (their texts' facts from
+        the cache where it has them)."""
+        facts = self._known_facts([(m.content, m.metadata, m.is_current) for m in memories])
+        return [(m.memory_id, m.stream_id, m.valid_from, f) for m, f in zip(memories, facts, strict=True)]
+
+    def _known_facts(self, texts: list[tuple[str, object, bool]]) -> list[Facts]:
+        """Facts of (content, metadata, current) of memories being loaded: what depends on
+        the text alone from the facts cache of the last run where it has it, else analysed."""
+        digests = [text_digest(content) for content, _, _ in texts]
+        known = self._known.lookup(digests) if self._known is not None else [None] * len(texts)
+        return [
+            facts_of(content, metadata, current, digest=digest)
+            if k is None
+            else Facts(current, speaker_of(metadata), k[0], k[1], digest)
+            for (content, metadata, current), digest, k in zip(texts, digests, known, strict=True)
+        ]
 
 
 def _facts(memory: Memory, tokens: list[str] | None = None) -> Facts:
     return facts_of(memory.content, memory.metadata, memory.is_current, tokens)
-
-
-def _entries(memories: list[Memory]) -> Iterator[Entry]:
-    """Timeline entries of searchable memories."""
-    return ((m.memory_id, m.stream_id, m.valid_from, _facts(m)) for m in memories)
 
 
 def _is_current_record(record: dict[str, Any]) -> bool:
@@ -473,8 +511,8 @@ def _is_current_record(record: dict[str, Any]) -> bool:
     return record.get("valid_to") is None and record.get("superseded_by") is None
 
 
-def _chunks(items: Iterable[Memory], size: int) -> Iterator[list[Memory]]:
-    chunk: list[Memory] = []
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:

@@ -210,11 +210,11 @@ def test_a_timeline_costs_a_couple_of_hundred_bytes_per_memory() -> None:
     finally:
         tracemalloc.stop()
     per_memory = held / (tenants * per_tenant)
-    columns = tenants * per_tenant * (26 + 4 + 8 + 4 + 1 + 4 + 1 + 8)
+    columns = tenants * per_tenant * (26 + 4 + 8 + 4 + 1 + 4 + 1 + 8 + 8)
     assert timeline.nbytes() == columns + tenants * sum(len(t) + 33 for t in texts)
     # The columns and pointers (the packed terms are shared by the tenants here, counted by
     # nbytes above: ~150 B each).
-    assert per_memory < 70, per_memory
+    assert per_memory < 78, per_memory
 
 
 # -- on real components: the state machine writes, the indexer follows ---------------------
