@@ -431,6 +431,11 @@ class Timeline:
         with self._lock:
             return [self._merge(tenant_id) for tenant_id in dict.fromkeys([*self._built, *self._pending])]
 
+    def rows(self) -> int:
+        """Memories in every tenant's timeline as last merged (queued changes not counted)."""
+        with self._lock:
+            return sum(len(t) for t in self._built.values())
+
     def nbytes(self) -> int:
         """Bytes held by the timelines' columns (queued changes not counted)."""
         with self._lock:

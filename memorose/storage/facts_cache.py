@@ -48,10 +48,12 @@ class FactsCache:
     """Facts of texts by digest, as read from disk (``load``); empty when there were none."""
 
     def __init__(self, digests: np.ndarray, offsets: np.ndarray, dated: np.ndarray, blob: np.ndarray) -> None:
-        self.digests = digests  # uint64, sorted, unique
-        self.offsets = offsets  # int64, len(digests) + 1: packed terms of i are blob[o[i]:o[i+1]]
-        self.dated = dated  # bool
-        self.blob = blob  # uint8
+        # Plain views of the memory-mapped arrays: a slice of a ``np.memmap`` is a new memmap
+        # object, a quarter of a 1M-memory start-up's lookups.
+        self.digests = digests.view(np.ndarray)  # uint64, sorted, unique
+        self.offsets = offsets.view(np.ndarray)  # int64, len + 1: terms of i are blob[o[i]:o[i+1]]
+        self.dated = dated.view(np.ndarray)  # bool
+        self.blob = memoryview(blob.view(np.ndarray))  # uint8
         self.hits = 0
         self.misses = 0
 
@@ -96,8 +98,9 @@ class FactsCache:
             rows = at[found]
             starts, ends = self.offsets[rows].tolist(), self.offsets[rows + 1].tolist()
             dated = self.dated[rows].tolist()
+            blob = self.blob
             for i, start, end, flag in zip(found.tolist(), starts, ends, dated, strict=True):
-                out[i] = (bool(flag), self.blob[start:end].tobytes())
+                out[i] = (flag, blob[start:end].tobytes())
         hits = sum(k is not None for k in out)
         self.hits += hits
         self.misses += len(digests) - hits

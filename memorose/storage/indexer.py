@@ -51,6 +51,13 @@ MIN_CYCLE_INTERVAL_S = 0.2
 #: replaces a 10 ms poll, whose iterator per look held the store's lock 100 times a second
 #: against the queries' reads (6-7 % of a serving node's busy samples, docs/benchmarks.md).
 IDLE_LOOK_S = 0.25
+#: The facts cache (facts_cache.py) is written again by the idle indexer once this share of
+#: the timelines' rows was indexed since it was last written, or once this long has passed
+#: with any indexed; at stop only while the timelines hold at most ``FACTS_STOP_ROWS`` (a
+#: node's stop is bounded to ~1 s; 1M rows take a second or two to write).
+FACTS_SAVE_SHARE = 0.1
+FACTS_SAVE_AFTER_S = 600.0
+FACTS_STOP_ROWS = 200_000
 
 
 def is_searchable(memory: Memory | MemoryHead) -> bool:
@@ -86,8 +93,9 @@ class Indexer:
         #: loads the timelines, then let go.
         self._facts_path = root / "facts"
         self._known: FactsCache | None = None
-        #: Memories indexed since the facts cache was last written: written again at stop.
+        #: Memories indexed since the facts cache was last written (``_save_facts_if_due``).
         self._facts_unsaved = 0
+        self._facts_saved_at = time.monotonic()
         self.position = 0  # last Raft index whose changes are searchable
         self.rebuilds = 0
         self._indexed_seq: dict[str, int] = {}
@@ -141,8 +149,7 @@ class Indexer:
             self._load_small_tenant_vectors()
             self._load_large_tenant_timelines()
             known, self._known = self._known, None
-            if known.misses * 10 > known.hits:  # a tenth or more analysed: worth writing again
-                self._save_facts()
+            self._facts_unsaved = known.misses  # written by the idle indexer if that is many
         self.catch_up()
         release_free_heap()  # what the startup load freed goes back to the system
 
@@ -162,7 +169,7 @@ class Indexer:
                 log.warning("the indexer did not stop within %.1f s; abandoned", timeout)
                 return
         self.fulltext.close()
-        if self._facts_unsaved:
+        if self._facts_unsaved and self.timeline.rows() <= FACTS_STOP_ROWS:
             self._save_facts()
 
     def request_rebuild(self, tenant_id: str | None = None) -> None:
@@ -193,6 +200,8 @@ class Indexer:
                 self._changed.clear()  # before looking: a change written after this wakes the next wait
                 worked = self.cycle()
                 self.vectors.maintain()
+                if not worked:
+                    self._save_facts_if_due()
             except Exception:
                 if self._stop.is_set():  # the node is closing the stores under us
                     return
@@ -219,6 +228,15 @@ class Indexer:
         )
         os.replace(tmp, self._state_path)
 
+    def _save_facts_if_due(self) -> None:
+        """Write the facts cache when enough was indexed since it was last written (the
+        indexer is idle: a bulk load has settled)."""
+        if not self._facts_unsaved:
+            return
+        many = self._facts_unsaved >= FACTS_SAVE_SHARE * self.timeline.rows()
+        if many or time.monotonic() - self._facts_saved_at >= FACTS_SAVE_AFTER_S:
+            self._save_facts()
+
     def _save_facts(self) -> None:
         """Write the timelines' text facts for the next start-up (a cache: a failure costs
         that start-up the analysis, nothing else)."""
@@ -228,6 +246,7 @@ class Indexer:
             log.warning("facts cache not written (%s)", exc)
             return
         self._facts_unsaved = 0
+        self._facts_saved_at = time.monotonic()
         log.info("facts of %d texts kept for the next start-up", count)
 
     def stale_vector_count(self, tenant_id: str | None = None) -> int:
@@ -379,7 +398,7 @@ class Indexer:
             self.position = position
             self._progress.notify_all()
         self._save_state()
-        self._save_facts()
+        self._facts_unsaved = self.timeline.rows()  # every text was analysed: keep them
         self.rebuilds += 1
         release_free_heap()
         log.info("derived indexes rebuilt in %.1fs", time.monotonic() - started)

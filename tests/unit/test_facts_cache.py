@@ -6,6 +6,7 @@ RocksDB and Tantivy under a state machine, no Raft."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,4 +115,28 @@ def test_an_unusable_cache_costs_the_analysis_not_the_facts(
     node.indexer = node.open_indexer()
     assert len(analysed) == 40  # everything analysed again
     assert node.facts() == fresh_facts(node)
-    assert len(FactsCache.load(root)) == 40  # and written again for the next start-up
+    analysed.clear()
+    node.restart_indexer()  # kept again, for the next start-up
+    assert analysed == [] and len(FactsCache.load(root)) == 40
+
+
+def test_the_idle_indexer_keeps_the_facts_once_a_tenth_changed(node: Node) -> None:
+    """A large node's stop is too short to write the cache (FACTS_STOP_ROWS): the indexer
+    writes it when idle, once enough was indexed since the last time."""
+    root = node.root / "index" / "facts"
+    node.indexer.start()
+    node.apply(commands.consolidate("t1", 0, 0, [memory(f"n-{i}", 5000.0 + i) for i in range(10)], 3.0))
+    deadline = time.monotonic() + 30
+    while len(FactsCache.load(root)) < 50:  # the 10 new texts: a fifth of the rows
+        assert time.monotonic() < deadline, "the idle indexer never wrote the facts"
+        time.sleep(0.05)
+    node.apply(commands.consolidate("t1", 0, 0, [memory("n-late", 6000.0)], 4.0))
+    assert node.indexer.wait_for(node.index, timeout=30)
+    assert node.indexer._facts_unsaved == 1  # 1 of 51: not yet worth a write
+    indexer.FACTS_STOP_ROWS, rows = 10, indexer.FACTS_STOP_ROWS
+    try:
+        node.indexer.stop()  # too many rows to write within a stop
+    finally:
+        indexer.FACTS_STOP_ROWS = rows
+    assert len(FactsCache.load(root)) == 50
+    node.indexer = node.open_indexer()
