@@ -53,7 +53,7 @@ class FactsCache:
         self.digests = digests.view(np.ndarray)  # uint64, sorted, unique
         self.offsets = offsets.view(np.ndarray)  # int64, len + 1: terms of i are blob[o[i]:o[i+1]]
         self.dated = dated.view(np.ndarray)  # bool
-        self.blob = memoryview(blob.view(np.ndarray))  # uint8
+        self.blob = blob.view(np.ndarray).data  # uint8, as a memoryview: slices are cheap
         self.hits = 0
         self.misses = 0
 
