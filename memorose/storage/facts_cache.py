@@ -15,10 +15,10 @@ damaged directory is an empty cache. Two texts share a digest with probability 2
 pair (~3e-8 over a 1M-memory start-up), which would give one memory another's terms until
 it is next indexed.
 
-On disk: ``facts/`` beside the other derived indexes, four ``.npy`` arrays (sorted digests,
-offsets into the packed terms, the dated flags, the packed terms) and a manifest, read
-memory-mapped (a start-up holds no second copy of them) and replaced whole (written to
-``facts.tmp`` first).
+On disk: ``facts/`` beside the other derived indexes, six ``.npy`` arrays (sorted digests,
+offsets into the terms, the dated flags, the vocabulary of term ids, each term's position in
+it and its count) and a manifest, read memory-mapped (a start-up holds no second copy of
+them) and replaced whole (written to ``facts.tmp`` first).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from memorose.retrieval.terms import pack
+from memorose.retrieval.terms import PACKED_DTYPE, pack
 from memorose.retrieval.timeline import TenantTimeline
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 #: A text the cache's writer packed; a cache whose probe packs differently now came from
 #: another analyser (tokens, stems) and is ignored.
 PROBE = "Ana's cafés: running 12 km on 2024-05-12, naïvely at 6:30 — 42 times!"
@@ -45,21 +45,45 @@ Known = tuple[bool, bytes]  # (dated, packed terms) of a text
 
 
 class FactsCache:
-    """Facts of texts by digest, as read from disk (``load``); empty when there were none."""
+    """Facts of texts by digest, as read from disk (``load``); empty when there were none.
 
-    def __init__(self, digests: np.ndarray, offsets: np.ndarray, dated: np.ndarray, blob: np.ndarray) -> None:
+    The packed terms are stored as a vocabulary of the term ids it holds and, per text, the
+    vocabulary position and count of each term (2 or 4 + 1 bytes a term instead of 8): a
+    term id is a random 56-bit hash, so the words themselves do not compress."""
+
+    ARRAYS = ("digests", "offsets", "dated", "vocabulary", "codes", "counts")
+
+    def __init__(
+        self,
+        digests: np.ndarray,
+        offsets: np.ndarray,
+        dated: np.ndarray,
+        vocabulary: np.ndarray,
+        codes: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
         # Plain views of the memory-mapped arrays: a slice of a ``np.memmap`` is a new memmap
         # object, a quarter of a 1M-memory start-up's lookups.
         self.digests = digests.view(np.ndarray)  # uint64, sorted, unique
-        self.offsets = offsets.view(np.ndarray)  # int64, len + 1: terms of i are blob[o[i]:o[i+1]]
+        self.offsets = offsets.view(np.ndarray)  # int64, len + 1: the terms of i are [o[i], o[i+1])
         self.dated = dated.view(np.ndarray)  # bool
-        self.blob = blob.view(np.ndarray).data  # uint8, as a memoryview: slices are cheap
+        self.vocabulary = vocabulary.view(np.ndarray)  # uint64 term ids (terms.py)
+        self.codes = codes.view(np.ndarray)  # uint16 or uint32 positions in the vocabulary
+        self.counts = counts.view(np.ndarray)  # uint8
         self.hits = 0
         self.misses = 0
 
     @classmethod
     def empty(cls) -> FactsCache:
-        return cls(np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, bool), np.zeros(0, np.uint8))
+        nothing = np.zeros(0, np.uint64)
+        return cls(
+            nothing,
+            np.zeros(1, np.int64),
+            np.zeros(0, bool),
+            nothing,
+            np.zeros(0, np.uint16),
+            np.zeros(0, np.uint8),
+        )
 
     def __len__(self) -> int:
         return len(self.digests)
@@ -73,19 +97,24 @@ class FactsCache:
             if manifest.get("format") != FORMAT or manifest.get("probe") != pack(PROBE).hex():
                 log.info("facts cache in %s ignored: written by another version", root)
                 return cls.empty()
-            names = ("digests", "offsets", "dated", "blob")
-            cache = cls(*(np.load(root / f"{name}.npy", mmap_mode="r") for name in names))
-            n = int(manifest["count"])
-            if not (len(cache.digests) == len(cache.dated) == n and len(cache.offsets) == n + 1):
-                raise ValueError("array lengths disagree with the manifest")
-            if n and (int(cache.offsets[-1]) != len(cache.blob) or int(cache.offsets[0]) != 0):
-                raise ValueError("offsets disagree with the packed terms")
+            cache = cls(*(np.load(root / f"{name}.npy", mmap_mode="r") for name in cls.ARRAYS))
+            cache._check(int(manifest["count"]))
             return cache
         except FileNotFoundError:
             return cls.empty()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("facts cache in %s unreadable (%s): start-up analyses every text", root, exc)
             return cls.empty()
+
+    def _check(self, n: int) -> None:
+        """Raise ValueError where the arrays do not fit together (a damaged cache)."""
+        if not (len(self.digests) == len(self.dated) == n and len(self.offsets) == n + 1):
+            raise ValueError("array lengths disagree with the manifest")
+        words = len(self.codes)
+        if len(self.counts) != words or (n and (int(self.offsets[0]) != 0 or int(self.offsets[-1]) != words)):
+            raise ValueError("offsets disagree with the terms")
+        if words and int(self.codes.max()) >= len(self.vocabulary):
+            raise ValueError("a term outside the vocabulary")
 
     def lookup(self, digests: list[int]) -> list[Known | None]:
         """(dated, packed terms) of each digest, None where the cache has none."""
@@ -96,11 +125,18 @@ class FactsCache:
             at = np.minimum(np.searchsorted(self.digests, keys), n - 1)
             found = np.flatnonzero(self.digests[at] == keys)
             rows = at[found]
-            starts, ends = self.offsets[rows].tolist(), self.offsets[rows + 1].tolist()
+            starts, ends = self.offsets[rows], self.offsets[rows + 1]
+            lengths = ends - starts
+            # Every hit's words at once: positions start, start + 1, ... of each hit in turn.
+            total = int(lengths.sum())
+            first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+            positions = first + np.arange(total)
+            words = (self.vocabulary[self.codes[positions]] << np.uint64(8)) | self.counts[positions]
+            packed = words.astype(PACKED_DTYPE).tobytes()
+            bounds = (np.concatenate(([0], np.cumsum(lengths))) * PACKED_DTYPE.itemsize).tolist()
             dated = self.dated[rows].tolist()
-            blob = self.blob
-            for i, start, end, flag in zip(found.tolist(), starts, ends, dated, strict=True):
-                out[i] = (flag, blob[start:end].tobytes())
+            for j, (i, flag) in enumerate(zip(found.tolist(), dated, strict=True)):
+                out[i] = (flag, packed[bounds[j] : bounds[j + 1]])
         hits = sum(k is not None for k in out)
         self.hits += hits
         self.misses += len(digests) - hits
@@ -121,12 +157,16 @@ def write(root: Path, timelines: Iterable[TenantTimeline]) -> int:
     dated = np.concatenate(dated_parts)[first] if digest_parts else np.zeros(0, bool)
     terms = np.concatenate(term_parts)[first].tolist() if term_parts else []
     offsets = np.zeros(len(unique) + 1, np.int64)
-    np.cumsum([len(t) for t in terms], out=offsets[1:])
-    blob = np.frombuffer(b"".join(terms), np.uint8)
+    np.cumsum([len(t) >> 3 for t in terms], out=offsets[1:])
+    words = np.frombuffer(b"".join(terms), PACKED_DTYPE)
+    vocabulary, codes = np.unique(words >> np.uint64(8), return_inverse=True)
+    codes = codes.astype(np.uint16 if len(vocabulary) <= 1 << 16 else np.uint32)
+    counts = (words & np.uint64(0xFF)).astype(np.uint8)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, array in (("digests", unique), ("offsets", offsets), ("dated", dated), ("blob", blob)):
+    arrays = (unique, offsets, dated, vocabulary.astype(np.uint64), codes, counts)
+    for name, array in zip(FactsCache.ARRAYS, arrays, strict=True):
         np.save(tmp / f"{name}.npy", array)
     manifest = {"format": FORMAT, "probe": pack(PROBE).hex(), "count": len(unique)}
     (tmp / "manifest.json").write_text(json.dumps(manifest))

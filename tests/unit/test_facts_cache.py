@@ -35,6 +35,13 @@ def test_lookup_answers_what_was_written_once_per_text(tmp_path: Path) -> None:
     assert found[:4] == [(f.dated, f.terms) for _, _, _, f in entries]
     assert found[0] is not None and found[0][0] and not found[1][0]  # "2023" is dated
     assert found[4] is None and (cache.hits, cache.misses) == (4, 1)
+    # Past 65,536 distinct terms the vocabulary positions take 4 bytes.
+    wide = [" ".join(f"w{i}x{j}" for j in range(100)) + " again again" for i in range(700)]
+    rows = [(f"m-{i}", "chat", 1.0, facts_of(text, {}, True)) for i, text in enumerate(wide)]
+    assert facts_cache.write(root, [TenantTimeline.build(rows)]) == 700
+    cache = FactsCache.load(root)
+    assert cache.codes.dtype == np.uint32
+    assert cache.lookup([text_digest(t) for t in wide]) == [(f.dated, f.terms) for _, _, _, f in rows]
     unknown = TenantTimeline.build([("m-x", "chat", 1.0, Facts(True, "", False, b"", 0))])
     assert facts_cache.write(root, [unknown]) == 0  # a row without a digest is not kept
     assert len(FactsCache.load(root)) == 0
@@ -96,7 +103,7 @@ def test_a_restart_analyses_only_texts_changed_while_it_was_down(node: Node, ana
     assert facts == fresh_facts(node)
 
 
-@pytest.mark.parametrize("damage", ["probe", "format", "truncated", "garbage", "missing"])
+@pytest.mark.parametrize("damage", ["probe", "format", "truncated", "vocabulary", "garbage", "missing"])
 def test_an_unusable_cache_costs_the_analysis_not_the_facts(
     node: Node, analysed: list[str], damage: str
 ) -> None:
@@ -107,7 +114,9 @@ def test_an_unusable_cache_costs_the_analysis_not_the_facts(
         manifest[damage] = "another" if damage == "probe" else 0
         (root / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "truncated":
-        np.save(root / "blob.npy", np.zeros(3, np.uint8))
+        np.save(root / "counts.npy", np.zeros(3, np.uint8))
+    elif damage == "vocabulary":
+        np.save(root / "vocabulary.npy", np.zeros(1, np.uint64))
     elif damage == "garbage":
         (root / "offsets.npy").write_bytes(b"not an array")
     else:
