@@ -158,14 +158,11 @@ def write(root: Path, timelines: Iterable[TenantTimeline]) -> int:
     terms = np.concatenate(term_parts)[first].tolist() if term_parts else []
     offsets = np.zeros(len(unique) + 1, np.int64)
     np.cumsum([len(t) >> 3 for t in terms], out=offsets[1:])
-    words = np.frombuffer(b"".join(terms), PACKED_DTYPE)
-    vocabulary, codes = np.unique(words >> np.uint64(8), return_inverse=True)
-    codes = codes.astype(np.uint16 if len(vocabulary) <= 1 << 16 else np.uint32)
-    counts = (words & np.uint64(0xFF)).astype(np.uint8)
+    vocabulary, codes, counts = _encoded(terms)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    arrays = (unique, offsets, dated, vocabulary.astype(np.uint64), codes, counts)
+    arrays = (unique, offsets, dated, vocabulary, codes, counts)
     for name, array in zip(FactsCache.ARRAYS, arrays, strict=True):
         np.save(tmp / f"{name}.npy", array)
     manifest = {"format": FORMAT, "probe": pack(PROBE).hex(), "count": len(unique)}
@@ -173,3 +170,27 @@ def write(root: Path, timelines: Iterable[TenantTimeline]) -> int:
     shutil.rmtree(root, ignore_errors=True)  # a crash here leaves no cache: texts are analysed
     tmp.rename(root)
     return len(unique)
+
+
+#: Texts encoded at a time by ``_encoded``: bounds what a write holds besides its result
+#: (1M texts hold ~15M terms; sorting them at once took 0.6 GB and 9 s).
+ENCODE_CHUNK = 65_536
+
+
+def _words(terms: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(terms), PACKED_DTYPE)
+
+
+def _encoded(terms: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vocabulary of the term ids, each word's position in it, each word's count) of the
+    packed terms of ``terms``, in two passes over chunks of texts."""
+    chunks = [terms[i : i + ENCODE_CHUNK] for i in range(0, len(terms), ENCODE_CHUNK)]
+    seen = [np.unique(_words(chunk) >> np.uint64(8)) for chunk in chunks]
+    vocabulary = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.uint64)
+    dtype = np.uint16 if len(vocabulary) <= 1 << 16 else np.uint32
+    codes, counts = [np.zeros(0, dtype)], [np.zeros(0, np.uint8)]
+    for chunk in chunks:
+        words = _words(chunk)
+        codes.append(np.searchsorted(vocabulary, words >> np.uint64(8)).astype(dtype))
+        counts.append((words & np.uint64(0xFF)).astype(np.uint8))
+    return vocabulary.astype(np.uint64), np.concatenate(codes), np.concatenate(counts)

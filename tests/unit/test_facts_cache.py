@@ -24,7 +24,9 @@ from tests.unit.test_timeline import DIM, memory
 TEXTS = ["Ana plays the cello since 2023", "Bruno bakes bread", "Ana plays the cello since 2023", ""]
 
 
-def test_lookup_answers_what_was_written_once_per_text(tmp_path: Path) -> None:
+def test_lookup_answers_what_was_written_once_per_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entries = [
         (f"m-{i}", "chat", float(i), facts_of(text, {"speaker": "Ana"}, True)) for i, text in enumerate(TEXTS)
     ]
@@ -35,7 +37,8 @@ def test_lookup_answers_what_was_written_once_per_text(tmp_path: Path) -> None:
     assert found[:4] == [(f.dated, f.terms) for _, _, _, f in entries]
     assert found[0] is not None and found[0][0] and not found[1][0]  # "2023" is dated
     assert found[4] is None and (cache.hits, cache.misses) == (4, 1)
-    # Past 65,536 distinct terms the vocabulary positions take 4 bytes.
+    # Past 65,536 distinct terms the vocabulary positions take 4 bytes; encoded in chunks.
+    monkeypatch.setattr(facts_cache, "ENCODE_CHUNK", 64)
     wide = [" ".join(f"w{i}x{j}" for j in range(100)) + " again again" for i in range(700)]
     rows = [(f"m-{i}", "chat", 1.0, facts_of(text, {}, True)) for i, text in enumerate(wide)]
     assert facts_cache.write(root, [TenantTimeline.build(rows)]) == 700
