@@ -501,9 +501,9 @@ class Retriever:
 
     def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
         """The ``k`` nearest memories by the int8 matrix's order: no record is read here. The
-        candidates that enter are re-scored with their float32 vectors in the second stage
-        (``cosine``), so reading the best 2k of them here as well (an exact first stage)
-        only cost a hundred record reads per query at 100K memories."""
+        candidates that enter get their ``cosine`` in the second stage, so reading the best
+        2k of them here as well (an exact first stage) only cost a hundred record reads per
+        query at 100K memories."""
         if query_vec is None:
             return []
         hits = self.indexer.vectors.search(req.tenant_id, query_vec, k, stream_id=req.stream_id)
@@ -620,7 +620,8 @@ class Retriever:
     def _held_vectors(self, req: RetrieveRequest, memory_ids: list[str]) -> list[np.ndarray | None]:
         """The cosine feature's vectors of candidates made from facts: the vector index's
         int8 rows, widened (``VectorIndex.held_rows``); None where it holds none (a vector of
-        another model: cosine 0, as from the record) or the cosines do not count."""
+        another model: cosine 0, as from the record) or the cosines do not count (and for a
+        tenant promoted to LanceDB since ``_ranks_from_facts``: one query without cosines)."""
         found = self.indexer.vectors.held_rows(req.tenant_id, memory_ids) if self._needs_cosine(req) else None
         if found is None:
             return [None] * len(memory_ids)

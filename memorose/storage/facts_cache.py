@@ -5,8 +5,10 @@ Ranking reads each memory's analysed terms and whether its text is dated from th
 timeline (``retrieval/timeline.py``). Both depend on the text alone, and computing them is
 most of what loading a timeline costs (~10-15 us a memory: 16 s of a 1M-memory node's
 start-up). The indexer writes them here, keyed by the text's 64-bit digest
-(``timeline.text_digest``), when it stops, after a rebuild, and after a start-up that found
-many missing; a start-up looks each record's text up and analyses only what is not here.
+(``timeline.text_digest``), when it is idle and a tenth of the rows was indexed since it
+last did (after a rebuild, a bulk load, a start-up that found many missing), or ten minutes
+passed with any; and at stop for small timelines (``indexer.FACTS_*``). A start-up looks
+each record's text up and analyses only what is not here.
 
 A cache, not an index: nothing here is trusted beyond what it is checked against. A text
 whose digest is absent (new, changed) is analysed; a cache written by an analyser that

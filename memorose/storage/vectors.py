@@ -1,9 +1,10 @@
 """Per-tenant vector search. Never a scan of a shared table.
 
 Small tenants: a scan of an in-memory int8 matrix of that tenant's vectors (SIMD dot
-products, outside the lock and the GIL); retrieval scores the candidates it picks with
-their float32 vectors from RocksDB. Tenants past ``ann_threshold`` memories: a LanceDB table of
-their own with an IVF_HNSW_SQ index. Both are derived from RocksDB and rebuilt from it.
+products, outside the lock and the GIL); retrieval's cosine feature reads the same rows,
+widened (``held_rows``). Tenants past ``ann_threshold`` memories: a LanceDB table of their
+own with an IVF_HNSW_SQ index; retrieval scores its candidates with the vectors of their
+records. Both are derived from RocksDB and rebuilt from it.
 """
 
 from __future__ import annotations
@@ -457,9 +458,8 @@ class VectorIndex:
     # -- reads ---------------------------------------------------------------------------
     def search(self, tenant_id: str, query: np.ndarray, k: int, *, stream_id: str | None = None) -> list[Hit]:
         """The ``k`` memories most similar to ``query`` by the int8 codes (cosine error
-        < 0.003), best first, with no RocksDB read: retrieval re-scores the candidates that
-        enter with their float32 vectors in its second stage, consolidation compares them
-        itself."""
+        < 0.003), best first, with no RocksDB read: retrieval's second stage scores the
+        candidates that enter again (``held_rows``), consolidation compares them itself."""
         with self._lock:
             table = self._tables.get(tenant_id)
             matrix = self._matrices.get(tenant_id)
