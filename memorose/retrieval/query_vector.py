@@ -79,13 +79,8 @@ class Background(Generic[T]):
     def __init__(self, work: Callable[[], T]) -> None:
         self._work = work
         self._future = _helpers().submit(work)
-        self._taken_back: list[T] = []  # the value, once a caller computed it
-        self._lock = threading.Lock()
 
     def result(self) -> T:
-        if not self._future.cancel():
-            return self._future.result()
-        with self._lock:  # taken back: computed once, by the first caller (two may ask)
-            if not self._taken_back:
-                self._taken_back.append(self._work())
-            return self._taken_back[0]
+        if self._future.cancel():
+            return self._work()
+        return self._future.result()

@@ -487,17 +487,15 @@ class Retriever:
     def _early_vector_ranking(
         self, req: RetrieveRequest, pending: QueryVector, k: int
     ) -> Background[list[Hashable]] | None:
-        """A large tenant's vector ranking on a helper thread, started as soon as the query's
-        vector is known: the int8 scan (~1.5-2.5 ms at 100K rows) releases the GIL, so it runs
-        while this thread does BM25 and reads records. A vector still being computed on the
-        other helper (a sentence model) is waited for there, so the scan follows it at once
-        instead of after this thread's lexical stage. The same ranking as computed later."""
+        """A large tenant's vector ranking, started on a helper thread as soon as the query's
+        vector is known: the int8 scan (~1.5 ms at 100K rows) releases the GIL, so it runs
+        while this thread does BM25 and reads records. The same ranking as computed later."""
         vectors = self.indexer.vectors
-        if not (vectors.is_large(req.tenant_id) or vectors.count(req.tenant_id) >= EARLY_SCAN_ROWS):
+        if not pending.ready or not (
+            vectors.is_large(req.tenant_id) or vectors.count(req.tenant_id) >= EARLY_SCAN_ROWS
+        ):
             return None
-        if pending.ready:
-            return Background(partial(self._vector_ranking, req, pending.result(), k))
-        return Background(lambda: self._vector_ranking(req, pending.result(), k))
+        return Background(partial(self._vector_ranking, req, pending.result(), k))
 
     def _vector_ranking(self, req: RetrieveRequest, query_vec: np.ndarray | None, k: int) -> list[Hashable]:
         """The ``k`` nearest memories by the int8 matrix's order: no record is read here. The

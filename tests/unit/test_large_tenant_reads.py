@@ -83,20 +83,6 @@ def test_background_work_runs_on_a_helper_or_else_here() -> None:
     assert all(h.result() for h in holding)
 
 
-def test_work_taken_back_is_done_once_whoever_asks() -> None:
-    """A query's vector may be asked for by its scan (on a helper) and by the query itself;
-    taken back from a busy pool, it is computed by the first to ask, not by each."""
-    gate = query_vector.threading.Event()
-    holding = [Background(lambda: gate.wait(30)) for _ in range(query_vector.HELPERS)]
-    calls: list[str] = []
-    try:
-        work = Background(lambda: calls.append("run") or len(calls))
-        assert work.result() == 1 and work.result() == 1 and calls == ["run"]
-    finally:
-        gate.set()
-    assert all(h.result() for h in holding)
-
-
 DIM = 32
 
 
@@ -153,12 +139,6 @@ def test_the_early_vector_ranking_answers_as_the_late_one(
     early_answers = [retriever.retrieve(r)["results"] for r in requests]
     assert all(started[len(requests) :]) and len(started) == 2 * len(requests)
     assert early_answers == late and any(late)
-    # An embedder that releases the GIL (a sentence model) computes the query's vector on a
-    # helper; the scan then follows it there, before this thread asks for it.
-    monkeypatch.setattr(retriever.embedder, "releases_gil", True)
-    monkeypatch.setattr(retriever.embedder, "recent", lambda text: None)
-    chained = [retriever.retrieve(r)["results"] for r in requests]
-    assert all(started[2 * len(requests) :]) and chained == late
 
 
 def test_cosines_of_candidates_equal_the_per_vector_product() -> None:
