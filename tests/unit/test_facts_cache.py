@@ -132,7 +132,9 @@ def test_an_unusable_cache_costs_the_analysis_not_the_facts(
     assert analysed == [] and len(FactsCache.load(root)) == 40
 
 
-def test_the_idle_indexer_keeps_the_facts_once_a_tenth_changed(node: Node) -> None:
+def test_the_idle_indexer_keeps_the_facts_once_a_tenth_changed(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A large node's stop is too short to write the cache (FACTS_STOP_ROWS): the indexer
     writes it when idle, once enough was indexed since the last time."""
     root = node.root / "index" / "facts"
@@ -145,10 +147,7 @@ def test_the_idle_indexer_keeps_the_facts_once_a_tenth_changed(node: Node) -> No
     node.apply(commands.consolidate("t1", 0, 0, [memory("n-late", 6000.0)], 4.0))
     assert node.indexer.wait_for(node.index, timeout=30)
     assert node.indexer._facts_unsaved == 1  # 1 of 51: not yet worth a write
-    indexer.FACTS_STOP_ROWS, rows = 10, indexer.FACTS_STOP_ROWS
-    try:
-        node.indexer.stop()  # too many rows to write within a stop
-    finally:
-        indexer.FACTS_STOP_ROWS = rows
+    monkeypatch.setattr(indexer, "FACTS_STOP_ROWS", 10)
+    node.indexer.stop()  # too many rows to write within a stop
     assert len(FactsCache.load(root)) == 50
     node.indexer = node.open_indexer()
