@@ -36,6 +36,7 @@ from memorose.providers.embeddings.base import cosines
 from memorose.retrieval.query import QueryAnalysis, is_dated
 from memorose.retrieval.terms import packed_matrix, term_ids
 from memorose.retrieval.text import analyze
+from memorose.retrieval.timeline import speaker_of
 
 EPISODE_GAP_S = 1800.0
 
@@ -185,8 +186,7 @@ class Candidate:
     def speaker(self) -> str:
         if self.fact_speaker is not None:
             return self.fact_speaker
-        metadata = self.metadata if self.metadata is not None else (self.result.get("metadata") or {})
-        return str(metadata.get("speaker", "")) if isinstance(metadata, dict) else ""
+        return speaker_of(self.metadata if self.metadata is not None else self.result.get("metadata"))
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,13 @@ class FactsCache:
         """(dated, packed terms) of each digest, None where the cache has none."""
         out: list[Known | None] = [None] * len(digests)
         n = len(self.digests)
+        hits = 0
         if n and digests:
             keys = np.array(digests, np.uint64)
             at = np.minimum(np.searchsorted(self.digests, keys), n - 1)
             found = np.flatnonzero(self.digests[at] == keys)
             rows = at[found]
+            hits = len(rows)
             starts, ends = self.offsets[rows], self.offsets[rows + 1]
             lengths = ends - starts
             # Every hit's words at once: positions start, start + 1, ... of each hit in turn.
@@ -139,7 +141,6 @@ class FactsCache:
             dated = self.dated[rows].tolist()
             for j, (i, flag) in enumerate(zip(found.tolist(), dated, strict=True)):
                 out[i] = (flag, packed[bounds[j] : bounds[j + 1]])
-        hits = sum(k is not None for k in out)
         self.hits += hits
         self.misses += len(digests) - hits
         return out

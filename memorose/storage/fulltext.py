@@ -51,39 +51,26 @@ class FullTextIndex:
 
     # -- writes (indexer thread only) -------------------------------------------------
     def upsert(
-        self,
-        kind: str,
-        tenant_id: str,
-        stream_id: str,
-        ref: str,
-        text: str,
-        seq: int = 0,
-        tokens: list[str] | None = None,
+        self, kind: str, tenant_id: str, stream_id: str, ref: str, text: str | list[str], seq: int = 0
     ) -> None:
         """Replace the document of ``ref`` (or add it)."""
         self._writer.delete_documents_by_term("doc_key", doc_key(kind, tenant_id, ref))
-        self.add(kind, tenant_id, stream_id, ref, text, seq, tokens)
+        self.add(kind, tenant_id, stream_id, ref, text, seq)
 
     def add(
-        self,
-        kind: str,
-        tenant_id: str,
-        stream_id: str,
-        ref: str,
-        text: str,
-        seq: int = 0,
-        tokens: list[str] | None = None,
+        self, kind: str, tenant_id: str, stream_id: str, ref: str, text: str | list[str], seq: int = 0
     ) -> None:
         """Add a document the caller knows is not in the index (a new event): no
-        delete-by-term, which was a fifth of batch ingest's indexing cost. ``tokens``:
-        ``analyze(text)`` when the caller has it already (the timeline's facts need it too)."""
+        delete-by-term, which was a fifth of batch ingest's indexing cost. ``text``: the
+        text, or ``analyze(text)`` when the caller has it already (the timeline's facts
+        need it too)."""
         fields = {
             "doc_key": doc_key(kind, tenant_id, ref),
             "tenant": tenant_id,
             "stream": stream_id,
             "kind": kind,
             "ref": ref,
-            "text": " ".join(analyze(text) if tokens is None else tokens),
+            "text": " ".join(analyze(text) if isinstance(text, str) else text),
             "seq": seq,
         }
         # One call that types every field by the schema (a third cheaper than keywords

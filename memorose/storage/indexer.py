@@ -338,9 +338,7 @@ class Indexer:
                 memory = found.get(memory_id)
                 if memory is not None and is_searchable(memory):
                     tokens = analyze(memory.content)  # once: Tantivy's document and the facts
-                    self.fulltext.upsert(
-                        KIND_MEMORY, tenant_id, memory.stream_id, memory_id, memory.content, tokens=tokens
-                    )
+                    self.fulltext.upsert(KIND_MEMORY, tenant_id, memory.stream_id, memory_id, tokens)
                     searchable.append(memory)
                     places[memory_id] = (memory.stream_id, memory.valid_from, _facts(memory, tokens))
                     self._facts_unsaved += 1
@@ -440,7 +438,7 @@ class Indexer:
         for chunk in self._searchable_chunks(tenant_id):
             for n, m in enumerate(chunk):
                 tokens = analyze(m.content)  # once: Tantivy's document and the facts
-                self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, m.content, tokens=tokens)
+                self.fulltext.add(KIND_MEMORY, tenant_id, m.stream_id, m.memory_id, tokens)
                 entries.append((m.memory_id, m.stream_id, m.valid_from, _facts(m, tokens)))
                 _breathe(n)
             self._load_vectors(tenant_id, chunk)
@@ -481,7 +479,7 @@ class Indexer:
                 entries: list[Entry] = []
                 for chunk in self._searchable_chunks(tenant_id):
                     self._load_vectors(tenant_id, chunk)
-                    entries.extend(self._entries(chunk))
+                    entries.extend(self._loaded_entries([_loaded_memory(m) for m in chunk]))
                 self.vectors.end_load(tenant_id)
                 self.timeline.replace(tenant_id, entries)  # from the records decoded anyway
 
@@ -493,36 +491,51 @@ class Indexer:
                 entries: list[Entry] = []
                 records = (r for r in self.reader.memory_records(tenant_id) if is_searchable_record(r))
                 for chunk in _chunks(records, LOAD_CHUNK):
-                    facts = self._known_facts(
-                        [(r["content"], r.get("metadata"), _is_current_record(r)) for r in chunk]
-                    )
-                    entries.extend(
-                        (r["memory_id"], r["stream_id"], r["valid_from"], f)
-                        for r, f in zip(chunk, facts, strict=True)
-                    )
+                    entries.extend(self._loaded_entries([_loaded_record(r) for r in chunk]))
                 self.timeline.replace(tenant_id, entries)
 
-    def _entries(self, memories: list[Memory]) -> list[Entry]:
-        """Timeline entries of searchable memories being loaded (their texts' facts from
-        the cache where it has them)."""
-        facts = self._known_facts([(m.content, m.metadata, m.is_current) for m in memories])
-        return [(m.memory_id, m.stream_id, m.valid_from, f) for m, f in zip(memories, facts, strict=True)]
-
-    def _known_facts(self, texts: list[tuple[str, object, bool]]) -> list[Facts]:
-        """Facts of (content, metadata, current) of memories being loaded: what depends on
-        the text alone from the facts cache of the last run where it has it, else analysed."""
-        digests = [text_digest(content) for content, _, _ in texts]
-        known = self._known.lookup(digests) if self._known is not None else [None] * len(texts)
+    def _loaded_entries(self, memories: list[Loaded]) -> list[Entry]:
+        """Timeline entries of searchable memories being loaded: what depends on the text
+        alone from the facts cache of the last run where it has it, else analysed."""
+        digests = [text_digest(m[3]) for m in memories]
+        known = self._known.lookup(digests) if self._known is not None else [None] * len(memories)
         return [
-            facts_of(content, metadata, current, digest=digest)
-            if k is None
-            else Facts(current, speaker_of(metadata), k[0], k[1], digest)
-            for (content, metadata, current), digest, k in zip(texts, digests, known, strict=True)
+            (
+                memory_id,
+                stream_id,
+                valid_from,
+                facts_of(content, metadata, current, digest=digest)
+                if k is None
+                else Facts(current, speaker_of(metadata), k[0], k[1], digest),
+            )
+            for (memory_id, stream_id, valid_from, content, metadata, current), digest, k in zip(
+                memories, digests, known, strict=True
+            )
         ]
 
 
 def _facts(memory: Memory, tokens: list[str] | None = None) -> Facts:
     return facts_of(memory.content, memory.metadata, memory.is_current, tokens)
+
+
+#: A memory being loaded into the timeline: (id, stream, valid_from, content, metadata,
+#: current), from a ``Memory`` or from a stored record's fields.
+Loaded = tuple[str, str, float, str, object, bool]
+
+
+def _loaded_memory(m: Memory) -> Loaded:
+    return m.memory_id, m.stream_id, m.valid_from, m.content, m.metadata, m.is_current
+
+
+def _loaded_record(r: dict[str, Any]) -> Loaded:
+    return (
+        r["memory_id"],
+        r["stream_id"],
+        r["valid_from"],
+        r["content"],
+        r.get("metadata"),
+        _is_current_record(r),
+    )
 
 
 def _is_current_record(record: dict[str, Any]) -> bool:
